@@ -1,0 +1,1 @@
+"""infw engine: rule model, compiler, reference classifier, guard, store and datapath."""

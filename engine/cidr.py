@@ -1,0 +1,87 @@
+"""CIDR parsing (netaddr) and the 16-byte IPv4-mapped address space the datapath keys on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+MAPPED_V4_PREFIX = 0xFFFF << 32  # ::ffff:0:0/96
+
+
+class CidrError(ValueError):
+    """A CIDR is malformed; the message says what it should look like."""
+
+
+@dataclass(frozen=True, order=True)
+class Prefix:
+    """A prefix in the 128-bit space; IPv4 prefixes live at ::ffff:0:0/96 + their length."""
+
+    value: int  # network address as a 128-bit integer
+    length: int  # 0..128
+    is_v4: bool
+
+    def contains_addr(self, addr: int, addr_is_v4: bool) -> bool:
+        # An IPv6 prefix never matches an IPv4 source, even ::/0 (the operator keeps families apart).
+        if self.is_v4 != addr_is_v4:
+            return False
+        shift = 128 - self.length
+        return (addr >> shift) == (self.value >> shift)
+
+    def encloses(self, other: Prefix) -> bool:
+        """True when every address of other is in self (same family)."""
+        if self.is_v4 != other.is_v4 or self.length > other.length:
+            return False
+        shift = 128 - self.length
+        return (other.value >> shift) == (self.value >> shift)
+
+    def addr_bytes(self) -> bytes:
+        return self.value.to_bytes(16, "big")
+
+    def __str__(self) -> str:
+        if self.is_v4:
+            return f"{netaddr.IPAddress(self.value & 0xFFFFFFFF, 4)}/{self.length - 96}"
+        return f"{netaddr.IPAddress(self.value, 6)}/{self.length}"
+
+
+def parse_cidr(text: str) -> Prefix:
+    """Parse 'a.b.c.d/n' or 'x::/n' strictly: host bits set is an error naming the network."""
+    raw = str(text).strip()
+    if "/" not in raw:
+        raise CidrError("a CIDR needs a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32")
+    try:
+        net = netaddr.IPNetwork(raw)
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise CidrError(f"not a CIDR ({exc})") from exc
+    if net.version == 4 and raw.split("/")[0].count(".") != 3:
+        raise CidrError("write all four octets of an IPv4 address, e.g. 10.0.0.0/8")
+    if net.ip != net.network:
+        raise CidrError(f"host bits are set; did you mean {net.cidr}?")
+    if net.version == 6 and net.prefixlen >= 96 and (int(net.network) >> 32) == 0xFFFF:
+        v4 = netaddr.IPNetwork(f"{netaddr.IPAddress(int(net.network) & 0xFFFFFFFF, 4)}/{net.prefixlen - 96}")
+        raise CidrError(f"IPv4-mapped IPv6 prefix; write it as IPv4: {v4}")
+    if net.version == 4:
+        return Prefix(MAPPED_V4_PREFIX | int(net.network), net.prefixlen + 96, True)
+    return Prefix(int(net.network), net.prefixlen, False)
+
+
+def normalize_cidr(text: str) -> str:
+    return str(parse_cidr(text))
+
+
+def parse_address(text: str) -> tuple[int, bool]:
+    """An address as (128-bit mapped value, is_v4). IPv4-mapped IPv6 addresses count as IPv4."""
+    try:
+        ip = netaddr.IPAddress(str(text).strip())
+    except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
+        raise CidrError(f"not an IP address ({exc})") from exc
+    if ip.version == 4:
+        return MAPPED_V4_PREFIX | int(ip), True
+    value = int(ip)
+    return value, (value >> 32) == 0xFFFF
+
+
+def address_text(value: int, is_v4: bool) -> str:
+    if is_v4:
+        return str(netaddr.IPAddress(value & 0xFFFFFFFF, 4))
+    return str(netaddr.IPAddress(value, 6))

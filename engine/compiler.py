@@ -1,0 +1,312 @@
+"""Compile a RuleSet into the images the datapath maps hold (pure Python, no kernel).
+
+Two lookups decide a packet (DESIGN §3):
+  1. LPM on (ifindex, source) -> list id. Each prefix's list already holds the rules of every
+     enclosing prefix, merged and sorted, so the longest match sees every candidate.
+  2. LPM on (list id, protocol class, fragment flag, port or ICMP type<<8|code) -> the first
+     matching rule. Each list's value space is cut at rule boundaries into disjoint segments
+     labelled with their first match, and each segment is stored as at most 30 prefixes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from engine.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
+from engine.errors import FieldError, LimitError
+from engine.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
+from engine.model import Action, Firewall, IngressBlock, Rule, RuleSet
+
+# Protocol classes of the segment trie: the IP protocol number for the five the CRD names,
+# OTHER for everything else (only protocol-less rules match those).
+PROTO_CLASSES: tuple[int, ...] = (6, 17, 132, 1, 58)
+OTHER_CLASS = 255
+ALL_CLASSES: tuple[int, ...] = (*PROTO_CLASSES, OTHER_CLASS)
+VALUE_BITS = 16
+VALUE_MAX = (1 << VALUE_BITS) - 1
+
+# Limits, checked before anything is written. Map sizes in the datapath follow from these.
+MAX_RULE_ID = 65535
+MAX_PREFIXES = 131072  # LPM entries per generation
+MAX_RULES_PER_SOURCE = 4096  # rules in one merged list
+MAX_INTERFACES = 64
+MAX_SEGMENTS = 1_000_000  # segment-trie entries per generation
+MAX_LISTS = 1 << 20
+
+RuleKey = tuple[str, tuple[str, ...], int]
+"""A rule's identity across edits: (object name, sorted block CIDRs, order)."""
+
+
+def proto_class(ipproto: int) -> int:
+    return ipproto if ipproto in PROTO_CLASSES else OTHER_CLASS
+
+
+def rule_key(firewall: str, block: IngressBlock, rule: Rule) -> RuleKey:
+    return (firewall, tuple(sorted(block.source_cidrs)), rule.order)
+
+
+def iter_rules(ruleset: RuleSet) -> Iterable[tuple[Firewall, int, IngressBlock, int, Rule]]:
+    for fw in ruleset.firewalls:
+        for bi, block in enumerate(fw.ingress):
+            for ri, rule in enumerate(block.rules):
+                yield fw, bi, block, ri, rule
+
+
+def assign_rule_ids(ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = None) -> dict[RuleKey, int]:
+    """Stable ids: a rule keeps its id (and so its counters) while its key is unchanged."""
+    previous = previous or {}
+    keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
+    ids: dict[RuleKey, int] = {k: previous[k] for k in keys if k in previous}
+    used = set(ids.values())
+    next_id = 1
+    for key in keys:
+        if key in ids:
+            continue
+        while next_id in used:
+            next_id += 1
+        if next_id > MAX_RULE_ID:
+            raise LimitError([FieldError("rule set", "rules", len(keys),
+                                         f"more than {MAX_RULE_ID} rules", "remove rules")])
+        ids[key] = next_id
+        used.add(next_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """Where a rule id came from, for display, counters and trace."""
+
+    rule_id: int
+    firewall: str
+    interfaces: tuple[str, ...]
+    cidrs: tuple[str, ...]
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class ListRule:
+    """A rule as placed in a merged list: what it matches and what it decides."""
+
+    rule_id: int
+    action: Action
+    ipproto: int | None  # None: any protocol
+    low: int  # value range: port, or ICMP type<<8|code
+    high: int
+    l4: bool  # looks at ports/ICMP fields (so never matches a non-first fragment)
+
+
+@dataclass(frozen=True)
+class LpmEntry:
+    ifindex: int
+    prefix: Prefix
+    list_id: int
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    list_id: int
+    proto: int  # class: IP protocol number or OTHER_CLASS
+    nonfirst: bool  # non-first fragment: no L4 header
+    value: int  # prefix value in the 16-bit space
+    length: int  # 0..16
+    rule_id: int
+    action: Action
+
+
+@dataclass(frozen=True)
+class CompiledTables:
+    lpm: tuple[LpmEntry, ...]
+    lists: Mapping[int, tuple[ListRule, ...]]
+    segments: tuple[SegmentEntry, ...]
+    failsafe: tuple[FailSafe, ...]
+    failsafe_ports: frozenset[tuple[int, int]]
+    rules: Mapping[int, RuleInfo]
+    rule_ids: Mapping[RuleKey, int]
+    interfaces: Mapping[str, int]  # the node interfaces some object selects
+
+
+def list_rule(rule: Rule, rule_id: int) -> ListRule:
+    if rule.protocol is None:
+        return ListRule(rule_id, rule.action, None, 0, VALUE_MAX, False)
+    if rule.ports is not None:
+        return ListRule(rule_id, rule.action, rule.protocol.ipproto, rule.ports.low, rule.ports.high, True)
+    if rule.icmp_type is not None:
+        low = rule.icmp_type << 8 | (rule.icmp_code or 0)
+        high = low if rule.icmp_code is not None else rule.icmp_type << 8 | 0xFF
+        return ListRule(rule_id, rule.action, rule.protocol.ipproto, low, high, True)
+    return ListRule(rule_id, rule.action, rule.protocol.ipproto, 0, VALUE_MAX, False)
+
+
+def range_to_prefixes(low: int, high: int, bits: int = VALUE_BITS) -> list[tuple[int, int]]:
+    """Cover [low, high] with the fewest aligned prefixes: (value, prefix length)."""
+    out: list[tuple[int, int]] = []
+    while low <= high:
+        size = low & -low if low else 1 << bits
+        while size > high - low + 1:
+            size >>= 1
+        out.append((low, bits - size.bit_length() + 1))
+        low += size
+    return out
+
+
+def first_match_segments(rules: list[ListRule]) -> list[tuple[int, int, ListRule]]:
+    """Cut 0..65535 into maximal segments labelled by the first (lowest index) rule covering them."""
+    events: dict[int, list[tuple[int, int]]] = defaultdict(list)  # point -> [(+1/-1, idx)]
+    for idx, rule in enumerate(rules):
+        events[rule.low].append((1, idx))
+        events[rule.high + 1].append((-1, idx))
+    points = sorted(events)
+    active: list[int] = []
+    removed: set[int] = set()
+    segs: list[tuple[int, int, ListRule]] = []
+    for i, point in enumerate(points):
+        if point > VALUE_MAX:
+            break
+        for kind, idx in events[point]:
+            if kind > 0:
+                heapq.heappush(active, idx)
+            else:
+                removed.add(idx)
+        while active and active[0] in removed:
+            heapq.heappop(active)
+        end = (points[i + 1] - 1) if i + 1 < len(points) else VALUE_MAX
+        if not active:
+            continue
+        winner = rules[active[0]]
+        if segs and segs[-1][2] is winner and segs[-1][1] == point - 1:
+            segs[-1] = (segs[-1][0], end, winner)
+        else:
+            segs.append((point, end, winner))
+    return segs
+
+
+def list_segments(list_id: int, rules: tuple[ListRule, ...]) -> list[SegmentEntry]:
+    out: list[SegmentEntry] = []
+    for cls in ALL_CLASSES:
+        for nonfirst in (False, True):
+            applicable: list[ListRule] = []
+            for rule in rules:
+                if rule.ipproto is not None and rule.ipproto != cls:
+                    continue
+                if nonfirst and rule.l4:
+                    continue
+                if nonfirst or not rule.l4:
+                    rule = ListRule(rule.rule_id, rule.action, rule.ipproto, 0, VALUE_MAX, rule.l4)
+                applicable.append(rule)
+                if rule.low == 0 and rule.high == VALUE_MAX:
+                    break  # covers everything: later rules can never be first
+            for low, high, winner in first_match_segments(applicable):
+                for value, length in range_to_prefixes(low, high):
+                    out.append(SegmentEntry(list_id, cls, nonfirst, value, length,
+                                            winner.rule_id, winner.action))
+    return out
+
+
+def match_interfaces(patterns: Iterable[str], interfaces: Mapping[str, int]) -> list[str]:
+    pats = list(patterns)
+    return [name for name in interfaces if any(fnmatch.fnmatchcase(name, p) for p in pats)]
+
+
+def _limit(what: str, value: int, limit: int, fix: str) -> None:
+    if value > limit:
+        raise LimitError([FieldError("rule set", what, value, f"exceeds the limit of {limit} {what}", fix)])
+
+
+def compile_ruleset(
+    ruleset: RuleSet,
+    interfaces: Mapping[str, int],
+    failsafe: tuple[FailSafe, ...] = DEFAULT_FAILSAFE,
+    previous_ids: Mapping[RuleKey, int] | None = None,
+) -> CompiledTables:
+    """Turn rules plus the node's interfaces (name -> ifindex) into map images."""
+    rule_ids = assign_rule_ids(ruleset, previous_ids)
+    rules: dict[int, RuleInfo] = {}
+    # (ifindex, prefix) -> {rule_id: (rank, ListRule)} for rules defined exactly at that prefix
+    own: dict[tuple[int, Prefix], dict[int, tuple[tuple[object, ...], ListRule]]] = defaultdict(dict)
+    selected: dict[str, int] = {}
+    for fw in ruleset.firewalls:
+        names = match_interfaces(fw.interfaces, interfaces)
+        for name in names:
+            selected[name] = interfaces[name]
+        for bi, block in enumerate(fw.ingress):
+            prefixes = [parse_cidr(c) for c in block.source_cidrs]
+            for ri, rule in enumerate(block.rules):
+                rid = rule_ids[rule_key(fw.name, block, rule)]
+                rules[rid] = RuleInfo(rid, fw.name, fw.interfaces, block.source_cidrs, rule)
+                lr = list_rule(rule, rid)
+                for prefix in prefixes:
+                    rank = (rule.order, -prefix.length, fw.name, bi, ri)
+                    for name in names:
+                        slot = own[(interfaces[name], prefix)]
+                        if rid not in slot or rank < slot[rid][0]:
+                            slot[rid] = (rank, lr)
+    _limit("interfaces", len(selected), MAX_INTERFACES, "select fewer interfaces")
+    _add_v4_roots(own)
+    _limit("source prefixes", len(own), MAX_PREFIXES, "merge CIDRs into wider prefixes")
+
+    lengths: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for ifindex, prefix in own:
+        lengths[(ifindex, prefix.is_v4)].append(prefix.length)
+    for key in lengths:
+        lengths[key] = sorted(set(lengths[key]))
+
+    list_ids: dict[tuple[ListRule, ...], int] = {}
+    lists: dict[int, tuple[ListRule, ...]] = {}
+    lpm: list[LpmEntry] = []
+    for (ifindex, prefix), mine in own.items():
+        merged = dict(mine)
+        for length in lengths[(ifindex, prefix.is_v4)]:
+            if length >= prefix.length:
+                break
+            shift = 128 - length
+            outer = Prefix((prefix.value >> shift) << shift if length else 0, length, prefix.is_v4)
+            if prefix.is_v4 and length < 96:
+                continue
+            for rid, entry in own.get((ifindex, outer), {}).items():
+                if rid not in merged or entry[0] < merged[rid][0]:
+                    merged[rid] = entry
+        ordered = tuple(lr for _, lr in sorted(merged.values(), key=lambda e: e[0]))
+        if len(ordered) > MAX_RULES_PER_SOURCE:
+            _limit(f"rules for source {prefix}", len(ordered), MAX_RULES_PER_SOURCE,
+                   "use fewer rules for this source and its enclosing prefixes")
+        list_id = list_ids.get(ordered)
+        if list_id is None:
+            list_id = len(list_ids) + 1
+            list_ids[ordered] = list_id
+            lists[list_id] = ordered
+        lpm.append(LpmEntry(ifindex, prefix, list_id))
+    _limit("rule lists", len(lists), MAX_LISTS, "use fewer distinct rule lists")
+
+    segments: list[SegmentEntry] = []
+    for list_id, ordered in lists.items():
+        segments.extend(list_segments(list_id, ordered))
+    _limit("segment entries", len(segments), MAX_SEGMENTS, "use fewer distinct port ranges")
+    ports = failsafe_ports(failsafe)
+    _limit("fail-safe ports", len(ports), MAX_FAILSAFE_PORTS, "list fewer fail-safe ports")
+    lpm.sort(key=lambda e: (e.ifindex, e.prefix.value, e.prefix.length))
+    return CompiledTables(
+        lpm=tuple(lpm),
+        lists=lists,
+        segments=tuple(segments),
+        failsafe=failsafe,
+        failsafe_ports=ports,
+        rules=rules,
+        rule_ids=rule_ids,
+        interfaces=selected,
+    )
+
+
+def _add_v4_roots(own: dict[tuple[int, Prefix], dict[int, tuple[tuple[object, ...], ListRule]]]) -> None:
+    """Give IPv4 sources their own root (::ffff:0:0/96) wherever an IPv6 prefix covers that space,
+    so an IPv4 packet's longest match can never land on an IPv6 prefix such as ::/0."""
+    root = Prefix(MAPPED_V4_PREFIX, 96, True)
+    for ifindex, prefix in list(own):
+        if prefix.is_v4 or prefix.length > 96:
+            continue
+        shift = 128 - prefix.length
+        if prefix.length == 0 or (MAPPED_V4_PREFIX >> shift) == (prefix.value >> shift):
+            own.setdefault((ifindex, root), {})

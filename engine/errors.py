@@ -1,0 +1,86 @@
+"""Error types the console renders: each carries what was wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class InfwError(Exception):
+    """Base of every error infw reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.fix})" if self.fix else self.message
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad value: which document, which field path, what value, why and the fix."""
+
+    document: str
+    path: str
+    value: object
+    problem: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.document}: {self.path}" if self.path else self.document
+        text = f"{where}: {self.problem} (got {self.value!r})"
+        return f"{text}; {self.fix}" if self.fix else text
+
+
+class ValidationError(InfwError):
+    """Input (YAML, rule line, config) is invalid; nothing was applied."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = tuple(errors)
+        count = len(self.errors)
+        head = "1 error" if count == 1 else f"{count} errors"
+        body = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"invalid input, nothing applied ({head}):\n{body}")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LimitError(ValidationError):
+    """A size limit (rules per source, sources, interfaces) would be exceeded."""
+
+
+class GuardRefusal(InfwError):
+    """The safety guard refused a change; --force overrides only refusable checks."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, fix: str = "", *, rule: str = "", refusable: bool = True):
+        super().__init__(message, fix)
+        self.rule = rule
+        self.refusable = refusable
+
+
+class DatapathError(InfwError):
+    """The kernel refused an operation (load, verifier, attach, map update)."""
+
+
+class PrivilegeError(InfwError):
+    """The process lacks a capability it needs (CAP_BPF, CAP_NET_ADMIN)."""
+
+    exit_code = 4
+
+
+class StateError(InfwError):
+    """Stored state is missing, corrupt, locked or stale."""
+
+
+class ConfirmExpired(InfwError):
+    """A pending commit-confirmed change expired and was reverted."""
+
+    exit_code = 5

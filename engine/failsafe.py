@@ -1,0 +1,43 @@
+"""The fail-safe list: traffic that always passes, checked before any rule (DESIGN §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.model import PortRange, Protocol
+
+
+@dataclass(frozen=True)
+class FailSafe:
+    protocol: Protocol
+    ports: PortRange
+    purpose: str
+
+    def __str__(self) -> str:
+        return f"{self.ports}/{self.protocol.value.lower()} ({self.purpose})"
+
+
+DEFAULT_FAILSAFE: tuple[FailSafe, ...] = (
+    FailSafe(Protocol.TCP, PortRange(22, 22), "SSH"),
+    FailSafe(Protocol.UDP, PortRange(68, 68), "DHCP"),
+    FailSafe(Protocol.TCP, PortRange(6443, 6443), "kube-apiserver"),
+    FailSafe(Protocol.TCP, PortRange(2379, 2380), "etcd"),
+)
+
+MAX_FAILSAFE_PORTS = 1024
+
+
+def failsafe_ports(entries: tuple[FailSafe, ...]) -> frozenset[tuple[int, int]]:
+    """Expand entries into (ipproto, port) pairs, the form the datapath hash holds."""
+    return frozenset(
+        (fs.protocol.ipproto, port)
+        for fs in entries
+        for port in range(fs.ports.low, fs.ports.high + 1)
+    )
+
+
+def failsafe_for(entries: tuple[FailSafe, ...], ipproto: int, port: int) -> FailSafe | None:
+    for fs in entries:
+        if fs.protocol.ipproto == ipproto and fs.ports.contains(port):
+            return fs
+    return None

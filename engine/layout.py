@@ -1,0 +1,152 @@
+"""The one Python mirror of bpf/infw.bpf.c's map keys, values and records (ctypes).
+
+A test compiles the C program and checks every size and offset here against it.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import enum
+
+# Map names: each is pinned as <pin root>/<name>.
+PROG_PIN = "prog"
+MAP_SRC = "src_lpm"
+MAP_SEG = "seg_lpm"
+MAP_FAILSAFE = "failsafe"
+MAP_RULE_STATS = "rule_stats"
+MAP_NODE_STATS = "node_stats"
+MAP_CONFIG = "config"
+MAP_RATELIMIT = "ratelimit"
+MAP_EVENTS = "events"
+MAP_LAST = "last_verdict"
+ALL_MAPS = (MAP_SRC, MAP_SEG, MAP_FAILSAFE, MAP_RULE_STATS, MAP_NODE_STATS, MAP_CONFIG,
+            MAP_RATELIMIT, MAP_EVENTS, MAP_LAST)
+
+# Sizes (kept in step with engine.compiler limits; both generations live at once).
+SRC_MAX_ENTRIES = 2 * 131072 + 1024
+SEG_MAX_ENTRIES = 2 * 1_000_000
+RULE_STATS_ENTRIES = 65536
+FAILSAFE_MAX_ENTRIES = 1024
+EVENTS_RINGBUF_PAGES = 256  # 1 MiB
+
+SRC_KEY_FIXED_BITS = 64  # gen + pad + ifindex precede the address in the LPM key
+SEG_KEY_FIXED_BITS = 48  # list id + proto class + nonfirst flag precede the value
+GEN_BIT = 1 << 31  # list ids of generation 1 carry this bit
+
+
+class SrcKey(ct.Structure):
+    """LPM key: prefixlen counts from gen; the address is IPv6 or IPv4-mapped IPv6."""
+
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("gen", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+        ("ifindex", ct.c_uint32),
+        ("addr", ct.c_uint8 * 16),
+    ]
+
+
+class SegKey(ct.Structure):
+    """LPM key: the 16-bit value (port, or ICMP type<<8|code) is big-endian so prefixes work."""
+
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("list_id", ct.c_uint32),
+        ("proto", ct.c_uint8),
+        ("nonfirst", ct.c_uint8),
+        ("value_be", ct.c_uint16),
+    ]
+
+
+class SegVal(ct.Structure):
+    _fields_ = [("rule_id", ct.c_uint32), ("action", ct.c_uint32)]
+
+
+class FailsafeKey(ct.Structure):
+    _fields_ = [("proto", ct.c_uint8), ("pad", ct.c_uint8), ("port", ct.c_uint16)]
+
+
+class Counter(ct.Structure):
+    _fields_ = [("packets", ct.c_uint64), ("bytes", ct.c_uint64)]
+
+
+class Config(ct.Structure):
+    _fields_ = [
+        ("active_gen", ct.c_uint32),
+        ("mode", ct.c_uint32),  # Mode
+        ("events_per_sec", ct.c_uint32),  # per CPU; 0 disables events
+        ("trace", ct.c_uint32),  # nonzero: record each verdict in last_verdict
+        ("generation", ct.c_uint64),  # rule-set generation number, for display
+    ]
+
+
+class RateLimit(ct.Structure):
+    _fields_ = [("window_start_ns", ct.c_uint64), ("count", ct.c_uint64)]
+
+
+class LastVerdict(ct.Structure):
+    _fields_ = [("reason", ct.c_uint32), ("rule_id", ct.c_uint32), ("xdp_action", ct.c_uint32),
+                ("pad", ct.c_uint32)]
+
+
+class DropEventRecord(ct.Structure):
+    _fields_ = [
+        ("ts_ns", ct.c_uint64),  # bpf_ktime_get_ns (monotonic)
+        ("ifindex", ct.c_uint32),
+        ("rule_id", ct.c_uint32),
+        ("verdict", ct.c_uint8),  # Verdict
+        ("family", ct.c_uint8),  # 4 or 6
+        ("l4proto", ct.c_uint8),
+        ("flags", ct.c_uint8),  # EVENT_FLAG_*
+        ("vlan", ct.c_uint16),  # outer VLAN id, 0 when untagged
+        ("sport", ct.c_uint16),  # host order
+        ("dport", ct.c_uint16),  # host order
+        ("icmp_type", ct.c_uint8),
+        ("icmp_code", ct.c_uint8),
+        ("pkt_len", ct.c_uint32),
+        ("src", ct.c_uint8 * 16),
+        ("dst", ct.c_uint8 * 16),
+    ]
+
+
+EVENT_FLAG_NONFIRST_FRAGMENT = 1
+
+
+class Action(enum.IntEnum):
+    """Segment value action; also the verdict byte of an event."""
+
+    ALLOW = 1
+    DENY = 2
+    WOULD_DENY = 3  # audit mode
+
+
+class Mode(enum.IntEnum):
+    ENFORCE = 0
+    AUDIT = 1
+
+
+class Reason(enum.IntEnum):
+    """LastVerdict.reason: why the program decided as it did."""
+
+    NONE = 0
+    FAILSAFE = 1
+    RULE = 2
+    NO_MATCH = 3
+    UNPARSED = 4
+
+
+class NodeCounter(enum.IntEnum):
+    """Index into node_stats (per-CPU {packets, bytes})."""
+
+    ALLOW = 0  # allowed by a rule
+    DENY = 1  # dropped by a rule
+    WOULD_DENY = 2  # audit mode: a Deny matched, passed
+    FAILSAFE = 3
+    NO_MATCH = 4
+    UNPARSED = 5
+    EVENTS_SENT = 6
+    EVENTS_SUPPRESSED = 7  # over the per-CPU rate limit
+    EVENTS_LOST = 8  # ring buffer full
+
+
+NODE_COUNTERS = 16
