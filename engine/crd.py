@@ -53,7 +53,8 @@ def parse_port_range(value: object) -> PortRange:
     elif isinstance(value, str):
         text = value.strip()
         parts = text.split("-")
-        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        # isascii: str.isdigit() also accepts digits int() refuses ('²') or reads ('٣').
+        if len(parts) not in (1, 2) or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             raise ValueError("a port is a number 1-65535 or a range like 1000-2000")
         low = int(parts[0])
         high = int(parts[-1])
@@ -68,7 +69,7 @@ def parse_port_range(value: object) -> PortRange:
 
 def _int_field(c: _Collector, path: str, value: object, low: int, high: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value.strip())
         else:
             c.add(path, value, f"must be an integer {low}..{high}")
@@ -304,6 +305,9 @@ def load_yaml(text: str, source: str = "input") -> RuleSet:
     """Parse one or many YAML documents (a List kind's items are unwrapped too)."""
     try:
         docs = list(yaml.safe_load_all(text))
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise ValidationError([FieldError(source, "", "", "YAML nested too deeply",
+                                          "flatten the document")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -26,7 +26,8 @@ ALL_MAPS = (MAP_SRC, MAP_SEG, MAP_FAILSAFE, MAP_RULE_STATS, MAP_NODE_STATS, MAP_
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
 SEG_MAX_ENTRIES = 2 * 1_000_000
 RULE_STATS_ENTRIES = 65536
-FAILSAFE_MAX_ENTRIES = 1024
+# fail-safe: an array indexed by destination port, because the verifier inlines array lookups
+FAILSAFE_MAX_ENTRIES = 65536
 EVENTS_RINGBUF_PAGES = 256  # 1 MiB
 
 SRC_KEY_FIXED_BITS = 64  # gen + pad + ifindex precede the address in the LPM key
@@ -62,8 +63,8 @@ class SegVal(ct.Structure):
     _fields_ = [("rule_id", ct.c_uint32), ("action", ct.c_uint32)]
 
 
-class FailsafeKey(ct.Structure):
-    _fields_ = [("proto", ct.c_uint8), ("pad", ct.c_uint8), ("port", ct.c_uint16)]
+# failsafe map: u32 destination port -> u32 bitmask of the protocols fail-safe on that port.
+FAILSAFE_PROTO_BITS = {6: 1 << 0, 17: 1 << 1, 132: 1 << 2}  # TCP, UDP, SCTP
 
 
 class Counter(ct.Structure):

@@ -31,6 +31,11 @@ def _err(line: str, path: str, value: object, problem: str, fix: str = "") -> Va
     return ValidationError([FieldError(f"rule '{line}'", path, value, problem, fix or f"syntax: {SYNTAX}")])
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone accepts '²', which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> RuleLine:
     try:
         words = shlex.split(line)
@@ -60,13 +65,13 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
             ifaces += [c for c in str(nxt).split(",") if c]
             i += 2
         elif word == "order":
-            order = int(str(nxt)) if str(nxt).isdigit() else nxt
+            order = int(str(nxt)) if _is_number(str(nxt)) else nxt
             i += 2
         elif word == "firewall":
             firewall = str(nxt)
             i += 2
         elif word in ("type", "code"):
-            icmp["icmpType" if word == "type" else "icmpCode"] = int(str(nxt)) if str(nxt).isdigit() else nxt
+            icmp["icmpType" if word == "type" else "icmpCode"] = int(str(nxt)) if _is_number(str(nxt)) else nxt
             i += 2
         elif proto is None and i == 0:
             proto = rest[i]
@@ -88,7 +93,8 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
         pc: dict[str, Any] = {"protocol": proto.upper() if proto.lower() != "icmpv6" else "ICMPv6"}
         key = pc["protocol"].lower()
         if ports is not None:
-            pc[key] = {"ports": ports}
+            # icmp too, so 'tcp 80 type 8' is refused by validation rather than dropped silently
+            pc[key] = {"ports": ports, **icmp}
         elif icmp:
             pc[key] = icmp
         rule["protocolConfig"] = pc

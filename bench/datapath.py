@@ -1,0 +1,181 @@
+"""Datapath cost per packet: BPF_PROG_TEST_RUN of the loaded firewall minus a trivial XDP_PASS
+program, both run by the same harness (bench.testrun), interleaved, on one CPU, in one run.
+
+Frames are 64 bytes (the minimum Ethernet frame without FCS) unless their headers need more:
+IPv6 with two extension headers is 78 bytes. No ctx is given, so ingress is ifindex 1 (lo)
+and the rules are compiled for `lo`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.result import Figure, not_measured
+from bench.rulesets import (
+    BLOCK_V4,
+    BLOCK_V6,
+    DEST_V4,
+    DEST_V6,
+    HIT_PORT,
+    SOURCE_V4,
+    SOURCE_V6,
+    BulkShape,
+    bulk_ruleset,
+    rules_hit_at_last,
+)
+from bench.testrun import Timing, floor_program, measure_interleaved, pinned_on_cpu
+from engine.frame import IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, build_frame
+from engine.model import Action, RuleSet
+
+GROUP = "datapath"
+TARGET_NS = 40.0
+TARGET = f"≤ +{TARGET_NS:.0f} ns over floor"
+REPEAT = 1_000_000
+RUNS = 5
+BENCH_CPU = 1
+LO = {"lo": 1}
+XDP_DROP, XDP_PASS = 1, 2
+
+RULE_COUNTS = (1, 10, 100, 1000)
+CIDR_COUNTS = (100, 1_000, 10_000, 100_000)  # x 10 rules each, for the plot
+
+
+def udp4(src: str = SOURCE_V4, vlan: tuple[int, ...] = ()) -> bytes:
+    pad = 64 - (14 + 4 * len(vlan) + 20 + 8)
+    return build_frame(src, DEST_V4, 17, dport=HIT_PORT, vlan=vlan, payload_len=pad)
+
+
+def udp6_ext() -> bytes:
+    return build_frame(SOURCE_V6, DEST_V6, 17, dport=HIT_PORT,
+                       ipv6_ext=(IPPROTO_HOPOPTS, IPPROTO_DSTOPTS))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    tables: str  # key of the rule set it runs against
+    frame: bytes
+    action: int  # expected XDP action
+    rules: int = 0  # for the plot
+    cidrs: int = 0
+    plotted: str = ""  # "rules" or "cidrs" series, or ""
+
+
+def _rulesets() -> dict[str, Callable[[], RuleSet]]:
+    sets: dict[str, Callable[[], RuleSet]] = {
+        "none": RuleSet,
+        "1 allow": lambda: rules_hit_at_last(1, Action.ALLOW, (BLOCK_V4,)),
+        "1 deny": lambda: rules_hit_at_last(1, Action.DENY, (BLOCK_V4,)),
+        "1 deny v6": lambda: rules_hit_at_last(1, Action.DENY, (BLOCK_V6,)),
+    }
+    for n in RULE_COUNTS[1:]:
+        sets[f"{n} rules"] = lambda n=n: rules_hit_at_last(n, Action.DENY, (BLOCK_V4,))
+    for c in CIDR_COUNTS:
+        sets[f"{c} cidrs"] = lambda c=c: bulk_ruleset(BulkShape(blocks=c // 100))
+    return sets
+
+
+def _cases() -> list[Case]:
+    bulk = BulkShape()
+    cases = [
+        Case("no rules", "none", udp4(), XDP_PASS),
+        Case("1 CIDR x 1 rule, allow", "1 allow", udp4(), XDP_PASS),
+        Case("1 CIDR x 1 rule, deny", "1 deny", udp4(), XDP_DROP, 1, 1, "rules"),
+    ]
+    for n in RULE_COUNTS[1:]:
+        cases.append(Case(f"1 CIDR x {n:,} rules, hit at the last", f"{n} rules", udp4(),
+                          XDP_DROP, n, 1, "rules"))
+    for c in CIDR_COUNTS:
+        name = f"{c:,} CIDRs x 10 rules, hit at the tenth"
+        cases.append(Case(name, f"{c} cidrs", udp4(bulk.probe_source(c // 100 - 1)), XDP_DROP,
+                          10, c, "cidrs"))
+    cases += [
+        Case("IPv6 + 2 extension headers (78 B), deny", "1 deny v6", udp6_ext(), XDP_DROP),
+        Case("VLAN 802.1Q, deny", "1 deny", udp4(vlan=(100,)), XDP_DROP),
+        Case("VLAN QinQ (802.1ad + 802.1Q), deny", "1 deny", udp4(vlan=(200, 100)), XDP_DROP),
+    ]
+    return cases
+
+
+@dataclass
+class Measured:
+    case: Case
+    ours: Timing
+    floor: Timing
+    compile_s: float
+    write_s: float
+
+    @property
+    def over_ns(self) -> float:
+        return self.ours.median_ns - self.floor.median_ns
+
+
+def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured], dict[str, str]]:
+    from bench.pins import loaded_datapath
+    from engine.compiler import compile_ruleset
+
+    results: list[Measured] = []
+    errors: dict[str, str] = {}
+    cases = _cases()
+    rulesets = _rulesets()
+    with pinned_on_cpu(BENCH_CPU), floor_program() as floor_fd, loaded_datapath("dp") as dp:
+        generation = 0
+        for key in dict.fromkeys(c.tables for c in cases):
+            mine = [c for c in cases if c.tables == key]
+            try:
+                t0 = time.perf_counter()
+                tables = compile_ruleset(rulesets[key](), LO)
+                t1 = time.perf_counter()
+                generation += 1
+                dp.write_tables(tables, generation)
+                t2 = time.perf_counter()
+            except Exception as exc:
+                for c in mine:
+                    errors[c.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            subjects = {"floor": (floor_fd, mine[0].frame)}
+            subjects |= {c.name: (dp.prog_fd, c.frame) for c in mine}
+            timings = measure_interleaved(subjects, REPEAT, RUNS)
+            for c in mine:
+                got = timings[c.name]
+                if got.action != c.action:
+                    errors[c.name] = (f"wrong verdict: XDP action {got.action}, "
+                                      f"expected {c.action}")
+                    continue
+                results.append(Measured(c, got, timings["floor"], t1 - t0, t2 - t1))
+                progress(f"  {c.name}: {got.median_ns:.0f} ns (floor {timings['floor'].median_ns:.0f})")
+    return results, errors
+
+
+def run_group(plot_path: str | None = None) -> list[Figure]:
+    try:
+        results, errors = measure_all()
+    except Exception as exc:
+        return [not_measured(GROUP, "all datapath cases", f"{type(exc).__name__}: {exc}", TARGET)]
+    figures: list[Figure] = []
+    for m in results:
+        figures.append(Figure(
+            GROUP, m.case.name, m.ours.median_ns, "ns", reference=m.floor.median_ns,
+            reference_name="XDP_PASS floor", compare="difference", target=TARGET,
+            met=m.over_ns <= TARGET_NS,
+            extra={"runs_ns": m.ours.runs_ns, "floor_runs_ns": m.floor.runs_ns,
+                   "frame_bytes": len(m.case.frame), "compile_s": m.compile_s,
+                   "write_s": m.write_s, "rules": m.case.rules, "cidrs": m.case.cidrs,
+                   "series": m.case.plotted},
+        ))
+    for name, err in errors.items():
+        figures.append(not_measured(GROUP, name, err, TARGET))
+    if plot_path and results:
+        from bench.plot import cost_plot
+
+        cost_plot(
+            plot_path,
+            {"rules (1 CIDR, hit at the last)": [(m.case.rules, m.over_ns) for m in results
+                                                 if m.case.plotted == "rules"],
+             "CIDRs (10 rules each, hit at the tenth)": [(m.case.cidrs, m.over_ns) for m in results
+                                                         if m.case.plotted == "cidrs"]},
+            TARGET_NS,
+        )
+    return figures

@@ -1,0 +1,503 @@
+/* infw: XDP ingress firewall, compiled by bcc at load time (engine/datapath.py).
+ *
+ * A packet costs a parse, one fail-safe hash lookup and two LPM lookups, whatever the number
+ * of rules: src_lpm maps (generation, ifindex, source) to a merged rule list, seg_lpm maps
+ * (list, protocol class, fragment flag, port or ICMP type<<8|code) to the first matching rule.
+ * engine/classify.py `lookup` is the reference for the decision and engine/frame.py
+ * `parse_frame` for the parse; the kernel tests hold this file to both.
+ *
+ * The loader defines PIN_ROOT (a string) and the map sizes from engine/layout.py.
+ * Every struct here is mirrored once in engine/layout.py; a test checks they agree.
+ */
+#include <uapi/linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+
+#ifndef PIN_ROOT
+#error "PIN_ROOT must be defined by the loader (engine/datapath.py)"
+#endif
+
+#define ETH_P_8021AD_ 0x88A8
+#define ETH_P_8021Q_ 0x8100
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT 8
+#define IPV4_FRAG_OFFSET_MASK 0x1fff
+
+#define NH_HOPOPTS 0
+#define NH_ROUTING 43
+#define NH_FRAGMENT 44
+#define NH_DSTOPTS 60
+#define PROTO_ICMP 1
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_ICMPV6 58
+#define PROTO_SCTP 132
+#define PROTO_OTHER 255
+#define FAILSAFE_TCP (1 << 0)
+#define FAILSAFE_UDP (1 << 1)
+#define FAILSAFE_SCTP (1 << 2)
+
+/* src_lpm key prefix bits before the address: gen(8) + pad(24) + ifindex(32) */
+#define SRC_KEY_FIXED_BITS 64
+/* seg_lpm key prefix bits before the value: list_id(32) + proto(8) + nonfirst(8) */
+#define SEG_KEY_FIXED_BITS 48
+
+enum action { ACTION_ALLOW = 1, ACTION_DENY = 2, ACTION_WOULD_DENY = 3 };
+enum mode { MODE_ENFORCE = 0, MODE_AUDIT = 1 };
+enum reason { REASON_NONE = 0, REASON_FAILSAFE = 1, REASON_RULE = 2, REASON_NO_MATCH = 3,
+              REASON_UNPARSED = 4 };
+enum node_counter { NC_ALLOW = 0, NC_DENY = 1, NC_WOULD_DENY = 2, NC_FAILSAFE = 3,
+                    NC_NO_MATCH = 4, NC_UNPARSED = 5, NC_EVENTS_SENT = 6,
+                    NC_EVENTS_SUPPRESSED = 7, NC_EVENTS_LOST = 8 };
+#define EVENT_FLAG_NONFIRST_FRAGMENT 1
+#define RATE_WINDOW_NS 1000000000ULL
+
+struct src_key {
+    u32 prefixlen;
+    u8 gen;
+    u8 pad[3];
+    u32 ifindex;
+    u8 addr[16]; /* IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d) */
+};
+
+struct seg_key {
+    u32 prefixlen;
+    u32 list_id;
+    u8 proto;     /* IP protocol for TCP/UDP/SCTP/ICMP/ICMPv6, PROTO_OTHER for the rest */
+    u8 nonfirst;  /* non-first fragment: no L4 header */
+    u16 value_be; /* port, or ICMP type<<8|code; big-endian so prefixes work */
+};
+
+struct seg_val {
+    u32 rule_id;
+    u32 action;
+};
+
+struct counter {
+    u64 packets;
+    u64 bytes;
+};
+
+struct config {
+    u32 active_gen;
+    u32 mode;
+    u32 events_per_sec; /* per CPU; 0 disables events */
+    u32 trace;          /* nonzero: record each verdict in last_verdict */
+    u64 generation;
+};
+
+struct ratelimit {
+    u64 window_start_ns;
+    u64 count;
+};
+
+struct last_verdict {
+    u32 reason;
+    u32 rule_id;
+    u32 xdp_action;
+    u32 pad;
+};
+
+struct drop_event {
+    u64 ts_ns;
+    u32 ifindex;
+    u32 rule_id;
+    u8 verdict;
+    u8 family;
+    u8 l4proto;
+    u8 flags;
+    u16 vlan;
+    u16 sport;
+    u16 dport;
+    u8 icmp_type;
+    u8 icmp_code;
+    u32 pkt_len;
+    u8 src[16];
+    u8 dst[16];
+};
+
+/* bcc has no pinned ring buffer macro: this is BPF_RINGBUF_OUTPUT with a pin path. */
+#define BPF_RINGBUF_PINNED(_name, _num_pages, _pinned)                                       \
+    struct _name##_table_t {                                                                 \
+        int key;                                                                             \
+        u32 leaf;                                                                            \
+        int (*ringbuf_output)(void *, u64, u64);                                             \
+        void *(*ringbuf_reserve)(u64);                                                       \
+        void (*ringbuf_discard)(void *, u64);                                                \
+        void (*ringbuf_submit)(void *, u64);                                                 \
+        u32 max_entries;                                                                     \
+    };                                                                                       \
+    __attribute__((section("maps/ringbuf:" _pinned)))                                        \
+    struct _name##_table_t _name = {.max_entries = ((_num_pages) * PAGE_SIZE)}
+
+BPF_TABLE_PINNED("lpm_trie", struct src_key, u32, src_lpm, SRC_MAX_ENTRIES,
+                 PIN_ROOT "/src_lpm", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct seg_key, struct seg_val, seg_lpm, SEG_MAX_ENTRIES,
+                 PIN_ROOT "/seg_lpm", BPF_F_NO_PREALLOC);
+/* destination port -> bitmask of fail-safe protocols: an array, so the lookup is inlined */
+BPF_TABLE_PINNED("array", u32, u32, failsafe, FAILSAFE_MAX_ENTRIES, PIN_ROOT "/failsafe");
+BPF_TABLE_PINNED("percpu_array", u32, struct counter, rule_stats, RULE_STATS_ENTRIES,
+                 PIN_ROOT "/rule_stats");
+BPF_TABLE_PINNED("percpu_array", u32, struct counter, node_stats, NODE_COUNTERS,
+                 PIN_ROOT "/node_stats");
+BPF_TABLE_PINNED("array", u32, struct config, config, 1, PIN_ROOT "/config");
+BPF_TABLE_PINNED("percpu_array", u32, struct ratelimit, ratelimit, 1, PIN_ROOT "/ratelimit");
+/* per CPU: BPF_PROG_TEST_RUN runs on the caller's CPU, which reads its own slot back */
+BPF_TABLE_PINNED("percpu_array", u32, struct last_verdict, last_verdict, 1,
+                 PIN_ROOT "/last_verdict");
+BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
+
+#ifdef INFW_LAYOUT_CHECK
+/* Only for tests/kernel/test_layout.py: a table typed with the event record, so bcc generates
+ * a ctypes struct to compare with engine/layout.py's DropEventRecord. */
+BPF_ARRAY(layout_drop_event, struct drop_event, 1);
+#endif
+
+/* What the parse learns of a packet. */
+struct packet {
+    u8 src[16];
+    u8 dst[16];
+    u16 vlan;
+    u16 sport;
+    u16 dport;
+    u16 value; /* the seg_lpm value: port or ICMP type<<8|code; 0 when absent */
+    u8 family;
+    u8 l4proto;
+    u8 nonfirst;
+    u8 has_ports; /* TCP/UDP/SCTP first fragment: dport is valid */
+    u8 icmp_type;
+    u8 icmp_code;
+};
+
+enum parse_result { PARSE_IP = 0, PARSE_NON_IP = 1, PARSE_UNPARSED = 2 };
+
+struct hdr_cursor {
+    void *pos;
+};
+
+/* the kernel's struct frag_hdr lives in a non-uapi header */
+struct ipv6_frag {
+    u8 nexthdr;
+    u8 reserved;
+    __be16 frag_off; /* offset in 8-byte units << 3 | flags */
+    __be32 identification;
+};
+
+static __always_inline int parse_ethhdr(struct hdr_cursor *nh, void *data_end,
+                                        struct packet *pkt, u16 *ethertype)
+{
+    struct ethhdr *eth = nh->pos;
+
+    if ((void *)(eth + 1) > data_end)
+        return PARSE_UNPARSED;
+    nh->pos = eth + 1;
+    *ethertype = eth->h_proto;
+
+#pragma unroll
+    for (int i = 0; i < MAX_VLAN_TAGS; i++) {
+        if (*ethertype != bpf_htons(ETH_P_8021Q_) && *ethertype != bpf_htons(ETH_P_8021AD_))
+            break;
+        __be16 *tag = nh->pos; /* {TCI, next ethertype} */
+        if ((void *)(tag + 2) > data_end)
+            return PARSE_UNPARSED;
+        if (i == 0)
+            pkt->vlan = bpf_ntohs(tag[0]) & 0x0fff;
+        *ethertype = tag[1];
+        nh->pos = tag + 2;
+    }
+    if (*ethertype == bpf_htons(ETH_P_8021Q_) || *ethertype == bpf_htons(ETH_P_8021AD_))
+        return PARSE_UNPARSED; /* a third tag */
+    return PARSE_IP;
+}
+
+static __always_inline void map_ipv4(u8 *out, __be32 addr)
+{
+    /* ::ffff:a.b.c.d, the address space the compiler keys IPv4 prefixes on */
+    __builtin_memset(out, 0, 10);
+    out[10] = 0xff;
+    out[11] = 0xff;
+    __builtin_memcpy(out + 12, &addr, 4);
+}
+
+static __always_inline int parse_ipv4(struct hdr_cursor *nh, void *data_end, struct packet *pkt)
+{
+    struct iphdr *iph = nh->pos;
+
+    if ((void *)(iph + 1) > data_end)
+        return PARSE_UNPARSED;
+    if (iph->version != 4 || iph->ihl < 5)
+        return PARSE_UNPARSED;
+    void *l4 = (void *)iph + iph->ihl * 4; /* options are skipped, never interpreted */
+    if (l4 > data_end)
+        return PARSE_UNPARSED;
+    pkt->family = 4;
+    pkt->l4proto = iph->protocol;
+    pkt->nonfirst = (bpf_ntohs(iph->frag_off) & IPV4_FRAG_OFFSET_MASK) != 0;
+    map_ipv4(pkt->src, iph->saddr);
+    map_ipv4(pkt->dst, iph->daddr);
+    nh->pos = l4;
+    return PARSE_IP;
+}
+
+static __always_inline int parse_ipv6(struct hdr_cursor *nh, void *data_end, struct packet *pkt)
+{
+    struct ipv6hdr *ip6h = nh->pos;
+
+    if ((void *)(ip6h + 1) > data_end)
+        return PARSE_UNPARSED;
+    if (ip6h->version != 6)
+        return PARSE_UNPARSED;
+    pkt->family = 6;
+    __builtin_memcpy(pkt->src, &ip6h->saddr, 16);
+    __builtin_memcpy(pkt->dst, &ip6h->daddr, 16);
+    u8 nexthdr = ip6h->nexthdr;
+    nh->pos = ip6h + 1;
+
+#pragma unroll
+    for (int i = 0; i < MAX_IPV6_EXT; i++) {
+        if (nexthdr == NH_FRAGMENT) {
+            struct ipv6_frag *fh = nh->pos;
+            if ((void *)(fh + 1) > data_end)
+                return PARSE_UNPARSED;
+            nexthdr = fh->nexthdr;
+            nh->pos = fh + 1;
+            if (bpf_ntohs(fh->frag_off) >> 3) {
+                /* non-first fragment: the protocol is the fragment header's next header */
+                pkt->nonfirst = 1;
+                pkt->l4proto = nexthdr;
+                return PARSE_IP;
+            }
+            continue;
+        }
+        if (nexthdr != NH_HOPOPTS && nexthdr != NH_ROUTING && nexthdr != NH_DSTOPTS)
+            break;
+        u8 *opt = nh->pos; /* {next header, length in 8-byte units beyond the first} */
+        if ((void *)(opt + 2) > data_end)
+            return PARSE_UNPARSED;
+        void *next = (void *)opt + (opt[1] + 1) * 8;
+        if (next > data_end)
+            return PARSE_UNPARSED;
+        nexthdr = opt[0];
+        nh->pos = next;
+    }
+    if (nexthdr == NH_HOPOPTS || nexthdr == NH_ROUTING || nexthdr == NH_FRAGMENT ||
+        nexthdr == NH_DSTOPTS)
+        return PARSE_UNPARSED; /* beyond the bound */
+    pkt->l4proto = nexthdr;
+    return PARSE_IP;
+}
+
+static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, struct packet *pkt)
+{
+    if (pkt->nonfirst)
+        return PARSE_IP;
+    u8 proto = pkt->l4proto;
+    if (proto == PROTO_TCP || proto == PROTO_UDP || proto == PROTO_SCTP) {
+        __be16 *ports = nh->pos; /* TCP, UDP and SCTP all start {source, destination} */
+        if ((void *)(ports + 2) > data_end)
+            return PARSE_UNPARSED;
+        pkt->sport = bpf_ntohs(ports[0]);
+        pkt->dport = bpf_ntohs(ports[1]);
+        pkt->value = pkt->dport;
+        pkt->has_ports = 1;
+    } else if (proto == PROTO_ICMP || proto == PROTO_ICMPV6) {
+        u8 *icmp = nh->pos; /* {type, code} */
+        if ((void *)(icmp + 2) > data_end)
+            return PARSE_UNPARSED;
+        pkt->icmp_type = icmp[0];
+        pkt->icmp_code = icmp[1];
+        pkt->value = (u16)icmp[0] << 8 | icmp[1];
+    }
+    return PARSE_IP;
+}
+
+static __always_inline int parse_packet(void *data, void *data_end, struct packet *pkt)
+{
+    struct hdr_cursor nh = {.pos = data};
+    u16 ethertype = 0;
+    int ret = parse_ethhdr(&nh, data_end, pkt, &ethertype);
+
+    if (ret != PARSE_IP)
+        return ret;
+    if (ethertype == bpf_htons(ETH_P_IP))
+        ret = parse_ipv4(&nh, data_end, pkt);
+    else if (ethertype == bpf_htons(ETH_P_IPV6))
+        ret = parse_ipv6(&nh, data_end, pkt);
+    else
+        return PARSE_NON_IP;
+    if (ret != PARSE_IP)
+        return ret;
+    return parse_l4(&nh, data_end, pkt);
+}
+
+static __always_inline void count(u32 idx, u64 len)
+{
+    struct counter *c = node_stats.lookup(&idx);
+
+    if (c) {
+        c->packets++;
+        c->bytes += len;
+    }
+}
+
+static __always_inline void trace(struct config *cfg, u32 reason, u32 rule_id, u32 xdp_action)
+{
+    if (!cfg->trace)
+        return;
+    u32 zero = 0;
+    struct last_verdict *lv = last_verdict.lookup(&zero);
+    if (lv) {
+        lv->reason = reason;
+        lv->rule_id = rule_id;
+        lv->xdp_action = xdp_action;
+    }
+}
+
+/* Per-CPU window of one second, so a flood cannot starve the node or the consumer. */
+static __always_inline int event_allowed(struct config *cfg)
+{
+    u32 zero = 0;
+    struct ratelimit *rl = ratelimit.lookup(&zero);
+
+    if (!rl || !cfg->events_per_sec)
+        return 0;
+    u64 now = bpf_ktime_get_coarse_ns(); /* a tick's precision is plenty for a 1 s window */
+    if (now - rl->window_start_ns >= RATE_WINDOW_NS) {
+        rl->window_start_ns = now;
+        rl->count = 0;
+    }
+    if (rl->count >= cfg->events_per_sec)
+        return 0;
+    rl->count++;
+    return 1;
+}
+
+static __always_inline void emit_drop(struct xdp_md *ctx, struct config *cfg,
+                                      struct packet *pkt, u32 rule_id, u8 verdict, u64 len)
+{
+    if (!event_allowed(cfg)) {
+        count(NC_EVENTS_SUPPRESSED, 0);
+        return;
+    }
+    struct drop_event *e = events.ringbuf_reserve(sizeof(struct drop_event));
+    if (!e) {
+        count(NC_EVENTS_LOST, 0);
+        return;
+    }
+    e->ts_ns = bpf_ktime_get_ns();
+    e->ifindex = ctx->ingress_ifindex;
+    e->rule_id = rule_id;
+    e->verdict = verdict;
+    e->family = pkt->family;
+    e->l4proto = pkt->l4proto;
+    e->flags = pkt->nonfirst ? EVENT_FLAG_NONFIRST_FRAGMENT : 0;
+    e->vlan = pkt->vlan;
+    e->sport = pkt->sport;
+    e->dport = pkt->dport;
+    e->icmp_type = pkt->icmp_type;
+    e->icmp_code = pkt->icmp_code;
+    e->pkt_len = len;
+    __builtin_memcpy(e->src, pkt->src, 16);
+    __builtin_memcpy(e->dst, pkt->dst, 16);
+    events.ringbuf_submit(e, 0);
+    count(NC_EVENTS_SENT, 0);
+}
+
+static __always_inline u32 failsafe_bit(u8 proto)
+{
+    return proto == PROTO_TCP ? FAILSAFE_TCP : proto == PROTO_UDP ? FAILSAFE_UDP : FAILSAFE_SCTP;
+}
+
+static __always_inline u8 proto_class(u8 proto)
+{
+    switch (proto) {
+    case PROTO_TCP:
+    case PROTO_UDP:
+    case PROTO_SCTP:
+    case PROTO_ICMP:
+    case PROTO_ICMPV6:
+        return proto;
+    default:
+        return PROTO_OTHER;
+    }
+}
+
+int infw_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    u64 len = data_end - data;
+    u32 zero = 0;
+    struct config *cfg = config.lookup(&zero);
+
+    if (!cfg)
+        return XDP_PASS;
+
+    struct packet pkt = {};
+    int parsed = parse_packet(data, data_end, &pkt);
+    if (parsed == PARSE_NON_IP)
+        return XDP_PASS;
+    if (parsed == PARSE_UNPARSED) {
+        count(NC_UNPARSED, len);
+        trace(cfg, REASON_UNPARSED, 0, XDP_PASS);
+        return XDP_PASS;
+    }
+
+    /* 1. fail-safe: (protocol, destination port), any source, before any rule */
+    if (pkt.has_ports) {
+        u32 port = pkt.dport;
+        u32 *protos = failsafe.lookup(&port);
+        if (protos && (*protos & failsafe_bit(pkt.l4proto))) {
+            count(NC_FAILSAFE, len);
+            trace(cfg, REASON_FAILSAFE, 0, XDP_PASS);
+            return XDP_PASS;
+        }
+    }
+
+    /* 2. source -> merged rule list of the active generation (read once: the switch point) */
+    u32 gen = *(volatile u32 *)&cfg->active_gen;
+    struct src_key sk = {.prefixlen = SRC_KEY_FIXED_BITS + 128, .gen = gen,
+                         .ifindex = ctx->ingress_ifindex};
+    __builtin_memcpy(sk.addr, pkt.src, 16);
+    u32 *list_id = src_lpm.lookup(&sk);
+    if (!list_id) {
+        count(NC_NO_MATCH, len);
+        trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
+        return XDP_PASS;
+    }
+
+    /* 3. first matching rule of that list for this protocol class and value */
+    struct seg_key gk = {.prefixlen = SEG_KEY_FIXED_BITS + 16, .list_id = *list_id,
+                         .proto = proto_class(pkt.l4proto), .nonfirst = pkt.nonfirst,
+                         .value_be = bpf_htons(pkt.value)};
+    struct seg_val *seg = seg_lpm.lookup(&gk);
+    if (!seg) {
+        count(NC_NO_MATCH, len);
+        trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
+        return XDP_PASS;
+    }
+
+    u32 rule_id = seg->rule_id;
+    struct counter *rc = rule_stats.lookup(&rule_id);
+    if (rc) {
+        rc->packets++;
+        rc->bytes += len;
+    }
+    if (seg->action == ACTION_ALLOW) {
+        count(NC_ALLOW, len);
+        trace(cfg, REASON_RULE, rule_id, XDP_PASS);
+        return XDP_PASS;
+    }
+    if (cfg->mode == MODE_AUDIT) {
+        count(NC_WOULD_DENY, len);
+        emit_drop(ctx, cfg, &pkt, rule_id, ACTION_WOULD_DENY, len);
+        trace(cfg, REASON_RULE, rule_id, XDP_PASS);
+        return XDP_PASS;
+    }
+    count(NC_DENY, len);
+    emit_drop(ctx, cfg, &pkt, rule_id, ACTION_DENY, len);
+    trace(cfg, REASON_RULE, rule_id, XDP_DROP);
+    return XDP_DROP;
+}

@@ -1,0 +1,134 @@
+"""`infw`: the command line. Commands come from console.commands (shared with the REPL).
+
+Exit codes: 0 ok, 1 error, 2 usage/validation, 3 refused by the guard, 4 missing privileges,
+5 pending confirmation expired. Errors go to stderr as "infw: error: <message> — <fix>".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from console.commands import (
+    COMMANDS,
+    Context,
+    ParserExit,
+    UsageError,
+    build_parser,
+    report_error,
+    run_parsed,
+)
+from engine.errors import InfwError, StateError
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
+
+LAB_STATE_SUBDIR = "state"
+
+
+def lab_connection() -> tuple[str, str, str]:
+    """(pin root, state dir, netns) of the lab's firewall: what --lab means, for every console."""
+    from engine import lab
+
+    return lab.LAB_PIN_ROOT, str(lab.STATE_DIR / LAB_STATE_SUBDIR), lab.NODE_NS
+
+
+def connect(
+    pin_root: str | None = None,
+    state_dir: str | None = None,
+    *,
+    netns: str | None = None,
+    lab: bool = False,
+    read_only: bool = False,
+) -> Engine:
+    """Open the Engine the options name; a missing namespace is an error with its fix."""
+    from engine.engine import Engine
+
+    if lab:
+        lab_pins, lab_state, lab_ns = lab_connection()
+        pin_root, state_dir, netns = pin_root or lab_pins, state_dir or lab_state, netns or lab_ns
+    if netns and not os.path.exists(os.path.join("/run/netns", netns)):
+        fix = "start the lab with 'infw lab up'" if lab else "see 'ip netns list'"
+        raise StateError(f"network namespace {netns!r} does not exist", fix)
+    try:
+        return Engine(pin_root, state_dir, read_only=read_only, netns=netns)
+    except OSError as exc:
+        if netns and exc.errno in (1, 13):
+            raise InfwError(
+                f"cannot enter network namespace {netns!r}: {exc.strerror}",
+                "entering a namespace needs root (CAP_SYS_ADMIN)",
+            ) from exc
+        raise
+
+
+def _context(args: argparse.Namespace) -> Context:
+    def open_engine() -> Engine:
+        return connect(
+            args.pin_root, args.state_dir, netns=args.netns, lab=args.lab, read_only=args.read_only
+        )
+
+    def open_lab() -> Engine:
+        return connect(lab=True, read_only=args.read_only)
+
+    return Context(connect=open_engine, connect_lab=open_lab)
+
+
+def _quiet_stdout() -> None:
+    # The reader went away (`infw events -f | head`): further writes, including the
+    # interpreter's final flush, must not raise again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ctx = Context(connect=connect, parser=parser)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except ParserExit as done:
+            return done.status
+        except UsageError as exc:
+            ctx.json = "--json" in argv
+            ctx.verbose = "-v" in argv or "--verbose" in argv
+            return report_error(ctx, exc)
+        run_ctx = _context(args)
+        run_ctx.parser = parser
+        if args.command is None:
+            args.command = "repl"
+        if args.command == "repl" and not sys.stdin.isatty():
+            return run_script(run_ctx, sys.stdin)
+        return run_parsed(run_ctx, args)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("infw: interrupted\n")
+        return 130
+
+
+def run_script(ctx: Context, lines: Iterable[str]) -> int:
+    """`infw < commands.txt`: one REPL line at a time; stops at the first failure (like set -e)."""
+    from console.repl import execute_line, is_exit
+
+    ctx.in_repl = True
+    ctx.parser = build_parser(repl=True, out=ctx.out)
+    for number, line in enumerate(lines, 1):
+        if is_exit(line):
+            break
+        code = execute_line(ctx, line)
+        if code:
+            ctx.err.write(f"infw: stopped at line {number}: {line.strip()}\n")
+            return code
+    return 0
+
+
+__all__ = ["COMMANDS", "connect", "lab_connection", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,741 @@
+"""infw-tui: the live console. Rules with counters, drop events, edits, all through engine.Engine.
+
+The app holds no firewall logic; it renders the engine's views and calls the engine's methods,
+so anything done here can be done from the REPL or the CLI the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from console.tui.cells import human_count, rule_summary
+from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
+from console.tui.events_pane import EventLog, EventPane
+from console.tui.facade import EngineLike, EventSourceLike
+from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
+from console.tui.history import HistoryScreen
+from console.tui.interfaces import AttachScreen, InterfacesScreen
+from console.tui.rule_form import FormValues, RuleForm
+from console.tui.rules import RulesTable
+from console.tui.trace import TraceDialog
+from engine.errors import InfwError
+from engine.model import ORDER_MAX, ORDER_MIN
+from engine.ruleline import format_rule_line
+from engine.views import ApplyResult, StatsSnapshot, Status
+
+LAB_STATE_DIR = "/var/lib/infw/lab"
+LAB_NETNS = "infw-node"
+LAB_RULES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
+LAB_ATTACH = "infw-n*"
+
+EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm", "revert"})
+NEEDS_RULE = frozenset({"edit", "delete", "reorder"})
+NEEDS_PENDING = frozenset({"confirm", "revert"})
+
+
+@dataclass(frozen=True)
+class KeyHelp:
+    key: str
+    action: str
+    text: str
+
+
+# Every key the main screen takes, in the order help and the command palette list them.
+KEYS: tuple[KeyHelp, ...] = (
+    KeyHelp("a", "add", "add a rule (form with inline validation; applies commit-confirmed)"),
+    KeyHelp("e", "edit", "edit the selected rule"),
+    KeyHelp("d", "delete", "delete the selected rule (asks first)"),
+    KeyHelp("+ / -", "reorder", "move the selected rule later (+) or earlier (-) by one order"),
+    KeyHelp("c", "confirm", "confirm the pending change (only while one is pending)"),
+    KeyHelp("r", "revert", "revert the pending change at once (only while one is pending)"),
+    KeyHelp("m", "mode", "switch enforce / audit (asks first)"),
+    KeyHelp("t", "trace", "trace a packet: kernel and reference verdicts with the deciding rule"),
+    KeyHelp("i", "interfaces", "interfaces: attach, detach, XDP mode, foreign programs"),
+    KeyHelp("h", "history", "history of applied generations, with revert"),
+    KeyHelp("y", "export", "export the rules as IngressNodeFirewall YAML (save to a file)"),
+    KeyHelp("/", "filter", "filter the focused pane (rules table or drop events); esc clears"),
+    KeyHelp("s / S", "sort", "sort by the next column / reverse (or click a column header)"),
+    KeyHelp("p", "pause", "pause / resume following drop events"),
+    KeyHelp("tab", "focus", "switch focus between the rules table and the drop events"),
+    KeyHelp("ctrl+p", "palette", "command palette (every action by name)"),
+    KeyHelp("?", "help", "this help"),
+    KeyHelp("q", "quit", "quit the console (the firewall keeps running)"),
+)
+
+
+class FilterInput(Input):
+    """The `/` bar; esc clears the filter and closes it."""
+
+    BINDINGS = [Binding("escape", "cancel_filter", "Clear filter", show=False)]
+
+    def action_cancel_filter(self) -> None:
+        app = self.app
+        if isinstance(app, InfwApp):
+            app.close_filter(clear=True)
+
+
+class InfwApp(App[str]):
+    """The live console over one engine (real, or console.tui.fake.FakeEngine in tests)."""
+
+    TITLE = "infw"
+    ENABLE_COMMAND_PALETTE = True
+    CSS = """
+    Screen { layout: vertical; }
+    #rules-title { height: 1; background: $boost; }
+    RulesTable { height: 1fr; min-height: 5; }
+    FilterInput { dock: bottom; display: none; margin-bottom: 1; }
+    FilterInput.-shown { display: block; }
+    """
+    BINDINGS = [
+        Binding("a", "add", "Add"),
+        Binding("e", "edit", "Edit"),
+        Binding("d", "delete", "Delete"),
+        Binding("c", "confirm", "Confirm"),
+        Binding("r", "revert", "Revert"),
+        Binding("slash", "filter", "Filter"),
+        Binding("t", "trace", "Trace"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_console", "Quit"),
+        Binding("m", "mode", "Mode"),
+        Binding("i", "interfaces", "Ifaces"),
+        Binding("h", "history", "History"),
+        Binding("y", "export", "YAML"),
+        Binding("s", "sort", "Sort"),
+        Binding("p", "pause", "Pause"),
+        Binding("plus", "reorder(1)", "Later", show=False),
+        Binding("minus", "reorder(-1)", "Earlier", show=False),
+        Binding("S", "sort_reverse", "Reverse sort", show=False),
+    ]
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool | None = None,
+        stats_interval: float = 1.0,
+        events_interval: float = 0.1,
+        offer_attach: bool = True,
+        events_per_second: int = 200,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock
+        self.read_only = bool(engine.read_only if read_only is None else read_only)
+        self.stats_interval = stats_interval
+        self.events_interval = events_interval
+        self.offer_attach = offer_attach
+        self.events_per_second = events_per_second
+        self.status: Status | None = None
+        self.snapshot: StatsSnapshot | None = None
+        self.disconnected: str | None = None
+        self.event_source: EventSourceLike | None = None
+        self._events_error: str | None = None
+        self._last_events_try = 0.0
+        self._pending_gen: int | None = None
+        self._banner_state: tuple[int | None, int] = (None, -1)
+        self._filter_target = "rules"
+        self._expected_pending_end: int | None = None
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="status-header")
+        yield PendingBanner(id="pending-banner")
+        yield DisconnectedBanner(id="disconnected")
+        yield Static(id="rules-title")
+        yield RulesTable(self.clock, id="rules")
+        yield EventPane(id="events")
+        yield FilterInput(placeholder="filter…", id="filter")
+        yield Footer()
+
+    @property
+    def table(self) -> RulesTable:
+        return self.query_one(RulesTable)
+
+    @property
+    def event_pane(self) -> EventPane:
+        return self.query_one(EventPane)
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.refresh_stats()
+        self.open_events()
+        self.table.focus()
+        self.set_interval(self.stats_interval, self.tick, name="stats")
+        self.set_interval(self.events_interval, self.poll_events, name="events")
+        status = self.status
+        if status is not None and not status.loaded and not self.read_only and self.offer_attach:
+            self.push_screen(AttachScreen(self.engine), self._attach_done)
+
+    def _attach_done(self, attached: bool | None) -> None:
+        if attached:
+            self.notify("the firewall is loaded and attached", title="attached")
+        self.refresh_all()
+
+    # ------------------------------------------------------------------ refresh
+
+    def tick(self) -> None:
+        self.refresh_status()
+        self.refresh_stats()
+        if self.event_source is None and self.clock() - self._last_events_try >= 3.0:
+            self.open_events()
+
+    def refresh_all(self) -> None:
+        self.refresh_status()
+        self.refresh_stats()
+        if self.event_source is None:
+            self.open_events()
+
+    def refresh_status(self) -> None:
+        try:
+            status = self.engine.status()
+        except (InfwError, OSError) as exc:
+            self._set_disconnected(exc)
+            return
+        previous = self.status
+        self.status = status
+        self.query_one(StatusHeader).show(status)
+        pending_gen = status.pending.generation if status.pending else None
+        expired = (
+            previous is not None
+            and self._pending_gen is not None
+            and pending_gen is None
+            and self._expected_pending_end != self._pending_gen
+        )
+        if expired:
+            self.notify(
+                f"generation {self._pending_gen} was not confirmed in time: the previous rules are back "
+                f"(now generation {status.generation})",
+                title="reverted by the watchdog",
+                severity="warning",
+                timeout=15,
+            )
+        if pending_gen != self._pending_gen:
+            self._pending_gen = pending_gen
+            self._expected_pending_end = None
+            self.refresh_bindings()
+        self.update_banner()
+
+    def update_banner(self) -> None:
+        status = self.status
+        pending = status.pending if status else None
+        left = int(pending.remaining(self.clock()) + 0.999) if pending else -1
+        state = (pending.generation if pending else None, left)
+        if state == self._banner_state:
+            return
+        self._banner_state = state
+        self.query_one(PendingBanner).show(state[0], max(left, 0), self.read_only)
+
+    def refresh_stats(self) -> None:
+        try:
+            snapshot = self.engine.stats()
+        except (InfwError, OSError) as exc:
+            self._set_disconnected(exc)
+            return
+        if self.disconnected is not None:
+            self.disconnected = None
+            self.query_one(DisconnectedBanner).show(None)
+        self.snapshot = snapshot
+        self.table.show(snapshot.rules)
+        self._render_rules_title()
+        totals = snapshot.totals
+        sampled = self.event_source.buffer.counts.sampled_out if self.event_source else 0
+        self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, sampled)
+
+    def _set_disconnected(self, exc: Exception) -> None:
+        text = exc.message if isinstance(exc, InfwError) else str(exc)
+        self.disconnected = text
+        self.query_one(DisconnectedBanner).show(text)
+
+    def _render_rules_title(self) -> None:
+        snap = self.snapshot
+        table = self.table
+        title = Text(no_wrap=True, overflow="ellipsis")
+        total = len(table.all_rows)
+        shown = len(table.rows_by_key)
+        title.append(f" Rules {shown}" + (f"/{total}" if shown != total else ""), style="bold")
+        arrow = "▼" if table.sort_reverse else "▲"
+        title.append(f"  sort {table.sort_column}{arrow}")
+        if table.filter_text:
+            title.append(f"  filter '{table.filter_text}'", style="bold cyan")
+        if snap is not None:
+            t = snap.totals
+            title.append("  │ allowed ")
+            title.append(human_count(t.allowed[0]), style="green")
+            title.append(" · denied ")
+            title.append(human_count(t.denied[0]), style="red")
+            if t.would_deny[0]:
+                title.append(" · would-deny ")
+                title.append(human_count(t.would_deny[0]), style="yellow")
+            title.append(
+                f" · fail-safe {human_count(t.failsafe[0])} · no-match {human_count(t.no_match[0])}"
+            )
+            if t.unparsed[0]:
+                title.append(f" · unparsed {human_count(t.unparsed[0])}")
+        title.append("  ● hit now", style="dim")
+        self.query_one("#rules-title", Static).update(title)
+
+    def open_events(self) -> None:
+        self._last_events_try = self.clock()
+        status = self.status
+        if status is not None and not status.loaded:
+            return
+        try:
+            self.event_source = self.engine.open_events(self.events_per_second)
+            self._events_error = None
+        except (InfwError, OSError) as exc:
+            self.event_source = None
+            self._events_error = exc.message if isinstance(exc, InfwError) else str(exc)
+
+    def poll_events(self) -> None:
+        self.update_banner()
+        source = self.event_source
+        if source is None:
+            return
+        try:
+            fresh = source.poll(timeout_ms=0)
+        except (InfwError, OSError) as exc:
+            self._set_disconnected(exc)
+            self.event_source = None
+            return
+        pane = self.event_pane
+        pane.add(fresh)
+        if fresh or not pane.paused:
+            pane.set_counts(pane.counts[0], pane.counts[1], source.buffer.counts.sampled_out)
+
+    # ------------------------------------------------------------------ key availability
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in EDIT_ACTIONS and self.read_only:
+            return False
+        if action in NEEDS_PENDING:
+            return self.status is not None and self.status.pending is not None
+        if action in NEEDS_RULE:
+            tables = self.screen_stack[0].query(RulesTable) if self.screen_stack else None
+            return True if tables and tables.first().selected_rule() is not None else None
+        return True
+
+    @on(RulesTable.RowHighlighted)
+    def _row_moved(self) -> None:
+        self.refresh_bindings()
+
+    # ------------------------------------------------------------------ helpers
+
+    def report(self, exc: InfwError, title: str | None = None) -> None:
+        self.notify(exc.fix or " ", title=title or exc.message, severity="error", timeout=10)
+
+    def confirm_timeout(self) -> float:
+        return float(getattr(self.engine.config, "confirm_timeout", 60.0))
+
+    def applied(self, result: ApplyResult | None, what: str = "applied") -> None:
+        if result is None:
+            return
+        if result.pending is not None:
+            left = result.pending.remaining(self.clock())
+            self.notify(
+                f"press c within {left:.0f}s to keep it, r to revert now",
+                title=f"{what}: generation {result.generation} PENDING CONFIRM",
+                severity="warning",
+                timeout=8,
+            )
+        else:
+            self.notify(f"generation {result.generation}, {result.rule_count} rules", title=what)
+        for warning in result.warnings:
+            self.notify(warning, title="warning", severity="warning", timeout=10)
+        self.refresh_all()
+
+    def default_interfaces(self) -> str:
+        status = self.status
+        if status is None:
+            return ""
+        names = [v.name for v in status.interfaces if v.ours]
+        return ", ".join(names)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_add(self) -> None:
+        form = RuleForm(
+            self.engine,
+            initial=FormValues(interfaces=self.default_interfaces()),
+            confirm_timeout=self.confirm_timeout(),
+        )
+        self.push_screen(form, partial(self.applied, what="rule added"))
+
+    def action_edit(self) -> None:
+        row = self.table.selected_rule()
+        if row is None:
+            return
+        form = RuleForm(self.engine, row=row, confirm_timeout=self.confirm_timeout())
+        self.push_screen(form, partial(self.applied, what=f"rule {row.rule_id} edited"))
+
+    def action_delete(self) -> None:
+        row = self.table.selected_rule()
+        if row is None:
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                result = self.engine.delete_rule(
+                    row.rule_id, confirm_timeout=self.confirm_timeout()
+                )
+            except InfwError as exc:
+                self.report(exc)
+                return
+            self.applied(result, f"rule {row.rule_id} deleted")
+
+        self.push_screen(
+            ConfirmDialog(
+                f"Delete rule {row.rule_id}?",
+                f"{rule_summary(row)}\n\nApplied commit-confirmed: it comes back unless you confirm.",
+                "Delete",
+                danger=True,
+            ),
+            done,
+        )
+
+    def action_reorder(self, delta: int) -> None:
+        row = self.table.selected_rule()
+        if row is None:
+            return
+        taken = {
+            r.order
+            for r in self.table.all_rows
+            if r.firewall == row.firewall
+            and set(r.cidrs) == set(row.cidrs)
+            and r.rule_id != row.rule_id
+        }
+        order = row.order + delta
+        while order in taken:  # never land on (and so replace) a rule of the same block
+            order += delta
+        if not ORDER_MIN <= order <= ORDER_MAX:
+            self.notify(f"order stays within {ORDER_MIN}..{ORDER_MAX}", severity="warning")
+            return
+        line = format_rule_line(
+            row.firewall, row.interfaces, row.cidrs, replace(row.rule, order=order)
+        )
+        try:
+            result = self.engine.edit_rule(
+                row.rule_id, line, confirm_timeout=self.confirm_timeout()
+            )
+        except InfwError as exc:
+            self.report(exc)
+            return
+        self.applied(result, f"rule {row.rule_id} now order {order}")
+        self.table.select_rule_id(row.rule_id)
+
+    def action_confirm(self) -> None:
+        try:
+            self._expected_pending_end = self._pending_gen
+            generation = self.engine.confirm()
+        except InfwError as exc:
+            self.report(exc)
+            return
+        self.notify(f"generation {generation} is kept", title="confirmed")
+        self.refresh_all()
+
+    def action_revert(self) -> None:
+        try:
+            self._expected_pending_end = self._pending_gen
+            result = self.engine.revert()
+        except InfwError as exc:
+            self.report(exc)
+            return
+        self.notify(
+            f"back to the previous rules (generation {result.generation})", title="reverted"
+        )
+        self.refresh_all()
+
+    def action_mode(self) -> None:
+        current = self.status.mode if self.status else "enforce"
+        target = "audit" if current == "enforce" else "enforce"
+        body = (
+            "AUDIT: nothing is dropped any more. Deny verdicts are only counted and shown as WOULD DENY."
+            if target == "audit"
+            else "ENFORCE: Deny rules drop packets again, from now on."
+        )
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.engine.set_mode(target)
+            except InfwError as exc:
+                self.report(exc)
+                return
+            self.notify(f"mode is now {target.upper()}", title="mode switched")
+            self.refresh_all()
+
+        self.push_screen(
+            ConfirmDialog(f"Switch to {target.upper()}?", body, f"Switch to {target}"), done
+        )
+
+    def action_trace(self) -> None:
+        try:
+            names = sorted(self.engine.interfaces())
+        except InfwError as exc:
+            self.report(exc)
+            return
+        attached = [v.name for v in self.status.interfaces] if self.status else []
+        self.push_screen(TraceDialog(self.engine, names, attached[0] if attached else None))
+
+    def action_interfaces(self) -> None:
+        self.push_screen(
+            InterfacesScreen(self.engine, self.read_only), lambda _: self.refresh_all()
+        )
+
+    def action_history(self) -> None:
+        self.push_screen(
+            HistoryScreen(self.engine, self.clock, self.read_only), lambda _: self.refresh_all()
+        )
+
+    def action_export(self) -> None:
+        try:
+            text = self.engine.export_yaml()
+        except InfwError as exc:
+            self.report(exc)
+            return
+        self.push_screen(ExportScreen(text))
+
+    def action_help(self) -> None:
+        failsafe = (
+            self.status.failsafe
+            if self.status
+            else tuple(str(f) for f in self.engine.config.failsafe)
+        )
+        notes = []
+        if self.read_only:
+            notes.append("\nThis console is read-only: edit keys are off.")
+        self.push_screen(HelpScreen([(k.key, k.text) for k in KEYS], failsafe, notes))
+
+    def action_sort(self) -> None:
+        self.table.cycle_sort()
+        self._render_rules_title()
+
+    def action_sort_reverse(self) -> None:
+        table = self.table
+        table.set_sort(table.sort_column, not table.sort_reverse)
+        self._render_rules_title()
+
+    def action_pause(self) -> None:
+        paused = self.event_pane.toggle_pause()
+        self.notify(
+            "drop events paused (p resumes)" if paused else "following drop events", timeout=2
+        )
+
+    def action_filter(self) -> None:
+        focused = self.focused
+        self._filter_target = "events" if isinstance(focused, EventLog) else "rules"
+        bar = self.query_one(FilterInput)
+        current = (
+            self.event_pane.filter_text
+            if self._filter_target == "events"
+            else self.table.filter_text
+        )
+        bar.placeholder = f"filter {'drop events' if self._filter_target == 'events' else 'rules'} (enter keeps, esc clears)"
+        bar.value = current
+        bar.set_class(True, "-shown")
+        bar.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.close_filter(clear=False)
+
+    def apply_filter(self, text: str) -> None:
+        if self._filter_target == "events":
+            self.event_pane.set_filter(text)
+        else:
+            self.table.set_filter(text)
+            self._render_rules_title()
+
+    def close_filter(self, *, clear: bool) -> None:
+        bar = self.query_one(FilterInput)
+        if clear:
+            bar.value = ""
+            self.apply_filter("")
+        bar.set_class(False, "-shown")
+        if self._filter_target == "events":
+            self.query_one(EventLog).focus()
+        else:
+            self.table.focus()
+
+    def quit_message(self) -> str:
+        status = self.status
+        if status is None:
+            return "infw-tui closed; the firewall (if loaded) keeps running"
+        if not status.loaded:
+            return f"infw-tui closed; no firewall is loaded here ({status.rule_count} rules stored)"
+        ifaces = ", ".join(v.name for v in status.interfaces if v.ours) or "no interfaces"
+        text = (
+            f"infw-tui closed; the firewall keeps running ({status.rule_count} rules on {ifaces})"
+        )
+        if status.pending is not None:
+            left = status.pending.remaining(self.clock())
+            text += (
+                f"\nwarning: generation {status.pending.generation} is still pending: it reverts in "
+                f"{left:.0f}s unless you run 'infw confirm'"
+            )
+        return text
+
+    def action_quit_console(self) -> None:
+        self.exit(self.quit_message())
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        commands: list[tuple[str, str, str, Callable[[], None]]] = [
+            ("add", "Add rule", "open the rule form", self.action_add),
+            ("edit", "Edit rule", "edit the selected rule", self.action_edit),
+            ("delete", "Delete rule", "delete the selected rule", self.action_delete),
+            ("reorder", "Move rule later", "order + 1", partial(self.action_reorder, 1)),
+            ("reorder", "Move rule earlier", "order - 1", partial(self.action_reorder, -1)),
+            (
+                "confirm",
+                "Confirm pending change",
+                "keep the pending generation",
+                self.action_confirm,
+            ),
+            (
+                "revert",
+                "Revert pending change",
+                "drop the pending generation now",
+                self.action_revert,
+            ),
+            ("mode", "Switch enforce/audit", "change the firewall mode", self.action_mode),
+            ("trace", "Trace a packet", "kernel and reference verdicts", self.action_trace),
+            ("interfaces", "Interfaces", "attach, detach, XDP mode", self.action_interfaces),
+            ("history", "History", "applied generations, revert", self.action_history),
+            ("export", "Export YAML", "IngressNodeFirewall YAML, save to file", self.action_export),
+            ("filter", "Filter", "filter the focused pane", self.action_filter),
+            ("sort", "Sort by next column", "cycle the sort column", self.action_sort),
+            ("sort_reverse", "Reverse sort", "flip the sort direction", self.action_sort_reverse),
+            (
+                "pause",
+                "Pause/resume drop events",
+                "stop following the event pane",
+                self.action_pause,
+            ),
+            ("help", "Keys and help", "every key", self.action_help),
+            (
+                "quit_console",
+                "Quit infw-tui",
+                "the firewall keeps running",
+                self.action_quit_console,
+            ),
+        ]
+        for action, title, help_text, callback in commands:
+            if self.check_action(action, ()):
+                yield SystemCommand(f"infw: {title}", help_text, callback)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
+    """The lab's engine: bring the lab up if needed, load its example rules, attach its node veths."""
+    from engine import crd, lab
+    from engine.engine import Engine
+
+    netns = str(getattr(lab, "NODE_NS", LAB_NETNS))
+    if read_only:
+        info = lab.lab_status()
+        if not info.up:
+            raise InfwError(
+                f"the lab is not up ({'; '.join(info.problems)})",
+                "run 'infw lab up', or start infw-tui --lab without --read-only",
+            )
+    else:
+        # lab_up is idempotent: it repairs what is missing and (re)starts the traffic.
+        progress("bringing the lab up (namespaces, veths, traffic)…")
+        lab.lab_up(progress=progress)
+    engine = Engine(
+        pin_root=lab.LAB_PIN_ROOT,
+        state_dir=LAB_STATE_DIR,
+        netns=netns,
+        read_only=read_only,
+    )
+    if not engine.loaded() and not read_only:
+        progress(f"applying {os.path.normpath(LAB_RULES)}")
+        engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
+        progress(f"attaching to {LAB_ATTACH}")
+        engine.attach([LAB_ATTACH], progress=progress)
+    return engine
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infw-tui", description="Live console for the infw XDP ingress firewall."
+    )
+    parser.add_argument(
+        "--lab", action="store_true", help="open the console on the lab (brings it up if needed)"
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="view counters and events, change nothing"
+    )
+    parser.add_argument(
+        "--pin-root", help="where the firewall's maps are pinned (default /sys/fs/bpf/infw)"
+    )
+    parser.add_argument("--state-dir", help="desired state and history (default /var/lib/infw)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.lab:
+            engine: Any = open_lab(args.read_only)
+        else:
+            from engine.engine import Engine
+
+            engine = Engine(args.pin_root, args.state_dir, read_only=args.read_only)
+    except InfwError as exc:
+        print(f"infw-tui: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    except PermissionError as exc:
+        print(f"infw-tui: permission denied: {exc.filename or exc}", file=sys.stderr)
+        print("  fix: run as root (sudo), or use --read-only to look", file=sys.stderr)
+        return 4
+    except ImportError as exc:
+        print(f"infw-tui: a part of infw is missing: {exc}", file=sys.stderr)
+        print(
+            "  fix: run 'make bootstrap' (bcc comes from Debian's python3-bpfcc)", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    app = InfwApp(engine)
+    message = app.run()
+    if message:
+        print(message)
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""How values read in a cell: counts, bytes, ages, verdicts. Colour always comes with a word."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from engine.views import DropEvent, RuleRow
+
+VERDICT_STYLE = {
+    "DENY": "bold red",
+    "WOULD DENY": "bold yellow",
+    "ALLOW": "bold green",
+}
+
+
+def human_count(n: int | float) -> str:
+    """12,345 stays exact; larger counts shrink to 123.4k, 12.3M, 1.2G."""
+    n = int(n)
+    if n < 100_000:
+        return f"{n:,}"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)  # pragma: no cover - unreachable
+
+
+def human_bytes(n: int | float) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - unreachable
+
+
+def human_rate(rate: float) -> str:
+    if rate <= 0:
+        return "0"
+    if rate < 10:
+        return f"{rate:.1f}"
+    return human_count(round(rate))
+
+
+def relative_time(when: float | None, now: float) -> str:
+    """'3s ago', '5m ago', '2h ago', '4d ago'; '-' for never."""
+    if when is None:
+        return "-"
+    age = max(0.0, now - when)
+    if age < 60:
+        return f"{age:.0f}s ago"
+    if age < 3600:
+        return f"{age / 60:.0f}m ago"
+    if age < 86400:
+        return f"{age / 3600:.0f}h ago"
+    return f"{age / 86400:.0f}d ago"
+
+
+def clock_time(when: float, millis: bool = True) -> str:
+    local = time.localtime(when)
+    text = time.strftime("%H:%M:%S", local)
+    return f"{text}.{int((when % 1) * 1000):03d}" if millis else text
+
+
+def verdict_text(verdict: str) -> Text:
+    word = verdict.upper()
+    return Text(word, style=VERDICT_STYLE.get(word, "bold"))
+
+
+def shorten(items: Sequence[str], width: int) -> str:
+    """Join items; when they don't fit, keep what fits and say how many more ('10.0.0.0/8 +2')."""
+    joined = ",".join(items)
+    if len(joined) <= width or not items:
+        return joined
+    first = items[0]
+    rest = f" +{len(items) - 1}" if len(items) > 1 else ""
+    room = width - len(rest)
+    if len(first) > room:
+        first = first[: max(1, room - 1)] + "…"
+    return first + rest
+
+
+def rule_summary(row: RuleRow) -> str:
+    """One line naming a rule for dialogs: 'rule 3 (web order 10: DENY TCP 80 from 192.0.2.0/24)'."""
+    return (
+        f"rule {row.rule_id} ({row.firewall} order {row.order}: {row.action.upper()} "
+        f"{row.rule.match_text()} from {', '.join(row.cidrs)})"
+    )
+
+
+def event_endpoints(ev: DropEvent) -> str:
+    if ev.icmp_type is not None:
+        return f"{ev.src} -> {ev.dst} type {ev.icmp_type}/{ev.icmp_code}"
+    if ev.dport is not None:
+        if ":" in ev.src:
+            return f"[{ev.src}]:{ev.sport} -> [{ev.dst}]:{ev.dport}"
+        return f"{ev.src}:{ev.sport} -> {ev.dst}:{ev.dport}"
+    frag = " (fragment)" if ev.fragment else ""
+    return f"{ev.src} -> {ev.dst}{frag}"
+
+
+EVENT_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("time", 12),
+    ("iface", 10),
+    ("rule", 5),
+    ("verdict", 10),
+    ("proto", 6),
+    ("src -> dst", 0),  # takes what is left
+    ("vlan", 5),
+    ("len", 5),
+)
+
+
+def _cell(text: str, width: int, right: bool = False) -> str:
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…"
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def event_layout(width: int) -> dict[str, int]:
+    """Column widths for the event pane at a given pane width (narrow panes drop millis)."""
+    widths = dict(EVENT_COLUMNS)
+    if width < 100:
+        widths["time"] = 8
+        widths["iface"] = 8
+        widths["verdict"] = 10
+    fixed = sum(w for w in widths.values()) + len(widths) - 1
+    widths["src -> dst"] = max(16, width - fixed - 1)
+    return widths
+
+
+def event_header(width: int) -> Text:
+    widths = event_layout(width)
+    parts = [_cell(name, w, right=name in ("vlan", "len", "rule")) for name, w in widths.items()]
+    return Text(" ".join(parts), style="bold")
+
+
+def event_line(ev: DropEvent, width: int) -> Text:
+    widths = event_layout(width)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(_cell(clock_time(ev.time, millis=widths["time"] > 8), widths["time"]) + " ")
+    line.append(_cell(ev.interface, widths["iface"]) + " ", style="cyan")
+    line.append(_cell(str(ev.rule_id), widths["rule"], right=True) + " ")
+    line.append(_cell(ev.verdict, widths["verdict"]) + " ", style=VERDICT_STYLE.get(ev.verdict, ""))
+    line.append(_cell(ev.protocol, widths["proto"]) + " ")
+    line.append(_cell(event_endpoints(ev), widths["src -> dst"]) + " ")
+    line.append(_cell(str(ev.vlan) if ev.vlan else "-", widths["vlan"], right=True) + " ")
+    line.append(_cell(str(ev.length), widths["len"], right=True))
+    return line
+
+
+def event_search_text(ev: DropEvent) -> str:
+    """What '/' matches an event against."""
+    return " ".join(
+        (
+            ev.interface,
+            str(ev.rule_id),
+            ev.verdict,
+            ev.protocol,
+            event_endpoints(ev),
+            str(ev.vlan),
+        )
+    ).lower()

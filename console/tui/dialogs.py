@@ -1,0 +1,162 @@
+"""Small modal screens: yes/no confirmation, YAML export, help."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static, TextArea
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Ask before something that changes what the firewall does."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+    DEFAULT_CSS = """
+    ConfirmDialog { align: center middle; }
+    ConfirmDialog > Vertical {
+        width: 70; max-width: 100%; height: auto; border: thick $warning;
+        background: $surface; padding: 1 2;
+    }
+    ConfirmDialog .title { text-style: bold; margin-bottom: 1; }
+    ConfirmDialog Horizontal { height: auto; margin-top: 1; }
+    ConfirmDialog Button { margin-right: 2; }
+    """
+
+    def __init__(self, title: str, body: str, yes: str = "Yes", *, danger: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.body, self.yes, self.danger = title, body, yes, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.title_text, classes="title")
+            yield Static(self.body)
+            with Horizontal():
+                yield Button(
+                    f"{self.yes} (y)", variant="error" if self.danger else "primary", id="yes"
+                )
+                yield Button("Cancel (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class ExportScreen(ModalScreen[None]):
+    """The rules as IngressNodeFirewall YAML, the same schema the operator takes; save to a file."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("ctrl+s", "save", "Save"),
+    ]
+    DEFAULT_CSS = """
+    ExportScreen { align: center middle; }
+    ExportScreen > Vertical {
+        width: 100; max-width: 100%; height: 90%; border: thick $primary;
+        background: $surface; padding: 0 1;
+    }
+    ExportScreen .title { text-style: bold; }
+    ExportScreen TextArea { height: 1fr; }
+    ExportScreen Horizontal { height: auto; }
+    ExportScreen Horizontal Label { padding: 0 1 0 0; }
+    ExportScreen Horizontal Input { width: 1fr; }
+    ExportScreen #save-status { height: auto; }
+    """
+
+    def __init__(self, yaml_text: str, default_path: str = "infw-rules.yaml") -> None:
+        super().__init__()
+        self.yaml_text = yaml_text
+        self.default_path = default_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                "Export: IngressNodeFirewall YAML (round-trips with 'infw apply -f')",
+                classes="title",
+            )
+            yield TextArea(self.yaml_text, read_only=True, show_line_numbers=True, id="yaml")
+            with Horizontal():
+                yield Label("Save to")
+                yield Input(self.default_path, compact=True, id="path")
+                yield Button("Save (ctrl+s)", id="save", compact=True)
+            yield Static(id="save-status")
+
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted, "#path")
+    def action_save(self) -> None:
+        path = os.path.expanduser(self.query_one("#path", Input).value.strip())
+        status = self.query_one("#save-status", Static)
+        if not path:
+            status.update(Text("✗ give a file name", style="bold red"))
+            return
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(self.yaml_text)
+        except OSError as exc:
+            status.update(Text(f"✗ cannot write {path}: {exc.strerror}", style="bold red"))
+            return
+        status.update(
+            Text(
+                f"✓ saved {len(self.yaml_text)} bytes to {os.path.abspath(path)}",
+                style="bold green",
+            )
+        )
+        self.notify(f"exported rules to {path}")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, what it does, and the fail-safe list that is always allowed."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 96; max-width: 100%; height: 90%; border: thick $primary;
+        background: $surface; padding: 0 1;
+    }
+    """
+
+    def __init__(
+        self, keys: Sequence[tuple[str, str]], failsafe: Sequence[str], notes: Sequence[str] = ()
+    ) -> None:
+        super().__init__()
+        self.keys, self.failsafe, self.notes = keys, failsafe, notes
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        for key, text in self.keys:
+            table.add_row(key, text)
+        with VerticalScroll():
+            yield Static(Text("infw-tui keys", style="bold"))
+            yield Static(table)
+            yield Static(
+                Text("\nAlways allowed (fail-safe, checked before any rule):", style="bold")
+            )
+            yield Static("\n".join(f"  {fs}" for fs in self.failsafe) or "  (none configured)")
+            for note in self.notes:
+                yield Static(note)
+            yield Static(Text("\nesc closes this help", style="dim"))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

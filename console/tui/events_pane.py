@@ -1,0 +1,169 @@
+"""The drop-event pane: a bounded, filterable tail of DropEvents that follows until told not to."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import RichLog, Static
+
+from console.tui.cells import event_header, event_line, event_search_text, human_count
+from engine.views import DropEvent
+
+KEEP_EVENTS = 5000  # what the pane remembers (for filters and resume)
+SHOW_LINES = 1000  # what the log widget holds
+
+
+class EventLog(RichLog):
+    """The scrolling part; can take focus so `/` and `p` apply to it.
+
+    It follows new lines until the operator scrolls up, and again once they scroll back down
+    to the end.
+    """
+
+    DEFAULT_CSS = """
+    EventLog { height: 1fr; background: $surface; scrollbar-size-vertical: 1; }
+    """
+    BINDINGS = [
+        Binding("up", "scroll_up", "Up", show=False),
+        Binding("down", "scroll_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "scroll_home", "Oldest", show=False),
+        Binding("end", "scroll_end", "Follow", show=False),
+    ]
+    follow = True
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        before = self.follow
+        if new_value >= self.max_scroll_y:
+            self.follow = True
+        elif new_value < old_value:
+            self.follow = False
+        if before != self.follow and isinstance(self.parent, EventPane):
+            self.parent.refresh_title()
+
+
+class EventPane(Vertical):
+    DEFAULT_CSS = """
+    EventPane { height: 40%; min-height: 6; border-top: solid $primary; }
+    EventPane > #events-title { height: 1; background: $boost; }
+    EventPane > #events-header { height: 1; color: $text-muted; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.events: collections.deque[DropEvent] = collections.deque(maxlen=KEEP_EVENTS)
+        self.paused = False
+        self.filter_text = ""
+        self.unseen = 0  # arrived while paused
+        self.total_seen = 0
+        self.counts = (0, 0, 0)  # kernel-suppressed, lost, console-sampled
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="events-title")
+        yield Static(id="events-header")
+        yield EventLog(
+            max_lines=SHOW_LINES, wrap=False, markup=False, highlight=False, id="event-log"
+        )
+
+    def on_mount(self) -> None:
+        self._render_title()
+        self._render_header()
+
+    @property
+    def log_widget(self) -> EventLog:
+        return self.query_one(EventLog)
+
+    @property
+    def following(self) -> bool:
+        return not self.paused and self.log_widget.follow
+
+    def _width(self) -> int:
+        return max(40, (self.log_widget.scrollable_content_region.width or self.size.width or 80) - 1)
+
+    def _matches(self, ev: DropEvent) -> bool:
+        return not self.filter_text or self.filter_text.lower() in event_search_text(ev)
+
+    def add(self, new: Iterable[DropEvent]) -> None:
+        fresh = list(new)
+        if not fresh:
+            return
+        self.events.extend(fresh)
+        self.total_seen += len(fresh)
+        if self.paused:
+            self.unseen += len(fresh)
+            self._render_title()
+            return
+        log = self.log_widget
+        follow = self.following
+        width = self._width()
+        for ev in fresh[-SHOW_LINES:]:
+            if self._matches(ev):
+                log.write(event_line(ev, width), width=width, scroll_end=follow)
+        self._render_title()
+
+    def set_counts(self, suppressed: int, lost: int, sampled: int) -> None:
+        if (suppressed, lost, sampled) != self.counts:
+            self.counts = (suppressed, lost, sampled)
+            self._render_title()
+
+    def toggle_pause(self) -> bool:
+        self.paused = not self.paused
+        if not self.paused:
+            self.unseen = 0
+            self._rewrite(scroll_end=True)
+        self._render_title()
+        return self.paused
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._rewrite(scroll_end=True)
+        self._render_title()
+
+    def _rewrite(self, scroll_end: bool) -> None:
+        log = self.log_widget
+        log.clear()
+        width = self._width()
+        shown = [ev for ev in self.events if self._matches(ev)][-SHOW_LINES:]
+        for ev in shown:
+            log.write(event_line(ev, width), width=width, scroll_end=scroll_end)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._render_header()
+        self._rewrite(scroll_end=self.following)
+        self._render_title()
+
+    def refresh_title(self) -> None:
+        self._render_title()
+
+    def _render_header(self) -> None:
+        self.query_one("#events-header", Static).update(event_header(self._width()))
+
+    def _render_title(self) -> None:
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append(" Drop events ", style="bold")
+        if self.paused:
+            title.append(" PAUSED ", style="bold black on yellow")
+            title.append(f" {self.unseen} new (p resumes)")
+        elif self.is_mounted and not self.following:
+            title.append(" SCROLLED ", style="bold black on yellow")
+            title.append(" not following (end follows)")
+        else:
+            title.append("following", style="green")
+        if self.filter_text:
+            title.append(f"  filter '{self.filter_text}'", style="bold cyan")
+        suppressed, lost, sampled = self.counts
+        title.append("  │ kernel-suppressed ")
+        title.append(human_count(suppressed), style="bold" if suppressed else "")
+        title.append(" · lost ")
+        title.append(human_count(lost), style="bold red" if lost else "")
+        title.append(" · console-sampled ")
+        title.append(human_count(sampled), style="bold" if sampled else "")
+        self.query_one("#events-title", Static).update(title)

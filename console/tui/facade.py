@@ -1,0 +1,101 @@
+"""What the TUI needs of an engine: engine.Engine's public calls, stated as a Protocol.
+
+The console is duck-typed against this so tests can drive it with console.tui.fake.FakeEngine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from engine.model import RuleSet
+from engine.views import (
+    ApplyResult,
+    DropEvent,
+    HistoryView,
+    InterfaceView,
+    StatsSnapshot,
+    Status,
+    TraceResult,
+)
+
+
+class EventCountsLike(Protocol):
+    sampled_out: int
+
+
+class EventBufferLike(Protocol):
+    @property
+    def counts(self) -> EventCountsLike: ...
+
+
+class EventSourceLike(Protocol):
+    @property
+    def buffer(self) -> EventBufferLike: ...
+
+    def poll(self, timeout_ms: int = 100) -> list[DropEvent]: ...
+
+
+class ConfigLike(Protocol):
+    @property
+    def failsafe(self) -> tuple[Any, ...]: ...
+
+    @property
+    def confirm_timeout(self) -> float: ...
+
+
+class EngineLike(Protocol):
+    @property
+    def config(self) -> ConfigLike: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    def status(self) -> Status: ...
+
+    def stats(self) -> StatsSnapshot: ...
+
+    def open_events(self, max_per_second: int = 200) -> EventSourceLike: ...
+
+    def apply(self, ruleset: RuleSet, **kwargs: Any) -> ApplyResult: ...
+
+    def add_rule(self, line: str, **kwargs: Any) -> ApplyResult: ...
+
+    def edit_rule(self, rule_id: int, line: str, **kwargs: Any) -> ApplyResult: ...
+
+    def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult: ...
+
+    def confirm(self) -> int: ...
+
+    def revert(self, **kwargs: Any) -> ApplyResult: ...
+
+    def history(self, limit: int = 50) -> list[HistoryView]: ...
+
+    def set_mode(self, mode: str) -> str: ...
+
+    def trace(
+        self,
+        interface: str,
+        src: str,
+        proto: str,
+        dport: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+    ) -> TraceResult: ...
+
+    def attach(
+        self,
+        patterns: Sequence[str],
+        *,
+        mode: str = "auto",
+        force: bool = False,
+        progress: Callable[[str], None] = ...,
+    ) -> list[InterfaceView]: ...
+
+    def detach(self, patterns: Sequence[str] | None = None) -> list[str]: ...
+
+    def export_yaml(self) -> str: ...
+
+    def ruleset(self) -> RuleSet: ...
+
+    def interfaces(self) -> dict[str, int]: ...

@@ -1,0 +1,104 @@
+"""The history view: every applied generation, who applied it and why; `r` goes back one step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Static
+
+from console.tui.cells import relative_time
+from console.tui.dialogs import ConfirmDialog
+from console.tui.facade import EngineLike
+from engine.errors import InfwError
+
+
+class HistoryScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,q,h", "close", "Close"),
+        Binding("r", "revert", "Revert one generation"),
+    ]
+    DEFAULT_CSS = """
+    HistoryScreen { align: center middle; }
+    HistoryScreen > Vertical {
+        width: 110; max-width: 100%; height: 90%; border: thick $primary;
+        background: $surface;
+    }
+    HistoryScreen .title { text-style: bold; padding: 0 1; }
+    HistoryScreen DataTable { height: 1fr; }
+    """
+
+    def __init__(
+        self, engine: EngineLike, clock: Callable[[], float], read_only: bool = False
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.clock = clock
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("History: applied generations (newest first)", classes="title")
+            yield DataTable(cursor_type="row", zebra_stripes=True, id="history")
+            yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("gen", key="gen", width=5)
+        table.add_column("when", key="when", width=9)
+        table.add_column("author", key="author", width=14)
+        table.add_column("summary", key="summary")
+        self.reload()
+        table.focus()
+
+    def reload(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        now = self.clock()
+        try:
+            entries = self.engine.history()
+        except InfwError as exc:
+            self.notify(exc.fix or "", title=exc.message, severity="error")
+            return
+        for h in entries:
+            gen = Text(
+                f"{h.generation}{' ◀' if h.current else ''}", style="bold" if h.current else ""
+            )
+            summary = Text(
+                h.summary + ("  (current)" if h.current else ""), style="bold" if h.current else ""
+            )
+            table.add_row(gen, relative_time(h.time, now), h.author, summary, key=str(h.generation))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "revert" and self.read_only)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_revert(self) -> None:
+        pending = self.engine.status().pending
+        body = (
+            f"Drop pending generation {pending.generation} and restore {pending.previous_generation}."
+            if pending
+            else "Re-apply the previous generation's rules (applied at once, as a new generation)."
+        )
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                result = self.engine.revert()
+            except InfwError as exc:
+                self.notify(exc.fix or "", title=exc.message, severity="error")
+                return
+            self.notify(
+                f"now at generation {result.generation} ({result.rule_count} rules)",
+                title="reverted",
+            )
+            self.reload()
+
+        self.app.push_screen(ConfirmDialog("Revert?", body, "Revert", danger=True), done)

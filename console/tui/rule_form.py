@@ -1,0 +1,459 @@
+"""The rule form: every field of one rule, validated as you type by the engine's own rule parser.
+
+The form builds the one-line rule form (engine.ruleline) from its fields, so what it accepts is
+exactly what the REPL and CLI accept; each FieldError is shown under the field it names.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from console.tui.facade import EngineLike
+from engine.errors import FieldError, GuardRefusal, InfwError, ValidationError
+from engine.model import Protocol
+from engine.ruleline import DEFAULT_FIREWALL, parse_rule_line
+from engine.views import ApplyResult, RuleRow
+
+PROTOCOLS = ("any", "TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
+PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+ICMP_PROTOCOLS = ("ICMP", "ICMPv6")
+FIELDS = (
+    "firewall",
+    "interfaces",
+    "cidrs",
+    "order",
+    "protocol",
+    "ports",
+    "icmp_type",
+    "icmp_code",
+    "action",
+)
+LABELS = {
+    "firewall": "Firewall",
+    "interfaces": "Interfaces",
+    "cidrs": "Source CIDRs",
+    "order": "Order",
+    "protocol": "Protocol",
+    "ports": "Ports",
+    "icmp_type": "ICMP type",
+    "icmp_code": "ICMP code",
+    "action": "Action",
+}
+GENERAL = "general"
+
+
+def field_for_path(path: str) -> str:
+    """Which form field a FieldError path (YAML path or rule-line keyword) concerns."""
+    p = path.lower()
+    if p in ("from",) or "sourcecidrs" in p:
+        return "cidrs"
+    if p == "on" or "interfaces" in p:
+        return "interfaces"
+    if "metadata.name" in p or p == "firewall":
+        return "firewall"
+    if p == "type" or p.endswith("icmptype"):
+        return "icmp_type"
+    if p == "code" or p.endswith("icmpcode"):
+        return "icmp_code"
+    if p.endswith(".ports"):
+        return "ports"
+    if p == "order" or p.endswith(".order"):
+        return "order"
+    if p.endswith(".action"):
+        return "action"
+    if "protocolconfig" in p:
+        return "protocol"
+    return GENERAL
+
+
+def field_for_refusal(name: str | None, message: str) -> str:
+    """Which field a guard refusal concerns: its own .field when it names one, else its text."""
+    if name:
+        mapped = field_for_path(name)
+        if mapped != GENERAL:
+            return mapped
+        for key in FIELDS:
+            if key.replace("_", "") in name.lower().replace("_", ""):
+                return key
+        if "port" in name.lower():
+            return "ports"
+        if "cidr" in name.lower() or "source" in name.lower():
+            return "cidrs"
+    text = message.lower()
+    if "fail-safe" in text or "failsafe" in text or "port" in text:
+        return "ports"
+    if "session" in text or "ssh" in text or "lock" in text:
+        return "cidrs"
+    if "interface" in text or "xdp" in text:
+        return "interfaces"
+    return GENERAL
+
+
+@dataclass(frozen=True)
+class FormValues:
+    firewall: str = DEFAULT_FIREWALL
+    interfaces: str = ""
+    cidrs: str = ""
+    order: str = ""
+    protocol: str = "any"
+    ports: str = ""
+    icmp_type: str = ""
+    icmp_code: str = ""
+    action: str = "Deny"
+
+    @classmethod
+    def from_row(cls, row: RuleRow) -> FormValues:
+        rule = row.rule
+        return cls(
+            firewall=row.firewall,
+            interfaces=", ".join(row.interfaces),
+            cidrs=", ".join(row.cidrs),
+            order=str(row.order),
+            protocol=rule.protocol.value if rule.protocol else "any",
+            ports=str(rule.ports) if rule.ports is not None else "",
+            icmp_type="" if rule.icmp_type is None else str(rule.icmp_type),
+            icmp_code="" if rule.icmp_code is None else str(rule.icmp_code),
+            action=rule.action.value,
+        )
+
+
+def _items(text: str) -> list[str]:
+    return [item for item in re.split(r"[,\s]+", text.strip()) if item]
+
+
+def build_line(v: FormValues, placeholders: Iterable[str] = ()) -> str:
+    """The rule line for these values; fields in `placeholders` get a neutral valid stand-in so
+    that the other fields can be checked before the operator has filled everything in."""
+    stand_in = set(placeholders)
+    parts = [v.action.lower() or "deny"]
+    if v.protocol != "any":
+        parts.append(v.protocol.lower())
+        if v.protocol in PORT_PROTOCOLS and v.ports.strip():
+            parts.append(v.ports.strip())
+        if v.protocol in ICMP_PROTOCOLS:
+            if v.icmp_type.strip():
+                parts += ["type", v.icmp_type.strip()]
+            if v.icmp_code.strip():
+                parts += ["code", v.icmp_code.strip()]
+    cidrs = _items(v.cidrs)
+    if not cidrs and "cidrs" in stand_in:
+        cidrs = ["::/0" if v.protocol == "ICMPv6" else "0.0.0.0/0"]
+    if cidrs:
+        parts += ["from", ",".join(cidrs)]
+    ifaces = _items(v.interfaces)
+    if not ifaces and "interfaces" in stand_in:
+        ifaces = ["*"]
+    if ifaces:
+        parts += ["on", ",".join(ifaces)]
+    order = v.order.strip() or ("1" if "order" in stand_in else "")
+    if order:
+        parts += ["order", order]
+    if v.firewall.strip() and v.firewall.strip() != DEFAULT_FIREWALL:
+        parts += ["firewall", v.firewall.strip()]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def check_values(
+    v: FormValues, touched: set[str] | None = None
+) -> tuple[str, dict[str, list[str]]]:
+    """Validate through engine.ruleline; returns the line and the messages per field.
+
+    Empty required fields the operator has not touched yet are not reported (and get a stand-in
+    so the rest is still checked); `touched=None` means report everything (on submit).
+    """
+    empty = {name for name in ("cidrs", "interfaces", "order") if not getattr(v, name).strip()}
+    quiet = empty if touched is None else empty - touched
+    quiet = set() if touched is None else quiet
+    errors: dict[str, list[str]] = {}
+    for name in sorted(empty - quiet):
+        errors.setdefault(name, []).append("required")
+    line = build_line(v, placeholders=empty)
+    try:
+        parse_rule_line(line)
+    except ValidationError as exc:
+        for fe in exc.errors:
+            errors.setdefault(field_for_path(fe.path), []).append(describe(fe))
+    return build_line(v), errors
+
+
+def describe(fe: FieldError) -> str:
+    text = f"{fe.problem} (got {fe.value!r})" if fe.value not in (None, "") else fe.problem
+    return f"{text}; {fe.fix}" if fe.fix and not fe.fix.startswith("syntax:") else text
+
+
+class RuleForm(ModalScreen[ApplyResult | None]):
+    """Add or edit one rule; applies commit-confirmed and shows refusals next to their field."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "submit", "Apply"),
+    ]
+    DEFAULT_CSS = """
+    RuleForm { align: center middle; }
+    RuleForm > VerticalScroll {
+        width: 90; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    RuleForm .title { text-style: bold; }
+    RuleForm .row { height: 1; }
+    RuleForm .row Label { width: 14; text-style: bold; }
+    RuleForm .row Input, RuleForm .row Select { width: 1fr; }
+    RuleForm .field-error { color: $error; padding-left: 14; height: auto; display: none; }
+    RuleForm .field-error.-shown { display: block; }
+    RuleForm #preview { color: $text-muted; margin-top: 1; height: auto; }
+    RuleForm #general-error { color: $error; height: auto; display: none; }
+    RuleForm #general-error.-shown { display: block; }
+    RuleForm #buttons { height: auto; margin-top: 1; }
+    RuleForm #buttons Button { margin-right: 2; }
+    RuleForm #force { display: none; }
+    RuleForm #force.-shown { display: block; }
+    """
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        *,
+        row: RuleRow | None = None,
+        initial: FormValues | None = None,
+        confirm_timeout: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.row = row
+        self.initial = initial or (FormValues.from_row(row) if row else FormValues())
+        self.confirm_timeout = confirm_timeout
+        self.touched: set[str] = set()
+        self.errors: dict[str, list[str]] = {}
+        self.refusal: GuardRefusal | None = None
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        v = self.initial
+        title = f"Edit rule {self.row.rule_id}" if self.row else "Add rule"
+        title += "   (enter applies · esc cancels · tab next field)"
+        with VerticalScroll():
+            yield Static(title, classes="title")
+            yield from self._row(
+                "firewall",
+                Input(v.firewall, placeholder=DEFAULT_FIREWALL, compact=True, id="f-firewall"),
+            )
+            yield from self._row(
+                "interfaces",
+                Input(v.interfaces, placeholder="eth0, ens*", compact=True, id="f-interfaces"),
+            )
+            yield from self._row(
+                "cidrs",
+                Input(
+                    v.cidrs, placeholder="192.0.2.0/24, 2001:db8::/32", compact=True, id="f-cidrs"
+                ),
+            )
+            yield from self._row(
+                "order",
+                Input(v.order, placeholder="1-65535 (lower wins)", compact=True, id="f-order"),
+            )
+            yield from self._row(
+                "protocol",
+                Select(
+                    [(p, p) for p in PROTOCOLS],
+                    value=v.protocol,
+                    allow_blank=False,
+                    compact=True,
+                    id="f-protocol",
+                ),
+            )
+            yield from self._row(
+                "ports", Input(v.ports, placeholder="80 or 8000-8080", compact=True, id="f-ports")
+            )
+            yield from self._row(
+                "icmp_type", Input(v.icmp_type, placeholder="0-255", compact=True, id="f-icmp_type")
+            )
+            yield from self._row(
+                "icmp_code", Input(v.icmp_code, placeholder="0-255", compact=True, id="f-icmp_code")
+            )
+            yield from self._row(
+                "action",
+                Select(
+                    [("Deny", "Deny"), ("Allow", "Allow")],
+                    value=v.action,
+                    allow_blank=False,
+                    compact=True,
+                    id="f-action",
+                ),
+            )
+            yield Static(id="preview")
+            yield Static(id="general-error")
+            with Horizontal(id="buttons"):
+                label = (
+                    f"Apply (confirm within {self.confirm_timeout:.0f}s)"
+                    if self.confirm_timeout
+                    else "Apply"
+                )
+                yield Button(label, variant="primary", id="apply")
+                yield Button("Force (override the guard)", variant="error", id="force")
+                yield Button("Cancel", id="cancel")
+
+    def _row(self, name: str, widget: Input | Select[str]) -> ComposeResult:
+        with Horizontal(classes="row", id=f"row-{name}"):
+            yield Label(LABELS[name])
+            yield widget
+        yield Static(classes="field-error", id=f"e-{name}")
+
+    def on_mount(self) -> None:
+        self._sync_enabled()
+        self.validate()
+        self.query_one("#f-cidrs" if self.row is None else "#f-order", Input).focus()
+
+    # ------------------------------------------------------------------ values
+
+    def values(self) -> FormValues:
+        def text(name: str) -> str:
+            return self.query_one(f"#f-{name}", Input).value
+
+        def choice(name: str) -> str:
+            value = self.query_one(f"#f-{name}", Select).value
+            return str(value) if isinstance(value, str) else ""
+
+        protocol = choice("protocol") or "any"
+        return FormValues(
+            firewall=text("firewall"),
+            interfaces=text("interfaces"),
+            cidrs=text("cidrs"),
+            order=text("order"),
+            protocol=protocol,
+            ports=text("ports") if protocol in PORT_PROTOCOLS else "",
+            icmp_type=text("icmp_type") if protocol in ICMP_PROTOCOLS else "",
+            icmp_code=text("icmp_code") if protocol in ICMP_PROTOCOLS else "",
+            action=choice("action") or "Deny",
+        )
+
+    def _sync_enabled(self) -> None:
+        protocol = self.values().protocol
+        self.query_one("#f-ports", Input).disabled = protocol not in PORT_PROTOCOLS
+        for name in ("icmp_type", "icmp_code"):
+            self.query_one(f"#f-{name}", Input).disabled = protocol not in ICMP_PROTOCOLS
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, final: bool = False) -> str | None:
+        """Check the fields; returns the rule line when it is valid."""
+        line, errors = check_values(self.values(), None if final else self.touched)
+        self.errors = errors
+        for name in (*FIELDS, GENERAL):
+            self._show_error(name, errors.get(name, []))
+        self.query_one("#preview", Static).update(f"rule: {line}")
+        return None if errors else line
+
+    def _show_error(self, name: str, messages: list[str]) -> None:
+        target = self.query_one("#general-error" if name == GENERAL else f"#e-{name}", Static)
+        target.set_class(bool(messages), "-shown")
+        target.update("\n".join(f"✗ {m}" for m in messages))
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        if event.input.id and event.input.id.startswith("f-") and event.input.has_focus:
+            self.touched.add(event.input.id[2:])
+        self._clear_refusal()
+        self.validate()
+
+    @on(Select.Changed)
+    def _select_changed(self, event: Select.Changed) -> None:
+        self._sync_enabled()
+        self._clear_refusal()
+        self.validate()
+
+    @on(Input.Submitted)
+    def _input_submitted(self) -> None:
+        self.action_submit()
+
+    def _clear_refusal(self) -> None:
+        self.refusal = None
+        self.query_one("#force", Button).set_class(False, "-shown")
+
+    # ------------------------------------------------------------------ submit
+
+    @on(Button.Pressed, "#apply")
+    def _apply_pressed(self) -> None:
+        self.action_submit()
+
+    @on(Button.Pressed, "#force")
+    def _force_pressed(self) -> None:
+        self.submit(force=True)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def action_submit(self) -> None:
+        self.submit(force=False)
+
+    def submit(self, *, force: bool) -> None:
+        self.touched.update(FIELDS)
+        line = self.validate(final=True)
+        if line is None:
+            return
+        kwargs = {"confirm_timeout": self.confirm_timeout, "force": force}
+        try:
+            if self.row is None:
+                result = self.engine.add_rule(line, **kwargs)
+            else:
+                result = self.engine.edit_rule(self.row.rule_id, line, **kwargs)
+        except GuardRefusal as exc:
+            self.show_refusal(exc)
+            return
+        except ValidationError as exc:
+            for fe in exc.errors:
+                self.errors.setdefault(field_for_path(fe.path), []).append(describe(fe))
+            for name, messages in self.errors.items():
+                self._show_error(name, messages)
+            return
+        except InfwError as exc:
+            self._show_error(GENERAL, [exc.message + (f" — {exc.fix}" if exc.fix else "")])
+            return
+        self.dismiss(result)
+
+    def show_refusal(self, exc: GuardRefusal) -> None:
+        """Put each refusal next to the field it concerns, with its reason and fix."""
+        self.refusal = exc
+        placed: dict[str, list[str]] = {}
+        details = list(getattr(exc, "refusals", None) or [])
+        if details:
+            for r in details:
+                message = str(getattr(r, "message", r))
+                fix = str(getattr(r, "fix", "") or "")
+                name = field_for_refusal(getattr(r, "field", None), message)
+                placed.setdefault(name, []).append(
+                    f"refused: {message}" + (f" — {fix}" if fix else "")
+                )
+        else:
+            name = field_for_refusal(getattr(exc, "field", None), exc.message)
+            placed[name] = [f"refused: {exc.message}" + (f" — {exc.fix}" if exc.fix else "")]
+        for name, messages in placed.items():
+            self._show_error(name, messages)
+        refusable = bool(getattr(exc, "refusable", True)) and all(
+            bool(getattr(r, "refusable", True)) for r in details
+        )
+        self.query_one("#force", Button).set_class(refusable, "-shown")
+        if refusable:
+            self._show_error(
+                GENERAL,
+                ["the guard refused this change; Force applies it anyway (still commit-confirmed)"],
+            )
+        elif GENERAL not in placed:
+            self._show_error(GENERAL, ["the guard refused this change and it cannot be forced"])
+
+
+__all__ = ["FormValues", "Protocol", "RuleForm", "build_line", "check_values", "field_for_path"]

@@ -1,0 +1,168 @@
+"""The trace dialog: what happens to a packet from S to port P on I, asked of kernel and reference."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from console.tui.cells import verdict_text
+from console.tui.facade import EngineLike
+from engine.errors import InfwError
+from engine.views import TraceResult
+
+TRACE_PROTOCOLS = ("TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
+
+
+def _number(text: str, name: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a number, got {text!r}")
+    return int(text)
+
+
+def render_trace(result: TraceResult) -> Text:
+    """Both answers side by side; a disagreement is spelled out, not only coloured."""
+    out = Text()
+
+    def verdict_line(who: str, verdict: str | None, reason: str | None, rule: int | None) -> None:
+        out.append(f"{who:<11}", style="bold")
+        if verdict is None:
+            out.append("(no program loaded)\n", style="dim")
+            return
+        out.append_text(verdict_text(verdict))
+        by = f" by rule {rule}" if rule else ""
+        out.append(f"{by} ({reason})\n")
+
+    verdict_line("kernel", result.kernel_verdict, result.kernel_reason, result.kernel_rule_id)
+    verdict_line(
+        "reference", result.reference_verdict, result.reference_reason, result.reference_rule_id
+    )
+    out.append(f"\n{result.explanation}\n")
+    if result.agree:
+        out.append("✓ kernel and reference agree", style="bold green")
+    else:
+        out.append(
+            "✗ DISAGREE: the kernel and the reference classifier decided differently",
+            style="bold white on red",
+        )
+    out.append(f"\nframe: {result.frame_len} bytes on {result.interface}", style="dim")
+    for note in result.notes:
+        out.append(f"\nnote: {note}", style="dim")
+    return out
+
+
+class TraceDialog(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+t", "trace", "Trace")]
+    DEFAULT_CSS = """
+    TraceDialog { align: center middle; }
+    TraceDialog > Vertical {
+        width: 84; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    TraceDialog .title { text-style: bold; margin-bottom: 1; }
+    TraceDialog .row { height: 1; }
+    TraceDialog .row Label { width: 12; text-style: bold; }
+    TraceDialog .row Input, TraceDialog .row Select { width: 1fr; }
+    TraceDialog #trace-result { margin-top: 1; height: auto; }
+    TraceDialog Horizontal#trace-buttons { height: auto; margin-top: 1; }
+    TraceDialog Button { margin-right: 2; }
+    """
+
+    def __init__(
+        self, engine: EngineLike, interfaces: list[str], default_interface: str | None = None
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.interface_names = interfaces
+        self.default_interface = default_interface if default_interface in interfaces else None
+        self.result: TraceResult | None = None
+
+    def compose(self) -> ComposeResult:
+        options = [(name, name) for name in self.interface_names]
+        with Vertical():
+            yield Static(
+                "Trace a packet: kernel program (test run) and reference classifier",
+                classes="title",
+            )
+            with Horizontal(classes="row"):
+                yield Label("Interface")
+                yield Select(
+                    options,
+                    value=self.default_interface
+                    or (self.interface_names[0] if self.interface_names else Select.NULL),
+                    allow_blank=not self.interface_names,
+                    compact=True,
+                    id="t-iface",
+                )
+            with Horizontal(classes="row"):
+                yield Label("Source")
+                yield Input(placeholder="198.51.100.7 or 2001:db8::7", compact=True, id="t-src")
+            with Horizontal(classes="row"):
+                yield Label("Protocol")
+                yield Select(
+                    [(p, p) for p in TRACE_PROTOCOLS],
+                    value="TCP",
+                    allow_blank=False,
+                    compact=True,
+                    id="t-proto",
+                )
+            with Horizontal(classes="row"):
+                yield Label("Dest port")
+                yield Input(placeholder="e.g. 80", compact=True, id="t-dport")
+            with Horizontal(classes="row"):
+                yield Label("ICMP type")
+                yield Input(placeholder="e.g. 8", compact=True, id="t-type")
+            with Horizontal(classes="row"):
+                yield Label("ICMP code")
+                yield Input(placeholder="e.g. 0", compact=True, id="t-code")
+            with Horizontal(id="trace-buttons"):
+                yield Button("Trace (enter)", variant="primary", id="trace")
+                yield Button("Close (esc)", id="close")
+            yield Static(id="trace-result")
+
+    def on_mount(self) -> None:
+        self.query_one("#t-src", Input).focus()
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#trace")
+    @on(Input.Submitted)
+    def action_trace(self) -> None:
+        out = self.query_one("#trace-result", Static)
+        iface = self.query_one("#t-iface", Select).value
+        proto = str(self.query_one("#t-proto", Select).value)
+        src = self.query_one("#t-src", Input).value.strip()
+        if not isinstance(iface, str):
+            out.update(Text("✗ choose an interface", style="bold red"))
+            return
+        if not src:
+            out.update(Text("✗ give a source address", style="bold red"))
+            return
+        try:
+            icmp = proto in ("ICMP", "ICMPv6")
+            dport = None if icmp else _number(self.query_one("#t-dport", Input).value, "dest port")
+            icmp_type = (
+                _number(self.query_one("#t-type", Input).value, "ICMP type") if icmp else None
+            )
+            icmp_code = (
+                _number(self.query_one("#t-code", Input).value, "ICMP code") if icmp else None
+            )
+            self.result = self.engine.trace(iface, src, proto, dport, icmp_type, icmp_code)
+        except InfwError as exc:
+            out.update(
+                Text(f"✗ {exc.message}" + (f" — {exc.fix}" if exc.fix else ""), style="bold red")
+            )
+            return
+        except ValueError as exc:
+            out.update(Text(f"✗ {exc}", style="bold red"))
+            return
+        out.update(render_trace(self.result))

@@ -1,0 +1,728 @@
+"""The running firewall in the kernel: load (bcc), pin, attach, atomic table sync, counters,
+events and test runs. The only module that talks to the kernel (through engine.bpfsys).
+
+Everything lives under a pin root (/sys/fs/bpf/infw by default), so the firewall keeps running
+and counting when every console has exited, and `Datapath.open` finds it again without
+compiling.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes as ct
+import operator
+import os
+import platform
+import socket
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import bpfsys
+from engine.bpfsys import Map, RingBuffer
+from engine.compiler import CompiledTables
+from engine.errors import DatapathError, PrivilegeError
+from engine.layout import (
+    ALL_MAPS,
+    EVENTS_RINGBUF_PAGES,
+    FAILSAFE_MAX_ENTRIES,
+    FAILSAFE_PROTO_BITS,
+    GEN_BIT,
+    MAP_CONFIG,
+    MAP_EVENTS,
+    MAP_FAILSAFE,
+    MAP_LAST,
+    MAP_NODE_STATS,
+    MAP_RATELIMIT,
+    MAP_RULE_STATS,
+    MAP_SEG,
+    MAP_SRC,
+    NODE_COUNTERS,
+    PROG_PIN,
+    RULE_STATS_ENTRIES,
+    SEG_KEY_FIXED_BITS,
+    SEG_MAX_ENTRIES,
+    SRC_KEY_FIXED_BITS,
+    SRC_MAX_ENTRIES,
+    Action,
+    Config,
+    Counter,
+    DropEventRecord,
+    LastVerdict,
+    Mode,
+    NodeCounter,
+    RateLimit,
+    SegKey,
+    SegVal,
+    SrcKey,
+)
+from engine.model import Action as RuleAction
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
+BPF_SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "infw.bpf.c"
+PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older builds as ours
+DEFAULT_EVENTS_PER_SEC = 1000
+VERIFIER_TAIL_LINES = 30
+# After the generation switch, packets already past their config read finish their lookups
+# within microseconds; wait this long before deleting the old generation under them.
+GRACE_S = 0.002
+
+XDP_MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
+# IFLA_XDP_ATTACHED: pyroute2 decodes it to a name (older versions leave the number)
+_ATTACHED_MODES: dict[int | str, str] = {
+    1: "native",
+    2: "generic",
+    3: "offload",
+    4: "multi",
+    "xdp": "native",
+    "xdpgeneric": "generic",
+    "xdpoffload": "offload",
+    "xdpmulti": "multi",
+}
+
+_SRC_KEY = struct.Struct("<IB3xI16s")
+_SEG_KEY = struct.Struct("<IIBB2s")
+_SEG_VAL = struct.Struct("<II")
+_U32 = struct.Struct("<I")
+_ACTIONS = {RuleAction.ALLOW: Action.ALLOW, RuleAction.DENY: Action.DENY}
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+# What each pinned map must look like, from engine.layout (the events ring has no key/value).
+MAP_SPECS: dict[str, MapSpec] = {
+    MAP_SRC: MapSpec(ct.sizeof(SrcKey), 4, SRC_MAX_ENTRIES),
+    MAP_SEG: MapSpec(ct.sizeof(SegKey), ct.sizeof(SegVal), SEG_MAX_ENTRIES),
+    MAP_FAILSAFE: MapSpec(4, 4, FAILSAFE_MAX_ENTRIES),
+    MAP_RULE_STATS: MapSpec(4, ct.sizeof(Counter), RULE_STATS_ENTRIES),
+    MAP_NODE_STATS: MapSpec(4, ct.sizeof(Counter), NODE_COUNTERS),
+    MAP_CONFIG: MapSpec(4, ct.sizeof(Config), 1),
+    MAP_RATELIMIT: MapSpec(4, ct.sizeof(RateLimit), 1),
+    MAP_LAST: MapSpec(4, ct.sizeof(LastVerdict), 1),
+    MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
+}
+
+
+def cflags(pin_root: str) -> list[str]:
+    """The defines bpf/infw.bpf.c needs: where to pin, and the map sizes of engine.layout."""
+    sizes = {
+        "SRC_MAX_ENTRIES": SRC_MAX_ENTRIES,
+        "SEG_MAX_ENTRIES": SEG_MAX_ENTRIES,
+        "FAILSAFE_MAX_ENTRIES": FAILSAFE_MAX_ENTRIES,
+        "RULE_STATS_ENTRIES": RULE_STATS_ENTRIES,
+        "NODE_COUNTERS": NODE_COUNTERS,
+        "EVENTS_RINGBUF_PAGES": EVENTS_RINGBUF_PAGES,
+    }
+    return [f'-DPIN_ROOT="{pin_root}"', "-Wno-macro-redefined"] + [
+        f"-D{name}={value}" for name, value in sizes.items()
+    ]
+
+
+def _headers_problem() -> str | None:
+    release = platform.release()
+    base = Path("/lib/modules") / release
+    for sub in ("build", "source"):
+        if (base / sub / "include" / "linux" / "kconfig.h").exists():
+            return None
+    return f"kernel headers for {release} not found under {base}/build or {base}/source"
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """bcc and libbpf print compiler errors and the verifier log on fd 2: keep them for the
+    error message instead of spraying them over a console."""
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+
+        def read() -> str:
+            tmp.seek(0)
+            return tmp.read().decode(errors="replace")
+
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _tail(text: str, lines: int = VERIFIER_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def compile_program(
+    pin_root: str, source_path: str | Path = BPF_SOURCE, extra_cflags: Sequence[str] = ()
+) -> Any:
+    """Compile with bcc (creating or reusing the pinned maps); returns the bcc.BPF object."""
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise DatapathError(f"bcc is not importable ({exc})", bpfsys.INSTALL_HINT) from exc
+    problem = _headers_problem()
+    if problem:
+        raise DatapathError(
+            problem,
+            "run `make bootstrap` (it installs linux-headers-amd64 "
+            "and links them for the running kernel)",
+        )
+    os.makedirs(pin_root, exist_ok=True)
+    with _captured_stderr() as log:
+        try:
+            return BPF(
+                src_file=str(source_path).encode(), cflags=[*cflags(pin_root), *extra_cflags]
+            )
+        except Exception as exc:  # bcc raises bare Exception for compile errors
+            _raise_if_unprivileged(exc, log())
+            raise DatapathError(
+                f"bcc could not compile {source_path}: {exc}\n{_tail(log())}",
+                "see the compiler output above",
+            ) from exc
+
+
+def _raise_if_unprivileged(exc: Exception, log: str) -> None:
+    # bcc reports errno only as text: EPERM is "Operation not permitted" (the verifier's own
+    # refusals are EACCES, "Permission denied", and are not a privilege problem)
+    if os.geteuid() != 0 or "Operation not permitted" in f"{exc}{log}":
+        raise PrivilegeError(
+            f"not allowed to load BPF programs ({exc})", bpfsys.PRIVILEGE_HINT
+        ) from exc
+
+
+def _load_function(bpf: Any) -> Any:
+    from bcc import BPF
+
+    with _captured_stderr() as log:
+        try:
+            return bpf.load_func(PROG_NAME, BPF.XDP)
+        except Exception as exc:
+            _raise_if_unprivileged(exc, log())
+            raise DatapathError(
+                f"the verifier rejected {PROG_NAME}: {exc}\n{_tail(log())}",
+                "the last lines of the verifier log are shown above",
+            ) from exc
+
+
+def _ifindex(ifname: str) -> int:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError as exc:
+        raise DatapathError(f"no interface named {ifname!r} in this network namespace") from exc
+
+
+@dataclass(frozen=True)
+class XdpAttachment:
+    ifname: str
+    ifindex: int
+    mode: str  # native, generic, offload
+    prog_id: int
+
+
+def scan_attached() -> list[XdpAttachment]:
+    """Every XDP program attached in the current network namespace (netlink via pyroute2)."""
+    from pyroute2 import IPRoute
+
+    found: list[XdpAttachment] = []
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            xdp = link.get_attr("IFLA_XDP")
+            if not xdp:
+                continue
+            ifname = link.get_attr("IFLA_IFNAME")
+            attached = _ATTACHED_MODES.get(xdp.get_attr("IFLA_XDP_ATTACHED") or 0, "")
+            if attached == "multi":  # several modes at once: each has its own id
+                for attr, mode in (
+                    ("IFLA_XDP_DRV_PROG_ID", "native"),
+                    ("IFLA_XDP_SKB_PROG_ID", "generic"),
+                    ("IFLA_XDP_HW_PROG_ID", "offload"),
+                ):
+                    if xdp.get_attr(attr):
+                        found.append(XdpAttachment(ifname, link["index"], mode, xdp.get_attr(attr)))
+            elif attached:
+                prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") or 0
+                found.append(XdpAttachment(ifname, link["index"], attached, prog_id))
+    return found
+
+
+def prog_name(prog_id: int) -> str:
+    fd = bpfsys.prog_fd_by_id(prog_id)
+    try:
+        return bpfsys.prog_info(fd).name
+    finally:
+        os.close(fd)
+
+
+class Datapath:
+    """One loaded firewall, found by its pin root. Holds fds only; close() releases them."""
+
+    def __init__(self, pin_root: str, prog_fd: int, maps: dict[str, Map], bpf: Any = None) -> None:
+        self.pin_root = pin_root
+        self.prog_fd = prog_fd
+        self.maps = maps
+        self._bpf = bpf  # kept while alive: bcc closes its fds when collected
+        self._info = bpfsys.prog_info(prog_fd)
+        self._ring: RingBuffer | None = None
+        _check_layout(maps)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def open(cls, pin_root: str = DEFAULT_PIN_ROOT) -> Datapath | None:
+        """Attach to a loaded firewall through its pins, without compiling; None if absent."""
+        if not os.path.exists(os.path.join(pin_root, PROG_PIN)):
+            return None
+        return cls(pin_root, bpfsys.obj_get(os.path.join(pin_root, PROG_PIN)), _open_maps(pin_root))
+
+    @classmethod
+    def load(
+        cls, pin_root: str = DEFAULT_PIN_ROOT, source_path: str | Path = BPF_SOURCE
+    ) -> Datapath:
+        """Compile and load, reusing pinned maps (rules and counters survive a reload), pin the
+        program, and move every interface running the previous build onto the new one."""
+        _check_existing_pins(pin_root)
+        fresh = not os.path.exists(os.path.join(pin_root, MAP_CONFIG))
+        bpf = compile_program(pin_root, source_path)
+        fn = _load_function(bpf)
+        old_path = os.path.join(pin_root, PROG_PIN)
+        old_fd = bpfsys.obj_get(old_path) if os.path.exists(old_path) else None
+        try:
+            # pin under a temporary name, then rename over the old pin: the path never vanishes
+            tmp_path = os.path.join(pin_root, f"{PROG_PIN}_new_{os.getpid()}")  # bpffs: no dots
+            bpfsys.obj_pin(fn.fd, tmp_path)
+            os.rename(tmp_path, old_path)
+            dp = cls(pin_root, bpfsys.obj_get(old_path), _open_maps(pin_root), bpf)
+            if fresh:
+                dp._write_config(events_per_sec=DEFAULT_EVENTS_PER_SEC)
+            if old_fd is not None:
+                dp._take_over(old_fd)
+        finally:
+            if old_fd is not None:
+                os.close(old_fd)
+        return dp
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        for m in self.maps.values():
+            m.close()
+        if self.prog_fd >= 0:
+            os.close(self.prog_fd)
+            self.prog_fd = -1
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def prog_id(self) -> int:
+        return self._info.id
+
+    @property
+    def prog_tag(self) -> str:
+        return self._info.tag
+
+    def unload(self) -> None:
+        """Detach our program everywhere in this namespace and remove every pin."""
+        for att in self.attached_here():
+            if att.prog_id == self.prog_id:
+                self.detach(att.ifname)
+        self.close()
+        for name in (PROG_PIN, *ALL_MAPS):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.pin_root, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.pin_root)
+
+    def _take_over(self, old_fd: int) -> None:
+        old_id = bpfsys.prog_info(old_fd).id
+        if old_id == self.prog_id:
+            return
+        for att in scan_attached():
+            if att.prog_id == old_id and att.mode in XDP_MODES:
+                bpfsys.xdp_attach(
+                    att.ifindex, self.prog_fd, XDP_MODES[att.mode], old_prog_fd=old_fd
+                )
+
+    # ----------------------------------------------------------------- attach
+
+    def attached_here(self) -> list[XdpAttachment]:
+        return scan_attached()
+
+    def attached(self) -> list[tuple[str, int, str, int, bool]]:
+        """(ifname, ifindex, mode, prog_id, ours) for every XDP program in this namespace."""
+        return [
+            (a.ifname, a.ifindex, a.mode, a.prog_id, a.prog_id == self.prog_id)
+            for a in scan_attached()
+        ]
+
+    def _is_ours(self, prog_id: int) -> bool:
+        if prog_id == self.prog_id:
+            return True
+        try:
+            return prog_name(prog_id) == PROG_NAME  # an older build of ours
+        except DatapathError:
+            return False
+
+    def attach(self, ifname: str, mode: str = "auto", force: bool = False) -> str:
+        """Attach to ifname; returns the mode used (native or generic). Replaces an older infw
+        program atomically; a foreign program only with force."""
+        if mode not in ("auto", *XDP_MODES):
+            raise DatapathError(f"unknown XDP mode {mode!r}", "use native, generic or auto")
+        ifindex = _ifindex(ifname)
+        current = [a for a in scan_attached() if a.ifindex == ifindex]
+        if not current:
+            return self._attach_new(ifname, ifindex, mode)
+        att = current[0]
+        if att.prog_id == self.prog_id and mode in ("auto", att.mode):
+            return att.mode
+        if not force and not self._is_ours(att.prog_id):
+            raise DatapathError(
+                f"{ifname} already runs a foreign XDP program (id {att.prog_id}, "
+                f"{_safe_prog_name(att.prog_id)!r}, {att.mode} mode)",
+                "detach it first, or pass --force to replace it",
+            )
+        if att.mode not in XDP_MODES:
+            raise DatapathError(
+                f"{ifname} runs an XDP program in {att.mode} mode",
+                "detach it first (infw does not offload)",
+            )
+        if mode in ("auto", att.mode):
+            old_fd = bpfsys.prog_fd_by_id(att.prog_id)
+            try:  # atomic swap: the kernel checks the old program is still the one attached
+                bpfsys.xdp_attach(ifindex, self.prog_fd, XDP_MODES[att.mode], old_prog_fd=old_fd)
+            finally:
+                os.close(old_fd)
+            return att.mode
+        # a mode change cannot be atomic: the kernel runs one mode at a time per device
+        bpfsys.xdp_detach(ifindex, XDP_MODES[att.mode])
+        return self._attach_new(ifname, ifindex, mode)
+
+    def _attach_new(self, ifname: str, ifindex: int, mode: str) -> str:
+        flags = bpfsys.XDP_FLAGS_UPDATE_IF_NOEXIST
+        if mode != "auto":
+            bpfsys.xdp_attach(ifindex, self.prog_fd, flags | XDP_MODES[mode])
+            return mode
+        try:
+            bpfsys.xdp_attach(ifindex, self.prog_fd, flags | XDP_MODES["native"])
+            return "native"
+        except DatapathError as native_error:
+            try:
+                bpfsys.xdp_attach(ifindex, self.prog_fd, flags | XDP_MODES["generic"])
+            except DatapathError as exc:
+                raise DatapathError(
+                    f"cannot attach to {ifname} in native ({native_error}) or generic mode ({exc})"
+                ) from exc
+            return "generic"
+
+    def detach(self, ifname: str) -> None:
+        """Remove our program from ifname; a foreign program there is left alone (and named)."""
+        ifindex = _ifindex(ifname)
+        for att in scan_attached():
+            if att.ifindex != ifindex:
+                continue
+            if not self._is_ours(att.prog_id):
+                raise DatapathError(
+                    f"{ifname} runs a foreign XDP program (id {att.prog_id}), "
+                    "not infw's: left in place"
+                )
+            fd = bpfsys.prog_fd_by_id(att.prog_id)
+            try:
+                bpfsys.xdp_detach(ifindex, XDP_MODES[att.mode], old_prog_fd=fd)
+            finally:
+                os.close(fd)
+
+    # ----------------------------------------------------------------- config
+
+    def config(self) -> Config:
+        raw = self.maps[MAP_CONFIG].lookup(_U32.pack(0))
+        return Config.from_buffer_copy(raw or bytes(ct.sizeof(Config)))
+
+    def _write_config(self, **fields: int) -> Config:
+        cfg = self.config()
+        for name, value in fields.items():
+            setattr(cfg, name, value)
+        # one array update: the program reads active_gen once per packet
+        self.maps[MAP_CONFIG].update(_U32.pack(0), bytes(cfg))
+        return cfg
+
+    def set_mode(self, mode: Mode) -> None:
+        self._write_config(mode=int(mode))
+
+    def set_event_rate(self, per_sec: int) -> None:
+        """Drop events per second per CPU; 0 stops events (they are counted as suppressed)."""
+        self._write_config(events_per_sec=max(0, int(per_sec)))
+
+    def generation(self) -> int:
+        return int(self.config().generation)
+
+    # ----------------------------------------------------------------- tables
+
+    def write_tables(self, tables: CompiledTables, generation: int) -> None:
+        """Make tables live atomically for packets: fill the inactive generation, switch
+        config.active_gen in one write, then empty the old generation. On failure before the
+        switch, the inactive generation is emptied again and the active one is untouched."""
+        src, seg = self.maps[MAP_SRC], self.maps[MAP_SEG]
+        active = self.config().active_gen & 1
+        inactive = active ^ 1
+        src_by_gen = _split_src(src)
+        seg_by_gen = _split_seg(seg)
+        src.delete_batch(src_by_gen[inactive])  # stale leftovers of an interrupted write
+        seg.delete_batch(seg_by_gen[inactive])
+
+        src_keys, src_vals = _src_image(tables, inactive)
+        seg_keys, seg_vals = _seg_image(tables, inactive)
+        failsafe = self.maps[MAP_FAILSAFE]
+        old_masks = _failsafe_masks(failsafe)
+        new_masks = _wanted_failsafe(tables)
+        # fail-safe ports are not generation-tagged: add new ones before the switch, drop
+        # stale ones after it, so no packet ever loses a fail-safe it had or will have
+        grown = {
+            p: old_masks.get(p, 0) | m for p, m in new_masks.items() if m & ~old_masks.get(p, 0)
+        }
+        try:
+            _write_masks(failsafe, grown)
+            seg.update_batch(seg_keys, seg_vals)
+            src.update_batch(src_keys, src_vals)
+            self._write_config(active_gen=inactive, generation=generation)
+        except BaseException:
+            src.delete_batch(src_keys)
+            seg.delete_batch(seg_keys)
+            _write_masks(failsafe, {p: old_masks.get(p, 0) for p in grown})
+            raise
+        time.sleep(GRACE_S)
+        src.delete_batch(src_by_gen[active])
+        seg.delete_batch(seg_by_gen[active])
+        current = {**old_masks, **grown}
+        _write_masks(
+            failsafe,
+            {
+                p: new_masks.get(p, 0)
+                for p in set(current) | set(new_masks)
+                if new_masks.get(p, 0) != current.get(p, 0)
+            },
+        )
+
+    # ----------------------------------------------------------------- counters
+
+    def rule_counters(self) -> dict[int, tuple[int, int]]:
+        """rule id -> (packets, bytes) summed over CPUs; rules never hit are left out."""
+        m = self.maps[MAP_RULE_STATS]
+        keys, values, count = m.items()
+        totals = _sum_percpu(values, count, m.ncpus)
+        out: dict[int, tuple[int, int]] = {}
+        for i, (packets, nbytes) in enumerate(totals):
+            if packets or nbytes:
+                out[_U32.unpack_from(keys, i * 4)[0]] = (packets, nbytes)
+        return out
+
+    def node_counters(self) -> dict[NodeCounter, tuple[int, int]]:
+        m = self.maps[MAP_NODE_STATS]
+        keys, values, count = m.items()
+        totals = _sum_percpu(values, count, m.ncpus)
+        by_index = {_U32.unpack_from(keys, i * 4)[0]: totals[i] for i in range(count)}
+        return {c: by_index.get(int(c), (0, 0)) for c in NodeCounter}
+
+    # ----------------------------------------------------------------- events
+
+    def open_events(self, callback: Callable[[DropEventRecord], None]) -> None:
+        """Consume the pinned ring buffer; poll_events() calls callback for each record."""
+        if self._ring is not None:
+            self._ring.close()
+        size = ct.sizeof(DropEventRecord)
+
+        def on_record(data: bytes) -> None:
+            callback(DropEventRecord.from_buffer_copy(data[:size].ljust(size, b"\0")))
+
+        self._ring = RingBuffer(self.maps[MAP_EVENTS].fd, on_record)
+
+    def poll_events(self, timeout_ms: int = 100) -> int:
+        if self._ring is None:
+            raise DatapathError("events are not open", "call open_events() first")
+        return self._ring.poll(timeout_ms)
+
+    # ----------------------------------------------------------------- test run
+
+    def test_run(
+        self, frame: bytes, ifindex: int | None = None, repeat: int = 1
+    ) -> tuple[int, LastVerdict, int]:
+        """Run the loaded program on frame as if it arrived on ifindex: (xdp action, the
+        program's own account of its verdict, mean ns per run). Counters count it as real."""
+        cpu = min(os.sched_getaffinity(0))
+        saved_affinity = os.sched_getaffinity(0)
+        last = self.maps[MAP_LAST]
+        previous_trace = self.config().trace
+        os.sched_setaffinity(0, {cpu})  # the verdict lands in this CPU's slot of last_verdict
+        try:
+            last.update(_U32.pack(0), bytes(last.value_size))
+            self._write_config(trace=1)
+            result = bpfsys.prog_test_run(self.prog_fd, frame, repeat, ifindex)
+            raw = last.lookup(_U32.pack(0)) or bytes(last.value_size)
+        finally:
+            if not previous_trace:
+                self._write_config(trace=0)
+            os.sched_setaffinity(0, saved_affinity)
+        verdict = LastVerdict.from_buffer_copy(raw, cpu * last.slot_size)
+        return result.retval, verdict, result.duration_ns
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _safe_prog_name(prog_id: int) -> str:
+    try:
+        return prog_name(prog_id)
+    except DatapathError:
+        return "?"
+
+
+def _open_maps(pin_root: str) -> dict[str, Map]:
+    maps: dict[str, Map] = {}
+    try:
+        for name in ALL_MAPS:
+            path = os.path.join(pin_root, name)
+            if not os.path.exists(path):
+                raise DatapathError(
+                    f"{path} is missing: the pins under {pin_root} are incomplete",
+                    "run `infw detach` to remove them, then attach again",
+                )
+            maps[name] = Map.open_pinned(path)
+    except BaseException:
+        for m in maps.values():
+            m.close()
+        raise
+    return maps
+
+
+def _check_layout(maps: Mapping[str, Map]) -> None:
+    for name, spec in MAP_SPECS.items():
+        info = maps[name].info
+        got = MapSpec(info.key_size, info.value_size, info.max_entries)
+        if got != spec:
+            raise DatapathError(
+                f"pinned map {name} has layout {got}, this infw expects {spec}",
+                "an older infw build is loaded: run `infw detach` to unload it, then attach again",
+            )
+
+
+def _check_existing_pins(pin_root: str) -> None:
+    """bcc reuses a pinned map whatever its layout; refuse before compiling instead."""
+    present = [n for n in ALL_MAPS if os.path.exists(os.path.join(pin_root, n))]
+    if not present:
+        return
+    maps = {n: Map.open_pinned(os.path.join(pin_root, n)) for n in present}
+    try:
+        if len(present) != len(ALL_MAPS):
+            missing = sorted(set(ALL_MAPS) - set(present))
+            raise DatapathError(
+                f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",
+                "run `infw detach` to remove them, then attach again",
+            )
+        _check_layout(maps)
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+def _split_src(src: Map) -> tuple[bytes, bytes]:
+    """The src_lpm keys of generation 0 and of generation 1 (the gen byte follows prefixlen)."""
+    keys, _, count = src.items()
+    size = src.key_size
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    for i in range(count):
+        key = keys[i * size : (i + 1) * size]
+        parts[key[4] & 1].append(key)
+    return b"".join(parts[0]), b"".join(parts[1])
+
+
+def _split_seg(seg: Map) -> tuple[bytes, bytes]:
+    """The seg_lpm keys of generation 0 and 1 (generation 1's list ids carry GEN_BIT)."""
+    keys, _, count = seg.items()
+    size = seg.key_size
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    for i in range(count):
+        key = keys[i * size : (i + 1) * size]
+        parts[1 if _U32.unpack_from(key, 4)[0] & GEN_BIT else 0].append(key)
+    return b"".join(parts[0]), b"".join(parts[1])
+
+
+def _wanted_failsafe(tables: CompiledTables) -> dict[int, int]:
+    masks: dict[int, int] = {}
+    for proto, port in tables.failsafe_ports:
+        masks[port] = masks.get(port, 0) | FAILSAFE_PROTO_BITS[proto]
+    return masks
+
+
+def _failsafe_masks(failsafe: Map) -> dict[int, int]:
+    """port -> protocol bitmask of the ports that have any."""
+    keys, values, count = failsafe.items()
+    ports = struct.unpack(f"<{count}I", keys[: 4 * count])
+    masks = struct.unpack(f"<{count}I", values[: 4 * count])
+    return {port: mask for port, mask in zip(ports, masks, strict=True) if mask}
+
+
+def _write_masks(failsafe: Map, masks: Mapping[int, int]) -> None:
+    ports = sorted(masks)
+    failsafe.update_batch(
+        b"".join(_U32.pack(p) for p in ports), b"".join(_U32.pack(masks[p]) for p in ports)
+    )
+
+
+def _list_id(list_id: int, gen: int) -> int:
+    if list_id & GEN_BIT:
+        raise DatapathError(f"rule list id {list_id} collides with the generation bit")
+    return list_id | GEN_BIT if gen else list_id
+
+
+def _src_image(tables: CompiledTables, gen: int) -> tuple[bytes, bytes]:
+    keys = b"".join(
+        _SRC_KEY.pack(
+            SRC_KEY_FIXED_BITS + e.prefix.length, gen, e.ifindex, e.prefix.value.to_bytes(16, "big")
+        )
+        for e in tables.lpm
+    )
+    values = b"".join(_U32.pack(_list_id(e.list_id, gen)) for e in tables.lpm)
+    return keys, values
+
+
+def _seg_image(tables: CompiledTables, gen: int) -> tuple[bytes, bytes]:
+    keys = b"".join(
+        _SEG_KEY.pack(
+            SEG_KEY_FIXED_BITS + s.length,
+            _list_id(s.list_id, gen),
+            s.proto,
+            int(s.nonfirst),
+            s.value.to_bytes(2, "big"),
+        )
+        for s in tables.segments
+    )
+    values = b"".join(_SEG_VAL.pack(s.rule_id, _ACTIONS[s.action]) for s in tables.segments)
+    return keys, values
+
+
+def _sum_percpu(values: bytes, count: int, ncpus: int) -> list[tuple[int, int]]:
+    """Sum per-CPU {packets, bytes} slots: values holds count entries of ncpus slots each."""
+    words = array.array("Q")
+    words.frombytes(values[: count * ncpus * 16])
+    stride = 2 * ncpus
+    # strided slices and map(add) keep the 65536-entry sum out of a Python-level loop
+    packets: list[int] = list(words[0::stride])
+    nbytes: list[int] = list(words[1::stride])
+    for cpu in range(1, ncpus):
+        packets = list(map(operator.add, packets, words[2 * cpu :: stride]))
+        nbytes = list(map(operator.add, nbytes, words[2 * cpu + 1 :: stride]))
+    return list(zip(packets, nbytes, strict=True))

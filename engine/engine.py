@@ -1,0 +1,550 @@
+"""The Engine facade: the one door between the consoles and the firewall (DESIGN §1).
+
+Edits flow console -> Engine -> guard -> store -> compiler -> datapath; observation flows
+kernel -> datapath -> stats/events -> console. Consoles hold no firewall logic.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engine import crd
+from engine.classify import Decision, PacketFields, Reason, classify, lookup
+from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
+from engine.config import NodeConfig, load_config
+from engine.errors import GuardRefusal, InfwError, PrivilegeError, StateError
+from engine.events import EventBuffer, decode_event
+from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
+from engine.layout import Mode, NodeCounter
+from engine.layout import Reason as KernelReason
+from engine.model import Action, RuleSet, add_rule, remove_rule
+from engine.ruleline import RuleLine, parse_rule_line
+from engine.stats import RateTracker
+from engine.store import Pending, StoredState, Store, author
+from engine.views import (
+    ApplyResult,
+    DropEvent,
+    HistoryView,
+    InterfaceView,
+    NodeTotals,
+    PendingView,
+    RuleRow,
+    StatsSnapshot,
+    Status,
+    TraceResult,
+)
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
+BPF_SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "infw.bpf.c"
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def list_interfaces() -> dict[str, int]:
+    """Interfaces of the current network namespace: name -> ifindex."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+
+
+class Engine:
+    """Everything a console can do to the node's firewall."""
+
+    def __init__(
+        self,
+        pin_root: str | None = None,
+        state_dir: str | None = None,
+        *,
+        config: NodeConfig | None = None,
+        read_only: bool = False,
+        netns: str | None = None,
+        session: SshSession | None = None,
+        interfaces: Callable[[], dict[str, int]] = list_interfaces,
+    ) -> None:
+        self.config = config or load_config()
+        self.pin_root = pin_root or self.config.pin_root
+        if state_dir is None:
+            state_dir = self.config.state_dir
+            if self.pin_root.rstrip("/") != self.config.pin_root.rstrip("/"):
+                # A separate firewall (--pin-root) keeps a separate desired state and history.
+                state_dir = os.path.join(state_dir, os.path.basename(self.pin_root.rstrip("/")))
+        self.state_dir = state_dir
+        self.read_only = read_only
+        self.netns = netns
+        if netns:
+            from pyroute2 import netns as pyroute_netns
+
+            pyroute_netns.setns(netns, flags=0)  # never create a mistyped namespace
+        self.session = session if session is not None else SshSession.from_env()
+        self._list_interfaces = interfaces
+        self.store = Store(state_dir)
+        self._datapath: Any = None
+        self._rates = RateTracker()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _require_write(self, what: str) -> None:
+        if self.read_only:
+            raise PrivilegeError(f"cannot {what}: this console is read-only",
+                                 "start it without --read-only to make changes")
+
+    def datapath(self, required: bool = True) -> Any:
+        """The running firewall found through its pins (never compiles)."""
+        if self._datapath is None:
+            from engine.datapath import Datapath
+
+            self._datapath = Datapath.open(self.pin_root)
+        if self._datapath is None and required:
+            raise StateError(f"no firewall is loaded at {self.pin_root}",
+                             "start one with 'infw attach IFACE' (or 'infw lab up' for the lab)")
+        return self._datapath
+
+    def loaded(self) -> bool:
+        return os.path.exists(os.path.join(self.pin_root, "prog"))
+
+    def state(self) -> StoredState:
+        stored = self.store.load()
+        if stored is None:
+            return StoredState(0, RuleSet(), {}, "enforce", (), "auto")
+        return stored
+
+    def interfaces(self) -> dict[str, int]:
+        return self._list_interfaces()
+
+    def guard(self) -> Guard:
+        iface = session_interface_for(self.session.server) if self.session else None
+        return Guard(self.config.failsafe, self.session, iface)
+
+    # ----------------------------------------------------------------- views
+
+    def status(self) -> Status:
+        stored = self.state()
+        dp = self.datapath(required=False) if self.loaded() else None
+        views: list[InterfaceView] = []
+        mode = stored.mode
+        generation = stored.generation
+        if dp is not None:
+            for ifname, ifindex, xmode, prog_id, ours in dp.attached():
+                views.append(InterfaceView(ifname, ifindex, xmode, prog_id, ours))
+            cfg = dp.config()
+            mode = "audit" if cfg.mode == Mode.AUDIT else "enforce"
+            generation = int(cfg.generation)
+        return Status(
+            node=socket.gethostname(),
+            loaded=dp is not None,
+            pin_root=self.pin_root,
+            mode=mode,
+            generation=generation,
+            rule_count=stored.ruleset.rule_count(),
+            interfaces=tuple(views),
+            pending=self.pending(),
+            failsafe=tuple(str(fs) for fs in self.config.failsafe),
+            read_only=self.read_only,
+            netns=self.netns,
+        )
+
+    def pending(self) -> PendingView | None:
+        p = self.store.get_pending()
+        if p is None:
+            return None
+        return PendingView(p.generation, p.previous_generation, p.deadline, p.author)
+
+    def ruleset(self) -> RuleSet:
+        return self.state().ruleset
+
+    def export_yaml(self) -> str:
+        return crd.dump_yaml(self.ruleset())
+
+    def rule_rows(self, counters: dict[int, tuple[int, int]] | None = None,
+                  rates: dict[int, tuple[float, float | None]] | None = None) -> list[RuleRow]:
+        stored = self.state()
+        counters = counters or {}
+        rates = rates or {}
+        rows: list[RuleRow] = []
+        for fw in stored.ruleset.firewalls:
+            for block in fw.ingress:
+                for rule in block.rules:
+                    key: RuleKey = (fw.name, tuple(sorted(block.source_cidrs)), rule.order)
+                    rid = stored.rule_ids.get(key, 0)
+                    packets, nbytes = counters.get(rid, (0, 0))
+                    rate, last = rates.get(rid, (0.0, None))
+                    rows.append(RuleRow(rid, fw.name, rule.order, fw.interfaces, block.source_cidrs,
+                                        rule, packets, nbytes, rate, last))
+        rows.sort(key=lambda r: (r.order, r.firewall, r.rule_id))
+        return rows
+
+    def stats(self) -> StatsSnapshot:
+        now = time.time()
+        dp = self.datapath(required=False) if self.loaded() else None
+        counters: dict[int, tuple[int, int]] = {}
+        totals = NodeTotals()
+        generation = self.state().generation
+        if dp is not None:
+            counters = dp.rule_counters()
+            node = dp.node_counters()
+
+            def pair(c: NodeCounter) -> tuple[int, int]:
+                return tuple(node.get(c, (0, 0)))  # type: ignore[return-value]
+
+            totals = NodeTotals(
+                allowed=pair(NodeCounter.ALLOW),
+                denied=pair(NodeCounter.DENY),
+                would_deny=pair(NodeCounter.WOULD_DENY),
+                failsafe=pair(NodeCounter.FAILSAFE),
+                no_match=pair(NodeCounter.NO_MATCH),
+                unparsed=pair(NodeCounter.UNPARSED),
+                events_sent=pair(NodeCounter.EVENTS_SENT)[0],
+                events_suppressed=pair(NodeCounter.EVENTS_SUPPRESSED)[0],
+                events_lost=pair(NodeCounter.EVENTS_LOST)[0],
+            )
+            generation = int(dp.config().generation)
+        rows = self.rule_rows(counters, self._rates.update(counters, now))
+        return StatsSnapshot(now, tuple(rows), totals, generation)
+
+    def history(self, limit: int = 50) -> list[HistoryView]:
+        current = self.state().generation
+        return [HistoryView(h.generation, h.time, h.author, h.summary, h.generation == current)
+                for h in self.store.history(limit)]
+
+    # ----------------------------------------------------------------- edits
+
+    def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[CompiledTables, list[str]]:
+        """Validate a rule set against the node and the guard without applying anything."""
+        stored = self.state()
+        ifaces = self.interfaces()
+        tables = compile_ruleset(ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+        refusals = self.guard().check(ruleset, tables.rule_ids, ifaces)
+        raise_if_refused(refusals, force)
+        warnings = [f"forced past: {r.message}" for r in refusals]
+        for fw in ruleset.firewalls:
+            if not match_interfaces(fw.interfaces, ifaces):
+                warnings.append(f"{fw.name}: no interface here matches {', '.join(fw.interfaces)}")
+        return tables, warnings
+
+    def apply(
+        self,
+        ruleset: RuleSet,
+        *,
+        confirm_timeout: float | None = None,
+        force: bool = False,
+        expected_generation: int | None = None,
+        summary: str = "apply",
+    ) -> ApplyResult:
+        """Apply a whole rule set: guard, store, then an atomic switch in the datapath.
+
+        With a confirm timeout above 0 the change stays pending and a detached watchdog puts the
+        previous rule set back unless `confirm()` comes in time.
+        """
+        self._require_write("apply rules")
+        timeout = self.config.confirm_timeout if confirm_timeout is None else confirm_timeout
+        with self.store.lock():
+            stored = self.state()
+            pending = self.store.get_pending()
+            if pending is not None:
+                left = max(0.0, pending.deadline - time.time())
+                raise StateError(
+                    f"generation {pending.generation} is pending confirmation ({left:.0f}s left)",
+                    "run 'infw confirm' to keep it or 'infw revert' to drop it, then apply again")
+            if expected_generation is not None and expected_generation != stored.generation:
+                raise StateError(
+                    f"the rules changed under you (now generation {stored.generation}, "
+                    f"you edited generation {expected_generation})", "reload the rules and retry")
+            tables, warnings = self.check(ruleset, force=force)
+            new_state = replace(stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids))
+            new_state = self.store.commit(new_state, expected_generation=stored.generation,
+                                          author=author(), summary=summary)
+            dp = self.datapath(required=False) if self.loaded() else None
+            if dp is not None:
+                try:
+                    dp.write_tables(tables, new_state.generation)
+                except InfwError:
+                    # The kernel kept the old tables; put the store back in step with it.
+                    self.store.commit(replace(stored), expected_generation=new_state.generation,
+                                      author=author(), summary=f"undo failed apply of {new_state.generation}")
+                    raise
+            else:
+                warnings.append("no firewall is loaded here: stored only; 'infw attach IFACE' enforces it")
+            pend_view = None
+            if timeout > 0 and dp is not None:
+                from engine.watchdog import spawn_watchdog
+
+                deadline = time.time() + timeout
+                pid = spawn_watchdog(self.state_dir, self.pin_root, new_state.generation, deadline, self.netns)
+                p = Pending(new_state.generation, stored.generation, deadline, pid, author())
+                self.store.set_pending(p)
+                pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
+        return ApplyResult(new_state.generation, stored.generation, ruleset.rule_count(), pend_view,
+                           tuple(warnings))
+
+    def _apply_change(self, ruleset: RuleSet, summary: str, **kwargs: Any) -> ApplyResult:
+        return self.apply(ruleset, summary=summary, **kwargs)
+
+    def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
+        parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, self._default_ifaces())
+        new = add_rule(self.ruleset(), parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        return self._apply_change(new, f"add {parsed.firewall} order {parsed.rule.order}", **kwargs)
+
+    def _find_rule(self, rule_id: int) -> RuleRow:
+        for row in self.rule_rows():
+            if row.rule_id == rule_id:
+                return row
+        known = ", ".join(str(r.rule_id) for r in self.rule_rows()) or "none"
+        raise StateError(f"no rule with id {rule_id}", f"known ids: {known}")
+
+    def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
+        row = self._find_rule(rule_id)
+        new = remove_rule(self.ruleset(), row.firewall, row.cidrs, row.order)
+        return self._apply_change(new, f"delete rule {rule_id} ({row.firewall} order {row.order})", **kwargs)
+
+    def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
+        row = self._find_rule(rule_id)
+        parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, row.interfaces)
+        new = remove_rule(self.ruleset(), row.firewall, row.cidrs, row.order)
+        new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
+        return self._apply_change(new, f"edit rule {rule_id}", **kwargs)
+
+    def _default_ifaces(self) -> tuple[str, ...]:
+        stored = self.state()
+        return stored.interfaces
+
+    def confirm(self) -> int:
+        """Keep the pending change; returns its generation."""
+        self._require_write("confirm")
+        pending = self.store.get_pending()
+        if pending is None:
+            raise StateError("nothing is pending confirmation", "apply a change first")
+        self.store.clear_pending(pending.generation)
+        return pending.generation
+
+    def revert(self, **kwargs: Any) -> ApplyResult:
+        """Go back one generation: drops a pending change, or re-applies the previous rules."""
+        self._require_write("revert")
+        pending = self.store.get_pending()
+        if pending is not None:
+            self.rollback_pending(pending.generation, reason="reverted by operator")
+            state = self.state()
+            return ApplyResult(state.generation, pending.generation, state.ruleset.rule_count(), None)
+        stored = self.state()
+        prev = self.store.previous_generation(stored.generation)
+        if prev is None:
+            raise StateError("no earlier generation to revert to", "see 'infw history'")
+        old = self._generation_state(prev)
+        kwargs.setdefault("confirm_timeout", 0)
+        return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
+
+    def rollback_pending(self, generation: int, reason: str = "auto-revert: not confirmed in time") -> bool:
+        """Put back the rule set from before a pending change (called by the watchdog)."""
+        with self.store.lock():
+            pending = self.store.get_pending()
+            if pending is None or pending.generation != generation:
+                return False
+            stored = self.state()
+            old = self._generation_state(pending.previous_generation)
+            ifaces = self.interfaces()
+            tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+            new_state = replace(stored, ruleset=old.ruleset, rule_ids=dict(tables.rule_ids))
+            new_state = self.store.commit(new_state, expected_generation=stored.generation,
+                                          author=author(), summary=f"{reason} (back to {pending.previous_generation})")
+            if self.loaded():
+                self.datapath().write_tables(tables, new_state.generation)
+            self.store.clear_pending(generation)
+        return True
+
+    def _generation_state(self, generation: int) -> StoredState:
+        if generation == 0:  # before the first apply: no rules at all
+            return StoredState(0, RuleSet(), {}, "enforce", (), "auto")
+        return self.store.load_generation(generation)
+
+    def set_mode(self, mode: str) -> str:
+        self._require_write("switch mode")
+        if mode not in ("enforce", "audit"):
+            raise StateError(f"unknown mode {mode!r}", "use 'enforce' or 'audit'")
+        with self.store.lock():
+            stored = self.state()
+            self.datapath().set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
+            if stored.mode != mode:
+                self.store.commit(replace(stored, mode=mode), expected_generation=stored.generation,
+                                  author=author(), summary=f"mode {mode}")
+        return mode
+
+    # ----------------------------------------------------------------- attach
+
+    def attach(self, patterns: Sequence[str], *, mode: str = "auto", force: bool = False,
+               progress: Progress = _quiet) -> list[InterfaceView]:
+        """Load the program if needed (compiling once), then attach it to matching interfaces."""
+        self._require_write("attach")
+        self._require_root("attach an XDP program")
+        ifaces = self.interfaces()
+        names = match_interfaces(patterns, ifaces)
+        missing = [p for p in patterns if not match_interfaces([p], ifaces)]
+        if missing:
+            raise StateError(f"no interface here matches {', '.join(missing)}",
+                             f"interfaces in this namespace: {', '.join(sorted(ifaces))}")
+        with self.store.lock():
+            dp = self.datapath(required=False) if self.loaded() else None
+            foreign = {}
+            if dp is not None:
+                foreign = {name: not ours for name, _, _, _, ours in dp.attached()}
+            else:
+                from engine.datapath import scan_attached
+
+                foreign = {name: True for name, *_ in scan_attached()}
+            guard = self.guard()
+            refusals = [r for name in names for r in guard.check_attach(name, foreign.get(name, False))]
+            raise_if_refused(refusals, force)
+            if dp is None:
+                from engine.datapath import Datapath
+
+                progress(f"compiling {BPF_SOURCE.name} with bcc (a few seconds, once)")
+                dp = Datapath.load(self.pin_root, source_path=str(BPF_SOURCE))
+                self._datapath = dp
+                stored = self.state()
+                tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+                dp.write_tables(tables, stored.generation)
+                dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
+                dp.set_event_rate(self.config.event_rate)
+            for name in names:
+                progress(f"attaching to {name}")
+                dp.attach(name, mode=mode, force=force)
+            stored = self.state()
+            merged = tuple(dict.fromkeys((*stored.interfaces, *patterns)))
+            if merged != stored.interfaces or stored.attach_mode != mode:
+                self.store.commit(replace(stored, interfaces=merged, attach_mode=mode),
+                                  expected_generation=stored.generation, author=author(),
+                                  summary=f"attach {', '.join(patterns)}")
+        return [v for v in self.status().interfaces if v.name in names]
+
+    def detach(self, patterns: Sequence[str] | None = None) -> list[str]:
+        """Detach from matching interfaces; with none given, detach everywhere and remove pins."""
+        self._require_write("detach")
+        if not self.loaded():
+            return []
+        dp = self.datapath()
+        attached = [name for name, _, _, _, ours in dp.attached() if ours]
+        if patterns:
+            names = match_interfaces(patterns, {n: 0 for n in attached})
+            for name in names:
+                dp.detach(name)
+            with self.store.lock():
+                stored = self.state()
+                kept = tuple(p for p in stored.interfaces if p not in patterns)
+                if kept != stored.interfaces:
+                    self.store.commit(replace(stored, interfaces=kept), expected_generation=stored.generation,
+                                      author=author(), summary=f"detach {', '.join(patterns)}")
+            return names
+        dp.unload()
+        self._datapath = None
+        return attached
+
+    def restore(self, progress: Progress = _quiet) -> Status:
+        """Re-apply the stored state (boot): load, write the stored rules, attach stored interfaces."""
+        stored = self.state()
+        if not stored.interfaces:
+            raise StateError(f"no stored state to restore in {self.state_dir}",
+                             "apply rules and attach interfaces first")
+        if self.loaded():
+            progress("firewall already loaded: rewriting its tables")
+            ifaces = self.interfaces()
+            tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+            self.datapath().write_tables(tables, stored.generation)
+        patterns = [p for p in stored.interfaces if match_interfaces([p], self.interfaces())]
+        if patterns:
+            self.attach(patterns, mode=stored.attach_mode, progress=progress)
+        return self.status()
+
+    def _require_root(self, what: str) -> None:
+        if os.geteuid() != 0:
+            raise PrivilegeError(f"cannot {what}: needs CAP_BPF and CAP_NET_ADMIN",
+                                 "run as root (sudo), or use --read-only to look")
+
+    # ----------------------------------------------------------------- observe
+
+    def open_events(self, max_per_second: int = 200) -> EventSource:
+        return EventSource(self.datapath(), self.interfaces, max_per_second)
+
+    def trace(self, interface: str, src: str, proto: str, dport: int | None = None,
+              icmp_type: int | None = None, icmp_code: int | None = None, *,
+              dst: str | None = None, vlan: tuple[int, ...] = (), fragment: bool = False) -> TraceResult:
+        """Decide a built packet twice: the reference classifier and the loaded kernel program."""
+        from engine.classify import protocol_number
+        from engine.frame import build_frame
+
+        stored = self.state()
+        ifaces = self.interfaces()
+        if interface not in ifaces:
+            raise StateError(f"no interface {interface!r} here", f"interfaces: {', '.join(sorted(ifaces))}")
+        ipproto = protocol_number(proto)
+        v6 = ":" in src
+        dst = dst or ("2001:db8::1" if v6 else "192.0.2.1")
+        pkt = PacketFields(src, ipproto, None if fragment else dport,
+                           None if fragment else icmp_type, None if fragment else icmp_code, fragment, dst)
+        ref = classify(stored.ruleset, stored.rule_ids, interface, pkt, self.config.failsafe)
+        tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+        compiled = lookup(tables, ifaces[interface], pkt)
+        notes: list[str] = []
+        if (compiled.action, compiled.rule_id) != (ref.action, ref.rule_id):
+            notes.append("the compiled tables disagree with the reference: please report this")
+        frame = build_frame(src, dst, ipproto, dport=dport, icmp_type=icmp_type, icmp_code=icmp_code,
+                            vlan=vlan, nonfirst_fragment=fragment)
+        k_verdict = k_reason = None
+        k_rule: int | None = None
+        if self.loaded():
+            dp = self.datapath()
+            xdp_action, last, _ = dp.test_run(frame, ifaces[interface])
+            k_rule = int(last.rule_id) or None
+            k_reason = _KERNEL_REASONS.get(int(last.reason), "unknown")
+            k_verdict = "DENY" if xdp_action == 1 else "ALLOW"
+            if xdp_action != 1 and k_reason == "rule" and ref.action is Action.DENY:
+                k_verdict = "WOULD DENY"
+            notes.append("the traced packet was counted like a real one")
+        else:
+            notes.append("no firewall is loaded: only the reference classifier answered")
+        ref_verdict = ref.action.value.upper()
+        agree = k_verdict is None or (
+            k_rule == ref.rule_id and k_reason == ref.reason.value
+            and (k_verdict == ref_verdict or (k_verdict == "WOULD DENY" and ref_verdict == "DENY")))
+        return TraceResult(interface, len(frame), k_verdict, k_reason, k_rule, ref_verdict,
+                           ref.reason.value, ref.rule_id, ref.describe(), agree, tuple(notes))
+
+
+_KERNEL_REASONS = {
+    KernelReason.FAILSAFE: Reason.FAILSAFE.value,
+    KernelReason.RULE: Reason.RULE.value,
+    KernelReason.NO_MATCH: Reason.NO_MATCH.value,
+    KernelReason.UNPARSED: Reason.UNPARSED.value,
+}
+
+
+class EventSource:
+    """Drop events from the pinned ring buffer, sampled into a bounded buffer."""
+
+    def __init__(self, datapath: Any, interfaces: Callable[[], dict[str, int]], max_per_second: int) -> None:
+        self.buffer = EventBuffer(max_per_second=max_per_second)
+        self._interfaces = interfaces
+        self._ifnames = {v: k for k, v in interfaces().items()}
+        self._datapath = datapath
+        datapath.open_events(self._on_record)
+
+    def _on_record(self, record: Any) -> None:
+        if record.ifindex not in self._ifnames:
+            self._ifnames = {v: k for k, v in self._interfaces().items()}
+        self.buffer.add(decode_event(record, self._ifnames))
+
+    def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
+        self._datapath.poll_events(timeout_ms)
+        return self.buffer.drain()
+
+
+def decision_text(decision: Decision) -> str:
+    return decision.describe()

@@ -1,0 +1,190 @@
+"""Plain, frozen views of the firewall that the consoles render (no kernel, no UI types)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.model import Rule
+
+
+@dataclass(frozen=True)
+class InterfaceView:
+    name: str
+    ifindex: int
+    mode: str  # "native", "generic", "none"
+    prog_id: int
+    ours: bool  # False: a foreign XDP program sits there
+
+
+@dataclass(frozen=True)
+class PendingView:
+    generation: int
+    previous_generation: int
+    deadline: float  # epoch seconds
+    author: str
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.deadline - now)
+
+
+@dataclass(frozen=True)
+class Status:
+    node: str
+    loaded: bool  # a firewall program is pinned under pin_root
+    pin_root: str
+    mode: str  # "enforce" | "audit"
+    generation: int
+    rule_count: int
+    interfaces: tuple[InterfaceView, ...]
+    pending: PendingView | None
+    failsafe: tuple[str, ...]
+    read_only: bool
+    netns: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    """One rule as the table shows it, with its live counters."""
+
+    rule_id: int
+    firewall: str
+    order: int
+    interfaces: tuple[str, ...]
+    cidrs: tuple[str, ...]
+    rule: Rule
+    packets: int = 0
+    bytes: int = 0
+    rate: float = 0.0  # packets per second over the last refresh interval
+    last_hit: float | None = None  # epoch seconds of the last refresh that saw new hits
+
+    @property
+    def protocol(self) -> str:
+        return self.rule.protocol.value if self.rule.protocol else "any"
+
+    @property
+    def match(self) -> str:
+        r = self.rule
+        if r.ports is not None:
+            return str(r.ports)
+        if r.icmp_type is not None:
+            return f"type {r.icmp_type}" + ("" if r.icmp_code is None else f" code {r.icmp_code}")
+        return "*"
+
+    @property
+    def action(self) -> str:
+        return self.rule.action.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.rule_id,
+            "firewall": self.firewall,
+            "order": self.order,
+            "interfaces": list(self.interfaces),
+            "sourceCIDRs": list(self.cidrs),
+            "protocol": self.protocol,
+            "match": self.match,
+            "action": self.action,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "rate": round(self.rate, 3),
+            "lastHit": self.last_hit,
+        }
+
+
+@dataclass(frozen=True)
+class NodeTotals:
+    allowed: tuple[int, int] = (0, 0)  # (packets, bytes) allowed by a rule
+    denied: tuple[int, int] = (0, 0)
+    would_deny: tuple[int, int] = (0, 0)
+    failsafe: tuple[int, int] = (0, 0)
+    no_match: tuple[int, int] = (0, 0)
+    unparsed: tuple[int, int] = (0, 0)
+    events_sent: int = 0
+    events_suppressed: int = 0
+    events_lost: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    time: float
+    rules: tuple[RuleRow, ...]
+    totals: NodeTotals
+    generation: int
+
+
+@dataclass(frozen=True)
+class DropEvent:
+    time: float  # epoch seconds
+    interface: str
+    rule_id: int
+    verdict: str  # "DENY" or "WOULD DENY"
+    protocol: str
+    src: str
+    dst: str
+    sport: int | None
+    dport: int | None
+    icmp_type: int | None
+    icmp_code: int | None
+    vlan: int
+    length: int
+    fragment: bool = False
+
+    def endpoint_text(self) -> str:
+        if self.icmp_type is not None:
+            return f"{self.src} -> {self.dst} type {self.icmp_type}/{self.icmp_code}"
+        if self.dport is not None:
+            return f"{self.src}:{self.sport} -> {self.dst}:{self.dport}"
+        return f"{self.src} -> {self.dst}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    interface: str
+    frame_len: int
+    kernel_verdict: str | None  # "ALLOW"/"DENY"/"WOULD DENY"; None when no program is loaded
+    kernel_reason: str | None
+    kernel_rule_id: int | None
+    reference_verdict: str
+    reference_reason: str
+    reference_rule_id: int | None
+    explanation: str
+    agree: bool
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    generation: int
+    previous_generation: int
+    rule_count: int
+    pending: PendingView | None
+    warnings: tuple[str, ...] = ()
+    changed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    generation: int
+    time: float
+    author: str
+    summary: str
+    current: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,417 @@
+"""The REPL through prompt_toolkit's pipe input: commands, completion, help, errors, toolbar.
+
+Most tests run against the real Engine (no kernel: an unloaded pin root, a temporary state
+directory and a fixed interface list); a small fake engine covers what needs a loaded
+firewall (a pending confirmation, counters, events, trace).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from console.commands import EventFilter, UsageError
+from console.repl import ReplCompleter, Toolbar, default_history_path, run_repl
+from engine.config import NodeConfig
+from engine.crd import load_yaml
+from engine.engine import Engine
+from engine.errors import StateError
+from engine.model import RuleSet
+from engine.views import (
+    ApplyResult,
+    DropEvent,
+    HistoryView,
+    InterfaceView,
+    NodeTotals,
+    PendingView,
+    RuleRow,
+    StatsSnapshot,
+    Status,
+    TraceResult,
+)
+
+pytestmark = pytest.mark.console
+
+IFACES = {"lo": 1, "eth0": 2, "eth1": 3}
+RULES = """
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: web}
+spec:
+  interfaces: [eth0]
+  ingress:
+  - sourceCIDRs: [192.0.2.0/24]
+    rules:
+    - order: 10
+      protocolConfig: {protocol: TCP, tcp: {ports: "8000-8080"}}
+      action: Deny
+    - order: 20
+      protocolConfig: {protocol: ICMP, icmp: {icmpType: 8}}
+      action: Allow
+"""
+
+
+# ------------------------------------------------------------------ harness
+
+
+def repl(engine: Any, text: str, history: Any = None) -> tuple[str, str, int]:
+    """Type `text` into a REPL session; returns (stdout, stderr, exit code)."""
+    out, err = io.StringIO(), io.StringIO()
+    with create_pipe_input() as inp:
+        inp.send_text(text)
+        code = run_repl(engine, input=inp, output=DummyOutput(), out=out, err=err,
+                        history=history if history is not None else InMemoryHistory())
+    return out.getvalue(), err.getvalue(), code
+
+
+def completions(engine: Any, text: str) -> list[str]:
+    completer = ReplCompleter(lambda: engine)
+    return [c.text for c in completer.get_completions(Document(text, len(text)), CompleteEvent())]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """The real engine with nothing loaded: rules go to the store only."""
+    yield Engine(f"/sys/fs/bpf/infw-repltest-{os.getpid()}", str(tmp_path / "state"),
+                 config=NodeConfig(), interfaces=lambda: dict(IFACES), session=None)
+
+
+@pytest.fixture
+def with_rules(engine: Engine, tmp_path: Path) -> Engine:
+    engine.apply(load_yaml(RULES), confirm_timeout=0)
+    return engine
+
+
+# ------------------------------------------------------------------ a fake for loaded-firewall views
+
+
+class FakeEngine:
+    """Just enough of engine.Engine for the views a test machine can't produce without root."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.netns: str | None = None
+        self.read_only = False
+        self.pin_root = "/sys/fs/bpf/infw-fake"
+        self.config = NodeConfig()
+        self.pending: PendingView | None = None
+        self.mode = "enforce"
+        rules = load_yaml(RULES)
+        fw = rules.firewalls[0]
+        block = fw.ingress[0]
+        self.rows = [RuleRow(i + 1, fw.name, r.order, fw.interfaces, block.source_cidrs, r,
+                             packets=10 * (i + 1), bytes=640 * (i + 1), rate=1.5, last_hit=time.time())
+                     for i, r in enumerate(block.rules)]
+        self.events = [
+            DropEvent(time.time(), "eth0", 1, "DENY", "TCP", "192.0.2.7", "192.0.2.1", 40000, 8080,
+                      None, None, 0, 74),
+            DropEvent(time.time(), "eth1", 2, "WOULD DENY", "ICMP", "198.51.100.9", "192.0.2.1", None,
+                      None, 8, 0, 100, 98),
+        ]
+        self.trace_agree = True
+
+    def status(self) -> Status:
+        return Status("fake-node", True, self.pin_root, self.mode, 7, len(self.rows),
+                      (InterfaceView("eth0", 2, "native", 42, True),), self.pending,
+                      ("22/tcp (SSH)",), self.read_only, self.netns)
+
+    def interfaces(self) -> dict[str, int]:
+        return dict(IFACES)
+
+    def rule_rows(self) -> list[RuleRow]:
+        return list(self.rows)
+
+    def stats(self) -> StatsSnapshot:
+        return StatsSnapshot(time.time(), tuple(self.rows), NodeTotals(denied=(10, 640), allowed=(3, 200)), 7)
+
+    def _result(self, what: str, arg: Any) -> ApplyResult:
+        self.calls.append((what, arg))
+        return ApplyResult(8, 7, len(self.rows), self.pending)
+
+    def add_rule(self, line: str, **kwargs: Any) -> ApplyResult:
+        return self._result("add", line)
+
+    def edit_rule(self, rule_id: int, line: str, **kwargs: Any) -> ApplyResult:
+        return self._result("edit", (rule_id, line))
+
+    def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
+        if rule_id not in {r.rule_id for r in self.rows}:
+            raise StateError(f"no rule with id {rule_id}", "known ids: 1, 2")
+        return self._result("delete", rule_id)
+
+    def confirm(self) -> int:
+        self.calls.append(("confirm", None))
+        self.pending = None
+        return 8
+
+    def history(self, limit: int = 50) -> list[HistoryView]:
+        return [HistoryView(7, time.time(), "alice", "apply web.yaml", True)]
+
+    def set_mode(self, mode: str) -> str:
+        self.mode = mode
+        return mode
+
+    def open_events(self, max_per_second: int = 200) -> Any:
+        events = list(self.events)
+
+        class Source:
+            class buffer:
+                class counts:
+                    sampled_out = 0
+
+            def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
+                out = list(events)
+                events.clear()
+                return out
+
+        return Source()
+
+    def trace(self, interface: str, src: str, proto: str, dport: int | None = None,
+              icmp_type: int | None = None, icmp_code: int | None = None, **kw: Any) -> TraceResult:
+        self.calls.append(("trace", (interface, src, proto, dport, kw)))
+        kernel = "DENY" if self.trace_agree else "ALLOW"
+        return TraceResult(interface, 74, kernel, "rule", 1, "DENY", "rule", 1,
+                           "DENY by rule 1 (web order 10: TCP 8000-8080 from 192.0.2.0/24)",
+                           self.trace_agree)
+
+    def ruleset(self) -> RuleSet:
+        return load_yaml(RULES)
+
+    def export_yaml(self) -> str:
+        return RULES
+
+
+# ------------------------------------------------------------------ commands through the REPL
+
+
+def test_status_and_rules_against_the_real_engine(with_rules: Engine) -> None:
+    out, err, code = repl(with_rules, "status\nrules\nexit\n")
+    assert code == 0
+    assert "generation  1" in out and "rules 2" in out
+    assert "NOT LOADED" in out
+    assert "8000-8080" in out and "DENY" in out and "ALLOW" in out
+    assert "bye: the firewall keeps running" in out
+    assert err == ""
+
+
+def test_add_edit_delete_change_the_store(engine: Engine) -> None:
+    out, err, _ = repl(engine, "add deny tcp 9000 from 192.0.2.0/24 on eth0 order 10\n"
+                               "rules --json\nexit\n")
+    assert "applied generation 1" in out, err
+    rows = json.loads(next(line for line in out.splitlines() if line.startswith("[")))
+    assert [(r["order"], r["match"], r["action"]) for r in rows] == [(10, "9000", "Deny")]
+    rid = rows[0]["id"]
+    out, err, _ = repl(engine, f"edit {rid} allow udp 53 from 192.0.2.0/24 on eth0 order 10\n"
+                               "history\nexit\n")
+    assert "applied generation 2" in out, err
+    assert engine.rule_rows()[0].protocol == "UDP"
+    assert f"edit rule {rid}" in out
+    out, err, _ = repl(engine, f"delete {engine.rule_rows()[0].rule_id}\nexit\n")
+    assert "applied generation 3" in out, err
+    assert engine.rule_rows() == []
+
+
+def test_bad_input_prints_the_error_and_the_repl_continues(with_rules: Engine) -> None:
+    before = with_rules.export_yaml()
+    script = (
+        "stauts\n"  # unknown command
+        "add deny tcp 99999 from 192.0.2.0/24 on eth0 order 5\n"  # validation
+        "add deny tcp 22 from 192.0.2.0/24 on eth0 order 5\n"  # the guard: fail-safe port
+        "delete 999\n"  # unknown id
+        "delete x\n"  # not a number
+        "mode sideways\n"
+        "trace --iface eth0\n"  # missing options
+        "events --filter color=red\n"
+        "validate /nonexistent.yaml\n"
+        "add 'unclosed\n"
+        "status\n"  # still alive
+        "exit\n"
+    )
+    out, err, code = repl(with_rules, script)
+    assert code == 0
+    assert "unknown command 'stauts'" in err and "'status'" in err
+    assert "ports" in err and "99999" in err
+    assert "22/tcp (SSH)" in err and "--force" in err
+    assert "no rule with id 999" in err
+    assert "rule id 'x' is not a positive number" in err
+    assert "invalid choice: 'sideways'" in err
+    assert "required" in err and "--src" in err
+    assert "unknown key 'color'" in err
+    assert "cannot read file" in err
+    assert "cannot read the line" in err
+    assert all(line.startswith(("infw: error: ", "  - ")) for line in err.splitlines())
+    assert "generation  1" in out  # the last status ran
+    assert with_rules.export_yaml() == before  # nothing changed
+
+
+def test_help_lists_commands_and_explains_one(engine: Engine) -> None:
+    out, _, _ = repl(engine, "help\nhelp trace\nadd --help\n? mode\nexit\n")
+    for name in ("status", "rules", "add", "apply", "trace", "events", "metrics", "lab"):
+        assert f"  {name} " in out
+    assert "usage: trace" in out and "--icmp-type" in out and "examples:" in out
+    assert "trace --iface eth0 --src 192.0.2.7 --proto TCP --dport 8080" in out
+    assert "usage: add" in out and "deny tcp 8000-8080 from 192.0.2.0/24 on eth0 order 10" in out
+    assert "usage: mode" in out
+    assert "infw trace" not in out  # REPL examples are written as typed in the REPL
+
+
+def test_quit_and_ctrl_d_leave(engine: Engine) -> None:
+    assert repl(engine, "quit\n")[2] == 0
+    out, _, code = repl(engine, "\x04")
+    assert code == 0 and "bye" in out
+
+
+def test_history_is_kept_in_a_file(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "history"
+    repl(engine, "status\nexit\n", history=FileHistory(str(path)))
+    assert "status" in path.read_text()
+
+
+def test_default_history_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_history_path() == tmp_path / ".local" / "state" / "infw" / "history"
+
+
+# ------------------------------------------------------------------ with a loaded (fake) firewall
+
+
+def test_pending_apply_shows_the_repl_confirm_command_and_the_goodbye_warning() -> None:
+    fake = FakeEngine()
+    fake.pending = PendingView(8, 7, time.time() + 60, "alice")
+    out, err, _ = repl(fake, "add deny tcp 9 from 192.0.2.0/24 on eth0 order 3\nexit\n")
+    assert "pending: run 'confirm' within" in out
+    assert "still pending" in err and "infw confirm" in err
+    out, err, _ = repl(fake, "confirm\nexit\n")
+    assert "confirmed generation 8" in out and "still pending" not in err
+    assert ("confirm", None) in fake.calls
+
+
+def test_stats_events_and_trace_render() -> None:
+    fake = FakeEngine()
+    out, err, _ = repl(fake, "stats\nevents\nevents --json\ntrace --iface eth0 --src 192.0.2.7 "
+                             "--proto tcp --dport 8080\nexit\n")
+    assert "denied" in out and "640 B" in out
+    assert "192.0.2.7:40000 -> 192.0.2.1:8080" in out and "WOULD DENY" in out and "vlan 100" in out
+    assert "kernel and reference agree" in out
+    assert ("trace", ("eth0", "192.0.2.7", "TCP", 8080,
+                      {"dst": None, "vlan": (), "fragment": False})) in fake.calls
+
+
+def test_trace_disagreement_is_loud() -> None:
+    fake = FakeEngine()
+    fake.trace_agree = False
+    out, err, _ = repl(fake, "trace --iface eth0 --src 192.0.2.7 --proto TCP --dport 8080\nexit\n")
+    assert "MISMATCH" in out and "MISMATCH" in err
+
+
+def test_event_filter() -> None:
+    fake = FakeEngine()
+    out, _, _ = repl(fake, "events --filter rule=2 --filter verdict=would-deny\nexit\n")
+    assert "198.51.100.9" in out and "192.0.2.7" not in out
+    flt = EventFilter.parse("proto=TCP src=192.0.2.0/24 iface=eth* dport=8000-8100")
+    assert flt(fake.events[0]) and not flt(fake.events[1])
+    with pytest.raises(UsageError):
+        EventFilter.parse("src=not-a-net")
+
+
+def test_toolbar_shows_mode_generation_rules_and_countdown() -> None:
+    fake = FakeEngine()
+    now = [1000.0]
+    fake.pending = PendingView(8, 7, 1042.0, "alice")
+    bar = Toolbar(lambda: fake, clock=lambda: now[0])
+    text = "".join(t for _, t in bar())
+    assert "ENFORCE" in text and "gen 7" in text and "2 rules" in text and "eth0" in text
+    assert "PENDING gen 8" in text and "within 42s" in text
+    now[0] = 1010.0
+    assert "within 32s" in "".join(t for _, t in bar())
+    fake.mode = "audit"
+    now[0] = 1012.0
+    assert "AUDIT" in "".join(t for _, t in bar())
+
+
+def test_toolbar_survives_a_failing_engine() -> None:
+    class Broken:
+        def status(self) -> Status:
+            raise StateError("state is corrupt", "see the log")
+
+    text = "".join(t for _, t in Toolbar(lambda: Broken())())
+    assert "status unavailable" in text and "state is corrupt" in text
+
+
+# ------------------------------------------------------------------ completion
+
+
+def test_complete_commands(engine: Engine) -> None:
+    assert "status" in completions(engine, "st") and "stats" in completions(engine, "st")
+    assert "exit" in completions(engine, "ex") and "export" in completions(engine, "ex")
+    assert len(completions(engine, "")) > 20
+
+
+def test_complete_options_interfaces_and_values(engine: Engine) -> None:
+    assert "--follow" in completions(engine, "events --f")
+    assert "--filter" in completions(engine, "events --f")
+    assert completions(engine, "attach e") == ["eth0", "eth1"]
+    assert completions(engine, "attach --mode ") == ["auto", "native", "generic"]
+    assert completions(engine, "trace --iface l") == ["lo"]
+    assert "ICMPv6" in completions(engine, "trace --iface eth0 --proto I")
+    assert completions(engine, "mode ") == ["enforce", "audit"]
+    assert completions(engine, "lab d") == ["down"]
+    assert completions(engine, "help tr") == ["trace"]
+    assert "proto=" in completions(engine, "events --filter p")
+    assert completions(engine, "events --filter proto=U") == ["UDP"]
+
+
+def test_complete_rule_ids(with_rules: Engine) -> None:
+    ids = sorted(str(r.rule_id) for r in with_rules.rule_rows())
+    assert sorted(completions(with_rules, "delete ")) == ids
+    assert sorted(completions(with_rules, "edit ")) == ids
+    completer = ReplCompleter(lambda: with_rules)
+    metas = [c.display_meta_text for c in completer.get_completions(Document("delete "), CompleteEvent())]
+    assert any("8000-8080" in m for m in metas)
+
+
+def test_complete_rule_lines(engine: Engine) -> None:
+    assert completions(engine, "add ") == ["allow", "deny"]
+    assert "tcp" in completions(engine, "add deny ") and "from" in completions(engine, "add deny ")
+    assert completions(engine, "add deny tcp 80 from 192.0.2.0/24 on e") == ["eth0", "eth1"]
+    assert completions(engine, "add deny tcp 80 from 192.0.2.0/24 on eth0,e") == ["eth0", "eth1"]
+    assert "order" in completions(engine, "add deny tcp 80 from 192.0.2.0/24 on eth0 ")
+    assert "type" in completions(engine, "add allow icmp from 192.0.2.0/24 ")
+    assert completions(engine, "add deny tcp 80 from ") == []  # a CIDR: nothing to guess
+    assert completions(engine, "edit 3 ") == ["allow", "deny"]
+
+
+def test_complete_file_paths(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "rules.yaml").write_text(RULES)
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    got = completions(engine, "apply ")
+    assert "rules.yaml" in got and "sub" in got and "notes.txt" not in got
+    assert "notes.txt" in completions(engine, "export -o ")
+    assert completions(engine, "validate ru") == ["les.yaml"]
+
+
+def test_completion_with_a_failing_engine_offers_nothing() -> None:
+    class Broken:
+        def interfaces(self) -> dict[str, int]:
+            raise OSError("netlink is gone")
+
+        def rule_rows(self) -> list[RuleRow]:
+            raise StateError("corrupt")
+
+    assert completions(Broken(), "attach ") == []
+    assert completions(Broken(), "delete ") == []

@@ -1,0 +1,509 @@
+"""infw-tui flows on the deterministic FakeEngine (no root, no kernel): Pilot drives the keys."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button, DataTable, Input, Select, Static
+
+from console.tui.app import InfwApp
+from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
+from console.tui.events_pane import EventLog, EventPane
+from console.tui.fake import FakeEngine
+from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
+from console.tui.history import HistoryScreen
+from console.tui.interfaces import AttachScreen, InterfacesScreen
+from console.tui.rule_form import RuleForm, build_line, check_values, field_for_path, FormValues
+from console.tui.rules import RulesTable
+from console.tui.trace import TraceDialog
+from engine.errors import StateError
+
+pytestmark = pytest.mark.console
+
+
+def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
+    """Run an async Pilot test without an asyncio pytest plugin (the venv has none)."""
+
+    @functools.wraps(test)
+    def run(*args: object, **kwargs: object) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def make_app(**kwargs: object) -> tuple[InfwApp, FakeEngine]:
+    fake = FakeEngine(**kwargs)  # type: ignore[arg-type]
+    # Long timer intervals: the tests drive refreshes themselves.
+    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:
+    fake.advance(seconds)
+    app.refresh_status()
+    app.refresh_stats()
+    app.poll_events()
+
+
+def cell(table: DataTable[object], key: str, column: str) -> str:
+    value = table.get_cell(key, column)
+    return getattr(value, "plain", str(value))
+
+
+@aio
+async def test_start_shows_header_rules_and_events() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        await pilot.pause()
+        header = text_of(app.query_one(StatusHeader))
+        assert "lab-node" in header and "ENFORCE" in header and "gen 2" in header
+        assert "infw-n1 native" in header and "FOREIGN" in header
+        table = app.query_one(RulesTable)
+        assert table.row_count == 8
+        actions = {cell(table, k, "action") for k in table.rows_by_key}
+        assert actions == {"DENY", "ALLOW"}
+        pane = app.query_one(EventPane)
+        assert len(pane.events) > 0
+        assert len(app.query_one(EventLog).lines) == len(pane.events)
+        assert "kernel-suppressed" in text_of(app.query_one("#events-title", Static))
+        assert not app.query_one(PendingBanner).has_class("-shown")
+
+
+@aio
+async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one(RulesTable)
+        table.move_cursor(row=3)
+        key = table.selected_key()
+        assert key is not None
+        before = cell(table, key, "packets")
+        rebuilt: list[bool] = []
+        original_clear = table.clear
+        monkeypatch.setattr(table, "clear", lambda *a, **k: (rebuilt.append(True), original_clear(*a, **k))[1])
+        for _ in range(3):
+            tick(app, fake)
+            await pilot.pause()
+        assert rebuilt == []
+        assert table.selected_key() == key
+        assert table.cursor_row == 3
+        assert cell(table, key, "packets") != before
+        assert cell(table, key, "hit") == "●"
+        assert cell(table, key, "last") == "0s ago"
+        # A rule nobody hits has no mark and no last hit.
+        idle = next(k for k, r in table.rows_by_key.items() if r.packets == 0)
+        assert cell(table, idle, "hit").strip() == ""
+        assert cell(table, idle, "last") == "-"
+
+
+@aio
+async def test_sorting_by_key_and_column() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        tick(app, fake)
+        table = app.query_one(RulesTable)
+        table.move_cursor(row=2)
+        key = table.selected_key()
+        assert table.sort_column == "order"
+        await pilot.press("s")
+        assert table.sort_column == "firewall"
+        table.set_sort("packets")
+        await pilot.pause()
+        ordered = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]  # type: ignore[arg-type]
+        packets = [table.rows_by_key[str(k)].packets for k in ordered]
+        assert packets == sorted(packets, reverse=True)
+        assert table.selected_key() == key  # the cursor follows its rule, not its position
+        await pilot.press("S")
+        ordered = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]  # type: ignore[arg-type]
+        assert [table.rows_by_key[str(k)].packets for k in ordered] == sorted(packets)
+        assert "packets▲" in str(table.columns[next(c for c in table.columns if c.value == "packets")].label)
+
+
+@aio
+async def test_filter_rules_then_clear() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("slash")
+        bar = app.query_one("#filter", Input)
+        assert bar.has_class("-shown") and bar.has_focus
+        await pilot.press(*"udp")
+        table = app.query_one(RulesTable)
+        assert table.row_count == 1
+        assert "filter 'udp'" in text_of(app.query_one("#rules-title", Static))
+        await pilot.press("enter")
+        assert not bar.has_class("-shown")
+        assert table.row_count == 1 and table.has_focus
+        await pilot.press("slash", "escape")
+        assert table.row_count == 8
+
+
+@aio
+async def test_filter_events_when_event_pane_focused() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        log = app.query_one(EventLog)
+        log.focus()
+        await pilot.press("slash", *"icmp")
+        pane = app.query_one(EventPane)
+        assert pane.filter_text == "icmp"
+        icmp = [e for e in pane.events if "icmp" in e.protocol.lower()]
+        assert 0 < len(log.lines) == len(icmp)
+        assert app.query_one(RulesTable).row_count == 8  # the table is not filtered
+
+
+@aio
+async def test_pause_stops_following() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        log = app.query_one(EventLog)
+        shown = len(log.lines)
+        await pilot.press("p")
+        pane = app.query_one(EventPane)
+        assert pane.paused
+        tick(app, fake)
+        await pilot.pause()
+        assert len(log.lines) == shown
+        assert pane.unseen > 0
+        assert "PAUSED" in text_of(app.query_one("#events-title", Static))
+        await pilot.press("p")
+        await pilot.pause()
+        assert not pane.paused and len(log.lines) == len(pane.events) > shown
+
+
+async def fill_form(pilot: object, values: dict[str, str]) -> RuleForm:
+    app = pilot.app  # type: ignore[attr-defined]
+    form = app.screen
+    assert isinstance(form, RuleForm)
+    for name, value in values.items():
+        widget = form.query_one(f"#f-{name}")
+        if isinstance(widget, Select):
+            widget.value = value
+            await pilot.pause()  # type: ignore[attr-defined]  # lets the form enable its fields
+        else:
+            assert isinstance(widget, Input)
+            widget.focus()
+            widget.value = ""
+            await pilot.press(*value) if value else None  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+    return form
+
+
+@aio
+async def test_add_rule_invalid_port_shows_inline_error() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP"})
+        await fill_form(pilot, {"ports": "99999"})
+        error = form.query_one("#e-ports", Static)
+        assert error.has_class("-shown")
+        assert "65535" in text_of(error)
+        assert not form.query_one("#e-order", Static).has_class("-shown")
+        form.query_one("#apply", Button).press()
+        await pilot.pause()
+        assert app.screen is form  # not applied, still open
+        assert not [c for c in fake.calls if c[0] == "apply"]
+
+
+@aio
+async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = app.screen
+        assert isinstance(form, RuleForm)
+        assert not form.query_one("#e-order", Static).has_class("-shown")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert form.query_one("#e-order", Static).has_class("-shown")
+        assert form.query_one("#e-cidrs", Static).has_class("-shown")
+
+
+@aio
+async def test_add_rule_applies_pending_then_confirm() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        assert app.check_action("confirm", ()) is False
+        assert app.check_action("revert", ()) is False
+        assert "c" not in app.screen.active_bindings
+        await pilot.press("a")
+        await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP", "ports": "8443"})
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, RuleForm)
+        assert fake.calls[-1][0] == "apply" and fake.calls[-1][2]["confirm_timeout"] == 60.0
+        banner = app.query_one(PendingBanner)
+        assert banner.has_class("-shown")
+        assert "PENDING CONFIRM gen 3 — 60s left — c confirm / r revert" in text_of(banner)
+        assert app.check_action("confirm", ()) is True
+        assert "c" in app.screen.active_bindings and "r" in app.screen.active_bindings
+        fake.clock.advance(18)
+        app.poll_events()
+        await pilot.pause()
+        assert "42s left" in text_of(banner)
+        assert app.query_one(RulesTable).row_count == 9
+        await pilot.press("c")
+        await pilot.pause()
+        assert fake.calls[-1][0] == "confirm"
+        assert not banner.has_class("-shown")
+        assert "c" not in app.screen.active_bindings
+
+
+@aio
+async def test_revert_key_drops_pending_change() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        app.refresh_all()
+        await pilot.pause()
+        assert app.query_one(RulesTable).row_count == 9
+        await pilot.press("r")
+        await pilot.pause()
+        assert fake.calls[-1][0] == "revert"
+        assert app.query_one(RulesTable).row_count == 8
+        assert not app.query_one(PendingBanner).has_class("-shown")
+
+
+@aio
+async def test_guard_refusal_next_to_field_and_force() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill_form(pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"})
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is form
+        error = form.query_one("#e-ports", Static)
+        assert error.has_class("-shown") and "refused" in text_of(error) and "fail-safe" in text_of(error)
+        force = form.query_one("#force", Button)
+        assert force.has_class("-shown")
+        force.press()
+        await pilot.pause()
+        assert not isinstance(app.screen, RuleForm)
+        assert fake.calls[-1][2]["force"] is True
+
+
+@aio
+async def test_edit_delete_and_reorder_selected_rule() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one(RulesTable)
+        table.move_cursor(row=0)
+        row = table.selected_rule()
+        assert row is not None
+        await pilot.press("e")
+        form = app.screen
+        assert isinstance(form, RuleForm) and form.row == row
+        assert form.query_one("#f-order", Input).value == str(row.order)
+        await pilot.press("escape")
+        await pilot.press("plus")
+        await pilot.pause()
+        assert fake.calls[-1][1] == (f"edit rule {row.rule_id}",)
+        moved = next(r for r in table.all_rows if r.rule_id == row.rule_id)
+        assert moved.order == row.order + 1
+        await pilot.press("c")
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        await pilot.pause()
+        assert all(r.rule_id != row.rule_id for r in table.all_rows)
+
+
+@aio
+async def test_mode_switch_asks_first() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("m")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("n")
+        assert fake.mode == "enforce"
+        await pilot.press("m", "y")
+        await pilot.pause()
+        assert fake.mode == "audit"
+        assert "AUDIT" in text_of(app.query_one(StatusHeader))
+
+
+@aio
+async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("t")
+        dialog = app.screen
+        assert isinstance(dialog, TraceDialog)
+        dialog.query_one("#t-src", Input).value = "192.0.2.5"
+        dialog.query_one("#t-dport", Input).value = "8080"
+        dialog.action_trace()
+        await pilot.pause()
+        out = text_of(dialog.query_one("#trace-result", Static))
+        assert "kernel" in out and "reference" in out and "DENY by rule 1" in out and "agree" in out
+        fake.kernel_disagrees = True
+        dialog.action_trace()
+        await pilot.pause()
+        assert "DISAGREE" in text_of(dialog.query_one("#trace-result", Static))
+
+
+@aio
+async def test_history_export_interfaces_and_help() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("h")
+        assert isinstance(app.screen, HistoryScreen)
+        assert app.screen.query_one(DataTable).row_count == 2
+        await pilot.press("escape", "i")
+        assert isinstance(app.screen, InterfacesScreen)
+        names = [str(k.value) for k in app.screen.query_one(DataTable).rows]
+        assert "ext0" in names and "infw-n1" in names
+        await pilot.press("escape", "y")
+        assert isinstance(app.screen, ExportScreen)
+        assert "IngressNodeFirewall" in app.screen.yaml_text
+        await pilot.press("escape", "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        keys = [k for k, _ in app.screen.keys]
+        for key in ("a", "e", "d", "c", "r", "m", "t", "i", "h", "y", "/", "p", "?", "q", "ctrl+p"):
+            assert any(key in k.split(" / ") or k == key for k in keys), key
+        await pilot.press("escape")
+        assert app.screen is app.screen_stack[0]
+
+
+@aio
+async def test_export_saves_file(tmp_path: Path) -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("y")
+        screen = app.screen
+        assert isinstance(screen, ExportScreen)
+        target = tmp_path / "rules.yaml"
+        screen.query_one("#path", Input).value = str(target)
+        await pilot.press("ctrl+s")
+        assert target.read_text() == fake.export_yaml()
+
+
+@aio
+async def test_history_revert() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("h", "r", "y")
+        await pilot.pause()
+        assert fake.calls[-1][0] == "apply"  # revert with nothing pending re-applies gen 1
+        assert app.screen.query_one(DataTable).row_count == 3
+
+
+@aio
+async def test_quit_says_the_firewall_keeps_running() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("q")
+    assert app.return_value == "infw-tui closed; the firewall keeps running (8 rules on infw-n1, infw-n2)"
+
+
+@aio
+async def test_read_only_hides_edit_keys() -> None:
+    app, fake = make_app(read_only=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        active = app.screen.active_bindings
+        for key in ("a", "e", "d", "m", "c", "r"):
+            assert key not in active, key
+        await pilot.press("a")
+        assert app.screen is app.screen_stack[0]
+        assert "READ-ONLY" in text_of(app.query_one(StatusHeader))
+
+
+@aio
+async def test_disconnected_marker_when_stats_fail() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        fake.stats_error = StateError("cannot read the pinned counters", "is the firewall still loaded?")
+        app.refresh_stats()
+        await pilot.pause()
+        banner = app.query_one(DisconnectedBanner)
+        assert banner.has_class("-shown") and "DISCONNECTED from kernel state" in text_of(banner)
+        fake.stats_error = None
+        app.refresh_stats()
+        assert not banner.has_class("-shown")
+
+
+@aio
+async def test_command_palette_lists_actions() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)):
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "infw: Add rule" in titles and "infw: Trace a packet" in titles
+        assert "infw: Confirm pending change" not in titles
+        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        app.refresh_status()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "infw: Confirm pending change" in titles
+
+
+@aio
+async def test_attach_screen_when_nothing_is_loaded() -> None:
+    app, fake = make_app(loaded=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, AttachScreen)
+        from textual.widgets import SelectionList
+
+        screen.query_one(SelectionList).select("infw-n1")
+        screen.query_one("#attach", Button).press()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0]
+        assert fake.calls[-1][:2] == ("attach", (("infw-n1",),))
+        assert "infw-n1" in text_of(app.query_one(StatusHeader))
+
+
+@aio
+async def test_80x24_every_screen_opens() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        tick(app, fake)
+        table = app.query_one(RulesTable)
+        shown = {str(c.value) for c in table.columns}
+        assert {"id", "order", "cidrs", "action", "packets"} <= shown
+        assert "firewall" not in shown  # collapsed at 80 columns
+        for key in ("a", "t", "h", "i", "y", "question_mark", "m"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is not app.screen_stack[0], key
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.screen is app.screen_stack[0]
+
+
+def test_form_line_building_and_paths() -> None:
+    values = FormValues(cidrs="192.0.2.0/24 198.51.100.0/24", interfaces="eth0", order="10", protocol="TCP", ports="80")
+    assert build_line(values) == "deny tcp 80 from 192.0.2.0/24,198.51.100.0/24 on eth0 order 10"
+    _, errors = check_values(FormValues(cidrs="10.0.0.1/8", interfaces="eth0", order="1"))
+    assert "cidrs" in errors
+    _, errors = check_values(FormValues(cidrs="::/0", interfaces="eth0", order="x"))
+    assert "order" in errors
+    assert field_for_path("spec.ingress[0].rules[0].protocolConfig.tcp.ports") == "ports"
+    assert field_for_path("spec.ingress[0].rules[0].protocolConfig.icmp.icmpCode") == "icmp_code"
+    assert field_for_path("spec.ingress[0].sourceCIDRs[1]") == "cidrs"
+    assert field_for_path("metadata.name") == "firewall"

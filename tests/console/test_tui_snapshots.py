@@ -1,0 +1,110 @@
+"""Snapshots of infw-tui on the deterministic FakeEngine at 80x24 and 160x48.
+
+Regenerate after an intended UI change with:
+    .venv/bin/python -m pytest tests/console/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Select
+
+from console.tui.app import InfwApp
+from console.tui.fake import FakeEngine
+from console.tui.rule_form import RuleForm
+
+pytestmark = pytest.mark.console
+
+SnapCompare = Callable[..., bool]
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
+    fake = FakeEngine(**kwargs)
+    return InfwApp(fake, clock=fake.clock, stats_interval=3600, events_interval=3600), fake
+
+
+def running(fake: FakeEngine, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """Two seconds of scripted traffic, refreshed the way the timers would."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        for _ in range(2):
+            fake.advance(1.0)
+            app.refresh_status()
+            app.refresh_stats()
+            app.poll_events()
+            await pilot.pause()
+        if then is not None:
+            await then(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_main_view(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    app, fake = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=running(fake, app))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_pending_confirm_banner(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    app, fake = make_app()
+
+    async def pending(pilot: Pilot[Any]) -> None:
+        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        fake.clock.advance(18)
+        app.refresh_all()
+        app.poll_events()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=running(fake, app, pending))
+
+
+def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
+    app, fake = make_app()
+
+    async def form(pilot: Pilot[Any]) -> None:
+        await pilot.press("a")
+        screen = app.screen
+        assert isinstance(screen, RuleForm)
+        screen.query_one("#f-protocol", Select).value = "TCP"
+        await pilot.pause()
+        for name, value in (("cidrs", "203.0.113.0/24"), ("order", "15"), ("ports", "99999")):
+            field = screen.query_one(f"#f-{name}", Input)
+            field.focus()
+            field.value = ""
+            await pilot.press(*value)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, form))
+
+
+def test_trace_dialog(snap_compare: SnapCompare) -> None:
+    app, fake = make_app()
+
+    async def trace(pilot: Pilot[Any]) -> None:
+        await pilot.press("t")
+        app.screen.query_one("#t-src", Input).value = "192.0.2.5"
+        app.screen.query_one("#t-dport", Input).value = "8080"
+        await pilot.press("enter")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, trace))

@@ -1,0 +1,97 @@
+"""engine/layout.py against bpf/infw.bpf.c: bcc turns each map's C key and value types into
+ctypes structs; every field's name, offset and size must match the Python mirror."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine import layout
+from tests.kernel.conftest import PIN_BASE
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+
+@pytest.fixture(scope="module")
+def bpf(kernel_ready: None) -> Iterator[Any]:
+    from engine.datapath import compile_program
+
+    root = os.path.join(PIN_BASE, "layout")
+    b = compile_program(root, extra_cflags=["-DINFW_LAYOUT_CHECK"])
+    try:
+        yield b
+    finally:
+        b.cleanup()
+        for name in os.listdir(root):
+            os.unlink(os.path.join(root, name))
+        os.rmdir(root)
+
+
+def fields(struct: type[ct.Structure]) -> list[tuple[str, int, int]]:
+    """(name, offset, size) of every named field; bcc's own padding fields are skipped."""
+    out = []
+    for name, *_ in struct._fields_:
+        if name.startswith("__pad"):
+            continue
+        desc = getattr(struct, name)
+        out.append((name, desc.offset, desc.size))
+    return out
+
+
+def assert_same(c_type: Any, py_type: Any) -> None:
+    assert ct.sizeof(c_type) == ct.sizeof(py_type), f"{py_type.__name__}: size differs"
+    if issubclass(py_type, ct.Structure):
+        assert fields(c_type) == fields(py_type), f"{py_type.__name__}: fields differ"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "leaf"),
+    [
+        (layout.MAP_SRC, layout.SrcKey, ct.c_uint32),
+        (layout.MAP_SEG, layout.SegKey, layout.SegVal),
+        (layout.MAP_FAILSAFE, ct.c_uint32, ct.c_uint32),
+        (layout.MAP_RULE_STATS, ct.c_uint32, layout.Counter),
+        (layout.MAP_NODE_STATS, ct.c_uint32, layout.Counter),
+        (layout.MAP_CONFIG, ct.c_uint32, layout.Config),
+        (layout.MAP_RATELIMIT, ct.c_uint32, layout.RateLimit),
+        (layout.MAP_LAST, ct.c_uint32, layout.LastVerdict),
+        ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
+    ],
+)
+def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> None:
+    t = bpf[table.encode()]
+    assert_same(t.Key, key)
+    assert_same(getattr(t, "sLeaf", t.Leaf), leaf)  # per-CPU tables: sLeaf is one CPU's value
+
+
+def test_map_sizes_match_layout(bpf: Any) -> None:
+    from engine.bpfsys import Map
+    from engine.datapath import MAP_SPECS
+
+    root = os.path.join(PIN_BASE, "layout")
+    for name, spec in MAP_SPECS.items():
+        m = Map.open_pinned(os.path.join(root, name))
+        try:
+            assert (m.info.key_size, m.info.value_size, m.info.max_entries) == (
+                spec.key_size,
+                spec.value_size,
+                spec.max_entries,
+            ), name
+        finally:
+            m.close()
+
+
+def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:
+    from engine.bpfsys import Map
+
+    root = os.path.join(PIN_BASE, "layout")
+    for name in (layout.MAP_SRC, layout.MAP_SEG):
+        m = Map.open_pinned(os.path.join(root, name))
+        try:
+            assert m.info.flags & 1, f"{name} lacks BPF_F_NO_PREALLOC"
+        finally:
+            m.close()

@@ -1,0 +1,329 @@
+"""engine.store: atomic commits, stale-write refusal, history, corrupt files, pending, locking."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import pytest
+
+from engine.compiler import assign_rule_ids
+from engine.crd import load_yaml
+from engine.errors import StateError
+from engine.model import Action, Rule, RuleSet, add_rule
+from engine.store import Pending, Store, StoredState, author
+
+RULES = """
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: web, labels: {team: edge}}
+spec:
+  nodeSelector: {node-role.kubernetes.io/worker: ""}
+  interfaces: [eth0, "ens*"]
+  ingress:
+  - sourceCIDRs: [192.0.2.0/24, "2001:db8::/32"]
+    rules:
+    - {order: 10, action: Deny, protocolConfig: {protocol: TCP, tcp: {ports: "8000-8080"}}}
+    - {order: 20, action: Allow, protocolConfig: {protocol: UDP, udp: {ports: 53}}}
+    - {order: 30, action: Deny, protocolConfig: {protocol: SCTP}}
+    - {order: 40, action: Deny}
+  - sourceCIDRs: [198.51.100.0/24]
+    rules:
+    - {order: 5, action: Allow, protocolConfig: {protocol: ICMP, icmp: {icmpType: 8, icmpCode: 0}}}
+    - {order: 6, action: Allow, protocolConfig: {protocol: ICMP, icmp: {icmpType: 3}}}
+---
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: v6}
+spec:
+  interfaces: [eth1]
+  ingress:
+  - sourceCIDRs: ["2001:db8:1::/48"]
+    rules:
+    - {order: 1, action: Deny, protocolConfig: {protocol: ICMPv6, icmpv6: {icmpType: 128}}}
+"""
+
+
+def make_state(ruleset: RuleSet, **kw: object) -> StoredState:
+    return StoredState(0, ruleset, assign_rule_ids(ruleset), **kw)  # type: ignore[arg-type]
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    assert store.load() is None
+    assert store.history() == []
+    assert store.get_pending() is None
+    assert store.previous_generation(1) is None
+    assert not (tmp_path / "state").exists()  # reading creates nothing
+
+
+def test_commit_round_trips_and_is_private(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    rs = load_yaml(RULES)
+    state = make_state(rs, mode="audit", interfaces=("eth0", "ens*"), attach_mode="generic")
+    new = store.commit(
+        state, expected_generation=0, author="alice@node via SSH 1.2.3.4", summary="first"
+    )
+    assert new.generation == 1 and new.author == "alice@node via SSH 1.2.3.4"
+    loaded = store.load()
+    assert loaded == new
+    assert loaded is not None
+    assert loaded.ruleset == rs and loaded.ruleset.semantic_key() == rs.semantic_key()
+    assert loaded.ruleset.firewalls[0].node_selector == {"node-role.kubernetes.io/worker": ""}
+    assert loaded.ruleset.firewalls[0].extra_metadata == {"labels": {"team": "edge"}}
+    assert loaded.rule_ids == state.rule_ids
+    assert all(isinstance(k[1], tuple) for k in loaded.rule_ids)
+    assert (loaded.mode, loaded.interfaces, loaded.attach_mode) == (
+        "audit",
+        ("eth0", "ens*"),
+        "generic",
+    )
+    assert loaded.summary == "first" and loaded.time > 0
+    root = tmp_path / "state"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "history").stat().st_mode) == 0o700
+    for path in (root / "state.json", root / "history" / "000001.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(os.listdir(root)) == ["history", "lock", "state.json"]  # no temp files left
+    assert store.load_generation(1) == new
+
+
+def test_empty_ruleset_round_trips(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit(make_state(RuleSet()), expected_generation=0, author="a", summary="empty")
+    loaded = store.load()
+    assert loaded is not None and loaded.ruleset == RuleSet() and loaded.rule_ids == {}
+
+
+def test_stale_generation_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rs = load_yaml(RULES)
+    store.commit(make_state(rs), expected_generation=0, author="a", summary="one")
+    store.commit(make_state(rs), expected_generation=1, author="b", summary="two")
+    with pytest.raises(StateError) as info:
+        store.commit(make_state(RuleSet()), expected_generation=1, author="c", summary="stale")
+    assert "the rules changed under you (generation 2, you edited 1); reload and retry" in str(
+        info.value
+    )
+    loaded = store.load()
+    assert loaded is not None and loaded.generation == 2 and loaded.ruleset == rs
+
+
+def test_history_and_generations(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rs = RuleSet()
+    for gen in range(5):
+        rs = add_rule(rs, "web", ("eth0",), ("10.0.0.0/8",), Rule(gen + 1, Action.DENY))
+        store.commit(
+            make_state(rs), expected_generation=gen, author=f"user{gen}", summary=f"edit {gen}"
+        )
+    entries = store.history()
+    assert [e.generation for e in entries] == [5, 4, 3, 2, 1]
+    assert entries[0].author == "user4" and entries[0].summary == "edit 4"
+    assert entries[0].time >= entries[-1].time > 0
+    assert [e.generation for e in store.history(limit=2)] == [5, 4]
+    assert store.previous_generation(5) == 4
+    assert store.previous_generation(1) is None
+    assert store.load_generation(3).ruleset.rule_count() == 3
+    with pytest.raises(StateError, match="generation 9 is not in the history"):
+        store.load_generation(9)
+
+
+def test_corrupt_state_is_reported_and_left_in_place(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit(make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="one")
+    store.commit(make_state(RuleSet()), expected_generation=1, author="a", summary="two")
+    bad = b'{"format": 1, "generation": 2, "rules'
+    (tmp_path / "state.json").write_bytes(bad)
+    with pytest.raises(StateError) as info:
+        store.load()
+    assert str(tmp_path / "state.json") in info.value.message and "corrupt" in info.value.message
+    assert info.value.fix
+    with pytest.raises(StateError):
+        store.commit(make_state(RuleSet()), expected_generation=2, author="a", summary="x")
+    assert (tmp_path / "state.json").read_bytes() == bad  # never overwritten silently
+    # Repair: the bad file is kept aside, the history's newest generation counts as current.
+    new = store.commit(
+        make_state(RuleSet()), expected_generation=2, author="a", summary="repair", repair=True
+    )
+    assert new.generation == 3
+    aside = [p for p in os.listdir(tmp_path) if p.startswith("state.json.corrupt-")]
+    assert len(aside) == 1 and (tmp_path / aside[0]).read_bytes() == bad
+    loaded = store.load()
+    assert loaded is not None and loaded.generation == 3
+
+
+def test_structurally_wrong_state_is_corrupt(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit(make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="one")
+    raw = json.loads((tmp_path / "state.json").read_text())
+    raw["ruleset"][0]["spec"]["ingress"][0]["rules"][0]["action"] = "Maybe"
+    (tmp_path / "state.json").write_text(json.dumps(raw))
+    with pytest.raises(StateError, match="corrupt"):
+        store.load()
+
+
+def test_lost_state_file_falls_back_to_history(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit(make_state(RuleSet()), expected_generation=0, author="a", summary="one")
+    store.commit(make_state(load_yaml(RULES)), expected_generation=1, author="a", summary="two")
+    os.unlink(tmp_path / "state.json")
+    loaded = store.load()
+    assert loaded is not None and loaded.generation == 2
+    assert (
+        store.commit(
+            make_state(RuleSet()), expected_generation=2, author="a", summary="three"
+        ).generation
+        == 3
+    )
+
+
+def test_pending_set_get_clear(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pending = Pending(
+        generation=4,
+        previous_generation=3,
+        deadline=time.time() + 60,
+        watchdog_pid=1234,
+        author="alice",
+    )
+    store.set_pending(pending)
+    assert store.get_pending() == pending
+    assert 59 < pending.remaining() <= 60
+    assert Store(tmp_path).get_pending() == pending  # another console sees it
+    assert store.clear_pending(expected_generation=5) is False
+    assert store.get_pending() == pending
+    assert store.clear_pending(expected_generation=4) is True
+    assert store.get_pending() is None
+    assert store.clear_pending(expected_generation=4) is False
+    store.set_pending(pending)
+    assert store.clear_pending() is True
+    assert store.clear_pending() is False
+
+
+def test_lock_is_reentrant_in_process_and_exclusive_across(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.lock(), store.lock(), Store(tmp_path).lock():
+        # The lock is held: a commit from this process still goes through...
+        store.commit(make_state(RuleSet()), expected_generation=0, author="a", summary="x")
+        # ...while another process times out with the holder's pid.
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_try_lock, args=(str(tmp_path), queue))
+        proc.start()
+        message = queue.get(timeout=30)
+        proc.join(timeout=30)
+    assert message == f"another infw is applying (pid {os.getpid()}); retry"
+    with store.lock(timeout=0.1):  # released
+        pass
+
+
+def test_lock_excludes_other_threads(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(tmp_path)
+    results: list[str] = []
+
+    def other() -> None:
+        try:
+            with store.lock(timeout=0.2):
+                results.append("acquired")
+        except StateError as exc:
+            results.append(exc.message)
+
+    with store.lock():
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert results == [f"another infw is applying (pid {os.getpid()}); retry"]
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert results[-1] == "acquired"
+
+
+def _try_lock(state_dir: str, queue: Queue[str]) -> None:
+    try:
+        with Store(state_dir).lock(timeout=0.3):
+            queue.put("acquired")
+    except StateError as exc:
+        queue.put(exc.message)
+
+
+def _editor(state_dir: str, name: str, count: int, start: Barrier, conflicts: Queue[int]) -> None:
+    """Read, edit, commit; on a stale generation reload and retry (what a console does)."""
+    store = Store(state_dir)
+    stale = 0
+    start.wait(60)  # both editors begin together
+    for i in range(count):
+        while True:
+            current = store.load()
+            time.sleep(0.002)  # the operator thinks: the other editor gets its chance
+            gen = 0 if current is None else current.generation
+            rs = RuleSet() if current is None else current.ruleset
+            rs = add_rule(rs, name, ("eth0",), ("10.0.0.0/8",), Rule(i + 1, Action.DENY))
+            ids = assign_rule_ids(rs, None if current is None else current.rule_ids)
+            try:
+                store.commit(
+                    StoredState(0, rs, ids),
+                    expected_generation=gen,
+                    author=name,
+                    summary=f"{name} {i}",
+                )
+                break
+            except StateError as exc:
+                if "changed under you" not in exc.message and "another infw" not in exc.message:
+                    raise
+                stale += 1
+    conflicts.put(stale)
+
+
+def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    count = 15
+    start, conflicts = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=_editor, args=(str(tmp_path), name, count, start, conflicts))
+        for name in ("alpha", "beta")
+    ]
+    for proc in procs:
+        proc.start()
+    stale = [conflicts.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    assert sum(stale) > 0  # the editors really did collide, and the store refused the stale ones
+    final = Store(tmp_path).load()
+    assert final is not None
+    assert final.generation == 2 * count
+    for name in ("alpha", "beta"):
+        fw = final.ruleset.firewall(name)
+        assert fw is not None
+        assert [r.order for r in fw.ingress[0].rules] == list(range(1, count + 1))
+    assert len(set(final.rule_ids.values())) == 2 * count
+    assert [e.generation for e in Store(tmp_path).history(limit=100)] == list(
+        range(2 * count, 0, -1)
+    )
+
+
+def test_author_from_environment() -> None:
+    text = author(
+        {"SUDO_USER": "alice", "USER": "root", "SSH_CONNECTION": "198.51.100.7 1 192.0.2.1 22"}
+    )
+    assert text.startswith("alice@") and text.endswith(" via SSH 198.51.100.7")
+    assert " via SSH" not in author({"USER": "bob"})
+    assert author({"USER": "bob"}).startswith("bob@")
+    assert Store.author({"USER": "carol"}).startswith("carol@")
+
+
+def test_bad_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="unknown mode"):
+        Store(tmp_path).commit(
+            make_state(RuleSet(), mode="loud"), expected_generation=0, author="a", summary="x"
+        )
