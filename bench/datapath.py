@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from bench.result import Figure, not_measured
 from bench.rulesets import (
@@ -48,8 +49,9 @@ def udp4(src: str = SOURCE_V4, vlan: tuple[int, ...] = ()) -> bytes:
 
 
 def udp6_ext() -> bytes:
-    return build_frame(SOURCE_V6, DEST_V6, 17, dport=HIT_PORT,
-                       ipv6_ext=(IPPROTO_HOPOPTS, IPPROTO_DSTOPTS))
+    return build_frame(
+        SOURCE_V6, DEST_V6, 17, dport=HIT_PORT, ipv6_ext=(IPPROTO_HOPOPTS, IPPROTO_DSTOPTS)
+    )
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,9 @@ def _rulesets() -> dict[str, Callable[[], RuleSet]]:
         "1 deny v6": lambda: rules_hit_at_last(1, Action.DENY, (BLOCK_V6,)),
     }
     for n in RULE_COUNTS[1:]:
-        sets[f"{n} rules"] = lambda n=n: rules_hit_at_last(n, Action.DENY, (BLOCK_V4,))
+        sets[f"{n} rules"] = partial(rules_hit_at_last, n, Action.DENY, (BLOCK_V4,))
     for c in CIDR_COUNTS:
-        sets[f"{c} cidrs"] = lambda c=c: bulk_ruleset(BulkShape(blocks=c // 100))
+        sets[f"{c} cidrs"] = partial(bulk_ruleset, BulkShape(blocks=c // 100))
     return sets
 
 
@@ -85,12 +87,24 @@ def _cases() -> list[Case]:
         Case("1 CIDR x 1 rule, deny", "1 deny", udp4(), XDP_DROP, 1, 1, "rules"),
     ]
     for n in RULE_COUNTS[1:]:
-        cases.append(Case(f"1 CIDR x {n:,} rules, hit at the last", f"{n} rules", udp4(),
-                          XDP_DROP, n, 1, "rules"))
+        cases.append(
+            Case(
+                f"1 CIDR x {n:,} rules, hit at the last",
+                f"{n} rules",
+                udp4(),
+                XDP_DROP,
+                n,
+                1,
+                "rules",
+            )
+        )
     for c in CIDR_COUNTS:
         name = f"{c:,} CIDRs x 10 rules, hit at the tenth"
-        cases.append(Case(name, f"{c} cidrs", udp4(bulk.probe_source(c // 100 - 1)), XDP_DROP,
-                          10, c, "cidrs"))
+        cases.append(
+            Case(
+                name, f"{c} cidrs", udp4(bulk.probe_source(c // 100 - 1)), XDP_DROP, 10, c, "cidrs"
+            )
+        )
     cases += [
         Case("IPv6 + 2 extension headers (78 B), deny", "1 deny v6", udp6_ext(), XDP_DROP),
         Case("VLAN 802.1Q, deny", "1 deny", udp4(vlan=(100,)), XDP_DROP),
@@ -141,11 +155,12 @@ def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured]
             for c in mine:
                 got = timings[c.name]
                 if got.action != c.action:
-                    errors[c.name] = (f"wrong verdict: XDP action {got.action}, "
-                                      f"expected {c.action}")
+                    errors[c.name] = f"wrong verdict: XDP action {got.action}, expected {c.action}"
                     continue
                 results.append(Measured(c, got, timings["floor"], t1 - t0, t2 - t1))
-                progress(f"  {c.name}: {got.median_ns:.0f} ns (floor {timings['floor'].median_ns:.0f})")
+                progress(
+                    f"  {c.name}: {got.median_ns:.0f} ns (floor {timings['floor'].median_ns:.0f})"
+                )
     return results, errors
 
 
@@ -156,15 +171,29 @@ def run_group(plot_path: str | None = None) -> list[Figure]:
         return [not_measured(GROUP, "all datapath cases", f"{type(exc).__name__}: {exc}", TARGET)]
     figures: list[Figure] = []
     for m in results:
-        figures.append(Figure(
-            GROUP, m.case.name, m.ours.median_ns, "ns", reference=m.floor.median_ns,
-            reference_name="XDP_PASS floor", compare="difference", target=TARGET,
-            met=m.over_ns <= TARGET_NS,
-            extra={"runs_ns": m.ours.runs_ns, "floor_runs_ns": m.floor.runs_ns,
-                   "frame_bytes": len(m.case.frame), "compile_s": m.compile_s,
-                   "write_s": m.write_s, "rules": m.case.rules, "cidrs": m.case.cidrs,
-                   "series": m.case.plotted},
-        ))
+        figures.append(
+            Figure(
+                GROUP,
+                m.case.name,
+                m.ours.median_ns,
+                "ns",
+                reference=m.floor.median_ns,
+                reference_name="XDP_PASS floor",
+                compare="difference",
+                target=TARGET,
+                met=m.over_ns <= TARGET_NS,
+                extra={
+                    "runs_ns": m.ours.runs_ns,
+                    "floor_runs_ns": m.floor.runs_ns,
+                    "frame_bytes": len(m.case.frame),
+                    "compile_s": m.compile_s,
+                    "write_s": m.write_s,
+                    "rules": m.case.rules,
+                    "cidrs": m.case.cidrs,
+                    "series": m.case.plotted,
+                },
+            )
+        )
     for name, err in errors.items():
         figures.append(not_measured(GROUP, name, err, TARGET))
     if plot_path and results:
@@ -172,10 +201,14 @@ def run_group(plot_path: str | None = None) -> list[Figure]:
 
         cost_plot(
             plot_path,
-            {"rules (1 CIDR, hit at the last)": [(m.case.rules, m.over_ns) for m in results
-                                                 if m.case.plotted == "rules"],
-             "CIDRs (10 rules each, hit at the tenth)": [(m.case.cidrs, m.over_ns) for m in results
-                                                         if m.case.plotted == "cidrs"]},
+            {
+                "rules (1 CIDR, hit at the last)": [
+                    (m.case.rules, m.over_ns) for m in results if m.case.plotted == "rules"
+                ],
+                "CIDRs (10 rules each, hit at the tenth)": [
+                    (m.case.cidrs, m.over_ns) for m in results if m.case.plotted == "cidrs"
+                ],
+            },
             TARGET_NS,
         )
     return figures

@@ -134,7 +134,7 @@ def measure_interleaved(
 @contextmanager
 def floor_program() -> Iterator[int]:
     """The trivial XDP_PASS program, compiled by bcc like the firewall; yields its fd."""
-    from bcc import BPF  # type: ignore[import-untyped]
+    from bcc import BPF
 
     bpf = BPF(text=FLOOR_SOURCE)
     try:

@@ -148,7 +148,7 @@ int bench_drop(struct xdp_md *ctx) {
 @contextmanager
 def xdp_floor(world: VethWorld) -> Iterator[Counter]:
     """A trivial counting XDP_DROP program in native mode: the ceiling of the XDP path."""
-    from bcc import BPF  # type: ignore[import-untyped]
+    from bcc import BPF
 
     bpf = BPF(text=XDP_DROP_SOURCE)
     try:

@@ -26,14 +26,15 @@ from engine.errors import InfwError, StateError
 if TYPE_CHECKING:
     from engine.engine import Engine
 
-LAB_STATE_SUBDIR = "state"
+# The same as infw-tui --lab (console/tui/app.py): the lab's rules survive `lab down`.
+LAB_STATE_DIR = "/var/lib/infw/lab"
 
 
 def lab_connection() -> tuple[str, str, str]:
     """(pin root, state dir, netns) of the lab's firewall: what --lab means, for every console."""
     from engine import lab
 
-    return lab.LAB_PIN_ROOT, str(lab.STATE_DIR / LAB_STATE_SUBDIR), lab.NODE_NS
+    return lab.LAB_PIN_ROOT, LAB_STATE_DIR, lab.NODE_NS
 
 
 def connect(

@@ -37,6 +37,8 @@ MODES = ("enforce", "audit")
 ATTACH_MODES = ("auto", "native", "generic")
 LAB_ACTIONS = ("up", "down", "status")
 MAX_CONFIRM_TIMEOUT = 86400.0
+LAB_RULES = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "examples", "lab.yaml"))
+LAB_ATTACH = "infw-n*"
 
 EXIT_CODES = (
     (0, "ok"),
@@ -719,14 +721,14 @@ def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
         )
         attached: list[str] = []
         if info.up and not args.no_firewall:
-            attached = _attach_lab_firewall(ctx, [c.ifname_node for c in info.clients], progress)
+            attached = _start_lab_firewall(ctx, progress)
     data = {**info.as_dict(), "attached": attached}
     ctx.emit(
         data,
         lambda: (
             _lab_text(info)
             + (
-                f"\nfirewall attached to {', '.join(attached)} in {info.node_ns}; "
+                f"\nfirewall on {', '.join(attached)} in {info.node_ns}; "
                 "look at it with 'infw --lab' or 'infw-tui --lab'"
                 if attached
                 else ""
@@ -736,9 +738,9 @@ def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if info.up else 1
 
 
-def _attach_lab_firewall(
-    ctx: Context, names: list[str], progress: Callable[[str], None]
-) -> list[str]:
+def _start_lab_firewall(ctx: Context, progress: Callable[[str], None]) -> list[str]:
+    """What infw-tui --lab does too: a lab without a firewall gets the example rules, attached."""
+    from engine import crd
     from engine.lab import LAB_PIN_ROOT
 
     if ctx.in_repl and getattr(ctx.engine, "pin_root", None) != LAB_PIN_ROOT:
@@ -747,7 +749,11 @@ def _attach_lab_firewall(
         ctx.note("note: this REPL is not the lab's: start 'infw --lab' to attach the lab firewall")
         return []
     engine = ctx.engine if ctx.in_repl or ctx.connect_lab is None else ctx.connect_lab()
-    return [v.name for v in engine.attach(names, progress=progress)]
+    if engine.loaded():
+        return [v.name for v in engine.status().interfaces if v.ours]
+    progress(f"applying {LAB_RULES}")
+    engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
+    return [v.name for v in engine.attach([LAB_ATTACH], progress=progress)]
 
 
 def cmd_help(ctx: Context, args: argparse.Namespace) -> int:
@@ -1148,7 +1154,7 @@ COMMANDS: dict[str, Command] = {
                 arg("--no-firewall", action="store_true", help="do not attach the firewall"),
             ),
             examples=(
-                ("up", "build it, start traffic, attach the firewall"),
+                ("up", "build it, start traffic, attach the firewall with examples/lab.yaml"),
                 ("status", "is it complete?"),
                 ("down", "remove all of it"),
             ),

@@ -257,12 +257,17 @@ def rules_text(rows: Sequence[RuleRow], style: Style = PLAIN, now: float | None 
             ",".join(r.interfaces),
             str(r.packets),
             human_bytes(r.bytes),
-            f"{r.rate:.1f}/s",
-            ago(r.last_hit, now),
+            *_rate_cells(r, now),
         )
         for r in rows
     ]
     return table(headers, body, right=(0, 1, 8, 9, 10), style=style, paint={3: "verdict"})
+
+
+def _rate_cells(r: RuleRow, now: float | None) -> tuple[str, str]:
+    if r.packets and r.last_hit is None:
+        return "-", "-"  # one reading only: no rate yet, and the hits predate it
+    return f"{r.rate:.1f}/s", ago(r.last_hit, now)
 
 
 def stats_text(snap: StatsSnapshot, style: Style = PLAIN) -> str:

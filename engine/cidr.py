@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import netaddr
@@ -44,6 +45,7 @@ class Prefix:
         return f"{netaddr.IPAddress(self.value, 6)}/{self.length}"
 
 
+@functools.lru_cache(maxsize=1 << 18)  # compile re-parses what validation parsed
 def parse_cidr(text: str) -> Prefix:
     """Parse 'a.b.c.d/n' or 'x::/n' strictly: host bits set is an error naming the network."""
     raw = str(text).strip()

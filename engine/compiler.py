@@ -61,7 +61,9 @@ def assign_rule_ids(ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = N
     previous = previous or {}
     keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
     ids: dict[RuleKey, int] = {k: previous[k] for k in keys if k in previous}
-    used = set(ids.values())
+    # Ids freed by this very edit stay unused until the next one, so no packet of the old
+    # generation counts into a new rule's fresh counter.
+    used = set(ids.values()) | set(previous.values())
     next_id = 1
     for key in keys:
         if key in ids:
@@ -225,25 +227,30 @@ def compile_ruleset(
     """Turn rules plus the node's interfaces (name -> ifindex) into map images."""
     rule_ids = assign_rule_ids(ruleset, previous_ids)
     rules: dict[int, RuleInfo] = {}
-    # (ifindex, prefix) -> {rule_id: (rank, ListRule)} for rules defined exactly at that prefix
-    own: dict[tuple[int, Prefix], dict[int, tuple[tuple[object, ...], ListRule]]] = defaultdict(dict)
+    # Work per block, not per rule: a prefix records which blocks define rules at it, and every
+    # prefix with the same set of (block, defining prefix length) shares one merged list.
+    blocks: list[tuple[str, int, tuple[tuple[int, int, ListRule], ...]]] = []
+    own: dict[tuple[int, Prefix], dict[int, int]] = defaultdict(dict)  # -> {block uid: prefix len}
     selected: dict[str, int] = {}
     for fw in ruleset.firewalls:
         names = match_interfaces(fw.interfaces, interfaces)
+        ifindexes = [interfaces[name] for name in names]
         for name in names:
             selected[name] = interfaces[name]
         for bi, block in enumerate(fw.ingress):
-            prefixes = [parse_cidr(c) for c in block.source_cidrs]
+            placed: list[tuple[int, int, ListRule]] = []
             for ri, rule in enumerate(block.rules):
                 rid = rule_ids[rule_key(fw.name, block, rule)]
                 rules[rid] = RuleInfo(rid, fw.name, fw.interfaces, block.source_cidrs, rule)
-                lr = list_rule(rule, rid)
-                for prefix in prefixes:
-                    rank = (rule.order, -prefix.length, fw.name, bi, ri)
-                    for name in names:
-                        slot = own[(interfaces[name], prefix)]
-                        if rid not in slot or rank < slot[rid][0]:
-                            slot[rid] = (rank, lr)
+                placed.append((rule.order, ri, list_rule(rule, rid)))
+            uid = len(blocks)
+            blocks.append((fw.name, bi, tuple(placed)))
+            for cidr in block.source_cidrs:
+                prefix = parse_cidr(cidr)
+                for ifindex in ifindexes:
+                    slot = own[(ifindex, prefix)]
+                    if slot.get(uid, -1) < prefix.length:
+                        slot[uid] = prefix.length
     _limit("interfaces", len(selected), MAX_INTERFACES, "select fewer interfaces")
     _add_v4_roots(own)
     _limit("source prefixes", len(own), MAX_PREFIXES, "merge CIDRs into wider prefixes")
@@ -254,30 +261,43 @@ def compile_ruleset(
     for key in lengths:
         lengths[key] = sorted(set(lengths[key]))
 
+    def merged_list(members: tuple[tuple[int, int], ...]) -> tuple[ListRule, ...]:
+        ranked = []
+        for uid, qlen in members:
+            fw_name, bi, placed = blocks[uid]
+            for order, ri, lr in placed:
+                ranked.append(((order, -qlen, fw_name, bi, ri), lr))
+        ranked.sort(key=lambda e: e[0])
+        return tuple(lr for _, lr in ranked)
+
+    by_members: dict[tuple[tuple[int, int], ...], int] = {}
     list_ids: dict[tuple[ListRule, ...], int] = {}
     lists: dict[int, tuple[ListRule, ...]] = {}
     lpm: list[LpmEntry] = []
     for (ifindex, prefix), mine in own.items():
-        merged = dict(mine)
+        members = dict(mine)
         for length in lengths[(ifindex, prefix.is_v4)]:
             if length >= prefix.length:
                 break
             shift = 128 - length
-            outer = Prefix((prefix.value >> shift) << shift if length else 0, length, prefix.is_v4)
-            if prefix.is_v4 and length < 96:
-                continue
-            for rid, entry in own.get((ifindex, outer), {}).items():
-                if rid not in merged or entry[0] < merged[rid][0]:
-                    merged[rid] = entry
-        ordered = tuple(lr for _, lr in sorted(merged.values(), key=lambda e: e[0]))
-        if len(ordered) > MAX_RULES_PER_SOURCE:
-            _limit(f"rules for source {prefix}", len(ordered), MAX_RULES_PER_SOURCE,
-                   "use fewer rules for this source and its enclosing prefixes")
-        list_id = list_ids.get(ordered)
+            outer = own.get((ifindex, Prefix((prefix.value >> shift) << shift, length, prefix.is_v4)))
+            if outer:
+                for uid, qlen in outer.items():
+                    if members.get(uid, -1) < qlen:
+                        members[uid] = qlen
+        members_key = tuple(sorted(members.items()))
+        list_id = by_members.get(members_key)
         if list_id is None:
-            list_id = len(list_ids) + 1
-            list_ids[ordered] = list_id
-            lists[list_id] = ordered
+            ordered = merged_list(members_key)
+            if len(ordered) > MAX_RULES_PER_SOURCE:
+                _limit(f"rules for source {prefix}", len(ordered), MAX_RULES_PER_SOURCE,
+                       "use fewer rules for this source and its enclosing prefixes")
+            list_id = list_ids.get(ordered)
+            if list_id is None:
+                list_id = len(list_ids) + 1
+                list_ids[ordered] = list_id
+                lists[list_id] = ordered
+            by_members[members_key] = list_id
         lpm.append(LpmEntry(ifindex, prefix, list_id))
     _limit("rule lists", len(lists), MAX_LISTS, "use fewer distinct rule lists")
 
@@ -300,7 +320,7 @@ def compile_ruleset(
     )
 
 
-def _add_v4_roots(own: dict[tuple[int, Prefix], dict[int, tuple[tuple[object, ...], ListRule]]]) -> None:
+def _add_v4_roots(own: dict[tuple[int, Prefix], dict[int, int]]) -> None:
     """Give IPv4 sources their own root (::ffff:0:0/96) wherever an IPv6 prefix covers that space,
     so an IPv4 packet's longest match can never land on an IPv6 prefix such as ::/0."""
     root = Prefix(MAPPED_V4_PREFIX, 96, True)

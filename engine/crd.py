@@ -29,6 +29,8 @@ from engine.model import (
     RuleSet,
 )
 
+# libyaml's C loader is ~10x faster on big rule files; same safe semantics.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]!-]{1,15}$")
 
@@ -170,6 +172,7 @@ def _parse_block(c: _Collector, path: str, raw: object) -> IngressBlock | None:
             c.add(f"{path}.{key}", raw[key], "unknown field", "allowed: sourceCIDRs, rules")
     cidrs_raw = raw.get("sourceCIDRs")
     cidrs: list[str] = []
+    seen_cidrs: set[str] = set()
     families: set[bool] = set()
     if not isinstance(cidrs_raw, list) or not cidrs_raw:
         c.add(f"{path}.sourceCIDRs", cidrs_raw, "must be a non-empty list of CIDRs",
@@ -182,8 +185,10 @@ def _parse_block(c: _Collector, path: str, raw: object) -> IngressBlock | None:
                 c.add(f"{path}.sourceCIDRs[{i}]", text, str(exc))
                 continue
             families.add(prefix.is_v4)
-            if str(prefix) not in cidrs:
-                cidrs.append(str(prefix))
+            text = str(prefix)
+            if text not in seen_cidrs:
+                seen_cidrs.add(text)
+                cidrs.append(text)
     rules_raw = raw.get("rules")
     rules: list[Rule] = []
     if not isinstance(rules_raw, list) or not rules_raw:
@@ -304,7 +309,7 @@ def parse_documents(docs: Iterable[object], source: str = "input") -> RuleSet:
 def load_yaml(text: str, source: str = "input") -> RuleSet:
     """Parse one or many YAML documents (a List kind's items are unwrapped too)."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_LOADER))
     except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
         raise ValidationError([FieldError(source, "", "", "YAML nested too deeply",
                                           "flatten the document")]) from exc
@@ -376,4 +381,5 @@ def firewall_to_dict(fw: Firewall) -> dict[str, Any]:
 def dump_yaml(ruleset: RuleSet) -> str:
     """Export in the operator's schema; one document per object."""
     docs = [firewall_to_dict(fw) for fw in ruleset.firewalls]
-    return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump_all(docs, Dumper=dumper, sort_keys=False, default_flow_style=False)

@@ -18,7 +18,7 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -518,6 +518,13 @@ class Datapath:
         )
 
     # ----------------------------------------------------------------- counters
+
+    def reset_rule_counters(self, rule_ids: Iterable[int]) -> None:
+        """Zero the counters of ids handed to new rules, so a reused id starts from nothing."""
+        m = self.maps[MAP_RULE_STATS]
+        zero = bytes(m.value_size)  # value_size already spans every CPU's slot
+        for rid in rule_ids:
+            m.update(_U32.pack(rid), zero)
 
     def rule_counters(self) -> dict[int, tuple[int, int]]:
         """rule id -> (packets, bytes) summed over CPUs; rules never hit are left out."""

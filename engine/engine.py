@@ -194,7 +194,8 @@ class Engine:
             node = dp.node_counters()
 
             def pair(c: NodeCounter) -> tuple[int, int]:
-                return tuple(node.get(c, (0, 0)))  # type: ignore[return-value]
+                packets, nbytes = node.get(c, (0, 0))
+                return int(packets), int(nbytes)
 
             totals = NodeTotals(
                 allowed=pair(NodeCounter.ALLOW),
@@ -266,6 +267,8 @@ class Engine:
             dp = self.datapath(required=False) if self.loaded() else None
             if dp is not None:
                 try:
+                    fresh = set(tables.rule_ids.values()) - set(stored.rule_ids.values())
+                    dp.reset_rule_counters(fresh)
                     dp.write_tables(tables, new_state.generation)
                 except InfwError:
                     # The kernel kept the old tables; put the store back in step with it.
@@ -399,7 +402,7 @@ class Engine:
             else:
                 from engine.datapath import scan_attached
 
-                foreign = {name: True for name, *_ in scan_attached()}
+                foreign = {a.ifname: True for a in scan_attached()}
             guard = self.guard()
             refusals = [r for name in names for r in guard.check_attach(name, foreign.get(name, False))]
             raise_if_refused(refusals, force)
@@ -518,7 +521,7 @@ class Engine:
                            ref.reason.value, ref.rule_id, ref.describe(), agree, tuple(notes))
 
 
-_KERNEL_REASONS = {
+_KERNEL_REASONS: dict[int, str] = {
     KernelReason.FAILSAFE: Reason.FAILSAFE.value,
     KernelReason.RULE: Reason.RULE.value,
     KernelReason.NO_MATCH: Reason.NO_MATCH.value,

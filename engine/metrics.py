@@ -190,7 +190,9 @@ def serve_metrics(
     try:
         host, port = split_listen(listen)
     except ValueError as exc:
-        raise InfwError(f"bad listen address {listen!r}: {exc}", "give HOST:PORT, e.g. 127.0.0.1:39301") from exc
+        raise InfwError(
+            f"bad listen address {listen!r}: {exc}", "give HOST:PORT, e.g. 127.0.0.1:39301"
+        ) from exc
     if not allow_public and not is_loopback(listen):
         raise InfwError(
             f"refusing to serve metrics on non-loopback {listen} implicitly",

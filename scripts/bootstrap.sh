@@ -34,18 +34,23 @@ else
 fi
 
 # --- 2. kernel headers for bcc ----------------------------------------------
+# bcc wants /lib/modules/$(uname -r)/build (the arch tree: generated headers,
+# .config) and .../source (the common tree: include/linux/kconfig.h). A kernel
+# without its own headers gets Debian's linux-headers-amd64 trees: an XDP
+# program needs only the uapi headers, which do not change between versions.
 KBUILD="/lib/modules/$(uname -r)"
-if [[ -e $KBUILD/build ]]; then
-    log "kernel headers found at $KBUILD/build"
+arch_tree=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
+common_tree=${arch_tree%-amd64}-common
+if [[ -e $KBUILD/build/include && -e $KBUILD/source/include/linux/kconfig.h ]]; then
+    log "kernel headers found at $KBUILD/build and $KBUILD/source"
 else
-    headers=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
-    [[ -n $headers ]] || die "no /usr/src/linux-headers-*-amd64 tree; install linux-headers-amd64"
+    [[ -n $arch_tree && -d $common_tree ]] || die "no /usr/src/linux-headers-*-amd64 and -common trees; apt-get install linux-headers-amd64"
     log "running kernel ships no headers; XDP programs need only the uapi headers, so linking Debian's linux-headers-amd64 tree"
-    log "  $KBUILD/build -> $headers"
-    log "  $KBUILD/source -> $headers"
+    log "  $KBUILD/build -> $arch_tree"
+    log "  $KBUILD/source -> $common_tree"
     mkdir -p "$KBUILD"
-    ln -sfn "$headers" "$KBUILD/build"
-    ln -sfn "$headers" "$KBUILD/source"
+    ln -sfn "$arch_tree" "$KBUILD/build"
+    ln -sfn "$common_tree" "$KBUILD/source"
 fi
 
 # --- 3. bpffs (pinned maps survive the console) -----------------------------

@@ -24,6 +24,7 @@ from textual.widgets import Footer, Input, Static
 
 from console.tui.cells import human_count, rule_summary
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
+from console.tui.engine_thread import EngineThread
 from console.tui.events_pane import EventLog, EventPane
 from console.tui.facade import EngineLike, EventSourceLike
 from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
@@ -32,7 +33,7 @@ from console.tui.interfaces import AttachScreen, InterfacesScreen
 from console.tui.rule_form import FormValues, RuleForm
 from console.tui.rules import RulesTable
 from console.tui.trace import TraceDialog
-from engine.errors import InfwError
+from engine.errors import InfwError, PrivilegeError
 from engine.model import ORDER_MAX, ORDER_MIN
 from engine.ruleline import format_rule_line
 from engine.views import ApplyResult, StatsSnapshot, Status
@@ -133,7 +134,8 @@ class InfwApp(App[str]):
         events_per_second: int = 200,
     ) -> None:
         super().__init__()
-        self.engine = engine
+        self.engine_thread = EngineThread(engine)
+        self.engine: EngineLike = self.engine_thread
         self.clock = clock
         self.read_only = bool(engine.read_only if read_only is None else read_only)
         self.stats_interval = stats_interval
@@ -181,6 +183,9 @@ class InfwApp(App[str]):
         status = self.status
         if status is not None and not status.loaded and not self.read_only and self.offer_attach:
             self.push_screen(AttachScreen(self.engine), self._attach_done)
+
+    async def on_unmount(self) -> None:
+        self.engine_thread.close()
 
     def _attach_done(self, attached: bool | None) -> None:
         if attached:
@@ -662,6 +667,11 @@ def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
     from engine.engine import Engine
 
     netns = str(getattr(lab, "NODE_NS", LAB_NETNS))
+    if os.geteuid() != 0:
+        raise PrivilegeError(
+            f"the lab lives in network namespace {netns}: entering it needs root (CAP_SYS_ADMIN)",
+            "run infw-tui --lab with sudo",
+        )
     if read_only:
         info = lab.lab_status()
         if not info.up:
@@ -707,6 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if os.geteuid() != 0 and not args.read_only:
+            raise PrivilegeError(
+                "changing the firewall needs CAP_BPF and CAP_NET_ADMIN (root)",
+                "run infw-tui with sudo, or add --read-only to look without changing anything",
+            )
         if args.lab:
             engine: Any = open_lab(args.read_only)
         else:

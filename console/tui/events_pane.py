@@ -86,7 +86,9 @@ class EventPane(Vertical):
         return not self.paused and self.log_widget.follow
 
     def _width(self) -> int:
-        return max(40, (self.log_widget.scrollable_content_region.width or self.size.width or 80) - 1)
+        return max(
+            40, (self.log_widget.scrollable_content_region.width or self.size.width or 80) - 1
+        )
 
     def _matches(self, ev: DropEvent) -> bool:
         return not self.filter_text or self.filter_text.lower() in event_search_text(ev)

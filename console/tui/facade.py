@@ -57,7 +57,15 @@ class EngineLike(Protocol):
 
     def open_events(self, max_per_second: int = 200) -> EventSourceLike: ...
 
-    def apply(self, ruleset: RuleSet, **kwargs: Any) -> ApplyResult: ...
+    def apply(
+        self,
+        ruleset: RuleSet,
+        *,
+        confirm_timeout: float | None = ...,
+        force: bool = ...,
+        expected_generation: int | None = ...,
+        summary: str = ...,
+    ) -> ApplyResult: ...
 
     def add_rule(self, line: str, **kwargs: Any) -> ApplyResult: ...
 

@@ -1,7 +1,7 @@
 """Render infw-tui screenshots (SVG) into screenshots/: main view, add-rule form, trace, history.
 
-    python -m console.tui.screenshots          # on the lab, real engine (root)
-    python -m console.tui.screenshots --fake   # from the deterministic FakeEngine (no root)
+python -m console.tui.screenshots          # on the lab, real engine (root)
+python -m console.tui.screenshots --fake   # from the deterministic FakeEngine (no root)
 """
 
 from __future__ import annotations
@@ -83,8 +83,12 @@ async def capture(app: InfwApp, out_dir: Path, warmup: float, advance: Any = Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m console.tui.screenshots", description=__doc__)
     parser.add_argument("--fake", action="store_true", help="use the FakeEngine (no root, no lab)")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help=f"output directory (default {OUT_DIR})")
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds of lab traffic before the first shot")
+    parser.add_argument(
+        "--out", type=Path, default=OUT_DIR, help=f"output directory (default {OUT_DIR})"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=4.0, help="seconds of lab traffic before the first shot"
+    )
     args = parser.parse_args(argv)
     if args.fake:
         from console.tui.fake import FakeEngine
@@ -96,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if os.geteuid() != 0:
             print("screenshots: the lab needs root", file=sys.stderr)
-            print("  fix: run as root, or pass --fake for screenshots from the FakeEngine", file=sys.stderr)
+            print(
+                "  fix: run as root, or pass --fake for screenshots from the FakeEngine",
+                file=sys.stderr,
+            )
             return 4
         from console.tui.app import open_lab
 

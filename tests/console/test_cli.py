@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,10 +96,19 @@ def infw(tmp_path: Path, pin_root: str) -> Iterator[Run]:
     state = tmp_path / "state"
     extra: list[str] = []
 
-    def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [INFW, "--state-dir", str(state), "--pin-root", pin_root, *extra, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, input=stdin if stdin is not None else "",
-                              timeout=timeout, env=env, cwd=tmp_path)
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            input=stdin if stdin is not None else "",
+            timeout=timeout,
+            env=env,
+            cwd=tmp_path,
+        )
 
     run.extra = extra  # type: ignore[attr-defined]
     try:
@@ -120,8 +131,11 @@ def write(tmp_path: Path, name: str, text: str, iface: str = "lo") -> str:
 
 def snapshot(state: Path) -> dict[str, bytes]:
     """Every file of a state directory (the lock file only says who held it last)."""
-    return {str(p.relative_to(state)): p.read_bytes() for p in sorted(state.rglob("*"))
-            if p.is_file() and p.name != "lock"}
+    return {
+        str(p.relative_to(state)): p.read_bytes()
+        for p in sorted(state.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +143,23 @@ def applied_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state directory holding GOOD as generation 1, made once and copied by each test."""
     base = tmp_path_factory.mktemp("applied")
     rules = write(base, "good.yaml", GOOD)
-    proc = subprocess.run([INFW, "--state-dir", str(base / "state"), "--pin-root",
-                           f"/sys/fs/bpf/infw-clitest-{os.getpid()}", "apply", rules, "--confirm-timeout", "0"],
-                          capture_output=True, text=True, timeout=60,
-                          env={k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"})
+    proc = subprocess.run(
+        [
+            INFW,
+            "--state-dir",
+            str(base / "state"),
+            "--pin-root",
+            f"/sys/fs/bpf/infw-clitest-{os.getpid()}",
+            "apply",
+            rules,
+            "--confirm-timeout",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"},
+    )
     assert proc.returncode == 0, proc.stderr
     return base / "state"
 
@@ -145,9 +172,28 @@ def test_help_teaches_by_example() -> None:
     assert out.returncode == 0
     text = out.stdout
     assert "examples" in text and "exit codes" in text
-    for command in ("status", "rules", "add", "edit", "delete", "validate", "apply", "export", "confirm",
-                    "revert", "history", "mode", "attach", "detach", "stats", "events", "trace",
-                    "metrics", "restore", "lab"):
+    for command in (
+        "status",
+        "rules",
+        "add",
+        "edit",
+        "delete",
+        "validate",
+        "apply",
+        "export",
+        "confirm",
+        "revert",
+        "history",
+        "mode",
+        "attach",
+        "detach",
+        "stats",
+        "events",
+        "trace",
+        "metrics",
+        "restore",
+        "lab",
+    ):
         assert f"  infw {command}" in text, command
     for code in range(6):
         assert f"  {code}  " in text
@@ -181,8 +227,12 @@ def test_validate_bad_file_names_every_field(infw: Run, tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("infw: error: invalid input, nothing applied (4 errors) — ")
-    for field in ("spec.ingress[0].sourceCIDRs[0]", "spec.ingress[0].rules[0].order",
-                  "spec.ingress[0].rules[0].action", "spec.ingress[0].rules[0].protocolConfig.tcp.ports"):
+    for field in (
+        "spec.ingress[0].sourceCIDRs[0]",
+        "spec.ingress[0].rules[0].order",
+        "spec.ingress[0].rules[0].action",
+        "spec.ingress[0].rules[0].protocolConfig.tcp.ports",
+    ):
         assert any(field in line for line in lines), field
     assert "did you mean 10.0.0.0/8" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -200,7 +250,11 @@ def test_validate_refused_by_the_guard_exits_3(infw: Run, tmp_path: Path) -> Non
     rules = GOOD.replace('ports: "8000-8080"', 'ports: "20-30"')
     proc = infw("validate", write(tmp_path, "ssh.yaml", rules))
     assert proc.returncode == 3
-    assert proc.stderr.startswith("infw: error: ") and "22/tcp" in proc.stderr and "--force" in proc.stderr
+    assert (
+        proc.stderr.startswith("infw: error: ")
+        and "22/tcp" in proc.stderr
+        and "--force" in proc.stderr
+    )
 
 
 # ------------------------------------------------------------------ apply / export / history
@@ -233,22 +287,58 @@ def test_apply_from_stdin_and_history(infw: Run, tmp_path: Path) -> None:
 
 
 def test_add_edit_delete_rules(infw: Run) -> None:
-    res = data(infw("add", "--confirm-timeout", "0", "--json", "deny", "tcp", "9000",
-                    "from", "192.0.2.0/24", "on", "lo", "order", "10"))
+    res = data(
+        infw(
+            "add",
+            "--confirm-timeout",
+            "0",
+            "--json",
+            "deny",
+            "tcp",
+            "9000",
+            "from",
+            "192.0.2.0/24",
+            "on",
+            "lo",
+            "order",
+            "10",
+        )
+    )
     assert res["generation"] == 1
     rows = data(infw("rules", "--json"))
     assert [(r["order"], r["protocol"], r["match"]) for r in rows] == [(10, "TCP", "9000")]
     rid = str(rows[0]["id"])
-    assert infw("edit", rid, "allow", "udp", "53", "from", "192.0.2.0/24", "on", "lo", "order", "10",
-                "--confirm-timeout", "0").returncode == 0
+    assert (
+        infw(
+            "edit",
+            rid,
+            "allow",
+            "udp",
+            "53",
+            "from",
+            "192.0.2.0/24",
+            "on",
+            "lo",
+            "order",
+            "10",
+            "--confirm-timeout",
+            "0",
+        ).returncode
+        == 0
+    )
     assert data(infw("rules", "--json"))[0]["protocol"] == "UDP"
     assert infw("delete", rid, "--confirm-timeout", "0").returncode == 0
     assert data(infw("rules", "--json")) == []
 
 
 def test_script_on_stdin_runs_repl_lines() -> None:
-    proc = subprocess.run([INFW, "--state-dir", "/nonexistent-but-unused"], input="help\nexit\n",
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [INFW, "--state-dir", "/nonexistent-but-unused"],
+        input="help\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0 and "commands:" in proc.stdout
 
 
@@ -264,8 +354,22 @@ BAD_INPUT: list[tuple[tuple[str, ...], int, str]] = [
     (("add", "deny", "tcp", "80", "from", "10.0.0.1/8", "on", "lo", "order", "1"), 2, "10.0.0.0/8"),
     (("add", "deny", "tcp", "80", "from", "192.0.2.0/24", "on", "lo"), 2, "order"),
     (("add", "deny", "tcp", "22", "from", "192.0.2.0/24", "on", "lo", "order", "1"), 3, "22/tcp"),
-    (("add", "--confirm-timeout", "-1", "deny", "from", "192.0.2.0/24", "on", "lo", "order", "1"), 2,
-     "--confirm-timeout"),
+    (
+        (
+            "add",
+            "--confirm-timeout",
+            "-1",
+            "deny",
+            "from",
+            "192.0.2.0/24",
+            "on",
+            "lo",
+            "order",
+            "1",
+        ),
+        2,
+        "--confirm-timeout",
+    ),
     (("edit", "abc", "deny", "from", "192.0.2.0/24", "order", "1"), 2, "rule id 'abc'"),
     (("edit", "999", "deny", "from", "192.0.2.0/24", "order", "1"), 1, "no rule with id 999"),
     (("delete",), 2, "required: ID"),
@@ -287,16 +391,32 @@ BAD_INPUT: list[tuple[tuple[str, ...], int, str]] = [
     (("events", "--filter", "color=red"), 2, "unknown key 'color'"),
     (("events", "--filter", "src=not-a-net"), 2, "bad event filter"),
     (("trace", "--iface", "lo"), 2, "required: --src, --proto"),
-    (("trace", "--iface", "lo", "--src", "999.1.1.1", "--proto", "TCP"), 2, "not an IPv4 or IPv6 address"),
+    (
+        ("trace", "--iface", "lo", "--src", "999.1.1.1", "--proto", "TCP"),
+        2,
+        "not an IPv4 or IPv6 address",
+    ),
     (("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "GRE"), 2, "protocol 'GRE'"),
-    (("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "ICMP", "--dport", "80"), 2,
-     "--dport does not apply to ICMP"),
-    (("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "TCP", "--dport", "70000"), 2,
-     "port '70000'"),
-    (("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "ICMP", "--icmp-code", "0"), 2,
-     "--icmp-code needs --icmp-type"),
-    (("trace", "--iface", "nosuch0", "--src", "192.0.2.1", "--proto", "TCP", "--dport", "80"), 1,
-     "no interface 'nosuch0'"),
+    (
+        ("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "ICMP", "--dport", "80"),
+        2,
+        "--dport does not apply to ICMP",
+    ),
+    (
+        ("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "TCP", "--dport", "70000"),
+        2,
+        "port '70000'",
+    ),
+    (
+        ("trace", "--iface", "lo", "--src", "192.0.2.1", "--proto", "ICMP", "--icmp-code", "0"),
+        2,
+        "--icmp-code needs --icmp-type",
+    ),
+    (
+        ("trace", "--iface", "nosuch0", "--src", "192.0.2.1", "--proto", "TCP", "--dport", "80"),
+        1,
+        "no interface 'nosuch0'",
+    ),
     (("metrics", "--listen", "nowhere"), 2, "--listen 'nowhere'"),
     (("metrics", "--listen", "127.0.0.1:99999"), 2, "port '99999'"),
     (("lab", "sideways"), 2, "invalid choice: 'sideways'"),
@@ -305,7 +425,9 @@ BAD_INPUT: list[tuple[tuple[str, ...], int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "code", "message"), BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("argv", "code", "message"), BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT]
+)
 def test_bad_input_gives_the_documented_exit_code_and_changes_nothing(
     infw: Run, tmp_path: Path, applied_state: Path, argv: tuple[str, ...], code: int, message: str
 ) -> None:
@@ -348,9 +470,13 @@ def test_missing_namespace_says_how_to_fix_it(infw: Run) -> None:
 
 
 def test_closed_pipe_is_not_an_error(infw: Run, tmp_path: Path) -> None:
-    assert infw("apply", write(tmp_path, "good.yaml", GOOD), "--confirm-timeout", "0").returncode == 0
-    cmd = (f"{INFW} --state-dir {tmp_path / 'state'} --pin-root /sys/fs/bpf/infw-clitest-{os.getpid()} "
-           "help | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}")
+    assert (
+        infw("apply", write(tmp_path, "good.yaml", GOOD), "--confirm-timeout", "0").returncode == 0
+    )
+    cmd = (
+        f"{INFW} --state-dir {tmp_path / 'state'} --pin-root /sys/fs/bpf/infw-clitest-{os.getpid()} "
+        "help | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}"
+    )
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "0" and "Traceback" not in out.stderr
 
@@ -370,8 +496,10 @@ def netns_infw(infw: Run) -> Iterator[tuple[Run, str]]:
     ns = f"infw-clitest-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        subprocess.run(["ip", "-n", ns, "link", "add", "infw-ct0", "type", "veth", "peer", "name",
-                        "infw-ct1"], check=True)
+        subprocess.run(
+            ["ip", "-n", ns, "link", "add", "infw-ct0", "type", "veth", "peer", "name", "infw-ct1"],
+            check=True,
+        )
         for dev in ("infw-ct0", "infw-ct1", "lo"):
             subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
         infw.extra.extend(["--netns", ns])  # type: ignore[attr-defined]
@@ -390,50 +518,94 @@ def test_attach_apply_trace_and_events(netns_infw: tuple[Run, str], tmp_path: Pa
     assert "compiling" in proc.stderr  # progress was shown
     assert "attached to infw-ct0" in proc.stdout
     assert data(infw("status", "--json"))["loaded"] is True
-    assert infw("apply", write(tmp_path, "good.yaml", GOOD, iface="infw-ct0"), "--confirm-timeout", "0"
-                ).returncode == 0
-    denied = data(infw("trace", "--json", "--iface", "infw-ct0", "--src", "192.0.2.7", "--proto", "TCP",
-                       "--dport", "8080"))
+    assert (
+        infw(
+            "apply", write(tmp_path, "good.yaml", GOOD, iface="infw-ct0"), "--confirm-timeout", "0"
+        ).returncode
+        == 0
+    )
+    denied = data(
+        infw(
+            "trace",
+            "--json",
+            "--iface",
+            "infw-ct0",
+            "--src",
+            "192.0.2.7",
+            "--proto",
+            "TCP",
+            "--dport",
+            "8080",
+        )
+    )
     assert denied["kernel_verdict"] == "DENY" and denied["reference_verdict"] == "DENY"
     assert denied["agree"] is True and denied["kernel_rule_id"] == denied["reference_rule_id"]
-    allowed = data(infw("trace", "--json", "--iface", "infw-ct0", "--src", "192.0.2.7", "--proto", "UDP",
-                        "--dport", "53"))
+    allowed = data(
+        infw(
+            "trace",
+            "--json",
+            "--iface",
+            "infw-ct0",
+            "--src",
+            "192.0.2.7",
+            "--proto",
+            "UDP",
+            "--dport",
+            "53",
+        )
+    )
     assert allowed["kernel_verdict"] == "ALLOW" and allowed["agree"] is True
-    failsafe = infw("trace", "--iface", "infw-ct0", "--src", "2001:db8::7", "--proto", "TCP", "--dport", "22")
+    failsafe = infw(
+        "trace", "--iface", "infw-ct0", "--src", "2001:db8::7", "--proto", "TCP", "--dport", "22"
+    )
     assert failsafe.returncode == 0 and "fail-safe" in failsafe.stdout
     events = infw("events", "--json", "--filter", "proto=TCP dport=8080")
     lines = [json.loads(line) for line in events.stdout.splitlines()]
-    assert lines and lines[0]["rule_id"] == denied["kernel_rule_id"] and lines[0]["src"] == "192.0.2.7"
+    assert (
+        lines and lines[0]["rule_id"] == denied["kernel_rule_id"] and lines[0]["src"] == "192.0.2.7"
+    )
     stats = data(infw("stats", "--json"))
     assert stats["totals"]["denied"][0] >= 1
 
 
 @pytest.mark.root
-def test_apply_without_timeout_is_pending_until_confirmed(netns_infw: tuple[Run, str], tmp_path: Path) -> None:
+def test_apply_without_timeout_is_pending_until_confirmed(
+    netns_infw: tuple[Run, str], tmp_path: Path
+) -> None:
     infw, _ = netns_infw
     assert infw("attach", "infw-ct0", "--mode", "generic", timeout=120).returncode == 0
     proc = infw("apply", write(tmp_path, "good.yaml", GOOD, iface="infw-ct0"))
     assert proc.returncode == 0, proc.stderr
     assert "pending: run 'infw confirm' within" in proc.stdout and "or it reverts" in proc.stdout
-    assert data(infw("status", "--json"))["pending"] is not None
-    assert data(infw("confirm", "--json"))["confirmed"] == 1
+    pending = data(infw("status", "--json"))["pending"]
+    assert pending is not None and 0 < pending["deadline"] - time.time() <= 60
+    assert data(infw("confirm", "--json"))["confirmed"] == pending["generation"]
     assert data(infw("status", "--json"))["pending"] is None
 
 
 @pytest.mark.root
-def test_events_follow_stops_cleanly(netns_infw: tuple[Run, str], tmp_path: Path, pin_root: str) -> None:
+def test_events_follow_stops_cleanly(
+    netns_infw: tuple[Run, str], tmp_path: Path, pin_root: str
+) -> None:
     infw, ns = netns_infw
     assert infw("attach", "infw-ct0", "--mode", "generic", timeout=120).returncode == 0
-    cmd = [INFW, "--state-dir", str(tmp_path / "state"), "--pin-root", pin_root, "--netns", ns,
-           "events", "--follow", "--json"]
+    cmd = [
+        INFW,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--pin-root",
+        pin_root,
+        "--netns",
+        ns,
+        "events",
+        "--follow",
+        "--json",
+    ]
     follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        import signal
-        import time
-
         time.sleep(2)
         follower.send_signal(signal.SIGINT)
-        out, err = follower.communicate(timeout=10)
+        _, err = follower.communicate(timeout=10)
     finally:
         if follower.poll() is None:
             follower.kill()
@@ -456,8 +628,14 @@ def test_attach_without_root_says_which_privilege(infw: Run) -> None:
 
 
 def test_no_leftovers() -> None:
-    leftover = [n for n in os.listdir("/sys/fs/bpf") if n.startswith("infw-clitest-")] if os.path.isdir(
-        "/sys/fs/bpf") else []
+    leftover = (
+        [n for n in os.listdir("/sys/fs/bpf") if n.startswith("infw-clitest-")]
+        if os.path.isdir("/sys/fs/bpf")
+        else []
+    )
     assert not [n for n in leftover if n.endswith(str(os.getpid()))]
-    assert shutil.which("ip") is None or f"infw-clitest-{os.getpid()}" not in subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert (
+        shutil.which("ip") is None
+        or f"infw-clitest-{os.getpid()}"
+        not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import fragment_list_to_text
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -71,8 +72,14 @@ def repl(engine: Any, text: str, history: Any = None) -> tuple[str, str, int]:
     out, err = io.StringIO(), io.StringIO()
     with create_pipe_input() as inp:
         inp.send_text(text)
-        code = run_repl(engine, input=inp, output=DummyOutput(), out=out, err=err,
-                        history=history if history is not None else InMemoryHistory())
+        code = run_repl(
+            engine,
+            input=inp,
+            output=DummyOutput(),
+            out=out,
+            err=err,
+            history=history if history is not None else InMemoryHistory(),
+        )
     return out.getvalue(), err.getvalue(), code
 
 
@@ -84,8 +91,13 @@ def completions(engine: Any, text: str) -> list[str]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     """The real engine with nothing loaded: rules go to the store only."""
-    yield Engine(f"/sys/fs/bpf/infw-repltest-{os.getpid()}", str(tmp_path / "state"),
-                 config=NodeConfig(), interfaces=lambda: dict(IFACES), session=None)
+    yield Engine(
+        f"/sys/fs/bpf/infw-repltest-{os.getpid()}",
+        str(tmp_path / "state"),
+        config=NodeConfig(),
+        interfaces=lambda: dict(IFACES),
+        session=None,
+    )
 
 
 @pytest.fixture
@@ -111,21 +123,69 @@ class FakeEngine:
         rules = load_yaml(RULES)
         fw = rules.firewalls[0]
         block = fw.ingress[0]
-        self.rows = [RuleRow(i + 1, fw.name, r.order, fw.interfaces, block.source_cidrs, r,
-                             packets=10 * (i + 1), bytes=640 * (i + 1), rate=1.5, last_hit=time.time())
-                     for i, r in enumerate(block.rules)]
+        self.rows = [
+            RuleRow(
+                i + 1,
+                fw.name,
+                r.order,
+                fw.interfaces,
+                block.source_cidrs,
+                r,
+                packets=10 * (i + 1),
+                bytes=640 * (i + 1),
+                rate=1.5,
+                last_hit=time.time(),
+            )
+            for i, r in enumerate(block.rules)
+        ]
         self.events = [
-            DropEvent(time.time(), "eth0", 1, "DENY", "TCP", "192.0.2.7", "192.0.2.1", 40000, 8080,
-                      None, None, 0, 74),
-            DropEvent(time.time(), "eth1", 2, "WOULD DENY", "ICMP", "198.51.100.9", "192.0.2.1", None,
-                      None, 8, 0, 100, 98),
+            DropEvent(
+                time.time(),
+                "eth0",
+                1,
+                "DENY",
+                "TCP",
+                "192.0.2.7",
+                "192.0.2.1",
+                40000,
+                8080,
+                None,
+                None,
+                0,
+                74,
+            ),
+            DropEvent(
+                time.time(),
+                "eth1",
+                2,
+                "WOULD DENY",
+                "ICMP",
+                "198.51.100.9",
+                "192.0.2.1",
+                None,
+                None,
+                8,
+                0,
+                100,
+                98,
+            ),
         ]
         self.trace_agree = True
 
     def status(self) -> Status:
-        return Status("fake-node", True, self.pin_root, self.mode, 7, len(self.rows),
-                      (InterfaceView("eth0", 2, "native", 42, True),), self.pending,
-                      ("22/tcp (SSH)",), self.read_only, self.netns)
+        return Status(
+            "fake-node",
+            True,
+            self.pin_root,
+            self.mode,
+            7,
+            len(self.rows),
+            (InterfaceView("eth0", 2, "native", 42, True),),
+            self.pending,
+            ("22/tcp (SSH)",),
+            self.read_only,
+            self.netns,
+        )
 
     def interfaces(self) -> dict[str, int]:
         return dict(IFACES)
@@ -134,7 +194,9 @@ class FakeEngine:
         return list(self.rows)
 
     def stats(self) -> StatsSnapshot:
-        return StatsSnapshot(time.time(), tuple(self.rows), NodeTotals(denied=(10, 640), allowed=(3, 200)), 7)
+        return StatsSnapshot(
+            time.time(), tuple(self.rows), NodeTotals(denied=(10, 640), allowed=(3, 200)), 7
+        )
 
     def _result(self, what: str, arg: Any) -> ApplyResult:
         self.calls.append((what, arg))
@@ -178,13 +240,30 @@ class FakeEngine:
 
         return Source()
 
-    def trace(self, interface: str, src: str, proto: str, dport: int | None = None,
-              icmp_type: int | None = None, icmp_code: int | None = None, **kw: Any) -> TraceResult:
+    def trace(
+        self,
+        interface: str,
+        src: str,
+        proto: str,
+        dport: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+        **kw: Any,
+    ) -> TraceResult:
         self.calls.append(("trace", (interface, src, proto, dport, kw)))
         kernel = "DENY" if self.trace_agree else "ALLOW"
-        return TraceResult(interface, 74, kernel, "rule", 1, "DENY", "rule", 1,
-                           "DENY by rule 1 (web order 10: TCP 8000-8080 from 192.0.2.0/24)",
-                           self.trace_agree)
+        return TraceResult(
+            interface,
+            74,
+            kernel,
+            "rule",
+            1,
+            "DENY",
+            "rule",
+            1,
+            "DENY by rule 1 (web order 10: TCP 8000-8080 from 192.0.2.0/24)",
+            self.trace_agree,
+        )
 
     def ruleset(self) -> RuleSet:
         return load_yaml(RULES)
@@ -207,14 +286,16 @@ def test_status_and_rules_against_the_real_engine(with_rules: Engine) -> None:
 
 
 def test_add_edit_delete_change_the_store(engine: Engine) -> None:
-    out, err, _ = repl(engine, "add deny tcp 9000 from 192.0.2.0/24 on eth0 order 10\n"
-                               "rules --json\nexit\n")
+    out, err, _ = repl(
+        engine, "add deny tcp 9000 from 192.0.2.0/24 on eth0 order 10\nrules --json\nexit\n"
+    )
     assert "applied generation 1" in out, err
     rows = json.loads(next(line for line in out.splitlines() if line.startswith("[")))
     assert [(r["order"], r["match"], r["action"]) for r in rows] == [(10, "9000", "Deny")]
     rid = rows[0]["id"]
-    out, err, _ = repl(engine, f"edit {rid} allow udp 53 from 192.0.2.0/24 on eth0 order 10\n"
-                               "history\nexit\n")
+    out, err, _ = repl(
+        engine, f"edit {rid} allow udp 53 from 192.0.2.0/24 on eth0 order 10\nhistory\nexit\n"
+    )
     assert "applied generation 2" in out, err
     assert engine.rule_rows()[0].protocol == "UDP"
     assert f"edit rule {rid}" in out
@@ -301,13 +382,18 @@ def test_pending_apply_shows_the_repl_confirm_command_and_the_goodbye_warning() 
 
 def test_stats_events_and_trace_render() -> None:
     fake = FakeEngine()
-    out, err, _ = repl(fake, "stats\nevents\nevents --json\ntrace --iface eth0 --src 192.0.2.7 "
-                             "--proto tcp --dport 8080\nexit\n")
+    out, _, _ = repl(
+        fake,
+        "stats\nevents\nevents --json\ntrace --iface eth0 --src 192.0.2.7 "
+        "--proto tcp --dport 8080\nexit\n",
+    )
     assert "denied" in out and "640 B" in out
     assert "192.0.2.7:40000 -> 192.0.2.1:8080" in out and "WOULD DENY" in out and "vlan 100" in out
     assert "kernel and reference agree" in out
-    assert ("trace", ("eth0", "192.0.2.7", "TCP", 8080,
-                      {"dst": None, "vlan": (), "fragment": False})) in fake.calls
+    assert (
+        "trace",
+        ("eth0", "192.0.2.7", "TCP", 8080, {"dst": None, "vlan": (), "fragment": False}),
+    ) in fake.calls
 
 
 def test_trace_disagreement_is_loud() -> None:
@@ -332,14 +418,14 @@ def test_toolbar_shows_mode_generation_rules_and_countdown() -> None:
     now = [1000.0]
     fake.pending = PendingView(8, 7, 1042.0, "alice")
     bar = Toolbar(lambda: fake, clock=lambda: now[0])
-    text = "".join(t for _, t in bar())
+    text = fragment_list_to_text(bar())
     assert "ENFORCE" in text and "gen 7" in text and "2 rules" in text and "eth0" in text
     assert "PENDING gen 8" in text and "within 42s" in text
     now[0] = 1010.0
-    assert "within 32s" in "".join(t for _, t in bar())
+    assert "within 32s" in fragment_list_to_text(bar())
     fake.mode = "audit"
     now[0] = 1012.0
-    assert "AUDIT" in "".join(t for _, t in bar())
+    assert "AUDIT" in fragment_list_to_text(bar())
 
 
 def test_toolbar_survives_a_failing_engine() -> None:
@@ -347,7 +433,7 @@ def test_toolbar_survives_a_failing_engine() -> None:
         def status(self) -> Status:
             raise StateError("state is corrupt", "see the log")
 
-    text = "".join(t for _, t in Toolbar(lambda: Broken())())
+    text = fragment_list_to_text(Toolbar(lambda: Broken())())
     assert "status unavailable" in text and "state is corrupt" in text
 
 
@@ -379,7 +465,9 @@ def test_complete_rule_ids(with_rules: Engine) -> None:
     assert sorted(completions(with_rules, "delete ")) == ids
     assert sorted(completions(with_rules, "edit ")) == ids
     completer = ReplCompleter(lambda: with_rules)
-    metas = [c.display_meta_text for c in completer.get_completions(Document("delete "), CompleteEvent())]
+    metas = [
+        c.display_meta_text for c in completer.get_completions(Document("delete "), CompleteEvent())
+    ]
     assert any("8000-8080" in m for m in metas)
 
 
@@ -394,7 +482,9 @@ def test_complete_rule_lines(engine: Engine) -> None:
     assert completions(engine, "edit 3 ") == ["allow", "deny"]
 
 
-def test_complete_file_paths(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_complete_file_paths(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "notes.txt").write_text("")
     (tmp_path / "sub").mkdir()

@@ -8,9 +8,11 @@ import os
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from textual.widgets import Button, DataTable, Input, Select, Static
+from textual.coordinate import Coordinate
+from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
 
 from console.tui.app import InfwApp
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
@@ -19,7 +21,7 @@ from console.tui.fake import FakeEngine
 from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
 from console.tui.history import HistoryScreen
 from console.tui.interfaces import AttachScreen, InterfacesScreen
-from console.tui.rule_form import RuleForm, build_line, check_values, field_for_path, FormValues
+from console.tui.rule_form import FormValues, RuleForm, build_line, check_values, field_for_path
 from console.tui.rules import RulesTable
 from console.tui.trace import TraceDialog
 from engine.errors import StateError
@@ -67,6 +69,13 @@ def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:
     app.poll_events()
 
 
+def row_keys(table: DataTable[object]) -> list[str]:
+    return [
+        str(table.coordinate_to_cell_key(Coordinate(i, 0)).row_key.value)
+        for i in range(table.row_count)
+    ]
+
+
 def cell(table: DataTable[object], key: str, column: str) -> str:
     value = table.get_cell(key, column)
     return getattr(value, "plain", str(value))
@@ -103,7 +112,12 @@ async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.Mon
         before = cell(table, key, "packets")
         rebuilt: list[bool] = []
         original_clear = table.clear
-        monkeypatch.setattr(table, "clear", lambda *a, **k: (rebuilt.append(True), original_clear(*a, **k))[1])
+
+        def counting_clear(*args: Any, **kwargs: Any) -> Any:
+            rebuilt.append(True)
+            return original_clear(*args, **kwargs)
+
+        monkeypatch.setattr(table, "clear", counting_clear)
         for _ in range(3):
             tick(app, fake)
             await pilot.pause()
@@ -132,19 +146,21 @@ async def test_sorting_by_key_and_column() -> None:
         assert table.sort_column == "firewall"
         table.set_sort("packets")
         await pilot.pause()
-        ordered = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]  # type: ignore[arg-type]
+        ordered = row_keys(table)
         packets = [table.rows_by_key[str(k)].packets for k in ordered]
         assert packets == sorted(packets, reverse=True)
         assert table.selected_key() == key  # the cursor follows its rule, not its position
         await pilot.press("S")
-        ordered = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]  # type: ignore[arg-type]
+        ordered = row_keys(table)
         assert [table.rows_by_key[str(k)].packets for k in ordered] == sorted(packets)
-        assert "packets▲" in str(table.columns[next(c for c in table.columns if c.value == "packets")].label)
+        assert "packets▲" in str(
+            table.columns[next(c for c in table.columns if c.value == "packets")].label
+        )
 
 
 @aio
 async def test_filter_rules_then_clear() -> None:
-    app, fake = make_app()
+    app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("slash")
         bar = app.query_one("#filter", Input)
@@ -232,7 +248,7 @@ async def test_add_rule_invalid_port_shows_inline_error() -> None:
 
 @aio
 async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
-    app, fake = make_app()
+    app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("a")
         form = app.screen
@@ -252,7 +268,9 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         assert app.check_action("revert", ()) is False
         assert "c" not in app.screen.active_bindings
         await pilot.press("a")
-        await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP", "ports": "8443"})
+        await fill_form(
+            pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP", "ports": "8443"}
+        )
         await pilot.press("enter")
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
@@ -294,12 +312,18 @@ async def test_guard_refusal_next_to_field_and_force() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("a")
-        form = await fill_form(pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"})
+        form = await fill_form(
+            pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
+        )
         await pilot.press("enter")
         await pilot.pause()
         assert app.screen is form
         error = form.query_one("#e-ports", Static)
-        assert error.has_class("-shown") and "refused" in text_of(error) and "fail-safe" in text_of(error)
+        assert (
+            error.has_class("-shown")
+            and "refused" in text_of(error)
+            and "fail-safe" in text_of(error)
+        )
         force = form.query_one("#force", Button)
         assert force.has_class("-shown")
         force.press()
@@ -369,7 +393,7 @@ async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
 
 @aio
 async def test_history_export_interfaces_and_help() -> None:
-    app, fake = make_app()
+    app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("h")
         assert isinstance(app.screen, HistoryScreen)
@@ -415,15 +439,18 @@ async def test_history_revert() -> None:
 
 @aio
 async def test_quit_says_the_firewall_keeps_running() -> None:
-    app, fake = make_app()
+    app, _fake = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("q")
-    assert app.return_value == "infw-tui closed; the firewall keeps running (8 rules on infw-n1, infw-n2)"
+    assert (
+        app.return_value
+        == "infw-tui closed; the firewall keeps running (8 rules on infw-n1, infw-n2)"
+    )
 
 
 @aio
 async def test_read_only_hides_edit_keys() -> None:
-    app, fake = make_app(read_only=True)
+    app, _fake = make_app(read_only=True)
     async with app.run_test(size=(120, 36)) as pilot:
         active = app.screen.active_bindings
         for key in ("a", "e", "d", "m", "c", "r"):
@@ -437,7 +464,9 @@ async def test_read_only_hides_edit_keys() -> None:
 async def test_disconnected_marker_when_stats_fail() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        fake.stats_error = StateError("cannot read the pinned counters", "is the firewall still loaded?")
+        fake.stats_error = StateError(
+            "cannot read the pinned counters", "is the firewall still loaded?"
+        )
         app.refresh_stats()
         await pilot.pause()
         banner = app.query_one(DisconnectedBanner)
@@ -467,8 +496,6 @@ async def test_attach_screen_when_nothing_is_loaded() -> None:
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, AttachScreen)
-        from textual.widgets import SelectionList
-
         screen.query_one(SelectionList).select("infw-n1")
         screen.query_one("#attach", Button).press()
         await app.workers.wait_for_complete()
@@ -497,7 +524,13 @@ async def test_80x24_every_screen_opens() -> None:
 
 
 def test_form_line_building_and_paths() -> None:
-    values = FormValues(cidrs="192.0.2.0/24 198.51.100.0/24", interfaces="eth0", order="10", protocol="TCP", ports="80")
+    values = FormValues(
+        cidrs="192.0.2.0/24 198.51.100.0/24",
+        interfaces="eth0",
+        order="10",
+        protocol="TCP",
+        ports="80",
+    )
     assert build_line(values) == "deny tcp 80 from 192.0.2.0/24,198.51.100.0/24 on eth0 order 10"
     _, errors = check_values(FormValues(cidrs="10.0.0.1/8", interfaces="eth0", order="1"))
     assert "cidrs" in errors

@@ -42,7 +42,9 @@ def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
     return InfwApp(fake, clock=fake.clock, stats_interval=3600, events_interval=3600), fake
 
 
-def running(fake: FakeEngine, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None) -> Callable[[Pilot[Any]], Awaitable[None]]:
+def running(
+    fake: FakeEngine, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
     """Two seconds of scripted traffic, refreshed the way the timers would."""
 
     async def run_before(pilot: Pilot[Any]) -> None:

@@ -54,7 +54,7 @@ def kernel() -> Iterator[Any]:
         pytest.skip(reason)
     from engine.datapath import Datapath
 
-    pin_root = os.path.join(PIN_BASE, f"differential-{os.getpid()}")
+    pin_root = os.path.join(PIN_BASE, "differential")
     os.makedirs(PIN_BASE, exist_ok=True)
     dp = Datapath.load(pin_root)
     try:

@@ -1,0 +1,360 @@
+"""Edit latency: one rule edit until packets see it, and a bulk apply, infw against `nft -f`.
+
+infw's probe is BPF_PROG_TEST_RUN of the loaded program (the same program packets run);
+nftables' probe is a real UDP packet across a veth pair into a socket in the receiver
+namespace. Both clocks start just before the edit is handed over and stop when the first
+probe after it sees the new verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import select
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+from bench.netns import VethWorld, inside, run
+from bench.result import Figure, not_measured
+from bench.rulesets import (
+    BLOCK_V4,
+    HIT_PORT,
+    BulkShape,
+    bulk_ruleset,
+    hit_rule,
+    nft_table,
+    rules_hit_at_last,
+)
+from bench.testrun import test_run
+from engine.model import Action, RuleSet
+
+GROUP = "edits"
+EDIT_TARGET_S = 0.010
+BULK_TARGET_S = 2.0
+BASE_RULES = 100
+PROBE_TIMEOUT_S = 2.0
+NFT_TABLE = "infwbench"
+XDP_PASS = 2
+
+
+def flip_last(ruleset: RuleSet) -> RuleSet:
+    """The edit: the deciding (last) rule of the first block turns from Deny to Allow."""
+    fw = ruleset.firewalls[0]
+    block = fw.ingress[0]
+    last = block.rules[-1]
+    rules = (*block.rules[:-1], hit_rule(last.order, Action.ALLOW))
+    new_fw = replace(fw, ingress=(replace(block, rules=rules), *fw.ingress[1:]))
+    return RuleSet((new_fw, *ruleset.firewalls[1:]))
+
+
+def _until(probe: Callable[[], bool], start: float) -> float:
+    """Seconds from start until probe() first says the new verdict is live."""
+    while not probe():
+        if time.perf_counter() - start > PROBE_TIMEOUT_S:
+            raise TimeoutError("the edit never became visible to packets")
+    return time.perf_counter() - start
+
+
+# --- infw ---------------------------------------------------------------------------------------
+
+
+def infw_edit(dp: object, base: RuleSet, frame: bytes) -> dict[str, float]:
+    """Datapath path: compile the edited rule set and write it; probes by test run."""
+    from engine.compiler import compile_ruleset
+
+    lo = {"lo": 1}
+    tables = compile_ruleset(base, lo)
+    dp.write_tables(tables, 1)  # type: ignore[attr-defined]
+    fd = dp.prog_fd  # type: ignore[attr-defined]
+    if test_run(fd, frame, 1)[0] == XDP_PASS:
+        raise RuntimeError("the base rule set does not drop the probe")
+    edited = flip_last(base)
+    start = time.perf_counter()
+    new_tables = compile_ruleset(edited, lo, previous_ids=tables.rule_ids)
+    compiled = time.perf_counter() - start
+    dp.write_tables(new_tables, 2)  # type: ignore[attr-defined]
+    written = time.perf_counter() - start
+    visible = _until(lambda: test_run(fd, frame, 1)[0] == XDP_PASS, start)
+    return {"compile_s": compiled, "write_s": written - compiled, "visible_s": visible}
+
+
+def engine_edit(pin_root: str, base: RuleSet, frame: bytes, fd: int) -> dict[str, float]:
+    """Engine path (what a console does): guard, store, compile, write; probes by test run."""
+    from engine.config import NodeConfig
+    from engine.engine import Engine
+
+    with tempfile.TemporaryDirectory(prefix="infw-bench-state-") as state:
+        eng = Engine(
+            pin_root,
+            state,
+            config=NodeConfig(pin_root=pin_root, state_dir=state),
+            session=None,
+            interfaces=lambda: {"lo": 1},
+        )
+        eng.apply(base, confirm_timeout=0)
+        if test_run(fd, frame, 1)[0] == XDP_PASS:
+            raise RuntimeError("the base rule set does not drop the probe")
+        edited = flip_last(base)
+        start = time.perf_counter()
+        eng.apply(edited, confirm_timeout=0, summary="bench edit")
+        applied = time.perf_counter() - start
+        visible = _until(lambda: test_run(fd, frame, 1)[0] == XDP_PASS, start)
+    return {"apply_s": applied, "visible_s": visible}
+
+
+# --- nftables -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def probe_sockets(world: VethWorld) -> Iterator[Callable[[], bool]]:
+    """A probe that sends one UDP packet across the veth and says whether it arrived."""
+    with inside(world.tx_ns):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with inside(world.rx_ns):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind((world.rx_addr, HIT_PORT))
+    rx.setblocking(False)
+    try:
+
+        def probe() -> bool:
+            tx.sendto(b"infw-bench-probe", (world.rx_addr, HIT_PORT))
+            ready, _, _ = select.select([rx], [], [], 0.001)
+            if not ready:
+                return False
+            while True:  # drain, so a late packet can't answer the next probe
+                try:
+                    rx.recv(64)
+                except BlockingIOError:
+                    return True
+
+        yield probe
+    finally:
+        tx.close()
+        rx.close()
+
+
+def _nft(world: VethWorld, text: str) -> None:
+    run(["nft", "-f", "-"], ns=world.rx_ns, input_text=text)
+
+
+def nft_edit(world: VethWorld, base: RuleSet) -> dict[str, float]:
+    """nftables: the same base rules in the netdev ingress hook, the edit as one `nft -f`
+    replacing the deciding rule (found by its handle, as an operator's tool would)."""
+    table = nft_table(base, "netdev", NFT_TABLE, "ingress", device=world.rx_if, priority=-500)
+    _nft(world, table)
+    try:
+        listing = run(
+            ["nft", "-a", "list", "chain", "netdev", NFT_TABLE, "ingress"], ns=world.rx_ns
+        ).stdout
+        set_name = f"{base.firewalls[0].name}_0_v4"
+        found = re.search(
+            rf"@{set_name} udp dport {HIT_PORT} counter packets \d+ bytes \d+ drop "
+            r"# handle (\d+)",
+            listing,
+        )
+        if not found:
+            raise RuntimeError(f"deciding rule not found in:\n{listing[:2000]}")
+        edit = (
+            f"replace rule netdev {NFT_TABLE} ingress handle {found.group(1)} "
+            f"ip saddr @{set_name} udp dport {HIT_PORT} counter accept\n"
+        )
+        with probe_sockets(world) as probe:
+            if probe():
+                raise RuntimeError("the base nft rules do not drop the probe")
+            start = time.perf_counter()
+            _nft(world, edit)
+            applied = time.perf_counter() - start
+            visible = _until(probe, start)
+        return {"apply_s": applied, "visible_s": visible}
+    finally:
+        run(["nft", "delete", "table", "netdev", NFT_TABLE], ns=world.rx_ns, check=False)
+
+
+def nft_bulk(world: VethWorld, ruleset: RuleSet) -> dict[str, float]:
+    text = nft_table(ruleset, "netdev", NFT_TABLE, "ingress", device=world.rx_if, priority=-500)
+    with tempfile.NamedTemporaryFile("w", prefix="infw-bench-", suffix=".nft") as f:
+        f.write(text)
+        f.flush()
+        try:
+            start = time.perf_counter()
+            subprocess.run(
+                ["ip", "netns", "exec", world.rx_ns, "nft", "-f", f.name],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+            elapsed = time.perf_counter() - start
+        finally:
+            run(["nft", "delete", "table", "netdev", NFT_TABLE], ns=world.rx_ns, check=False)
+    return {"apply_s": elapsed, "bytes": float(len(text))}
+
+
+def infw_bulk(dp: object, ruleset: RuleSet) -> dict[str, float]:
+    from engine import crd
+    from engine.compiler import compile_ruleset
+
+    text = crd.dump_yaml(ruleset)
+    t0 = time.perf_counter()
+    parsed = crd.load_yaml(text)
+    t1 = time.perf_counter()
+    tables = compile_ruleset(parsed, {"lo": 1})
+    t2 = time.perf_counter()
+    dp.write_tables(tables, 100)  # type: ignore[attr-defined]
+    t3 = time.perf_counter()
+    return {
+        "parse_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "write_s": t3 - t2,
+        "entries": float(len(tables.lpm) + len(tables.segments)),
+    }
+
+
+# --- the group ------------------------------------------------------------------------------------
+
+
+def run_group() -> list[Figure]:
+    from bench.datapath import udp4
+    from bench.pins import loaded_datapath, pin_root
+
+    figures: list[Figure] = []
+    results: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    small = rules_hit_at_last(BASE_RULES, Action.DENY, (BLOCK_V4,), interfaces=("*",))
+    shape = BulkShape()
+    big = bulk_ruleset(shape)
+    # the bulk set plus the block the edit probes (documentation range, so nft can be probed
+    # with real packets): the edit flips its deciding rule
+    probe_block = (
+        rules_hit_at_last(shape.rules_per_block, Action.DENY, (BLOCK_V4,)).firewalls[0].ingress[0]
+    )
+    big_edit = RuleSet(
+        (replace(big.firewalls[0], ingress=(probe_block, *big.firewalls[0].ingress)),)
+    )
+    world = VethWorld("ed")
+
+    def attempt(name: str, fn: Callable[[], dict[str, float]]) -> None:
+        try:
+            results[name] = fn()
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
+    try:
+        with loaded_datapath("ed") as dp:
+            frame = udp4()
+            attempt("infw edit", lambda: infw_edit(dp, small, frame))
+            attempt("engine edit", lambda: engine_edit(pin_root("ed"), small, frame, dp.prog_fd))
+            attempt("infw bulk", lambda: infw_bulk(dp, big))
+            attempt("infw edit on bulk", lambda: infw_edit(dp, big_edit, frame))
+        world.up()
+        attempt("nft edit", lambda: nft_edit(world, small))
+        attempt("nft bulk", lambda: nft_bulk(world, big))
+        attempt("nft edit on bulk", lambda: nft_edit(world, big_edit))
+    finally:
+        world.down()
+
+    def fig(
+        case: str,
+        ours_key: str,
+        ours_field: str,
+        peer_key: str,
+        target: float | None,
+        note: str = "",
+    ) -> None:
+        ours, peer = results.get(ours_key), results.get(peer_key)
+        if ours is None:
+            figures.append(
+                not_measured(
+                    GROUP,
+                    case,
+                    errors.get(ours_key, "did not run"),
+                    f"< {target * 1000:.0f} ms" if target else "",
+                )
+            )
+            return
+        value = ours[ours_field]
+        figures.append(
+            Figure(
+                GROUP,
+                case,
+                value * 1000,
+                "ms",
+                reference=peer["visible_s"] * 1000
+                if peer and "visible_s" in peer
+                else (peer["apply_s"] * 1000 if peer else None),
+                reference_name=f"nft -f ({peer_key})" if peer else "",
+                compare="ratio",
+                target=f"< {target * 1000:.0f} ms" if target else "",
+                met=(value < target) if target else None,
+                note=note,
+                extra={"ours": ours, "peer": peer, "peer_error": errors.get(peer_key, "")},
+            )
+        )
+
+    fig(
+        f"one rule edit visible, {BASE_RULES} rules (Datapath: compile + write)",
+        "infw edit",
+        "visible_s",
+        "nft edit",
+        EDIT_TARGET_S,
+        _split(results.get("infw edit")),
+    )
+    fig(
+        f"one rule edit visible, {BASE_RULES} rules (Engine.apply)",
+        "engine edit",
+        "visible_s",
+        "nft edit",
+        EDIT_TARGET_S,
+    )
+    fig(
+        f"one rule edit visible, on {shape.rules:,} rules / {shape.cidrs:,} CIDRs",
+        "infw edit on bulk",
+        "visible_s",
+        "nft edit on bulk",
+        EDIT_TARGET_S,
+        _split(results.get("infw edit on bulk")),
+    )
+    bulk = results.get("infw bulk")
+    if bulk is not None:
+        total = bulk["compile_s"] + bulk["write_s"]
+        peer = results.get("nft bulk")
+        figures.append(
+            Figure(
+                GROUP,
+                f"bulk apply {shape.rules:,} rules / {shape.cidrs:,} CIDRs (compile + write)",
+                total,
+                "s",
+                reference=peer["apply_s"] if peer else None,
+                reference_name="nft -f (sets + rules)" if peer else "",
+                compare="ratio",
+                target=f"< {BULK_TARGET_S:g} s",
+                met=total < BULK_TARGET_S,
+                note=(
+                    f"compile {bulk['compile_s']:.2f} s + map write {bulk['write_s']:.2f} s; "
+                    f"YAML parse before it {bulk['parse_s']:.2f} s"
+                ),
+                extra={"ours": bulk, "peer": peer, "peer_error": errors.get("nft bulk", "")},
+            )
+        )
+    else:
+        figures.append(
+            not_measured(
+                GROUP,
+                "bulk apply",
+                errors.get("infw bulk", "did not run"),
+                f"< {BULK_TARGET_S:g} s",
+            )
+        )
+    for name in ("nft edit", "nft bulk", "nft edit on bulk"):
+        if name in errors:
+            figures.append(not_measured(GROUP, f"peer: {name}", errors[name]))
+    return figures
+
+
+def _split(r: dict[str, float] | None) -> str:
+    if not r:
+        return ""
+    return f"compile {r['compile_s'] * 1000:.1f} ms + write {r['write_s'] * 1000:.1f} ms"

@@ -1,0 +1,142 @@
+"""infw-tui on the real Engine over the lab: lab rules shown, counters moving, a form edit applied.
+
+Needs root (BPF, namespaces). The lab is brought up when missing and taken down again only if
+this module brought it up; the rule the test adds is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib.util
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, Select
+
+from console.tui.app import InfwApp
+from console.tui.header import PendingBanner
+from console.tui.rule_form import RuleForm
+from console.tui.rules import RulesTable
+
+pytestmark = [pytest.mark.root, pytest.mark.console, pytest.mark.e2e]
+
+if os.geteuid() != 0:
+    pytest.skip(
+        "needs root: loads XDP programs and builds network namespaces", allow_module_level=True
+    )
+if (
+    importlib.util.find_spec("engine.datapath") is None
+    or importlib.util.find_spec("engine.lab") is None
+):
+    pytest.skip("engine.datapath / engine.lab are not there yet", allow_module_level=True)
+
+CLONE_NEWNET = 0x40000000
+TEST_RULE_CIDR = "203.0.113.0/24"
+TEST_RULE_PORT = "7777"
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns back to the test's network namespace failed")
+
+
+@pytest.fixture(scope="module")
+def lab_engine() -> Iterator[Any]:
+    """The lab's Engine; the Engine moves this thread into the lab's node namespace, so the
+    fixture moves it back afterwards."""
+    from console.tui.app import open_lab
+    from engine import lab
+
+    was_up = lab.lab_status().up
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        engine = open_lab(read_only=False, progress=lambda _: None)
+        try:
+            yield engine
+        finally:
+            _remove_test_rule(engine)
+    finally:
+        _setns(home)
+        os.close(home)
+        if not was_up:
+            lab.lab_down()
+
+
+def _remove_test_rule(engine: Any) -> None:
+    if engine.pending() is not None:
+        engine.revert()
+    for row in engine.rule_rows():
+        if TEST_RULE_CIDR in row.cidrs and str(row.rule.ports) == TEST_RULE_PORT:
+            engine.delete_rule(row.rule_id, confirm_timeout=0)
+
+
+async def _until(pilot: Pilot[Any], check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.2)
+
+
+def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
+    expected = lab_engine.ruleset().rule_count()
+    app = InfwApp(lab_engine, offer_attach=False, stats_interval=0.5)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 36)) as pilot:
+            table = app.query_one(RulesTable)
+            await _until(pilot, lambda: table.row_count == expected, 5, "the lab rules")
+            matches = {(r.action, r.match) for r in table.all_rows}
+            assert ("Deny", "8080") in matches and ("Allow", "80") in matches
+
+            def total() -> int:
+                return sum(r.packets for r in table.all_rows)
+
+            before = total()
+            await _until(pilot, lambda: total() > before, 15, "counters to move under lab traffic")
+            await _until(pilot, lambda: bool(table.hit_keys), 5, "a rule marked as hit")
+
+            await pilot.press("a")
+            form = app.screen
+            assert isinstance(form, RuleForm)
+            form.query_one("#f-protocol", Select).value = "TCP"
+            await pilot.pause()
+            for name, value in (
+                ("cidrs", TEST_RULE_CIDR),
+                ("order", "7"),
+                ("ports", TEST_RULE_PORT),
+            ):
+                field = form.query_one(f"#f-{name}", Input)
+                field.focus()
+                field.value = ""
+                await pilot.press(*value)
+            await pilot.pause()
+            assert form.errors == {}
+            await pilot.press("enter")
+            await _until(
+                pilot, lambda: not isinstance(app.screen, RuleForm), 10, "the form to apply"
+            )
+            await _until(
+                pilot,
+                lambda: app.query_one(PendingBanner).has_class("-shown"),
+                5,
+                "the pending banner",
+            )
+            assert app.status is not None and app.status.pending is not None
+            assert any(TEST_RULE_CIDR in r.cidrs for r in table.all_rows)
+
+            await pilot.press("c")
+            await pilot.pause()
+            assert app.engine.pending() is None  # type: ignore[attr-defined]
+            assert not app.query_one(PendingBanner).has_class("-shown")
+            assert any(TEST_RULE_CIDR in r.cidrs for r in table.all_rows)
+            await pilot.press("q")
+        assert app.return_value is not None and "the firewall keeps running" in app.return_value
+
+    asyncio.run(scenario())
