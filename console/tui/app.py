@@ -716,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from engine.mountns import rejoin_host_mounts
+
+    # Under `ip netns exec` the pins are hidden; rejoin the host's mounts before any thread starts.
+    rejoin_host_mounts(args.pin_root or "/sys/fs/bpf/infw")
     try:
         if os.geteuid() != 0 and not args.read_only:
             raise PrivilegeError(
