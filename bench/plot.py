@@ -6,7 +6,7 @@ import math
 from xml.sax.saxutils import escape
 
 WIDTH, HEIGHT = 640, 400
-LEFT, RIGHT, TOP, BOTTOM = 64, 24, 40, 64
+LEFT, RIGHT, TOP, BOTTOM = 64, 44, 40, 64
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 

@@ -90,6 +90,7 @@ class Engine:
         self.store = Store(state_dir)
         self._datapath: Any = None
         self._rates = RateTracker()
+        self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
 
     # ----------------------------------------------------------------- plumbing
 
@@ -113,9 +114,18 @@ class Engine:
         return os.path.exists(os.path.join(self.pin_root, "prog"))
 
     def state(self) -> StoredState:
+        """The stored desired state, decoded once per change of state.json (consoles poll this)."""
+        try:
+            st = os.stat(self.store.state_path)
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        if stamp is not None and self._state_cache is not None and self._state_cache[0] == stamp:
+            return self._state_cache[1]
         stored = self.store.load()
         if stored is None:
-            return StoredState(0, RuleSet(), {}, "enforce", (), "auto")
+            stored = StoredState(0, RuleSet(), {}, "enforce", (), "auto")
+        self._state_cache = (stamp, stored) if stamp is not None else None
         return stored
 
     def interfaces(self) -> dict[str, int]:
