@@ -27,14 +27,13 @@ if TYPE_CHECKING:
     from engine.engine import Engine
 
 # The same as infw-tui --lab (console/tui/app.py): the lab's rules survive `lab down`.
-LAB_STATE_DIR = "/var/lib/infw/lab"
 
 
 def lab_connection() -> tuple[str, str, str]:
     """(pin root, state dir, netns) of the lab's firewall: what --lab means, for every console."""
     from engine import lab
 
-    return lab.LAB_PIN_ROOT, LAB_STATE_DIR, lab.NODE_NS
+    return lab.LAB_PIN_ROOT, lab.LAB_STATE_DIR, lab.NODE_NS
 
 
 def connect(
@@ -98,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.json = "--json" in argv
             ctx.verbose = "-v" in argv or "--verbose" in argv
             return report_error(ctx, exc)
+        from engine.mountns import rejoin_host_mounts
+
+        # Under `ip netns exec` the pins are hidden; rejoin the host's mounts (single-threaded here).
+        rejoin_host_mounts(getattr(args, "pin_root", None) or "/sys/fs/bpf/infw")
         run_ctx = _context(args)
         run_ctx.parser = parser
         if args.command is None:

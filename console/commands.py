@@ -285,8 +285,6 @@ class Command:
     run: Callable[[Context, argparse.Namespace], int]
     args: tuple[Arg, ...] = ()
     examples: tuple[tuple[str, str], ...] = ()  # (arguments after the command name, what it does)
-    details: str = ""
-    needs_engine: bool = True
 
     def option(self, flag: str) -> Arg | None:
         for a in self.args:
@@ -600,15 +598,13 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _trace_packet_text(args: argparse.Namespace) -> str:
-    text = f"{args.proto} {args.src}"
-    dst = args.dst or "?"
+    text = f"{args.proto} from {args.src}" + (f" to {args.dst}" if args.dst else "")
     if args.dport is not None:
-        text += f" -> {dst}:{args.dport}"
+        text += f" port {args.dport}"
     elif args.icmp_type is not None:
-        code = "" if args.icmp_code is None else f" code {args.icmp_code}"
-        text += f" -> {dst} type {args.icmp_type}{code}"
-    else:
-        text += f" -> {dst}"
+        text += f" type {args.icmp_type}" + (
+            "" if args.icmp_code is None else f" code {args.icmp_code}"
+        )
     if args.vlan:
         text += " vlan " + ".".join(str(v) for v in args.vlan)
     if args.fragment:
@@ -1158,7 +1154,6 @@ COMMANDS: dict[str, Command] = {
                 ("status", "is it complete?"),
                 ("down", "remove all of it"),
             ),
-            needs_engine=False,
         ),
         Command(
             "help",
@@ -1174,7 +1169,6 @@ COMMANDS: dict[str, Command] = {
                 ),
             ),
             examples=(("", "all commands"), ("trace", "one command, with examples")),
-            needs_engine=False,
         ),
         Command(
             "repl",
@@ -1298,7 +1292,7 @@ def build_parser(*, repl: bool = False, out: TextIO | None = None) -> ArgParser:
         p = sub.add_parser(
             cmd.name,
             help=cmd.summary,
-            description=cmd.summary + (f"\n\n{cmd.details}" if cmd.details else ""),
+            description=cmd.summary,
             epilog=examples_text(cmd, prefix),
             formatter_class=fmt,
             allow_abbrev=False,

@@ -167,13 +167,17 @@ def error_json(exc: InfwError) -> dict[str, Any]:
 
 
 def error_lines(exc: InfwError, prog: str = "infw") -> list[str]:
-    """'infw: error: <message> — <fix>' and, for invalid input, one line per bad field."""
+    """'infw: error: <message> — <fix>', then one line per bad field or per reason."""
     if isinstance(exc, ValidationError):
         head = exc.message.splitlines()[0].rstrip(":")
         fix = exc.fix or "correct the fields listed below"
         return [f"{prog}: error: {head} — {fix}", *(f"  - {e}" for e in exc.errors)]
-    message = " ".join(exc.message.split("\n"))
-    return [f"{prog}: error: {message} — {exc.fix}" if exc.fix else f"{prog}: error: {message}"]
+    # A message listing several reasons (the guard's) keeps its list under the first line.
+    head, *rest = exc.message.splitlines() or [""]
+    if rest:
+        head = head.rstrip(":")
+    first = f"{prog}: error: {head} — {exc.fix}" if exc.fix else f"{prog}: error: {head}"
+    return [first, *rest]
 
 
 # ------------------------------------------------------------------ views as text
@@ -355,16 +359,17 @@ def trace_text(tr: TraceResult, packet: str, style: Style = PLAIN) -> str:
 
     lines = [f"packet     {packet} on {tr.interface} ({tr.frame_len}-byte frame)"]
     if tr.kernel_verdict is None:
-        lines.append("kernel     not loaded (only the reference classifier answered)")
+        lines.append("kernel     not loaded")
     else:
         lines.append(
             f"kernel     {style.verdict(tr.kernel_verdict)}  {rule(tr.kernel_rule_id)} "
             f"({tr.kernel_reason})"
         )
-    lines.append(
-        f"reference  {style.verdict(tr.reference_verdict)}  {rule(tr.reference_rule_id)} "
-        f"({tr.reference_reason}): {tr.explanation}"
-    )
+    # The explanation already starts with the verdict ("DENY by rule 3 (...)").
+    verdict, explained = tr.reference_verdict, tr.explanation
+    if explained.upper().startswith(verdict):
+        explained = explained[len(verdict) :].lstrip(": ")
+    lines.append(f"reference  {style.verdict(verdict)}  {explained}")
     if tr.kernel_verdict is not None:
         lines.append(
             "result     kernel and reference agree"

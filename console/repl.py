@@ -20,7 +20,7 @@ from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
-from prompt_toolkit.history import FileHistory, History
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
@@ -65,9 +65,14 @@ def default_history_path() -> Path:
     return Path(state) / "infw" / "history"
 
 
-def file_history(path: Path | None = None) -> History:
+def file_history(path: Path | None = None, err: TextIO = sys.stderr) -> History:
     path = path or default_history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    except OSError as exc:
+        err.write(f"note: no history across sessions ({path}: {exc.strerror})\n")
+        return InMemoryHistory()
     return FileHistory(str(path))
 
 
@@ -354,7 +359,7 @@ def run_repl(
         completer=ReplCompleter(lambda: engine),
         complete_while_typing=False,
         auto_suggest=AutoSuggestFromHistory(),
-        history=history if history is not None else file_history(),
+        history=history if history is not None else file_history(err=err),
         bottom_toolbar=toolbar,
         refresh_interval=1.0,
         style=STYLE,

@@ -60,7 +60,9 @@ def parse_cidr(text: str) -> Prefix:
     if net.ip != net.network:
         raise CidrError(f"host bits are set; did you mean {net.cidr}?")
     if net.version == 6 and net.prefixlen >= 96 and (int(net.network) >> 32) == 0xFFFF:
-        v4 = netaddr.IPNetwork(f"{netaddr.IPAddress(int(net.network) & 0xFFFFFFFF, 4)}/{net.prefixlen - 96}")
+        v4 = netaddr.IPNetwork(
+            f"{netaddr.IPAddress(int(net.network) & 0xFFFFFFFF, 4)}/{net.prefixlen - 96}"
+        )
         raise CidrError(f"IPv4-mapped IPv6 prefix; write it as IPv4: {v4}")
     if net.version == 4:
         return Prefix(MAPPED_V4_PREFIX | int(net.network), net.prefixlen + 96, True)

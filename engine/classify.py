@@ -26,7 +26,7 @@ L4_PORT_PROTOS = frozenset({6, 17, 132})
 ICMP_PROTOS = frozenset({1, 58})
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     FAILSAFE = "fail-safe"
     RULE = "rule"
     NO_MATCH = "no match"
@@ -69,8 +69,10 @@ class Decision:
             return f"ALLOW by fail-safe {self.failsafe}"
         if self.reason is Reason.RULE and self.rule is not None:
             r = self.rule
-            return (f"{self.action.value.upper()} by rule {self.rule_id} ({r.firewall} order "
-                    f"{r.rule.order}: {r.rule.match_text()} from {', '.join(r.cidrs)})")
+            return (
+                f"{self.action.value.upper()} by rule {self.rule_id} ({r.firewall} order "
+                f"{r.rule.order}: {r.rule.match_text()} from {', '.join(r.cidrs)})"
+            )
         if self.reason is Reason.UNPARSED:
             return "ALLOW: the frame could not be parsed (counted as unparsed)"
         return "ALLOW: no rule matches (default pass)"
@@ -116,7 +118,11 @@ def classify(
         if not any(fnmatch.fnmatchcase(interface, p) for p in fw.interfaces):
             continue
         for bi, block in enumerate(fw.ingress):
-            lengths = [p.length for p in map(parse_cidr, block.source_cidrs) if p.contains_addr(addr, is_v4)]
+            lengths = [
+                p.length
+                for p in map(parse_cidr, block.source_cidrs)
+                if p.contains_addr(addr, is_v4)
+            ]
             if not lengths:
                 continue
             for ri, rule in enumerate(block.rules):
@@ -125,7 +131,11 @@ def classify(
                 rank = (rule.order, -max(lengths), fw.name, bi, ri)
                 if best is None or rank < best[0]:
                     rid = rule_ids[rule_key(fw.name, block, rule)]
-                    best = (rank, rid, RuleInfo(rid, fw.name, fw.interfaces, block.source_cidrs, rule))
+                    best = (
+                        rank,
+                        rid,
+                        RuleInfo(rid, fw.name, fw.interfaces, block.source_cidrs, rule),
+                    )
     if best is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
     _, rid, info = best
@@ -134,7 +144,7 @@ def classify(
 
 def longest_prefix(tables: CompiledTables, ifindex: int, src: str) -> int | None:
     """The list id the source LPM lookup returns, or None on a miss."""
-    addr, is_v4 = parse_address(src)
+    addr, _ = parse_address(src)
     best: tuple[int, int] | None = None
     for entry in tables.lpm:
         if entry.ifindex != ifindex or not _lpm_contains(entry.prefix, addr):
@@ -152,7 +162,11 @@ def _lpm_contains(prefix: Prefix, addr: int) -> bool:
 
 def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
     """Walk the compiled images as the XDP program does: fail-safe, LPM, segment LPM."""
-    if not pkt.nonfirst_fragment and pkt.dport is not None and (pkt.ipproto, pkt.dport) in tables.failsafe_ports:
+    if (
+        not pkt.nonfirst_fragment
+        and pkt.dport is not None
+        and (pkt.ipproto, pkt.dport) in tables.failsafe_ports
+    ):
         fs = check_failsafe(tables.failsafe, pkt)
         return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
     list_id = longest_prefix(tables, ifindex, pkt.src)

@@ -56,7 +56,9 @@ def iter_rules(ruleset: RuleSet) -> Iterable[tuple[Firewall, int, IngressBlock, 
                 yield fw, bi, block, ri, rule
 
 
-def assign_rule_ids(ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = None) -> dict[RuleKey, int]:
+def assign_rule_ids(
+    ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = None
+) -> dict[RuleKey, int]:
     """Stable ids: a rule keeps its id (and so its counters) while its key is unchanged."""
     previous = previous or {}
     keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
@@ -71,8 +73,17 @@ def assign_rule_ids(ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = N
         while next_id in used:
             next_id += 1
         if next_id > MAX_RULE_ID:
-            raise LimitError([FieldError("rule set", "rules", len(keys),
-                                         f"more than {MAX_RULE_ID} rules", "remove rules")])
+            raise LimitError(
+                [
+                    FieldError(
+                        "rule set",
+                        "rules",
+                        len(keys),
+                        f"more than {MAX_RULE_ID} rules",
+                        "remove rules",
+                    )
+                ]
+            )
         ids[key] = next_id
         used.add(next_id)
     return ids
@@ -135,7 +146,9 @@ def list_rule(rule: Rule, rule_id: int) -> ListRule:
     if rule.protocol is None:
         return ListRule(rule_id, rule.action, None, 0, VALUE_MAX, False)
     if rule.ports is not None:
-        return ListRule(rule_id, rule.action, rule.protocol.ipproto, rule.ports.low, rule.ports.high, True)
+        return ListRule(
+            rule_id, rule.action, rule.protocol.ipproto, rule.ports.low, rule.ports.high, True
+        )
     if rule.icmp_type is not None:
         low = rule.icmp_type << 8 | (rule.icmp_code or 0)
         high = low if rule.icmp_code is not None else rule.icmp_type << 8 | 0xFF
@@ -203,8 +216,11 @@ def list_segments(list_id: int, rules: tuple[ListRule, ...]) -> list[SegmentEntr
                     break  # covers everything: later rules can never be first
             for low, high, winner in first_match_segments(applicable):
                 for value, length in range_to_prefixes(low, high):
-                    out.append(SegmentEntry(list_id, cls, nonfirst, value, length,
-                                            winner.rule_id, winner.action))
+                    out.append(
+                        SegmentEntry(
+                            list_id, cls, nonfirst, value, length, winner.rule_id, winner.action
+                        )
+                    )
     return out
 
 
@@ -215,7 +231,9 @@ def match_interfaces(patterns: Iterable[str], interfaces: Mapping[str, int]) -> 
 
 def _limit(what: str, value: int, limit: int, fix: str) -> None:
     if value > limit:
-        raise LimitError([FieldError("rule set", what, value, f"exceeds the limit of {limit} {what}", fix)])
+        raise LimitError(
+            [FieldError("rule set", what, value, f"exceeds the limit of {limit} {what}", fix)]
+        )
 
 
 def compile_ruleset(
@@ -280,7 +298,9 @@ def compile_ruleset(
             if length >= prefix.length:
                 break
             shift = 128 - length
-            outer = own.get((ifindex, Prefix((prefix.value >> shift) << shift, length, prefix.is_v4)))
+            outer = own.get(
+                (ifindex, Prefix((prefix.value >> shift) << shift, length, prefix.is_v4))
+            )
             if outer:
                 for uid, qlen in outer.items():
                     if members.get(uid, -1) < qlen:
@@ -290,8 +310,12 @@ def compile_ruleset(
         if list_id is None:
             ordered = merged_list(members_key)
             if len(ordered) > MAX_RULES_PER_SOURCE:
-                _limit(f"rules for source {prefix}", len(ordered), MAX_RULES_PER_SOURCE,
-                       "use fewer rules for this source and its enclosing prefixes")
+                _limit(
+                    f"rules for source {prefix}",
+                    len(ordered),
+                    MAX_RULES_PER_SOURCE,
+                    "use fewer rules for this source and its enclosing prefixes",
+                )
             list_id = list_ids.get(ordered)
             if list_id is None:
                 list_id = len(list_ids) + 1

@@ -56,7 +56,9 @@ def parse_port_range(value: object) -> PortRange:
         text = value.strip()
         parts = text.split("-")
         # isascii: str.isdigit() also accepts digits int() refuses ('²') or reads ('٣').
-        if len(parts) not in (1, 2) or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        if len(parts) not in (1, 2) or not all(
+            p.strip().isascii() and p.strip().isdigit() for p in parts
+        ):
             raise ValueError("a port is a number 1-65535 or a range like 1000-2000")
         low = int(parts[0])
         high = int(parts[-1])
@@ -89,7 +91,9 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
     before = len(c.errors)
     for key in raw:
         if key not in ("order", "protocolConfig", "action"):
-            c.add(f"{path}.{key}", raw[key], "unknown field", "allowed: order, protocolConfig, action")
+            c.add(
+                f"{path}.{key}", raw[key], "unknown field", "allowed: order, protocolConfig, action"
+            )
     order = None
     if "order" not in raw:
         c.add(f"{path}.order", None, "missing", f"give an integer {ORDER_MIN}..{ORDER_MAX}")
@@ -115,13 +119,22 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
         try:
             protocol = Protocol.parse(str(pc["protocol"]))
         except ValueError:
-            c.add(f"{ppath}.protocol", pc["protocol"], "unknown protocol", "use TCP, UDP, SCTP, ICMP or ICMPv6")
+            c.add(
+                f"{ppath}.protocol",
+                pc["protocol"],
+                "unknown protocol",
+                "use TCP, UDP, SCTP, ICMP or ICMPv6",
+            )
         for key in pc:
             if key == "protocol":
                 continue
             if protocol is None or key != protocol.crd_key:
-                c.add(f"{ppath}.{key}", pc[key], "does not belong to this protocol",
-                      f"use '{protocol.crd_key}:'" if protocol else "")
+                c.add(
+                    f"{ppath}.{key}",
+                    pc[key],
+                    "does not belong to this protocol",
+                    f"use '{protocol.crd_key}:'" if protocol else "",
+                )
         if protocol is not None:
             sub = pc.get(protocol.crd_key)
             spath = f"{ppath}.{protocol.crd_key}"
@@ -131,7 +144,12 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
                 if protocol.has_ports:
                     for key in sub:
                         if key != "ports":
-                            c.add(f"{spath}.{key}", sub[key], "unknown field", "only 'ports' is allowed")
+                            c.add(
+                                f"{spath}.{key}",
+                                sub[key],
+                                "unknown field",
+                                "only 'ports' is allowed",
+                            )
                     if "ports" in sub:
                         try:
                             ports = parse_port_range(sub["ports"])
@@ -140,19 +158,37 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
                 else:
                     for key in sub:
                         if key not in ("icmpType", "icmpCode"):
-                            c.add(f"{spath}.{key}", sub[key], "unknown field", "use icmpType and icmpCode")
+                            c.add(
+                                f"{spath}.{key}",
+                                sub[key],
+                                "unknown field",
+                                "use icmpType and icmpCode",
+                            )
                     if "icmpType" in sub:
                         icmp_type = _int_field(c, f"{spath}.icmpType", sub["icmpType"], 0, 255)
                     if "icmpCode" in sub:
                         icmp_code = _int_field(c, f"{spath}.icmpCode", sub["icmpCode"], 0, 255)
                         if "icmpType" not in sub:
-                            c.add(f"{spath}.icmpCode", sub["icmpCode"], "a code needs a type", "add icmpType")
+                            c.add(
+                                f"{spath}.icmpCode",
+                                sub["icmpCode"],
+                                "a code needs a type",
+                                "add icmpType",
+                            )
             if protocol is Protocol.ICMP and False in family_v4:
-                c.add(f"{ppath}.protocol", "ICMP", "ICMP rules need IPv4 sources only",
-                      "use ICMPv6 for IPv6 sourceCIDRs, or split the block by family")
+                c.add(
+                    f"{ppath}.protocol",
+                    "ICMP",
+                    "ICMP rules need IPv4 sources only",
+                    "use ICMPv6 for IPv6 sourceCIDRs, or split the block by family",
+                )
             if protocol is Protocol.ICMPV6 and True in family_v4:
-                c.add(f"{ppath}.protocol", "ICMPv6", "ICMPv6 rules need IPv6 sources only",
-                      "use ICMP for IPv4 sourceCIDRs, or split the block by family")
+                c.add(
+                    f"{ppath}.protocol",
+                    "ICMPv6",
+                    "ICMPv6 rules need IPv6 sources only",
+                    "use ICMP for IPv4 sourceCIDRs, or split the block by family",
+                )
     elif isinstance(pc, dict):
         for key in pc:
             if key != "protocol":
@@ -175,8 +211,12 @@ def _parse_block(c: _Collector, path: str, raw: object) -> IngressBlock | None:
     seen_cidrs: set[str] = set()
     families: set[bool] = set()
     if not isinstance(cidrs_raw, list) or not cidrs_raw:
-        c.add(f"{path}.sourceCIDRs", cidrs_raw, "must be a non-empty list of CIDRs",
-              "e.g. [192.0.2.0/24, '2001:db8::/32']")
+        c.add(
+            f"{path}.sourceCIDRs",
+            cidrs_raw,
+            "must be a non-empty list of CIDRs",
+            "e.g. [192.0.2.0/24, '2001:db8::/32']",
+        )
     else:
         for i, text in enumerate(cidrs_raw):
             try:
@@ -200,9 +240,12 @@ def _parse_block(c: _Collector, path: str, raw: object) -> IngressBlock | None:
             if rule is None:
                 continue
             if rule.order in seen:
-                c.add(f"{path}.rules[{i}].order", rule.order,
-                      f"duplicate order (also rules[{seen[rule.order]}])",
-                      "orders must be unique within one sourceCIDRs block")
+                c.add(
+                    f"{path}.rules[{i}].order",
+                    rule.order,
+                    f"duplicate order (also rules[{seen[rule.order]}])",
+                    "orders must be unique within one sourceCIDRs block",
+                )
                 continue
             seen[rule.order] = i
             rules.append(rule)
@@ -225,30 +268,57 @@ def parse_firewall(raw: object, document: str) -> tuple[Firewall | None, list[Fi
     name = ""
     extra: dict[str, Any] = {}
     if not isinstance(meta, dict) or "name" not in meta:
-        c.add("metadata.name", None, "missing", "every object needs a name, e.g. metadata: {name: web}")
+        c.add(
+            "metadata.name",
+            None,
+            "missing",
+            "every object needs a name, e.g. metadata: {name: web}",
+        )
     else:
         name = str(meta["name"])
         if not NAME_RE.match(name):
-            c.add("metadata.name", meta["name"], "not a valid object name",
-                  "use lowercase letters, digits, '-' and '.', starting and ending alphanumeric")
+            c.add(
+                "metadata.name",
+                meta["name"],
+                "not a valid object name",
+                "use lowercase letters, digits, '-' and '.', starting and ending alphanumeric",
+            )
         extra = {k: v for k, v in meta.items() if k != "name"}
     spec = raw.get("spec")
     if not isinstance(spec, dict):
-        c.add("spec", spec, "missing or not a mapping", "add spec: {interfaces: [...], ingress: [...]}")
+        c.add(
+            "spec",
+            spec,
+            "missing or not a mapping",
+            "add spec: {interfaces: [...], ingress: [...]}",
+        )
         return None, c.errors
     for key in spec:
         if key not in ("interfaces", "ingress", "nodeSelector"):
-            c.add(f"spec.{key}", spec[key], "unknown field", "allowed: interfaces, ingress, nodeSelector")
+            c.add(
+                f"spec.{key}",
+                spec[key],
+                "unknown field",
+                "allowed: interfaces, ingress, nodeSelector",
+            )
     ifaces_raw = spec.get("interfaces")
     interfaces: list[str] = []
     if not isinstance(ifaces_raw, list) or not ifaces_raw:
-        c.add("spec.interfaces", ifaces_raw, "must be a non-empty list of interface names or globs",
-              "e.g. [eth0, 'ens*']")
+        c.add(
+            "spec.interfaces",
+            ifaces_raw,
+            "must be a non-empty list of interface names or globs",
+            "e.g. [eth0, 'ens*']",
+        )
     else:
         for i, iface in enumerate(ifaces_raw):
             if not isinstance(iface, str) or not IFACE_RE.match(iface):
-                c.add(f"spec.interfaces[{i}]", iface, "not an interface name or glob",
-                      "names are 1-15 characters; globs may use * ? [..]")
+                c.add(
+                    f"spec.interfaces[{i}]",
+                    iface,
+                    "not an interface name or glob",
+                    "names are 1-15 characters; globs may use * ? [..]",
+                )
             elif iface not in interfaces:
                 interfaces.append(iface)
     selector = spec.get("nodeSelector") or {}
@@ -267,9 +337,12 @@ def parse_firewall(raw: object, document: str) -> tuple[Firewall | None, list[Fi
                 continue
             key = frozenset(block.source_cidrs)
             if key in seen_sets:
-                c.add(f"spec.ingress[{i}].sourceCIDRs", list(block.source_cidrs),
-                      f"same sourceCIDRs as spec.ingress[{seen_sets[key]}]",
-                      "merge the two blocks into one")
+                c.add(
+                    f"spec.ingress[{i}].sourceCIDRs",
+                    list(block.source_cidrs),
+                    f"same sourceCIDRs as spec.ingress[{seen_sets[key]}]",
+                    "merge the two blocks into one",
+                )
                 continue
             seen_sets[key] = i
             blocks.append(block)
@@ -295,9 +368,15 @@ def parse_documents(docs: Iterable[object], source: str = "input") -> RuleSet:
         if fw is None:
             continue
         if fw.name in names:
-            errors.append(FieldError(label, "metadata.name", fw.name,
-                                     f"duplicate object name (also in {names[fw.name]})",
-                                     "give each object its own name"))
+            errors.append(
+                FieldError(
+                    label,
+                    "metadata.name",
+                    fw.name,
+                    f"duplicate object name (also in {names[fw.name]})",
+                    "give each object its own name",
+                )
+            )
             continue
         names[fw.name] = label
         firewalls.append(fw)
@@ -311,23 +390,38 @@ def load_yaml(text: str, source: str = "input") -> RuleSet:
     try:
         docs = list(yaml.load_all(text, Loader=_LOADER))
     except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
-        raise ValidationError([FieldError(source, "", "", "YAML nested too deeply",
-                                          "flatten the document")]) from exc
+        raise ValidationError(
+            [FieldError(source, "", "", "YAML nested too deeply", "flatten the document")]
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError([FieldError(source, where, text[:0], f"YAML syntax error: {problem}",
-                                          "fix the YAML syntax at that position")]) from exc
+        raise ValidationError(
+            [
+                FieldError(
+                    source,
+                    where,
+                    text[:0],
+                    f"YAML syntax error: {problem}",
+                    "fix the YAML syntax at that position",
+                )
+            ]
+        ) from exc
     flat: list[object] = []
     for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
+        ):
             flat.extend(doc["items"])
         else:
             flat.append(doc)
     if not any(d is not None for d in flat):
-        raise ValidationError([FieldError(source, "", "", "no documents found",
-                                          f"give at least one {KIND} document")])
+        raise ValidationError(
+            [FieldError(source, "", "", "no documents found", f"give at least one {KIND} document")]
+        )
     return parse_documents(flat, source)
 
 
@@ -336,10 +430,21 @@ def load_file(path: str) -> RuleSet:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ValidationError([FieldError(path, "", path, f"cannot read file: {exc.strerror}",
-                                          "check the path and permissions")]) from exc
+        raise ValidationError(
+            [
+                FieldError(
+                    path,
+                    "",
+                    path,
+                    f"cannot read file: {exc.strerror}",
+                    "check the path and permissions",
+                )
+            ]
+        ) from exc
     except UnicodeDecodeError as exc:
-        raise ValidationError([FieldError(path, "", path, "not UTF-8 text", "give a YAML file")]) from exc
+        raise ValidationError(
+            [FieldError(path, "", path, "not UTF-8 text", "give a YAML file")]
+        ) from exc
     return load_yaml(text, path)
 
 

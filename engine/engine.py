@@ -18,7 +18,7 @@ from engine import crd
 from engine.classify import Decision, PacketFields, Reason, classify, lookup
 from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.config import NodeConfig, load_config
-from engine.errors import GuardRefusal, InfwError, PrivilegeError, StateError
+from engine.errors import InfwError, PrivilegeError, StateError
 from engine.events import EventBuffer, decode_event
 from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.layout import Mode, NodeCounter
@@ -26,7 +26,7 @@ from engine.layout import Reason as KernelReason
 from engine.model import Action, RuleSet, add_rule, remove_rule
 from engine.ruleline import RuleLine, parse_rule_line
 from engine.stats import RateTracker
-from engine.store import Pending, StoredState, Store, author
+from engine.store import Pending, Store, StoredState, author
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -96,8 +96,10 @@ class Engine:
 
     def _require_write(self, what: str) -> None:
         if self.read_only:
-            raise PrivilegeError(f"cannot {what}: this console is read-only",
-                                 "start it without --read-only to make changes")
+            raise PrivilegeError(
+                f"cannot {what}: this console is read-only",
+                "start it without --read-only to make changes",
+            )
 
     def datapath(self, required: bool = True) -> Any:
         """The running firewall found through its pins (never compiles)."""
@@ -106,8 +108,10 @@ class Engine:
 
             self._datapath = Datapath.open(self.pin_root)
         if self._datapath is None and required:
-            raise StateError(f"no firewall is loaded at {self.pin_root}",
-                             "start one with 'infw attach IFACE' (or 'infw lab up' for the lab)")
+            raise StateError(
+                f"no firewall is loaded at {self.pin_root}",
+                "start one with 'infw attach IFACE' (or 'infw lab up' for the lab)",
+            )
         return self._datapath
 
     def loaded(self) -> bool:
@@ -175,8 +179,11 @@ class Engine:
     def export_yaml(self) -> str:
         return crd.dump_yaml(self.ruleset())
 
-    def rule_rows(self, counters: dict[int, tuple[int, int]] | None = None,
-                  rates: dict[int, tuple[float, float | None]] | None = None) -> list[RuleRow]:
+    def rule_rows(
+        self,
+        counters: dict[int, tuple[int, int]] | None = None,
+        rates: dict[int, tuple[float, float | None]] | None = None,
+    ) -> list[RuleRow]:
         stored = self.state()
         counters = counters or {}
         rates = rates or {}
@@ -188,8 +195,20 @@ class Engine:
                     rid = stored.rule_ids.get(key, 0)
                     packets, nbytes = counters.get(rid, (0, 0))
                     rate, last = rates.get(rid, (0.0, None))
-                    rows.append(RuleRow(rid, fw.name, rule.order, fw.interfaces, block.source_cidrs,
-                                        rule, packets, nbytes, rate, last))
+                    rows.append(
+                        RuleRow(
+                            rid,
+                            fw.name,
+                            rule.order,
+                            fw.interfaces,
+                            block.source_cidrs,
+                            rule,
+                            packets,
+                            nbytes,
+                            rate,
+                            last,
+                        )
+                    )
         rows.sort(key=lambda r: (r.order, r.firewall, r.rule_id))
         return rows
 
@@ -224,8 +243,10 @@ class Engine:
 
     def history(self, limit: int = 50) -> list[HistoryView]:
         current = self.state().generation
-        return [HistoryView(h.generation, h.time, h.author, h.summary, h.generation == current)
-                for h in self.store.history(limit)]
+        return [
+            HistoryView(h.generation, h.time, h.author, h.summary, h.generation == current)
+            for h in self.store.history(limit)
+        ]
 
     # ----------------------------------------------------------------- edits
 
@@ -265,15 +286,19 @@ class Engine:
                 left = max(0.0, pending.deadline - time.time())
                 raise StateError(
                     f"generation {pending.generation} is pending confirmation ({left:.0f}s left)",
-                    "run 'infw confirm' to keep it or 'infw revert' to drop it, then apply again")
+                    "run 'infw confirm' to keep it or 'infw revert' to drop it, then apply again",
+                )
             if expected_generation is not None and expected_generation != stored.generation:
                 raise StateError(
                     f"the rules changed under you (now generation {stored.generation}, "
-                    f"you edited generation {expected_generation})", "reload the rules and retry")
+                    f"you edited generation {expected_generation})",
+                    "reload the rules and retry",
+                )
             tables, warnings = self.check(ruleset, force=force)
             new_state = replace(stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids))
-            new_state = self.store.commit(new_state, expected_generation=stored.generation,
-                                          author=author(), summary=summary)
+            new_state = self.store.commit(
+                new_state, expected_generation=stored.generation, author=author(), summary=summary
+            )
             dp = self.datapath(required=False) if self.loaded() else None
             if dp is not None:
                 try:
@@ -282,29 +307,46 @@ class Engine:
                     dp.write_tables(tables, new_state.generation)
                 except InfwError:
                     # The kernel kept the old tables; put the store back in step with it.
-                    self.store.commit(replace(stored), expected_generation=new_state.generation,
-                                      author=author(), summary=f"undo failed apply of {new_state.generation}")
+                    self.store.commit(
+                        replace(stored),
+                        expected_generation=new_state.generation,
+                        author=author(),
+                        summary=f"undo failed apply of {new_state.generation}",
+                    )
                     raise
             else:
-                warnings.append("no firewall is loaded here: stored only; 'infw attach IFACE' enforces it")
+                warnings.append(
+                    "no firewall is loaded here: stored only; 'infw attach IFACE' enforces it"
+                )
             pend_view = None
             if timeout > 0 and dp is not None:
                 from engine.watchdog import spawn_watchdog
 
                 deadline = time.time() + timeout
-                pid = spawn_watchdog(self.state_dir, self.pin_root, new_state.generation, deadline, self.netns)
+                pid = spawn_watchdog(
+                    self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
+                )
                 p = Pending(new_state.generation, stored.generation, deadline, pid, author())
                 self.store.set_pending(p)
                 pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
-        return ApplyResult(new_state.generation, stored.generation, ruleset.rule_count(), pend_view,
-                           tuple(warnings))
+        return ApplyResult(
+            new_state.generation,
+            stored.generation,
+            ruleset.rule_count(),
+            pend_view,
+            tuple(warnings),
+        )
 
     def _apply_change(self, ruleset: RuleSet, summary: str, **kwargs: Any) -> ApplyResult:
         return self.apply(ruleset, summary=summary, **kwargs)
 
     def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
-        parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, self._default_ifaces())
-        new = add_rule(self.ruleset(), parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        parsed = (
+            line if isinstance(line, RuleLine) else parse_rule_line(line, self._default_ifaces())
+        )
+        new = add_rule(
+            self.ruleset(), parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
+        )
         return self._apply_change(new, f"add {parsed.firewall} order {parsed.rule.order}", **kwargs)
 
     def _find_rule(self, rule_id: int) -> RuleRow:
@@ -317,7 +359,9 @@ class Engine:
     def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
         row = self._find_rule(rule_id)
         new = remove_rule(self.ruleset(), row.firewall, row.cidrs, row.order)
-        return self._apply_change(new, f"delete rule {rule_id} ({row.firewall} order {row.order})", **kwargs)
+        return self._apply_change(
+            new, f"delete rule {rule_id} ({row.firewall} order {row.order})", **kwargs
+        )
 
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
         row = self._find_rule(rule_id)
@@ -347,7 +391,9 @@ class Engine:
         if pending is not None:
             self.rollback_pending(pending.generation, reason="reverted by operator")
             state = self.state()
-            return ApplyResult(state.generation, pending.generation, state.ruleset.rule_count(), None)
+            return ApplyResult(
+                state.generation, pending.generation, state.ruleset.rule_count(), None
+            )
         stored = self.state()
         prev = self.store.previous_generation(stored.generation)
         if prev is None:
@@ -356,7 +402,9 @@ class Engine:
         kwargs.setdefault("confirm_timeout", 0)
         return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
 
-    def rollback_pending(self, generation: int, reason: str = "auto-revert: not confirmed in time") -> bool:
+    def rollback_pending(
+        self, generation: int, reason: str = "auto-revert: not confirmed in time"
+    ) -> bool:
         """Put back the rule set from before a pending change (called by the watchdog)."""
         with self.store.lock():
             pending = self.store.get_pending()
@@ -367,8 +415,12 @@ class Engine:
             ifaces = self.interfaces()
             tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
             new_state = replace(stored, ruleset=old.ruleset, rule_ids=dict(tables.rule_ids))
-            new_state = self.store.commit(new_state, expected_generation=stored.generation,
-                                          author=author(), summary=f"{reason} (back to {pending.previous_generation})")
+            new_state = self.store.commit(
+                new_state,
+                expected_generation=stored.generation,
+                author=author(),
+                summary=f"{reason} (back to {pending.previous_generation})",
+            )
             if self.loaded():
                 self.datapath().write_tables(tables, new_state.generation)
             self.store.clear_pending(generation)
@@ -387,14 +439,24 @@ class Engine:
             stored = self.state()
             self.datapath().set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
             if stored.mode != mode:
-                self.store.commit(replace(stored, mode=mode), expected_generation=stored.generation,
-                                  author=author(), summary=f"mode {mode}")
+                self.store.commit(
+                    replace(stored, mode=mode),
+                    expected_generation=stored.generation,
+                    author=author(),
+                    summary=f"mode {mode}",
+                )
         return mode
 
     # ----------------------------------------------------------------- attach
 
-    def attach(self, patterns: Sequence[str], *, mode: str = "auto", force: bool = False,
-               progress: Progress = _quiet) -> list[InterfaceView]:
+    def attach(
+        self,
+        patterns: Sequence[str],
+        *,
+        mode: str = "auto",
+        force: bool = False,
+        progress: Progress = _quiet,
+    ) -> list[InterfaceView]:
         """Load the program if needed (compiling once), then attach it to matching interfaces."""
         self._require_write("attach")
         self._require_root("attach an XDP program")
@@ -402,8 +464,10 @@ class Engine:
         names = match_interfaces(patterns, ifaces)
         missing = [p for p in patterns if not match_interfaces([p], ifaces)]
         if missing:
-            raise StateError(f"no interface here matches {', '.join(missing)}",
-                             f"interfaces in this namespace: {', '.join(sorted(ifaces))}")
+            raise StateError(
+                f"no interface here matches {', '.join(missing)}",
+                f"interfaces in this namespace: {', '.join(sorted(ifaces))}",
+            )
         with self.store.lock():
             dp = self.datapath(required=False) if self.loaded() else None
             foreign = {}
@@ -414,7 +478,9 @@ class Engine:
 
                 foreign = {a.ifname: True for a in scan_attached()}
             guard = self.guard()
-            refusals = [r for name in names for r in guard.check_attach(name, foreign.get(name, False))]
+            refusals = [
+                r for name in names for r in guard.check_attach(name, foreign.get(name, False))
+            ]
             raise_if_refused(refusals, force)
             if dp is None:
                 from engine.datapath import Datapath
@@ -423,7 +489,9 @@ class Engine:
                 dp = Datapath.load(self.pin_root, source_path=str(BPF_SOURCE))
                 self._datapath = dp
                 stored = self.state()
-                tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+                tables = compile_ruleset(
+                    stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids
+                )
                 dp.write_tables(tables, stored.generation)
                 dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
                 dp.set_event_rate(self.config.event_rate)
@@ -433,9 +501,12 @@ class Engine:
             stored = self.state()
             merged = tuple(dict.fromkeys((*stored.interfaces, *patterns)))
             if merged != stored.interfaces or stored.attach_mode != mode:
-                self.store.commit(replace(stored, interfaces=merged, attach_mode=mode),
-                                  expected_generation=stored.generation, author=author(),
-                                  summary=f"attach {', '.join(patterns)}")
+                self.store.commit(
+                    replace(stored, interfaces=merged, attach_mode=mode),
+                    expected_generation=stored.generation,
+                    author=author(),
+                    summary=f"attach {', '.join(patterns)}",
+                )
         return [v for v in self.status().interfaces if v.name in names]
 
     def detach(self, patterns: Sequence[str] | None = None) -> list[str]:
@@ -453,8 +524,12 @@ class Engine:
                 stored = self.state()
                 kept = tuple(p for p in stored.interfaces if p not in patterns)
                 if kept != stored.interfaces:
-                    self.store.commit(replace(stored, interfaces=kept), expected_generation=stored.generation,
-                                      author=author(), summary=f"detach {', '.join(patterns)}")
+                    self.store.commit(
+                        replace(stored, interfaces=kept),
+                        expected_generation=stored.generation,
+                        author=author(),
+                        summary=f"detach {', '.join(patterns)}",
+                    )
             return names
         dp.unload()
         self._datapath = None
@@ -464,8 +539,10 @@ class Engine:
         """Re-apply the stored state (boot): load, write the stored rules, attach stored interfaces."""
         stored = self.state()
         if not stored.interfaces:
-            raise StateError(f"no stored state to restore in {self.state_dir}",
-                             "apply rules and attach interfaces first")
+            raise StateError(
+                f"no stored state to restore in {self.state_dir}",
+                "apply rules and attach interfaces first",
+            )
         if self.loaded():
             progress("firewall already loaded: rewriting its tables")
             ifaces = self.interfaces()
@@ -478,17 +555,29 @@ class Engine:
 
     def _require_root(self, what: str) -> None:
         if os.geteuid() != 0:
-            raise PrivilegeError(f"cannot {what}: needs CAP_BPF and CAP_NET_ADMIN",
-                                 "run as root (sudo), or use --read-only to look")
+            raise PrivilegeError(
+                f"cannot {what}: needs CAP_BPF and CAP_NET_ADMIN",
+                "run as root (sudo), or use --read-only to look",
+            )
 
     # ----------------------------------------------------------------- observe
 
     def open_events(self, max_per_second: int = 200) -> EventSource:
         return EventSource(self.datapath(), self.interfaces, max_per_second)
 
-    def trace(self, interface: str, src: str, proto: str, dport: int | None = None,
-              icmp_type: int | None = None, icmp_code: int | None = None, *,
-              dst: str | None = None, vlan: tuple[int, ...] = (), fragment: bool = False) -> TraceResult:
+    def trace(
+        self,
+        interface: str,
+        src: str,
+        proto: str,
+        dport: int | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+        *,
+        dst: str | None = None,
+        vlan: tuple[int, ...] = (),
+        fragment: bool = False,
+    ) -> TraceResult:
         """Decide a built packet twice: the reference classifier and the loaded kernel program."""
         from engine.classify import protocol_number
         from engine.frame import build_frame
@@ -496,20 +585,37 @@ class Engine:
         stored = self.state()
         ifaces = self.interfaces()
         if interface not in ifaces:
-            raise StateError(f"no interface {interface!r} here", f"interfaces: {', '.join(sorted(ifaces))}")
+            raise StateError(
+                f"no interface {interface!r} here", f"interfaces: {', '.join(sorted(ifaces))}"
+            )
         ipproto = protocol_number(proto)
         v6 = ":" in src
         dst = dst or ("2001:db8::1" if v6 else "192.0.2.1")
-        pkt = PacketFields(src, ipproto, None if fragment else dport,
-                           None if fragment else icmp_type, None if fragment else icmp_code, fragment, dst)
+        pkt = PacketFields(
+            src,
+            ipproto,
+            None if fragment else dport,
+            None if fragment else icmp_type,
+            None if fragment else icmp_code,
+            fragment,
+            dst,
+        )
         ref = classify(stored.ruleset, stored.rule_ids, interface, pkt, self.config.failsafe)
         tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
         compiled = lookup(tables, ifaces[interface], pkt)
         notes: list[str] = []
         if (compiled.action, compiled.rule_id) != (ref.action, ref.rule_id):
             notes.append("the compiled tables disagree with the reference: please report this")
-        frame = build_frame(src, dst, ipproto, dport=dport, icmp_type=icmp_type, icmp_code=icmp_code,
-                            vlan=vlan, nonfirst_fragment=fragment)
+        frame = build_frame(
+            src,
+            dst,
+            ipproto,
+            dport=dport,
+            icmp_type=icmp_type,
+            icmp_code=icmp_code,
+            vlan=vlan,
+            nonfirst_fragment=fragment,
+        )
         k_verdict = k_reason = None
         k_rule: int | None = None
         if self.loaded():
@@ -525,10 +631,23 @@ class Engine:
             notes.append("no firewall is loaded: only the reference classifier answered")
         ref_verdict = ref.action.value.upper()
         agree = k_verdict is None or (
-            k_rule == ref.rule_id and k_reason == ref.reason.value
-            and (k_verdict == ref_verdict or (k_verdict == "WOULD DENY" and ref_verdict == "DENY")))
-        return TraceResult(interface, len(frame), k_verdict, k_reason, k_rule, ref_verdict,
-                           ref.reason.value, ref.rule_id, ref.describe(), agree, tuple(notes))
+            k_rule == ref.rule_id
+            and k_reason == ref.reason.value
+            and (k_verdict == ref_verdict or (k_verdict == "WOULD DENY" and ref_verdict == "DENY"))
+        )
+        return TraceResult(
+            interface,
+            len(frame),
+            k_verdict,
+            k_reason,
+            k_rule,
+            ref_verdict,
+            ref.reason.value,
+            ref.rule_id,
+            ref.describe(),
+            agree,
+            tuple(notes),
+        )
 
 
 _KERNEL_REASONS: dict[int, str] = {
@@ -542,7 +661,9 @@ _KERNEL_REASONS: dict[int, str] = {
 class EventSource:
     """Drop events from the pinned ring buffer, sampled into a bounded buffer."""
 
-    def __init__(self, datapath: Any, interfaces: Callable[[], dict[str, int]], max_per_second: int) -> None:
+    def __init__(
+        self, datapath: Any, interfaces: Callable[[], dict[str, int]], max_per_second: int
+    ) -> None:
         self.buffer = EventBuffer(max_per_second=max_per_second)
         self._interfaces = interfaces
         self._ifnames = {v: k for k, v in interfaces().items()}

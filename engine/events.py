@@ -18,7 +18,9 @@ def _monotonic_to_epoch() -> float:
     return time.time() - time.monotonic()
 
 
-def decode_event(rec: DropEventRecord, ifnames: Mapping[int, str], offset: float | None = None) -> DropEvent:
+def decode_event(
+    rec: DropEventRecord, ifnames: Mapping[int, str], offset: float | None = None
+) -> DropEvent:
     offset = _monotonic_to_epoch() if offset is None else offset
     family_v4 = rec.family == 4
     src = int.from_bytes(bytes(rec.src), "big")
@@ -60,8 +62,12 @@ class EventBuffer:
     stays bounded by `capacity`.
     """
 
-    def __init__(self, max_per_second: int = 200, capacity: int = 5000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_per_second: int = 200,
+        capacity: int = 5000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_per_second = max_per_second
         self.events: collections.deque[DropEvent] = collections.deque(maxlen=capacity)
         self.counts = EventCounts()

@@ -41,6 +41,7 @@ from engine.labtraffic import (
 
 # The lab's firewall pins live apart from a real one (/sys/fs/bpf/infw).
 LAB_PIN_ROOT = "/sys/fs/bpf/infw-lab"
+LAB_STATE_DIR = "/var/lib/infw/lab"  # the lab firewall's desired state and history
 NODE_NS = "infw-node"
 STATE_DIR = Path("/run/infw/lab")
 LOCK_PATH = Path("/run/infw/lab.lock")

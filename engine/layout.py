@@ -19,8 +19,17 @@ MAP_CONFIG = "config"
 MAP_RATELIMIT = "ratelimit"
 MAP_EVENTS = "events"
 MAP_LAST = "last_verdict"
-ALL_MAPS = (MAP_SRC, MAP_SEG, MAP_FAILSAFE, MAP_RULE_STATS, MAP_NODE_STATS, MAP_CONFIG,
-            MAP_RATELIMIT, MAP_EVENTS, MAP_LAST)
+ALL_MAPS = (
+    MAP_SRC,
+    MAP_SEG,
+    MAP_FAILSAFE,
+    MAP_RULE_STATS,
+    MAP_NODE_STATS,
+    MAP_CONFIG,
+    MAP_RATELIMIT,
+    MAP_EVENTS,
+    MAP_LAST,
+)
 
 # Sizes (kept in step with engine.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -86,8 +95,12 @@ class RateLimit(ct.Structure):
 
 
 class LastVerdict(ct.Structure):
-    _fields_ = [("reason", ct.c_uint32), ("rule_id", ct.c_uint32), ("xdp_action", ct.c_uint32),
-                ("pad", ct.c_uint32)]
+    _fields_ = [
+        ("reason", ct.c_uint32),
+        ("rule_id", ct.c_uint32),
+        ("xdp_action", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
 
 
 class DropEventRecord(ct.Structure):

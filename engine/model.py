@@ -14,7 +14,7 @@ ORDER_MIN, ORDER_MAX = 1, 65535
 PORT_MIN, PORT_MAX = 1, 65535
 
 
-class Protocol(str, enum.Enum):
+class Protocol(enum.StrEnum):
     TCP = "TCP"
     UDP = "UDP"
     SCTP = "SCTP"
@@ -56,7 +56,7 @@ IPPROTO: dict[Protocol, int] = {
 PROTOCOL_BY_NUMBER: dict[int, Protocol] = {v: k for k, v in IPPROTO.items()}
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     ALLOW = "Allow"
     DENY = "Deny"
 

@@ -1,8 +1,8 @@
 """The one-line rule form the REPL and CLI take, validated exactly like the YAML.
 
-    allow tcp 8000-8080 from 192.0.2.0/24 on eth0 order 10
-    deny icmp type 8 code 0 from 198.51.100.0/24,2001:db8::/32 order 20 firewall web
-    deny from 203.0.113.0/24 on 'ens*' order 30
+allow tcp 8000-8080 from 192.0.2.0/24 on eth0 order 10
+deny icmp type 8 code 0 from 198.51.100.0/24,2001:db8::/32 order 20 firewall web
+deny from 203.0.113.0/24 on 'ens*' order 30
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class RuleLine:
 
 
 def _err(line: str, path: str, value: object, problem: str, fix: str = "") -> ValidationError:
-    return ValidationError([FieldError(f"rule '{line}'", path, value, problem, fix or f"syntax: {SYNTAX}")])
+    return ValidationError(
+        [FieldError(f"rule '{line}'", path, value, problem, fix or f"syntax: {SYNTAX}")]
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -71,7 +73,9 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
             firewall = str(nxt)
             i += 2
         elif word in ("type", "code"):
-            icmp["icmpType" if word == "type" else "icmpCode"] = int(str(nxt)) if _is_number(str(nxt)) else nxt
+            icmp["icmpType" if word == "type" else "icmpCode"] = (
+                int(str(nxt)) if _is_number(str(nxt)) else nxt
+            )
             i += 2
         elif proto is None and i == 0:
             proto = rest[i]
@@ -99,12 +103,21 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
             pc[key] = icmp
         rule["protocolConfig"] = pc
     elif icmp:
-        raise _err(line, "type", icmp, "ICMP type/code need a protocol", "write 'icmp type 8' or 'icmpv6 type 128'")
+        raise _err(
+            line,
+            "type",
+            icmp,
+            "ICMP type/code need a protocol",
+            "write 'icmp type 8' or 'icmpv6 type 128'",
+        )
     doc = {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": firewall},
-        "spec": {"interfaces": list(interfaces), "ingress": [{"sourceCIDRs": cidrs, "rules": [rule]}]},
+        "spec": {
+            "interfaces": list(interfaces),
+            "ingress": [{"sourceCIDRs": cidrs, "rules": [rule]}],
+        },
     }
     fw, errors = parse_firewall(doc, f"rule '{line}'")
     if errors or fw is None:
@@ -112,7 +125,9 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
     return RuleLine(fw.name, fw.interfaces, fw.ingress[0].source_cidrs, fw.ingress[0].rules[0])
 
 
-def format_rule_line(firewall: Firewall | str, interfaces: tuple[str, ...], cidrs: tuple[str, ...], rule: Rule) -> str:
+def format_rule_line(
+    firewall: Firewall | str, interfaces: tuple[str, ...], cidrs: tuple[str, ...], rule: Rule
+) -> str:
     """The inverse of parse_rule_line (for history, export hints and REPL echo)."""
     name = firewall if isinstance(firewall, str) else firewall.name
     parts = [rule.action.value.lower()]

@@ -24,7 +24,9 @@ class RateTracker:
     def __init__(self) -> None:
         self._tracks: dict[int, _RuleTrack] = {}
 
-    def update(self, counters: Mapping[int, tuple[int, int]], now: float) -> dict[int, tuple[float, float | None]]:
+    def update(
+        self, counters: Mapping[int, tuple[int, int]], now: float
+    ) -> dict[int, tuple[float, float | None]]:
         out: dict[int, tuple[float, float | None]] = {}
         for rule_id, (packets, _bytes) in counters.items():
             track = self._tracks.get(rule_id)

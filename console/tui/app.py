@@ -38,7 +38,6 @@ from engine.model import ORDER_MAX, ORDER_MIN
 from engine.ruleline import format_rule_line
 from engine.views import ApplyResult, StatsSnapshot, Status
 
-LAB_STATE_DIR = "/var/lib/infw/lab"
 LAB_NETNS = "infw-node"
 LAB_RULES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
 LAB_ATTACH = "infw-n*"
@@ -685,7 +684,7 @@ def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
         lab.lab_up(progress=progress)
     engine = Engine(
         pin_root=lab.LAB_PIN_ROOT,
-        state_dir=LAB_STATE_DIR,
+        state_dir=lab.LAB_STATE_DIR,
         netns=netns,
         read_only=read_only,
     )

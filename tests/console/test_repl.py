@@ -24,7 +24,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from console.commands import EventFilter, UsageError
-from console.repl import ReplCompleter, Toolbar, default_history_path, run_repl
+from console.repl import ReplCompleter, Toolbar, default_history_path, file_history, run_repl
 from engine.config import NodeConfig
 from engine.crd import load_yaml
 from engine.engine import Engine
@@ -505,3 +505,12 @@ def test_completion_with_a_failing_engine_offers_nothing() -> None:
 
     assert completions(Broken(), "attach ") == []
     assert completions(Broken(), "delete ") == []
+
+
+def test_unwritable_history_falls_back_to_memory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = io.StringIO()
+    history = file_history(blocker / "infw" / "history", err=err)
+    assert isinstance(history, InMemoryHistory)
+    assert "no history across sessions" in err.getvalue()

@@ -145,7 +145,8 @@ class LabFirewall:
         worker.join()
         if "error" in box:
             raise box["error"]
-        return box["result"]  # type: ignore[no-any-return]
+        result: _T = box["result"]
+        return result
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
@@ -224,13 +225,16 @@ def engine():
 
 
 @pytest.fixture
-def lab_firewall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LabFirewall]:
+def lab_firewall(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LabFirewall]:
     """A LabFirewall for one test; its processes, pins and state are removed even on failure.
-    Use with the `lab` fixture (the lab must be up)."""
+    Use with the `lab` or `fresh_lab` fixture (the lab must be up)."""
     reason = firewall_skip_reason()
     if reason:
         pytest.skip(reason)
     monkeypatch.delenv("SSH_CONNECTION", raising=False)  # no operator session to guard here
+    tmp_path: Path = request.getfixturevalue("tmp_path")
     fw = LabFirewall(tmp_path / "state")
     try:
         yield fw

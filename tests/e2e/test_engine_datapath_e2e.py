@@ -86,7 +86,9 @@ def wait_for(check: Any, timeout: float, step: float = 0.05) -> bool:
     return bool(check())
 
 
-def settle_counters(eng: Any, timeout: float = 2.0) -> tuple[dict[int, int], dict[NodeCounter, int]]:
+def settle_counters(
+    eng: Any, timeout: float = 2.0
+) -> tuple[dict[int, int], dict[NodeCounter, int]]:
     """Counters once they stop moving (packets still in flight through the veth)."""
     last = counters(eng)
     deadline = time.monotonic() + timeout
@@ -141,7 +143,9 @@ def test_real_packets_follow_the_rules_counters_and_events(
         ids[(C1_V6_NET, 10)]: sent["c1 v6 tcp 9000 (deny)"],
         ids[(C1_V6_NET, 20)]: sent["c1 v6 udp 5002 (allow)"],
     }
-    denied = sent["c1 udp 5001 (deny)"] + sent["c2 icmp echo (deny)"] + sent["c1 v6 tcp 9000 (deny)"]
+    denied = (
+        sent["c1 udp 5001 (deny)"] + sent["c2 icmp echo (deny)"] + sent["c1 v6 tcp 9000 (deny)"]
+    )
     allowed = sent["c1 tcp 80 (allow)"] + sent["c2 tcp 80 (allow)"] + sent["c1 v6 udp 5002 (allow)"]
     assert node.get(NodeCounter.DENY, 0) == denied
     assert node.get(NodeCounter.ALLOW, 0) == allowed
@@ -161,18 +165,26 @@ def test_real_packets_follow_the_rules_counters_and_events(
 
     # One drop event per denied packet, with the deciding rule and the packet's fields.
     got: list[Any] = []
-    wait_for(lambda: bool(got.extend(events.poll(100))) or len(got) >= denied, timeout=3.0)
+
+    def drained() -> bool:
+        got.extend(events.poll(100))
+        return len(got) >= denied
+
+    wait_for(drained, timeout=3.0)
     assert len(got) == denied, got
     assert all(e.verdict == "DENY" for e in got)
-    seen = Counter((e.rule_id, e.interface, e.protocol, e.src, e.dst, e.dport, e.icmp_type)
-                   for e in got)
+    seen = Counter(
+        (e.rule_id, e.interface, e.protocol, e.src, e.dst, e.dport, e.icmp_type) for e in got
+    )
+    deny_v4, deny_icmp, deny_v6 = (
+        ids[("192.0.2.0/24", 10)],
+        ids[("198.51.100.0/24", 10)],
+        ids[(C1_V6_NET, 10)],
+    )
     assert seen == {
-        (ids[("192.0.2.0/24", 10)], "infw-n1", "UDP", c1.v4, c1.node_v4, 5001, None):
-            sent["c1 udp 5001 (deny)"],
-        (ids[("198.51.100.0/24", 10)], "infw-n2", "ICMP", c2.v4, c2.node_v4, None, 8):
-            sent["c2 icmp echo (deny)"],
-        (ids[(C1_V6_NET, 10)], "infw-n1", "TCP", c1.v6, c1.node_v6, 9000, None):
-            sent["c1 v6 tcp 9000 (deny)"],
+        (deny_v4, "infw-n1", "UDP", c1.v4, c1.node_v4, 5001, None): sent["c1 udp 5001 (deny)"],
+        (deny_icmp, "infw-n2", "ICMP", c2.v4, c2.node_v4, None, 8): sent["c2 icmp echo (deny)"],
+        (deny_v6, "infw-n1", "TCP", c1.v6, c1.node_v6, 9000, None): sent["c1 v6 tcp 9000 (deny)"],
     }
     assert all(e.length >= 42 for e in got)
 
@@ -235,7 +247,8 @@ def test_firewall_outlives_a_killed_loader_and_reopens_without_compiling(
     def look() -> dict[str, Any]:
         rc, text, stderr = lab_firewall.script(_LOOK)
         assert rc == 0, stderr
-        return json.loads(text.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        result: dict[str, Any] = json.loads(text.strip().splitlines()[-1])
+        return result
 
     first = look()
     assert first["bcc"] is False, "opening a running firewall must not import (or run) bcc"
@@ -337,9 +350,17 @@ def test_edits_under_traffic_never_mix_two_rule_sets(fresh_lab: LabInfo, lab_fir
     node = delta(node_after, node_before)
     assert set(per_rule) <= {deny_id, allow_id}, per_rule
     hit_deny, hit_allow = per_rule.get(deny_id, 0), per_rule.get(allow_id, 0)
-    seen_at_xdp = sum(node.get(c, 0) for c in (
-        NodeCounter.ALLOW, NodeCounter.DENY, NodeCounter.WOULD_DENY, NodeCounter.FAILSAFE,
-        NodeCounter.NO_MATCH, NodeCounter.UNPARSED))
+    seen_at_xdp = sum(
+        node.get(c, 0)
+        for c in (
+            NodeCounter.ALLOW,
+            NodeCounter.DENY,
+            NodeCounter.WOULD_DENY,
+            NodeCounter.FAILSAFE,
+            NodeCounter.NO_MATCH,
+            NodeCounter.UNPARSED,
+        )
+    )
     assert node.get(NodeCounter.NO_MATCH, 0) == 0, (node, sent[0])
     assert node.get(NodeCounter.UNPARSED, 0) == 0, node
     assert hit_deny + hit_allow + node.get(NodeCounter.NO_MATCH, 0) == seen_at_xdp
