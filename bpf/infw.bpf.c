@@ -1,8 +1,11 @@
 /* infw: XDP ingress firewall, compiled by bcc at load time (engine/datapath.py).
  *
- * A packet costs a parse, one fail-safe hash lookup and two LPM lookups, whatever the number
- * of rules: src_lpm maps (generation, ifindex, source) to a merged rule list, seg_lpm maps
- * (list, protocol class, fragment flag, port or ICMP type<<8|code) to the first matching rule.
+ * A packet costs a parse, one fail-safe array lookup and two lookups whatever the number of
+ * rules: (generation, ifindex, source) -> merged rule list, then (list, protocol class,
+ * fragment flag, port or ICMP type<<8|code) -> the first matching rule. Both are multibit
+ * tries of 256-entry nodes in one array map (engine/compiler.py fast_images): a few inlined
+ * array reads. What does not fit in the arrays is looked up in the LPM tries src_lpm and
+ * seg_lpm instead, which a root entry of ROOT_TRIE points the program to.
  * engine/classify.py `lookup` is the reference for the decision and engine/frame.py
  * `parse_frame` for the parse; the kernel tests hold this file to both.
  *
@@ -39,6 +42,15 @@
 #define FAILSAFE_UDP (1 << 1)
 #define FAILSAFE_SCTP (1 << 2)
 
+#define NODE_ENTRIES 256
+#define SEG_ROOTS 12
+#define NODE_FLAG (1U << 30)
+#define ROOT_TRIE (1U << 29)
+#define NODE_INDEX_MASK (NODE_FLAG - 1)
+#define V4_SPACE 0
+#define V6_SPACE 1
+#define GEN_BIT (1U << 31)
+
 /* src_lpm key prefix bits before the address: gen(8) + pad(24) + ifindex(32) */
 #define SRC_KEY_FIXED_BITS 64
 /* seg_lpm key prefix bits before the value: list_id(32) + proto(8) + nonfirst(8) */
@@ -70,6 +82,14 @@ struct seg_key {
     u16 value_be; /* port, or ICMP type<<8|code; big-endian so prefixes work */
 };
 
+struct node {
+    u32 e[NODE_ENTRIES]; /* leaf, or NODE_FLAG | node index within the generation's half */
+};
+
+struct list_roots {
+    u32 root[SEG_ROOTS]; /* [protocol class index * 2 + nonfirst] */
+};
+
 struct seg_val {
     u32 rule_id;
     u32 action;
@@ -91,6 +111,7 @@ struct config {
 struct ratelimit {
     u64 window_start_ns;
     u64 count;
+    u64 last_jiffies; /* the coarse clock only moves with jiffies: read it once per tick */
 };
 
 struct last_verdict {
@@ -136,6 +157,14 @@ BPF_TABLE_PINNED("lpm_trie", struct src_key, u32, src_lpm, SRC_MAX_ENTRIES,
                  PIN_ROOT "/src_lpm", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct seg_key, struct seg_val, seg_lpm, SEG_MAX_ENTRIES,
                  PIN_ROOT "/seg_lpm", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", u32, struct node, nodes, NODES_TOTAL, PIN_ROOT "/nodes");
+/* [generation][space][ifindex] -> root entry of that source trie; userspace reads and writes
+ * it through mmap (a batch lookup of every entry would cost ~70 ms per edit) */
+BPF_TABLE_PINNED("array", u32, u32, src_roots, SRC_ROOTS_ENTRIES, PIN_ROOT "/src_roots",
+                 BPF_F_MMAPABLE);
+/* [generation][list id] -> root entries of that list's rule tries */
+BPF_TABLE_PINNED("array", u32, struct list_roots, list_roots, LIST_ROOTS_ENTRIES,
+                 PIN_ROOT "/list_roots");
 /* destination port -> bitmask of fail-safe protocols: an array, so the lookup is inlined */
 BPF_TABLE_PINNED("array", u32, u32, failsafe, FAILSAFE_MAX_ENTRIES, PIN_ROOT "/failsafe");
 BPF_TABLE_PINNED("percpu_array", u32, struct counter, rule_stats, RULE_STATS_ENTRIES,
@@ -363,10 +392,17 @@ static __always_inline int event_allowed(struct config *cfg)
 
     if (!rl || !cfg->events_per_sec)
         return 0;
-    u64 now = bpf_ktime_get_coarse_ns(); /* a tick's precision is plenty for a 1 s window */
-    if (now - rl->window_start_ns >= RATE_WINDOW_NS) {
-        rl->window_start_ns = now;
-        rl->count = 0;
+    /* The coarse clock (a tick's precision is plenty for a 1 s window) advances only with
+     * jiffies, and reading it is a helper call (~15 ns) where jiffies is an inlined load: look
+     * at it once per tick, so a flood of drops costs no clock reads. */
+    u64 j = bpf_jiffies64();
+    if (j != rl->last_jiffies) {
+        rl->last_jiffies = j;
+        u64 now = bpf_ktime_get_coarse_ns();
+        if (now - rl->window_start_ns >= RATE_WINDOW_NS) {
+            rl->window_start_ns = now;
+            rl->count = 0;
+        }
     }
     if (rl->count >= cfg->events_per_sec)
         return 0;
@@ -424,6 +460,110 @@ static __always_inline u8 proto_class(u8 proto)
     }
 }
 
+/* index of a protocol class in list_roots (engine/compiler.py ALL_CLASSES) */
+static __always_inline u32 class_index(u8 proto)
+{
+    switch (proto) {
+    case PROTO_TCP:
+        return 0;
+    case PROTO_UDP:
+        return 1;
+    case PROTO_SCTP:
+        return 2;
+    case PROTO_ICMP:
+        return 3;
+    case PROTO_ICMPV6:
+        return 4;
+    default:
+        return 5;
+    }
+}
+
+/* One step down a trie: the entry at byte b of the node an entry points to. */
+static __always_inline u32 node_step(u32 base, u32 entry, u8 b)
+{
+    u32 idx = base + (entry & NODE_INDEX_MASK);
+    struct node *n = nodes.lookup(&idx);
+    return n ? n->e[b] : 0;
+}
+
+/* (generation, ifindex, source) -> rule-list id, 0 on a miss. */
+static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
+{
+    u32 space = V6_SPACE;
+    if (pkt->family == 4) {
+        space = V4_SPACE;
+    } else {
+        u32 w0, w1, w2;
+        __builtin_memcpy(&w0, pkt->src, 4);
+        __builtin_memcpy(&w1, pkt->src + 4, 4);
+        __builtin_memcpy(&w2, pkt->src + 8, 4);
+        if (!w0 && !w1 && w2 == bpf_htonl(0x0000ffff))
+            space = V4_SPACE; /* IPv4-mapped source: the IPv4 trie */
+    }
+    u32 entry = ROOT_TRIE;
+    if (ifindex < ROOT_IFINDEXES) {
+        u32 ri = (gen * 2 + space) * ROOT_IFINDEXES + ifindex;
+        u32 *root = src_roots.lookup(&ri);
+        entry = root ? *root : 0;
+    }
+    if (entry == ROOT_TRIE) {
+        struct src_key sk = {.prefixlen = SRC_KEY_FIXED_BITS + 128, .gen = gen,
+                             .ifindex = ifindex};
+        __builtin_memcpy(sk.addr, pkt->src, 16);
+        u32 *list_id = src_lpm.lookup(&sk);
+        return list_id ? (*list_id & ~GEN_BIT) : 0;
+    }
+    u32 base = gen * NODES_PER_GEN;
+    if (space == V4_SPACE) {
+#pragma unroll
+        for (int i = 12; i < 16; i++) {
+            if (!(entry & NODE_FLAG))
+                break;
+            entry = node_step(base, entry, pkt->src[i]);
+        }
+    } else {
+        for (int i = 0; i < 16; i++) {
+            if (!(entry & NODE_FLAG))
+                break;
+            entry = node_step(base, entry, pkt->src[i & 15]);
+        }
+    }
+    return entry & NODE_FLAG ? 0 : entry;
+}
+
+/* (list, class, fragment flag, value) -> action << 16 | rule id, 0 when no rule matches. */
+static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt)
+{
+    u8 cls = proto_class(pkt->l4proto);
+    u32 entry = ROOT_TRIE;
+    if (list_id < LISTS_PER_GEN) {
+        u32 li = gen * LISTS_PER_GEN + list_id;
+        struct list_roots *lr = list_roots.lookup(&li);
+        if (!lr)
+            return 0;
+        u32 slot = class_index(cls) * 2 + (pkt->nonfirst ? 1 : 0);
+        asm volatile("" : "+r"(slot)); /* keep the bound check for the verifier */
+        if (slot >= SEG_ROOTS)
+            return 0;
+        entry = lr->root[slot];
+    }
+    if (entry == ROOT_TRIE) {
+        struct seg_key gk = {.prefixlen = SEG_KEY_FIXED_BITS + 16,
+                             .list_id = gen ? (list_id | GEN_BIT) : list_id,
+                             .proto = cls, .nonfirst = pkt->nonfirst,
+                             .value_be = bpf_htons(pkt->value)};
+        struct seg_val *seg = seg_lpm.lookup(&gk);
+        return seg ? (seg->action << 16 | (seg->rule_id & 0xffff)) : 0;
+    }
+    u32 base = gen * NODES_PER_GEN;
+    if (entry & NODE_FLAG)
+        entry = node_step(base, entry, pkt->value >> 8);
+    if (entry & NODE_FLAG)
+        entry = node_step(base, entry, pkt->value & 0xff);
+    return entry & NODE_FLAG ? 0 : entry;
+}
+
 int infw_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -457,11 +597,8 @@ int infw_xdp(struct xdp_md *ctx)
     }
 
     /* 2. source -> merged rule list of the active generation (read once: the switch point) */
-    u32 gen = *(volatile u32 *)&cfg->active_gen;
-    struct src_key sk = {.prefixlen = SRC_KEY_FIXED_BITS + 128, .gen = gen,
-                         .ifindex = ctx->ingress_ifindex};
-    __builtin_memcpy(sk.addr, pkt.src, 16);
-    u32 *list_id = src_lpm.lookup(&sk);
+    u32 gen = *(volatile u32 *)&cfg->active_gen & 1;
+    u32 list_id = source_list(gen, ctx->ingress_ifindex, &pkt);
     if (!list_id) {
         count(NC_NO_MATCH, len);
         trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
@@ -469,23 +606,20 @@ int infw_xdp(struct xdp_md *ctx)
     }
 
     /* 3. first matching rule of that list for this protocol class and value */
-    struct seg_key gk = {.prefixlen = SEG_KEY_FIXED_BITS + 16, .list_id = *list_id,
-                         .proto = proto_class(pkt.l4proto), .nonfirst = pkt.nonfirst,
-                         .value_be = bpf_htons(pkt.value)};
-    struct seg_val *seg = seg_lpm.lookup(&gk);
-    if (!seg) {
+    u32 hit = first_rule(gen, list_id, &pkt);
+    if (!hit) {
         count(NC_NO_MATCH, len);
         trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
         return XDP_PASS;
     }
 
-    u32 rule_id = seg->rule_id;
+    u32 rule_id = hit & 0xffff;
     struct counter *rc = rule_stats.lookup(&rule_id);
     if (rc) {
         rc->packets++;
         rc->bytes += len;
     }
-    if (seg->action == ACTION_ALLOW) {
+    if ((hit >> 16) == ACTION_ALLOW) {
         count(NC_ALLOW, len);
         trace(cfg, REASON_RULE, rule_id, XDP_PASS);
         return XDP_PASS;

@@ -13,13 +13,27 @@ from dataclasses import dataclass
 
 from engine.cidr import Prefix, parse_address, parse_cidr
 from engine.compiler import (
+    SEG_CLASS_INDEX,
+    V4_SPACE,
     CompiledTables,
+    FastImages,
+    LpmEntry,
     RuleInfo,
     RuleKey,
+    SegmentEntry,
     proto_class,
     rule_key,
+    space_of,
 )
 from engine.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_for
+from engine.layout import (
+    LISTS_PER_GEN,
+    NODE_FLAG,
+    NODE_INDEX_MASK,
+    ROOT_IFINDEXES,
+    ROOT_TRIE,
+)
+from engine.layout import Action as KernelAction
 from engine.model import Action, Protocol, Rule, RuleSet
 
 L4_PORT_PROTOS = frozenset({6, 17, 132})
@@ -143,10 +157,15 @@ def classify(
 
 
 def longest_prefix(tables: CompiledTables, ifindex: int, src: str) -> int | None:
-    """The list id the source LPM lookup returns, or None on a miss."""
+    """The list id the source lookup returns, or None on a miss: the semantics (an LPM over
+    every entry of tables.lpm), whichever structure the datapath answers it from."""
     addr, _ = parse_address(src)
+    return _lpm_scan(tables.lpm, ifindex, addr)
+
+
+def _lpm_scan(entries: tuple[LpmEntry, ...], ifindex: int, addr: int) -> int | None:
     best: tuple[int, int] | None = None
-    for entry in tables.lpm:
+    for entry in entries:
         if entry.ifindex != ifindex or not _lpm_contains(entry.prefix, addr):
             continue
         if best is None or entry.prefix.length > best[0]:
@@ -160,8 +179,55 @@ def _lpm_contains(prefix: Prefix, addr: int) -> bool:
     return (addr >> shift) == (prefix.value >> shift)
 
 
+def fast_source(fast: FastImages, ifindex: int, addr: int) -> int | None:
+    """The XDP program's source step: the array trie of (ifindex, space), or the LPM trie where
+    the root says so (or the ifindex is beyond the root array)."""
+    space = space_of(addr)
+    entry = fast.src_roots.get((ifindex, space), 0) if ifindex < ROOT_IFINDEXES else ROOT_TRIE
+    if entry == ROOT_TRIE:
+        return _lpm_scan(fast.lpm, ifindex, addr)
+    raw = addr.to_bytes(16, "big")[12 if space == V4_SPACE else 0 :]
+    for byte in raw:
+        if not entry & NODE_FLAG:
+            break
+        entry = fast.node(entry & NODE_INDEX_MASK)[byte]
+    return entry or None
+
+
+def _segment_scan(
+    segments: tuple[SegmentEntry, ...], list_id: int, cls: int, nonfirst: bool, value: int
+) -> tuple[int, Action] | None:
+    best: SegmentEntry | None = None
+    for seg in segments:
+        if seg.list_id != list_id or seg.proto != cls or seg.nonfirst != nonfirst:
+            continue
+        shift = 16 - seg.length
+        if (value >> shift) == (seg.value >> shift) and (best is None or seg.length > best.length):
+            best = seg
+    return None if best is None else (best.rule_id, best.action)
+
+
+def fast_segment(
+    fast: FastImages, list_id: int, cls: int, nonfirst: bool, value: int
+) -> tuple[int, Action] | None:
+    """The XDP program's rule step: the list's array trie, or the segment LPM trie."""
+    roots = fast.list_roots.get(list_id) if list_id < LISTS_PER_GEN else None
+    entry = ROOT_TRIE if roots is None else roots[SEG_CLASS_INDEX[cls] * 2 + int(nonfirst)]
+    if entry == ROOT_TRIE:
+        return _segment_scan(fast.segments, list_id, cls, nonfirst, value)
+    for byte in (value >> 8, value & 0xFF):
+        if not entry & NODE_FLAG:
+            break
+        entry = fast.node(entry & NODE_INDEX_MASK)[byte]
+    if not entry:
+        return None
+    action = Action.ALLOW if entry >> 16 == KernelAction.ALLOW else Action.DENY
+    return entry & 0xFFFF, action
+
+
 def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
-    """Walk the compiled images as the XDP program does: fail-safe, LPM, segment LPM."""
+    """Walk the compiled images as the XDP program does: fail-safe, source array trie (or LPM),
+    rule array trie (or segment LPM)."""
     if (
         not pkt.nonfirst_fragment
         and pkt.dport is not None
@@ -169,21 +235,39 @@ def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
     ):
         fs = check_failsafe(tables.failsafe, pkt)
         return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
-    list_id = longest_prefix(tables, ifindex, pkt.src)
+    addr, _ = parse_address(pkt.src)
+    list_id = fast_source(tables.fast, ifindex, addr)
     if list_id is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
-    cls = proto_class(pkt.ipproto)
-    value = pkt.l4_value()
-    best = None
-    for seg in tables.segments:
-        if seg.list_id != list_id or seg.proto != cls or seg.nonfirst != pkt.nonfirst_fragment:
-            continue
-        shift = 16 - seg.length
-        if (value >> shift) == (seg.value >> shift) and (best is None or seg.length > best.length):
-            best = seg
-    if best is None:
+    hit = fast_segment(
+        tables.fast, list_id, proto_class(pkt.ipproto), pkt.nonfirst_fragment, pkt.l4_value()
+    )
+    if hit is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
-    return Decision(best.action, Reason.RULE, best.rule_id, tables.rules.get(best.rule_id))
+    rule_id, action = hit
+    return Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
+
+
+def lookup_lpm(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
+    """The same decision from the full LPM images alone (the semantics the tries must keep)."""
+    if (
+        not pkt.nonfirst_fragment
+        and pkt.dport is not None
+        and (pkt.ipproto, pkt.dport) in tables.failsafe_ports
+    ):
+        fs = check_failsafe(tables.failsafe, pkt)
+        return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
+    addr, _ = parse_address(pkt.src)
+    list_id = _lpm_scan(tables.lpm, ifindex, addr)
+    if list_id is None:
+        return Decision(Action.ALLOW, Reason.NO_MATCH)
+    hit = _segment_scan(
+        tables.segments, list_id, proto_class(pkt.ipproto), pkt.nonfirst_fragment, pkt.l4_value()
+    )
+    if hit is None:
+        return Decision(Action.ALLOW, Reason.NO_MATCH)
+    rule_id, action = hit
+    return Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
 
 
 def protocol_number(name: str) -> int:

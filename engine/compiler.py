@@ -6,19 +6,37 @@ Two lookups decide a packet (DESIGN §3):
   2. LPM on (list id, protocol class, fragment flag, port or ICMP type<<8|code) -> the first
      matching rule. Each list's value space is cut at rule boundaries into disjoint segments
      labelled with their first match, and each segment is stored as at most 30 prefixes.
+
+`lpm` and `segments` state both lookups completely. The datapath answers them from
+`fast_images` instead where they fit (see there): multibit tries of 256-entry nodes in one
+array map, so a lookup costs a few inlined array reads instead of a kernel LPM trie walk;
+only what does not fit is written to the LPM tries.
 """
 
 from __future__ import annotations
 
+import array
 import fnmatch
+import functools
 import heapq
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
 from engine.errors import FieldError, LimitError
 from engine.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
+from engine.layout import (
+    LISTS_PER_GEN,
+    NODE_ENTRIES,
+    NODE_FLAG,
+    NODES_PER_GEN,
+    ROOT_IFINDEXES,
+    ROOT_TRIE,
+    SEG_ROOTS,
+)
+from engine.layout import Action as KernelAction
 from engine.model import Action, Firewall, IngressBlock, Rule, RuleSet
 
 # Protocol classes of the segment trie: the IP protocol number for the five the CRD names,
@@ -140,6 +158,15 @@ class CompiledTables:
     rules: Mapping[int, RuleInfo]
     rule_ids: Mapping[RuleKey, int]
     interfaces: Mapping[str, int]  # the node interfaces some object selects
+    # trie nodes the array images may use (None: NODES_PER_GEN); tests shrink it to send
+    # lookups to the LPM tries
+    node_budget: int | None = field(default=None, compare=False)
+
+    @functools.cached_property
+    def fast(self) -> FastImages:
+        """The array-trie images of both lookups (built on first use, then kept)."""
+        budget = NODES_PER_GEN if self.node_budget is None else self.node_budget
+        return fast_images(self, min(budget, NODES_PER_GEN))
 
 
 def list_rule(rule: Rule, rule_id: int) -> ListRule:
@@ -201,26 +228,14 @@ def first_match_segments(rules: list[ListRule]) -> list[tuple[int, int, ListRule
 
 def list_segments(list_id: int, rules: tuple[ListRule, ...]) -> list[SegmentEntry]:
     out: list[SegmentEntry] = []
-    for cls in ALL_CLASSES:
-        for nonfirst in (False, True):
-            applicable: list[ListRule] = []
-            for rule in rules:
-                if rule.ipproto is not None and rule.ipproto != cls:
-                    continue
-                if nonfirst and rule.l4:
-                    continue
-                if nonfirst or not rule.l4:
-                    rule = ListRule(rule.rule_id, rule.action, rule.ipproto, 0, VALUE_MAX, rule.l4)
-                applicable.append(rule)
-                if rule.low == 0 and rule.high == VALUE_MAX:
-                    break  # covers everything: later rules can never be first
-            for low, high, winner in first_match_segments(applicable):
-                for value, length in range_to_prefixes(low, high):
-                    out.append(
-                        SegmentEntry(
-                            list_id, cls, nonfirst, value, length, winner.rule_id, winner.action
-                        )
+    for (cls, nonfirst), segs in class_ranges(rules).items():
+        for low, high, winner in segs:
+            for value, length in range_to_prefixes(low, high):
+                out.append(
+                    SegmentEntry(
+                        list_id, cls, nonfirst, value, length, winner.rule_id, winner.action
                     )
+                )
     return out
 
 
@@ -354,3 +369,224 @@ def _add_v4_roots(own: dict[tuple[int, Prefix], dict[int, int]]) -> None:
         shift = 128 - prefix.length
         if prefix.length == 0 or (MAPPED_V4_PREFIX >> shift) == (prefix.value >> shift):
             own.setdefault((ifindex, root), {})
+
+
+# --- array-trie images ------------------------------------------------------------------------
+#
+# Both lookups as multibit tries with a stride of 8 bits, in one array map of 256-entry nodes
+# (an array lookup is inlined by the verifier: a few ns, where a hash probe costs ~20 ns and an
+# LPM trie walk over 100,000 prefixes ~120 ns). An entry is a leaf or NODE_FLAG | node index;
+# a node index counts from its generation's half of the node array. Leaves are pushed down
+# (controlled prefix expansion), so the walk stops at the first leaf and that leaf is the answer.
+#
+#   source: src_roots[gen][space][ifindex] is the root entry of the (ifindex, space) trie, space
+#     0 for addresses in ::ffff:0:0/96 (walked from byte 12, at most 4 nodes) and 1 for the rest
+#     (from byte 0, at most 16). Leaves: rule-list id, 0 for no match. ROOT_TRIE: this
+#     (ifindex, space) did not fit, its prefixes are in the LPM trie. An address in the mapped
+#     space can only match IPv4 prefixes or a /96 root (_add_v4_roots), and any other address
+#     only IPv6 prefixes, so the split is exact.
+#   segments: list_roots[gen][list id] holds one root entry per (protocol class, fragment flag);
+#     the root node is indexed by value >> 8, its children by value & 0xff. Leaves:
+#     action << 16 | rule id, 0 for no match. ROOT_TRIE: this list is in the segment LPM trie.
+
+SEG_ACTION_CODES = {Action.ALLOW: int(KernelAction.ALLOW), Action.DENY: int(KernelAction.DENY)}
+SEG_CLASS_INDEX: dict[int, int] = {cls: i for i, cls in enumerate(ALL_CLASSES)}
+V4_SPACE, V6_SPACE = 0, 1
+
+
+@dataclass(frozen=True)
+class FastImages:
+    nodes: bytes  # node_count nodes of NODE_ENTRIES little-endian u32
+    node_count: int
+    src_roots: Mapping[
+        tuple[int, int], int
+    ]  # (ifindex, space) -> root entry, ifindex < ROOT_IFINDEXES
+    list_roots: Mapping[
+        int, tuple[int, ...]
+    ]  # list id -> SEG_ROOTS root entries, id < LISTS_PER_GEN
+    lpm: tuple[LpmEntry, ...]  # what the source LPM trie must still hold
+    segments: tuple[SegmentEntry, ...]  # what the segment LPM trie must still hold
+
+    def node(self, index: int) -> memoryview:
+        words = memoryview(self.nodes).cast("I")
+        return words[index * NODE_ENTRIES : (index + 1) * NODE_ENTRIES]
+
+
+def space_of(value: int) -> int:
+    """Which source trie an address (or an IPv4/IPv6 prefix's network) belongs to."""
+    return V4_SPACE if (value >> 32) == (MAPPED_V4_PREFIX >> 32) else V6_SPACE
+
+
+class _NodePool:
+    """Nodes of one generation, shared (and deduplicated) by every trie, within a budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.index: dict[bytes, int] = {}
+        self.chunks: list[bytes] = []
+
+    def fits(self, count: int) -> bool:
+        return len(self.chunks) + count <= self.budget
+
+    def add(self, entries: list[int]) -> int:
+        raw = _pack(entries)
+        idx = self.index.get(raw)
+        if idx is None:
+            idx = len(self.chunks)
+            self.index[raw] = idx
+            self.chunks.append(raw)
+        return NODE_FLAG | idx
+
+
+def _pack(entries: list[int]) -> bytes:
+    words = array.array("I", entries)
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words.tobytes()
+
+
+def _prefix_trie(entries: list[tuple[int, int, int]], width: int, pool: _NodePool) -> int | None:
+    """Root entry of a stride-8 trie over (value, length, leaf) prefixes of a width-bit space
+    (value left-aligned in width bits, length 0..width), or None when it does not fit."""
+    default = 0
+    at: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for value, length, leaf in entries:
+        if length == 0:
+            default = leaf
+            continue
+        depth = (length - 1) >> 3
+        at[(depth, value >> (width - 8 * depth))].append((length, value, leaf))
+    if not at:
+        return default
+    needed: set[tuple[int, int]] = set()
+    children: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for depth, path in at:
+        for d in range(depth, -1, -1):
+            node = (d, path >> (8 * (depth - d)))
+            if node in needed:
+                break
+            needed.add(node)
+            if d:
+                children[(d - 1, node[1] >> 8)].append(node[1] & 0xFF)
+    if not pool.fits(len(needed)):
+        return None
+    leaves: dict[tuple[int, int], list[int]] = {}
+    for node in sorted(needed):  # parents first: a child inherits its parent's leaf
+        depth, path = node
+        inherited = default if depth == 0 else leaves[(depth - 1, path >> 8)][path & 0xFF]
+        row = [inherited] * NODE_ENTRIES
+        for length, value, leaf in sorted(at.get(node, ()), key=lambda e: e[0]):
+            first = (value >> (width - 8 * (depth + 1))) & 0xFF
+            span = 1 << (8 * (depth + 1) - length)
+            row[first : first + span] = [leaf] * span
+        leaves[node] = row
+    pointers: dict[tuple[int, int], int] = {}
+    for node in sorted(needed, reverse=True):  # children first: a parent points at them
+        depth, path = node
+        row = leaves[node]
+        for b in children.get(node, ()):
+            row[b] = pointers[(depth + 1, path << 8 | b)]
+        pointers[node] = pool.add(row)
+    return pointers[(0, 0)]
+
+
+def _segment_trie(segs: list[tuple[int, int, ListRule]], pool: _NodePool) -> int | None:
+    """Root entry for one (list, class, fragment flag): value>>8 then value&0xff."""
+    if not segs:
+        return 0
+    if len(segs) == 1 and segs[0][0] == 0 and segs[0][1] == VALUE_MAX:
+        return seg_leaf(segs[0][2])
+    root = [0] * NODE_ENTRIES
+    children: dict[int, list[int]] = {}
+    for low, high, rule in segs:
+        leaf = seg_leaf(rule)
+        while low <= high:
+            block = low >> 8
+            end = min(high, block << 8 | 0xFF)
+            if low & 0xFF == 0 and end & 0xFF == 0xFF:
+                root[block] = leaf
+            else:
+                children.setdefault(block, [0] * NODE_ENTRIES)[low & 0xFF : (end & 0xFF) + 1] = [
+                    leaf
+                ] * (end - low + 1)
+            low = end + 1
+    if not pool.fits(1 + len(children)):
+        return None
+    for block, row in children.items():
+        root[block] = pool.add(row)
+    return pool.add(root)
+
+
+def seg_leaf(rule: ListRule) -> int:
+    return SEG_ACTION_CODES[rule.action] << 16 | rule.rule_id
+
+
+def class_ranges(
+    rules: tuple[ListRule, ...],
+) -> dict[tuple[int, bool], list[tuple[int, int, ListRule]]]:
+    """Per (protocol class, non-first fragment): disjoint value ranges and their first match."""
+    out: dict[tuple[int, bool], list[tuple[int, int, ListRule]]] = {}
+    for cls in ALL_CLASSES:
+        for nonfirst in (False, True):
+            applicable: list[ListRule] = []
+            for rule in rules:
+                if rule.ipproto is not None and rule.ipproto != cls:
+                    continue
+                if nonfirst and rule.l4:
+                    continue
+                if nonfirst or not rule.l4:
+                    rule = ListRule(rule.rule_id, rule.action, rule.ipproto, 0, VALUE_MAX, rule.l4)
+                applicable.append(rule)
+                if rule.low == 0 and rule.high == VALUE_MAX:
+                    break  # covers everything: later rules can never be first
+            out[(cls, nonfirst)] = first_match_segments(applicable)
+    return out
+
+
+def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImages:
+    """Lay out both lookups as array tries within `budget` nodes; whatever does not fit (or has an
+    ifindex or list id beyond the arrays) stays in the LPM tries, so every answer is exact."""
+    pool = _NodePool(budget)
+    spaces: dict[tuple[int, int], list[LpmEntry]] = defaultdict(list)
+    for entry in tables.lpm:
+        spaces[(entry.ifindex, space_of(entry.prefix.value))].append(entry)
+    src_roots: dict[tuple[int, int], int] = {}
+    lpm: list[LpmEntry] = []
+    for (ifindex, space), entries in sorted(spaces.items()):
+        root: int | None = None
+        if ifindex < ROOT_IFINDEXES:
+            if space == V4_SPACE:
+                low32 = (1 << 32) - 1
+                prefixes = [
+                    (e.prefix.value & low32, e.prefix.length - 96, e.list_id) for e in entries
+                ]
+                root = _prefix_trie(prefixes, 32, pool)
+            else:
+                prefixes = [(e.prefix.value, e.prefix.length, e.list_id) for e in entries]
+                root = _prefix_trie(prefixes, 128, pool)
+        if root is None:
+            lpm.extend(entries)
+            root = ROOT_TRIE
+        if ifindex < ROOT_IFINDEXES:
+            src_roots[(ifindex, space)] = root
+    list_roots: dict[int, tuple[int, ...]] = {}
+    slow_lists: set[int] = set()
+    for list_id in sorted(tables.lists):
+        roots: list[int] | None = None
+        if list_id < LISTS_PER_GEN:
+            roots = [0] * SEG_ROOTS
+            for (cls, nonfirst), segs in class_ranges(tables.lists[list_id]).items():
+                seg_root = _segment_trie(segs, pool)
+                if seg_root is None:
+                    roots = None
+                    break
+                roots[SEG_CLASS_INDEX[cls] * 2 + nonfirst] = seg_root
+        if roots is None:
+            slow_lists.add(list_id)
+            roots = [ROOT_TRIE] * SEG_ROOTS
+        if list_id < LISTS_PER_GEN:
+            list_roots[list_id] = tuple(roots)
+    segments = tuple(s for s in tables.segments if s.list_id in slow_lists)
+    return FastImages(
+        b"".join(pool.chunks), len(pool.chunks), src_roots, list_roots, tuple(lpm), segments
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes as ct
+import mmap
 import operator
 import os
 import platform
@@ -25,7 +26,7 @@ from typing import Any
 
 from engine import bpfsys
 from engine.bpfsys import Map, RingBuffer
-from engine.compiler import CompiledTables
+from engine.compiler import CompiledTables, LpmEntry, SegmentEntry
 from engine.errors import DatapathError, PrivilegeError
 from engine.layout import (
     ALL_MAPS,
@@ -33,28 +34,40 @@ from engine.layout import (
     FAILSAFE_MAX_ENTRIES,
     FAILSAFE_PROTO_BITS,
     GEN_BIT,
+    LIST_ROOTS_ENTRIES,
+    LISTS_PER_GEN,
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
     MAP_LAST,
+    MAP_LIST_ROOTS,
     MAP_NODE_STATS,
+    MAP_NODES,
     MAP_RATELIMIT,
     MAP_RULE_STATS,
     MAP_SEG,
     MAP_SRC,
+    MAP_SRC_ROOTS,
     NODE_COUNTERS,
+    NODE_ENTRIES,
+    NODES_PER_GEN,
+    NODES_TOTAL,
     PROG_PIN,
+    ROOT_IFINDEXES,
     RULE_STATS_ENTRIES,
     SEG_KEY_FIXED_BITS,
     SEG_MAX_ENTRIES,
     SRC_KEY_FIXED_BITS,
     SRC_MAX_ENTRIES,
+    SRC_ROOTS_ENTRIES,
     Action,
     Config,
     Counter,
     DropEventRecord,
     LastVerdict,
+    ListRoots,
     Mode,
+    Node,
     NodeCounter,
     RateLimit,
     SegKey,
@@ -110,6 +123,9 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_RATELIMIT: MapSpec(4, ct.sizeof(RateLimit), 1),
     MAP_LAST: MapSpec(4, ct.sizeof(LastVerdict), 1),
     MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
+    MAP_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
+    MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
+    MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
 }
 
 
@@ -122,6 +138,12 @@ def cflags(pin_root: str) -> list[str]:
         "RULE_STATS_ENTRIES": RULE_STATS_ENTRIES,
         "NODE_COUNTERS": NODE_COUNTERS,
         "EVENTS_RINGBUF_PAGES": EVENTS_RINGBUF_PAGES,
+        "NODES_PER_GEN": NODES_PER_GEN,
+        "NODES_TOTAL": NODES_TOTAL,
+        "ROOT_IFINDEXES": ROOT_IFINDEXES,
+        "SRC_ROOTS_ENTRIES": SRC_ROOTS_ENTRIES,
+        "LISTS_PER_GEN": LISTS_PER_GEN,
+        "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
     }
     return [f'-DPIN_ROOT="{pin_root}"', "-Wno-macro-redefined"] + [
         f"-D{name}={value}" for name, value in sizes.items()
@@ -271,6 +293,8 @@ class Datapath:
         self._bpf = bpf  # kept while alive: bcc closes its fds when collected
         self._info = bpfsys.prog_info(prog_fd)
         self._ring: RingBuffer | None = None
+        self._roots_mem: mmap.mmap | None = None
+        self._roots: memoryview | None = None
         _check_layout(maps)
 
     # ----------------------------------------------------------------- lifecycle
@@ -310,6 +334,12 @@ class Datapath:
         return dp
 
     def close(self) -> None:
+        if self._roots is not None:
+            self._roots.release()
+            self._roots = None
+        if self._roots_mem is not None:
+            self._roots_mem.close()
+            self._roots_mem = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -473,19 +503,29 @@ class Datapath:
     # ----------------------------------------------------------------- tables
 
     def write_tables(self, tables: CompiledTables, generation: int) -> None:
-        """Make tables live atomically for packets: fill the inactive generation, switch
-        config.active_gen in one write, then empty the old generation. On failure before the
-        switch, the inactive generation is emptied again and the active one is untouched."""
+        """Make tables live atomically for packets: fill the inactive generation (array tries,
+        and the LPM tries for what does not fit), switch config.active_gen in one write, then
+        empty the old generation. On failure before the switch, the inactive generation is
+        emptied again and the active one is untouched."""
         src, seg = self.maps[MAP_SRC], self.maps[MAP_SEG]
+        roots = self._src_roots()
         active = self.config().active_gen & 1
         inactive = active ^ 1
+        fast = tables.fast
         src_by_gen = _split_src(src)
         seg_by_gen = _split_seg(seg)
         src.delete_batch(src_by_gen[inactive])  # stale leftovers of an interrupted write
         seg.delete_batch(seg_by_gen[inactive])
+        roots_by_gen = _split_roots(roots)
+        # roots left in the inactive half (an interrupted write) are zeroed with the new ones
+        new_roots = {
+            _root_index(inactive, ifindex, space): entry
+            for (ifindex, space), entry in fast.src_roots.items()
+        }
+        stale = {i: 0 for i in roots_by_gen[inactive] if i not in new_roots}
 
-        src_keys, src_vals = _src_image(tables, inactive)
-        seg_keys, seg_vals = _seg_image(tables, inactive)
+        src_keys, src_vals = _src_image(fast.lpm, inactive)
+        seg_keys, seg_vals = _seg_image(fast.segments, inactive)
         failsafe = self.maps[MAP_FAILSAFE]
         old_masks = _failsafe_masks(failsafe)
         new_masks = _wanted_failsafe(tables)
@@ -496,17 +536,24 @@ class Datapath:
         }
         try:
             _write_masks(failsafe, grown)
+            # nodes and list roots of the inactive half are unreachable until its src roots
+            # point at them, and the src roots until the switch
+            _write_nodes(self.maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
+            _write_list_roots(self.maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
+            _write_u32s(roots, {**stale, **new_roots})
             self._write_config(active_gen=inactive, generation=generation)
         except BaseException:
             src.delete_batch(src_keys)
             seg.delete_batch(seg_keys)
+            _write_u32s(roots, dict.fromkeys({**stale, **new_roots}, 0))
             _write_masks(failsafe, {p: old_masks.get(p, 0) for p in grown})
             raise
         time.sleep(GRACE_S)
         src.delete_batch(src_by_gen[active])
         seg.delete_batch(seg_by_gen[active])
+        _write_u32s(roots, dict.fromkeys(roots_by_gen[active], 0))
         current = {**old_masks, **grown}
         _write_masks(
             failsafe,
@@ -516,6 +563,15 @@ class Datapath:
                 if new_masks.get(p, 0) != current.get(p, 0)
             },
         )
+
+    def _src_roots(self) -> memoryview:
+        """src_roots mapped into this process (BPF_F_MMAPABLE), one word per entry: an array
+        map keeps its elements 8-byte aligned, so each u32 sits in the low half of a u64."""
+        if self._roots is None:
+            size = (SRC_ROOTS_ENTRIES * 8 + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+            self._roots_mem = mmap.mmap(self.maps[MAP_SRC_ROOTS].fd, size)
+            self._roots = memoryview(self._roots_mem).cast("Q")
+        return self._roots
 
     # ----------------------------------------------------------------- counters
 
@@ -695,18 +751,59 @@ def _list_id(list_id: int, gen: int) -> int:
     return list_id | GEN_BIT if gen else list_id
 
 
-def _src_image(tables: CompiledTables, gen: int) -> tuple[bytes, bytes]:
+def _root_index(gen: int, ifindex: int, space: int) -> int:
+    return (gen * 2 + space) * ROOT_IFINDEXES + ifindex
+
+
+_ZERO_PAGE = bytes(4096)
+
+
+def _split_roots(roots: memoryview) -> tuple[list[int], list[int]]:
+    """Indexes of the nonzero src_roots entries of generation 0 and of generation 1."""
+    nonzero: list[int] = []
+    words = len(_ZERO_PAGE) // 8
+    with roots.cast("B") as raw:
+        for page in range(0, SRC_ROOTS_ENTRIES * 8, len(_ZERO_PAGE)):
+            if raw[page : page + len(_ZERO_PAGE)] != _ZERO_PAGE:  # a memcmp: skip empty pages
+                first = page // 8
+                nonzero.extend(i for i in range(first, first + words) if roots[i])
+    half = 2 * ROOT_IFINDEXES
+    return [i for i in nonzero if i < half], [i for i in nonzero if i >= half]
+
+
+def _write_u32s(roots: memoryview, entries: Mapping[int, int]) -> None:
+    for index, value in entries.items():
+        roots[index] = value  # an aligned store, seen by the program at once
+
+
+def _write_nodes(m: Map, nodes: bytes, count: int, gen: int) -> None:
+    if count > NODES_PER_GEN:
+        raise DatapathError(f"{count} trie nodes exceed the {NODES_PER_GEN} of a generation")
+    idx = array.array("I", range(gen * NODES_PER_GEN, gen * NODES_PER_GEN + count))
+    m.update_batch(idx.tobytes(), nodes[: count * NODE_ENTRIES * 4])
+
+
+def _write_list_roots(m: Map, list_roots: Mapping[int, tuple[int, ...]], gen: int) -> None:
+    if not list_roots:
+        return
+    ids = sorted(list_roots)
+    idx = array.array("I", (gen * LISTS_PER_GEN + i for i in ids))
+    vals = array.array("I", (e for i in ids for e in list_roots[i]))
+    m.update_batch(idx.tobytes(), vals.tobytes())
+
+
+def _src_image(lpm: Sequence[LpmEntry], gen: int) -> tuple[bytes, bytes]:
     keys = b"".join(
         _SRC_KEY.pack(
             SRC_KEY_FIXED_BITS + e.prefix.length, gen, e.ifindex, e.prefix.value.to_bytes(16, "big")
         )
-        for e in tables.lpm
+        for e in lpm
     )
-    values = b"".join(_U32.pack(_list_id(e.list_id, gen)) for e in tables.lpm)
+    values = b"".join(_U32.pack(_list_id(e.list_id, gen)) for e in lpm)
     return keys, values
 
 
-def _seg_image(tables: CompiledTables, gen: int) -> tuple[bytes, bytes]:
+def _seg_image(segments: Sequence[SegmentEntry], gen: int) -> tuple[bytes, bytes]:
     keys = b"".join(
         _SEG_KEY.pack(
             SEG_KEY_FIXED_BITS + s.length,
@@ -715,9 +812,9 @@ def _seg_image(tables: CompiledTables, gen: int) -> tuple[bytes, bytes]:
             int(s.nonfirst),
             s.value.to_bytes(2, "big"),
         )
-        for s in tables.segments
+        for s in segments
     )
-    values = b"".join(_SEG_VAL.pack(s.rule_id, _ACTIONS[s.action]) for s in tables.segments)
+    values = b"".join(_SEG_VAL.pack(s.rule_id, _ACTIONS[s.action]) for s in segments)
     return keys, values
 
 

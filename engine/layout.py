@@ -19,6 +19,9 @@ MAP_CONFIG = "config"
 MAP_RATELIMIT = "ratelimit"
 MAP_EVENTS = "events"
 MAP_LAST = "last_verdict"
+MAP_NODES = "nodes"
+MAP_SRC_ROOTS = "src_roots"
+MAP_LIST_ROOTS = "list_roots"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -29,6 +32,9 @@ ALL_MAPS = (
     MAP_RATELIMIT,
     MAP_EVENTS,
     MAP_LAST,
+    MAP_NODES,
+    MAP_SRC_ROOTS,
+    MAP_LIST_ROOTS,
 )
 
 # Sizes (kept in step with engine.compiler limits; both generations live at once).
@@ -38,6 +44,21 @@ RULE_STATS_ENTRIES = 65536
 # fail-safe: an array indexed by destination port, because the verifier inlines array lookups
 FAILSAFE_MAX_ENTRIES = 65536
 EVENTS_RINGBUF_PAGES = 256  # 1 MiB
+
+# Array tries (engine.compiler.fast_images): 256-entry nodes, NODES_PER_GEN per generation;
+# a (generation, ifindex, space) root for ifindex < ROOT_IFINDEXES; a (generation, list id)
+# root row for list id < LISTS_PER_GEN. Whatever does not fit goes to the LPM tries.
+NODE_ENTRIES = 256
+NODES_PER_GEN = 8192  # 8 MiB per generation
+NODES_TOTAL = 2 * NODES_PER_GEN
+ROOT_IFINDEXES = 65536
+SRC_ROOTS_ENTRIES = 2 * 2 * ROOT_IFINDEXES  # [generation][space][ifindex]
+LISTS_PER_GEN = 65536
+SEG_ROOTS = 12  # 6 protocol classes x {first, non-first fragment}
+LIST_ROOTS_ENTRIES = 2 * LISTS_PER_GEN  # [generation][list id]
+NODE_FLAG = 1 << 30  # entry is a node index (relative to its generation's half)
+ROOT_TRIE = 1 << 29  # root entry: look in the LPM trie instead
+NODE_INDEX_MASK = NODE_FLAG - 1
 
 SRC_KEY_FIXED_BITS = 64  # gen + pad + ifindex precede the address in the LPM key
 SEG_KEY_FIXED_BITS = 48  # list id + proto class + nonfirst flag precede the value
@@ -68,6 +89,14 @@ class SegKey(ct.Structure):
     ]
 
 
+class Node(ct.Structure):
+    _fields_ = [("e", ct.c_uint32 * NODE_ENTRIES)]
+
+
+class ListRoots(ct.Structure):
+    _fields_ = [("root", ct.c_uint32 * SEG_ROOTS)]
+
+
 class SegVal(ct.Structure):
     _fields_ = [("rule_id", ct.c_uint32), ("action", ct.c_uint32)]
 
@@ -91,7 +120,11 @@ class Config(ct.Structure):
 
 
 class RateLimit(ct.Structure):
-    _fields_ = [("window_start_ns", ct.c_uint64), ("count", ct.c_uint64)]
+    _fields_ = [
+        ("window_start_ns", ct.c_uint64),
+        ("count", ct.c_uint64),
+        ("last_jiffies", ct.c_uint64),
+    ]
 
 
 class LastVerdict(ct.Structure):

@@ -3,6 +3,7 @@ events, generation switches, reloads, and a second process that opens the pins."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -253,26 +254,35 @@ def test_event_rate_limit(dp: Any) -> None:
     }
 
 
-def generation_keys(dp: Any) -> tuple[int, int, int, int]:
-    """(src entries of gen 0, of gen 1, seg entries of gen 0, of gen 1)."""
+def generation_keys(dp: Any) -> tuple[int, int, int, int, int, int]:
+    """(src entries of gen 0, of gen 1, seg entries of gen 0, of gen 1, source trie roots of
+    gen 0, of gen 1)."""
     src_keys, _, src_n = dp.maps[layout.MAP_SRC].items()
     seg_keys, _, seg_n = dp.maps[layout.MAP_SEG].items()
     src_gens = [src_keys[i * 28 + 4] for i in range(src_n)]
     seg_gens = [
         int.from_bytes(seg_keys[i * 12 + 4 : i * 12 + 8], "little") & GEN_BIT for i in range(seg_n)
     ]
+    roots = dp._src_roots()
+    half = 2 * layout.ROOT_IFINDEXES
+    nonzero = [i for i in range(2 * half) if roots[i]]
     return (
         src_gens.count(0),
         src_gens.count(1),
         sum(1 for g in seg_gens if not g),
         sum(1 for g in seg_gens if g),
+        sum(1 for i in nonzero if i < half),
+        sum(1 for i in nonzero if i >= half),
     )
 
 
-def test_generation_switch(dp: Any, tables: CompiledTables) -> None:
+@pytest.mark.parametrize("budget", [None, 0, 3], ids=["array tries", "LPM tries", "mixed"])
+def test_generation_switch(dp: Any, tables: CompiledTables, budget: int | None) -> None:
     frame = bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8005))
     start = dp.config().active_gen
-    allow_all = compile_rules(RULES_YAML.replace("action: Deny", "action: Allow"))
+    allow_all = dataclasses.replace(
+        compile_rules(RULES_YAML.replace("action: Deny", "action: Allow")), node_budget=budget
+    )
 
     dp.write_tables(allow_all, 77)
 
@@ -281,8 +291,17 @@ def test_generation_switch(dp: Any, tables: CompiledTables) -> None:
     assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_PASS
     counts = generation_keys(dp)
     live = cfg.active_gen
-    assert counts[live] == len(allow_all.lpm) and counts[live ^ 1] == 0
-    assert counts[2 + live] == len(allow_all.segments) and counts[2 + (live ^ 1)] == 0
+    fast = allow_all.fast
+    assert counts[live] == len(fast.lpm) and counts[live ^ 1] == 0
+    assert counts[2 + live] == len(fast.segments) and counts[2 + (live ^ 1)] == 0
+    assert counts[4 + live] == len(fast.src_roots) and counts[4 + (live ^ 1)] == 0
+    if budget == 0:
+        assert fast.node_count == 0
+        assert (len(fast.lpm), len(fast.segments)) == (len(allow_all.lpm), len(allow_all.segments))
+    elif budget is None:
+        assert (len(fast.lpm), len(fast.segments)) == (0, 0)
+    else:
+        assert fast.node_count <= budget and fast.lpm and fast.segments
 
     dp.write_tables(tables, 78)
     assert dp.config().active_gen == start
@@ -311,7 +330,8 @@ def test_failed_write_leaves_active_generation(
     after = dp.config()
     assert (after.active_gen, after.generation) == (before.active_gen, before.generation)
     counts = generation_keys(dp)
-    assert counts[after.active_gen ^ 1] == 0 and counts[2 + (after.active_gen ^ 1)] == 0
+    idle = after.active_gen ^ 1
+    assert counts[idle] == counts[2 + idle] == counts[4 + idle] == 0
     assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_DROP
 
 

@@ -3,6 +3,7 @@ the verdict and deciding rule that engine.frame.parse_frame + engine.classify gi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -23,13 +24,13 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
-from engine.classify import Decision, Reason, classify, lookup
+from engine.classify import Decision, Reason, classify, lookup, lookup_lpm
 from engine.compiler import CompiledTables, compile_ruleset
 from engine.frame import ETH_HLEN, build_frame, parse_frame
 from engine.layout import Reason as KernelReason
 from engine.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
 from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
-from tests.unit.strategies import packets_for, tricky_rulesets
+from tests.unit.strategies import cidrs, packets_for, port_range, tricky_rulesets
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -78,8 +79,9 @@ def write(dp: Any, tables: CompiledTables) -> CompiledTables:
     return tables
 
 
-def load_rules(dp: Any, ruleset: RuleSet) -> CompiledTables:
-    return write(dp, compile_ruleset(ruleset, INTERFACES))
+def load_rules(dp: Any, ruleset: RuleSet, node_budget: int | None = None) -> CompiledTables:
+    tables = compile_ruleset(ruleset, INTERFACES)
+    return write(dp, dataclasses.replace(tables, node_budget=node_budget))
 
 
 def reference(ruleset: RuleSet, tables: CompiledTables, frame: bytes) -> Verdict | None:
@@ -92,11 +94,13 @@ def reference(ruleset: RuleSet, tables: CompiledTables, frame: bytes) -> Verdict
     assert parsed.fields is not None
     decision: Decision = lookup(tables, LO_IFINDEX, parsed.fields)
     brute = classify(ruleset, tables.rule_ids, "lo", parsed.fields, tables.failsafe)
-    assert (brute.action, brute.reason, brute.rule_id) == (
-        decision.action,
-        decision.reason,
-        decision.rule_id,
-    )
+    full = lookup_lpm(tables, LO_IFINDEX, parsed.fields)
+    for other in (brute, full):
+        assert (other.action, other.reason, other.rule_id) == (
+            decision.action,
+            decision.reason,
+            decision.rule_id,
+        )
     drop = decision.reason is Reason.RULE and decision.action is Action.DENY
     return XDP_DROP if drop else XDP_PASS, KERNEL_REASON[decision.reason], decision.rule_id or 0
 
@@ -172,9 +176,87 @@ def frames_for(draw: st.DrawFn, ruleset: RuleSet) -> bytes:
 @given(data=st.data())
 def test_kernel_agrees_with_reference(kernel: Any, data: st.DataObject) -> None:
     ruleset = data.draw(tricky_rulesets())
-    tables = load_rules(kernel, ruleset)
+    tables = load_rules(kernel, ruleset, data.draw(BUDGETS))
     for frame in data.draw(st.lists(frames_for(ruleset), min_size=1, max_size=20)):
         assert_agree(kernel, ruleset, tables, frame)
+
+
+# Node budgets: the array tries alone, the LPM tries alone, and mixes of both in one table.
+BUDGETS = st.sampled_from([None, None, None, 0, 1, 2, 3, 5, 8])
+
+
+@st.composite
+def wide_rulesets(draw: st.DrawFn) -> RuleSet:
+    """Prefixes of every length (IPv4 /0../32, IPv6 /0../128: deep trie paths, host routes) and
+    long lists of narrow port ranges (two-level rule tries), on lo."""
+    blocks = []
+    for _ in range(draw(st.integers(1, 3))):
+        fams = draw(st.sampled_from([[True], [False], [True, False]]))
+        cs = tuple(
+            dict.fromkeys(draw(cidrs(v4)) for v4 in fams for _ in range(draw(st.integers(1, 12))))
+        )
+        count = draw(st.integers(1, 60))
+        rules = []
+        for order in range(1, count + 1):
+            proto = draw(st.sampled_from([Protocol.TCP, Protocol.UDP, Protocol.SCTP, None]))
+            action = draw(st.sampled_from(list(Action)))
+            if proto is None:
+                rules.append(Rule(order * 10, action))
+            else:
+                rules.append(Rule(order * 10, action, proto, draw(st.none() | port_range())))
+        blocks.append(IngressBlock(cs, tuple(rules)))
+    unique = {frozenset(b.source_cidrs): b for b in blocks}
+    return RuleSet((Firewall("wide", ("lo",), tuple(unique.values())),))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+@given(data=st.data())
+def test_kernel_agrees_on_wide_tables(kernel: Any, data: st.DataObject) -> None:
+    ruleset = data.draw(wide_rulesets())
+    tables = load_rules(kernel, ruleset, data.draw(BUDGETS))
+    for frame in data.draw(st.lists(frames_for(ruleset), min_size=1, max_size=30)):
+        assert_agree(kernel, ruleset, tables, frame)
+
+
+def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
+    """Thousands of IPv4 and IPv6 host prefixes under wider ones, hit and missed around them."""
+    v4 = tuple(f"198.18.{i >> 8}.{i & 255}/32" for i in range(0, 3000, 3))
+    v6 = tuple(f"2001:db8:0:{i}::{i}/128" for i in range(0, 600, 3))
+    ruleset = RuleSet(
+        (
+            Firewall(
+                "hosts",
+                ("lo",),
+                (
+                    IngressBlock(v4 + v6, (Rule(5, Action.DENY, Protocol.UDP, PortRange(9, 9)),)),
+                    IngressBlock(
+                        ("198.18.0.0/15", "2001:db8::/32"),
+                        (
+                            Rule(7, Action.ALLOW, Protocol.UDP, PortRange(1, 9)),
+                            Rule(8, Action.DENY),
+                        ),
+                    ),
+                ),
+            ),
+        )
+    )
+    tables = load_rules(kernel, ruleset)
+    assert tables.fast.lpm == ()  # all in the array tries
+    for i in range(0, 3002, 7):
+        src = f"198.18.{i >> 8}.{i & 255}"
+        for dport in (8, 9, 10):
+            assert_agree(kernel, ruleset, tables, build_frame(src, "10.0.0.1", 17, dport=dport))
+    for i in range(0, 602, 5):
+        src = f"2001:db8:0:{i}::{i}"
+        assert_agree(kernel, ruleset, tables, build_frame(src, "::1", 17, dport=9))
 
 
 # A catch-all Deny behind specific rules: any frame the kernel parses differently from the

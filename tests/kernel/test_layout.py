@@ -59,6 +59,9 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_CONFIG, ct.c_uint32, layout.Config),
         (layout.MAP_RATELIMIT, ct.c_uint32, layout.RateLimit),
         (layout.MAP_LAST, ct.c_uint32, layout.LastVerdict),
+        (layout.MAP_NODES, ct.c_uint32, layout.Node),
+        (layout.MAP_SRC_ROOTS, ct.c_uint32, ct.c_uint32),
+        (layout.MAP_LIST_ROOTS, ct.c_uint32, layout.ListRoots),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
     ],
 )
@@ -83,6 +86,16 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
             ), name
         finally:
             m.close()
+
+
+def test_src_roots_is_mmapable(bpf: Any) -> None:
+    from engine.bpfsys import Map
+
+    m = Map.open_pinned(os.path.join(PIN_BASE, "layout", layout.MAP_SRC_ROOTS))
+    try:
+        assert m.info.flags & 0x400, "src_roots lacks BPF_F_MMAPABLE (the datapath maps it)"
+    finally:
+        m.close()
 
 
 def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import compiler
-from engine.classify import PacketFields, Reason, classify, lookup
+from engine import classify as classify_mod
+from engine import compiler, layout
+from engine.classify import PacketFields, Reason, classify, lookup, lookup_lpm
 from engine.compiler import (
     VALUE_MAX,
     ListRule,
@@ -321,8 +323,11 @@ def agree(
     rs: RuleSet,
     packets: list[tuple[str, int, int | None, int | None, int | None, bool]],
     iface: str,
+    node_budget: int | None = None,
 ) -> None:
-    tables = compile_ruleset(rs, NODE_INTERFACES)
+    """classify (brute force), lookup (the kernel's path: array tries, LPM where they do not
+    fit) and lookup_lpm (the full LPM images) must all decide alike."""
+    tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=node_budget)
     for src, proto, dport, icmp_type, icmp_code, nonfirst in packets:
         pkt = PacketFields(
             src=src,
@@ -337,6 +342,8 @@ def agree(
         assert (got.action, got.reason, got.rule_id) == (want.action, want.reason, want.rule_id), (
             f"{pkt} on {iface}: brute force {want.describe()}, compiled {got.describe()}"
         )
+        full = lookup_lpm(tables, NODE_INTERFACES[iface], pkt)
+        assert (full.action, full.reason, full.rule_id) == (want.action, want.reason, want.rule_id)
 
 
 @settings(
@@ -349,7 +356,8 @@ def test_compiled_lookup_equals_brute_force(data: st.DataObject) -> None:
     rs = data.draw(tricky_rulesets())
     iface = data.draw(st.sampled_from(sorted(NODE_INTERFACES)))
     packets = data.draw(st.lists(packets_for(rs), min_size=1, max_size=25))
-    agree(rs, packets, iface)
+    budget = data.draw(st.sampled_from([None, None, 0, 1, 2, 3, 5, 8, 13]))
+    agree(rs, packets, iface, budget)
 
 
 def test_compiled_lookup_sweep_of_one_ruleset() -> None:
@@ -411,4 +419,113 @@ def test_compiled_lookup_sweep_of_one_ruleset() -> None:
                 )
             packets.append((src, proto, None, None, None, True))
     for iface in NODE_INTERFACES:
-        agree(rs, packets, iface)
+        for budget in (None, 0, 4):
+            agree(rs, packets, iface, budget)
+
+
+# --- array-trie images ------------------------------------------------------------------------
+
+
+def single_block(cidrs: tuple[str, ...], rules: tuple[Rule, ...], name: str = "a") -> RuleSet:
+    return RuleSet((Firewall(name, ("eth0",), (IngressBlock(cidrs, rules),)),))
+
+
+def test_fast_images_hold_everything_that_fits() -> None:
+    tables = compile_ruleset(
+        single_block(
+            ("10.0.0.0/8", "2001:db8::/32"),
+            (Rule(1, Action.DENY, Protocol.TCP, PortRange(80, 80)),),
+        ),
+        NODE_INTERFACES,
+    )
+    fast = tables.fast
+    assert fast.lpm == () and fast.segments == ()
+    assert set(fast.src_roots) == {(1, compiler.V4_SPACE), (1, compiler.V6_SPACE)}
+    assert all(r & layout.NODE_FLAG for r in fast.src_roots.values())
+    # 10.0.0.0/8: one node (the root, indexed by the first octet); 2001:db8::/32: four levels
+    assert fast.node_count == 1 + 4 + 2  # + the TCP rule's root and its child for port 80
+    assert len(fast.nodes) == fast.node_count * layout.NODE_ENTRIES * 4
+
+
+def test_fast_images_fall_back_per_space_and_list() -> None:
+    rs = single_block(
+        ("10.0.0.0/8", "2001:db8::/32"), (Rule(1, Action.DENY, Protocol.TCP, PortRange(80, 80)),)
+    )
+    tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=1)
+    fast = tables.fast
+    # the IPv4 root fits, the IPv6 chain of four nodes does not, nor do the list's two nodes
+    assert fast.src_roots[(1, compiler.V4_SPACE)] & layout.NODE_FLAG
+    assert fast.src_roots[(1, compiler.V6_SPACE)] == layout.ROOT_TRIE
+    assert [e.prefix.is_v4 for e in fast.lpm] == [False]
+    assert set(fast.list_roots[1]) == {layout.ROOT_TRIE}
+    assert fast.segments == tables.segments
+    for src in ("10.1.2.3", "2001:db8::1", "11.0.0.1"):
+        for dport in (79, 80, 81):
+            pkt = PacketFields(src=src, ipproto=6, dport=dport)
+            want = lookup_lpm(tables, 1, pkt)
+            got = lookup(tables, 1, pkt)
+            assert (got.action, got.reason, got.rule_id) == (want.action, want.reason, want.rule_id)
+
+
+def test_fast_images_beyond_the_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ifindex past the root array, or a list id past the list array, is looked up in the
+    LPM tries (the kernel does not index the arrays with them)."""
+    rs = RuleSet(
+        (
+            Firewall("a", ("big",), (IngressBlock(("10.0.0.0/8",), (Rule(1, Action.DENY),)),)),
+            Firewall("b", ("eth0",), (IngressBlock(("10.0.0.0/8",), (Rule(2, Action.ALLOW),)),)),
+        )
+    )
+    big = layout.ROOT_IFINDEXES + 5
+    monkeypatch.setattr(compiler, "LISTS_PER_GEN", 2)
+    monkeypatch.setattr(classify_mod, "LISTS_PER_GEN", 2)
+    tables = compile_ruleset(rs, {"big": big, "eth0": 1})
+    fast = tables.fast
+    assert all(ifindex < layout.ROOT_IFINDEXES for ifindex, _ in fast.src_roots)
+    assert {e.ifindex for e in fast.lpm} == {big}
+    assert sorted(fast.list_roots) == [1] and {s.list_id for s in fast.segments} == {2}
+    for ifindex in (big, 1):
+        pkt = PacketFields(src="10.0.0.1", ipproto=17, dport=53)
+        assert lookup(tables, ifindex, pkt).rule_id == lookup_lpm(tables, ifindex, pkt).rule_id
+        assert lookup(tables, ifindex, pkt).rule_id is not None
+
+
+def test_fast_images_share_equal_nodes() -> None:
+    """Lists that only differ elsewhere share their equal nodes (one copy per generation)."""
+    rules = tuple(
+        Rule(i + 1, Action.DENY, Protocol.UDP, PortRange(1000 + 7 * i, 1003 + 7 * i))
+        for i in range(30)
+    )
+    rs = RuleSet(
+        (
+            Firewall(
+                "a",
+                ("eth0",),
+                (
+                    IngressBlock(("10.0.0.0/8",), rules),
+                    IngressBlock(("10.1.0.0/16",), (Rule(100, Action.ALLOW, Protocol.TCP),)),
+                ),
+            ),
+        )
+    )
+    fast = compile_ruleset(rs, NODE_INTERFACES).fast
+    roots = list(fast.list_roots.values())
+    assert len(roots) == 2
+    udp = compiler.SEG_CLASS_INDEX[17] * 2
+    assert roots[0][udp] == roots[1][udp]  # the UDP trie of both lists is one set of nodes
+
+
+def test_fast_images_of_100k_prefixes_are_quick() -> None:
+    import time
+
+    cidrs = tuple(f"198.{18 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32" for i in range(100_000))
+    rs = single_block(cidrs, (Rule(1, Action.DENY, Protocol.UDP, PortRange(9, 9)),))
+    tables = compile_ruleset(rs, NODE_INTERFACES)
+    start = time.perf_counter()
+    fast = tables.fast
+    assert time.perf_counter() - start < 2.0
+    assert fast.lpm == () and fast.node_count < 400
+    hit = PacketFields(src="198.19.134.159", ipproto=17, dport=9)
+    assert lookup(tables, 1, hit).action is Action.DENY
+    miss = PacketFields(src="198.19.134.160", ipproto=17, dport=9)
+    assert lookup(tables, 1, miss).reason is Reason.NO_MATCH
