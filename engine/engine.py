@@ -129,7 +129,10 @@ class Engine:
         stored = self.store.load()
         if stored is None:
             stored = StoredState(0, RuleSet(), {}, "enforce", (), "auto")
-        self._state_cache = (stamp, stored) if stamp is not None else None
+        # Trust the stamp only for a file that has been still for a while: a filesystem with
+        # coarse timestamps could show two quick same-size writes with one mtime.
+        settled = stamp is not None and time.time() - stamp[0] / 1e9 > 1.0
+        self._state_cache = (stamp, stored) if stamp is not None and settled else None
         return stored
 
     def interfaces(self) -> dict[str, int]:
@@ -323,10 +326,19 @@ class Engine:
                 from engine.watchdog import spawn_watchdog
 
                 deadline = time.time() + timeout
-                pid = spawn_watchdog(
-                    self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
-                )
-                p = Pending(new_state.generation, stored.generation, deadline, pid, author())
+                # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
+                # the watchdog has started still stops it at once.
+                p = Pending(new_state.generation, stored.generation, deadline, 0, author())
+                self.store.set_pending(p)
+                try:
+                    pid = spawn_watchdog(
+                        self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
+                    )
+                except BaseException:
+                    # Without a watchdog the change must not stay: nothing half-applied.
+                    self.rollback_pending(new_state.generation, reason="watchdog failed to start")
+                    raise
+                p = replace(p, watchdog_pid=pid)
                 self.store.set_pending(p)
                 pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
         return ApplyResult(

@@ -278,8 +278,15 @@ class Guard:
             out.append(
                 Refusal(
                     check="attach-foreign",
-                    message=f"{ifname} already runs an XDP program that is not infw's; attaching replaces it",
-                    fix=f"detach it first (ip link set dev {ifname} xdp off) if it is not needed",
+                    message=(
+                        f"{ifname} already runs an XDP program this firewall did not attach "
+                        "(another tool, or an infw firewall under another --pin-root); "
+                        "attaching replaces it"
+                    ),
+                    fix=(
+                        f"detach it first (ip link set dev {ifname} xdp off) if it is not needed, "
+                        "or pass --force"
+                    ),
                     field="interfaces",
                 )
             )

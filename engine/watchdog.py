@@ -26,7 +26,7 @@ from engine.errors import InfwError
 from engine.store import Pending, Store
 
 POLL = 0.2  # seconds between looks at the pending marker
-ARM_GRACE = 10.0  # how long the marker may take to name this watchdog after spawn
+ARM_GRACE = 2.0  # the engine writes the marker before spawning; a missing one means confirmed
 RETRY_FOR = 60.0  # keep retrying a failed rollback (e.g. the lock is busy) this long
 RETRY_DELAY = 1.0
 LOG_FILE = "watchdog.log"
