@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine.cidr import Prefix, parse_address, parse_cidr
@@ -225,9 +225,13 @@ def fast_segment(
     return entry & 0xFFFF, action
 
 
-def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
-    """Walk the compiled images as the XDP program does: fail-safe, source array trie (or LPM),
-    rule array trie (or segment LPM)."""
+def _decide(
+    tables: CompiledTables,
+    pkt: PacketFields,
+    source: Callable[[int], int | None],
+    segment: Callable[[int, int, bool, int], tuple[int, Action] | None],
+) -> Decision:
+    """Fail-safe, then the source step, then the rule step: the program's order."""
     if (
         not pkt.nonfirst_fragment
         and pkt.dport is not None
@@ -236,38 +240,36 @@ def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
         fs = check_failsafe(tables.failsafe, pkt)
         return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
     addr, _ = parse_address(pkt.src)
-    list_id = fast_source(tables.fast, ifindex, addr)
+    list_id = source(addr)
     if list_id is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
-    hit = fast_segment(
-        tables.fast, list_id, proto_class(pkt.ipproto), pkt.nonfirst_fragment, pkt.l4_value()
-    )
+    hit = segment(list_id, proto_class(pkt.ipproto), pkt.nonfirst_fragment, pkt.l4_value())
     if hit is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
     rule_id, action = hit
     return Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
+
+
+def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
+    """Walk the compiled images as the XDP program does: fail-safe, source array trie (or LPM),
+    rule array trie (or segment LPM)."""
+    fast = tables.fast
+    return _decide(
+        tables,
+        pkt,
+        lambda addr: fast_source(fast, ifindex, addr),
+        lambda lid, cls, nonfirst, value: fast_segment(fast, lid, cls, nonfirst, value),
+    )
 
 
 def lookup_lpm(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
     """The same decision from the full LPM images alone (the semantics the tries must keep)."""
-    if (
-        not pkt.nonfirst_fragment
-        and pkt.dport is not None
-        and (pkt.ipproto, pkt.dport) in tables.failsafe_ports
-    ):
-        fs = check_failsafe(tables.failsafe, pkt)
-        return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
-    addr, _ = parse_address(pkt.src)
-    list_id = _lpm_scan(tables.lpm, ifindex, addr)
-    if list_id is None:
-        return Decision(Action.ALLOW, Reason.NO_MATCH)
-    hit = _segment_scan(
-        tables.segments, list_id, proto_class(pkt.ipproto), pkt.nonfirst_fragment, pkt.l4_value()
+    return _decide(
+        tables,
+        pkt,
+        lambda addr: _lpm_scan(tables.lpm, ifindex, addr),
+        lambda lid, cls, nonfirst, value: _segment_scan(tables.segments, lid, cls, nonfirst, value),
     )
-    if hit is None:
-        return Decision(Action.ALLOW, Reason.NO_MATCH)
-    rule_id, action = hit
-    return Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
 
 
 def protocol_number(name: str) -> int:

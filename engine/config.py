@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import netaddr
-import yaml
 
 from engine.crd import _Collector as _Errors  # one error collector for rules and config
 from engine.crd import _int_field, parse_port_range
 from engine.errors import FieldError, ValidationError
 from engine.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
 from engine.model import Protocol
+from engine.yamlfile import load_all, read_text
 
 DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0
@@ -194,44 +194,14 @@ def parse_config(raw: object, document: str = DEFAULT_CONFIG_PATH) -> NodeConfig
 
 def load_config(path: str = DEFAULT_CONFIG_PATH) -> NodeConfig:
     """Read the node config; a missing file gives the defaults."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return NodeConfig()
-    except OSError as exc:
+    docs = [d for d in load_all(read_text(path), path) if d is not None]
+    if len(docs) > 1:
         raise ValidationError(
-            [
-                FieldError(
-                    path,
-                    "",
-                    path,
-                    f"cannot read file: {exc.strerror}",
-                    "check the path and permissions",
-                )
-            ]
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ValidationError(
-            [FieldError(path, "", path, "not UTF-8 text", "give a YAML file")]
-        ) from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError(
-            [
-                FieldError(
-                    path,
-                    where,
-                    "",
-                    f"YAML syntax error: {problem}",
-                    "fix the YAML syntax at that position",
-                )
-            ]
-        ) from exc
+            [FieldError(path, "", len(docs), "one YAML document expected", "merge the documents")]
+        )
+    raw = docs[0] if docs else None
     return parse_config(raw, path)
 
 
