@@ -16,7 +16,7 @@ from typing import Any
 
 from engine import crd
 from engine.classify import Decision, PacketFields, Reason, classify, lookup
-from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
+from engine.compiler import CompiledTables, compile_ruleset, match_interfaces
 from engine.config import NodeConfig, load_config
 from engine.errors import InfwError, PrivilegeError, StateError
 from engine.events import EventBuffer, decode_event
@@ -25,7 +25,7 @@ from engine.layout import Mode, NodeCounter
 from engine.layout import Reason as KernelReason
 from engine.model import Action, RuleSet, add_rule, remove_rule
 from engine.ruleline import RuleLine, parse_rule_line
-from engine.stats import RateTracker
+from engine.stats import RateTracker, build_rule_rows
 from engine.store import Pending, Store, StoredState, author
 from engine.views import (
     ApplyResult,
@@ -188,32 +188,7 @@ class Engine:
         rates: dict[int, tuple[float, float | None]] | None = None,
     ) -> list[RuleRow]:
         stored = self.state()
-        counters = counters or {}
-        rates = rates or {}
-        rows: list[RuleRow] = []
-        for fw in stored.ruleset.firewalls:
-            for block in fw.ingress:
-                for rule in block.rules:
-                    key: RuleKey = (fw.name, tuple(sorted(block.source_cidrs)), rule.order)
-                    rid = stored.rule_ids.get(key, 0)
-                    packets, nbytes = counters.get(rid, (0, 0))
-                    rate, last = rates.get(rid, (0.0, None))
-                    rows.append(
-                        RuleRow(
-                            rid,
-                            fw.name,
-                            rule.order,
-                            fw.interfaces,
-                            block.source_cidrs,
-                            rule,
-                            packets,
-                            nbytes,
-                            rate,
-                            last,
-                        )
-                    )
-        rows.sort(key=lambda r: (r.order, r.firewall, r.rule_id))
-        return rows
+        return build_rule_rows(stored.ruleset, stored.rule_ids, counters or {}, rates or {})
 
     def stats(self) -> StatsSnapshot:
         now = time.time()
@@ -222,7 +197,7 @@ class Engine:
         totals = NodeTotals()
         generation = self.state().generation
         if dp is not None:
-            counters = dp.rule_counters()
+            counters = dp.rule_counters(max(self.state().rule_ids.values(), default=0))
             node = dp.node_counters()
 
             def pair(c: NodeCounter) -> tuple[int, int]:

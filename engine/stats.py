@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from engine.compiler import RuleKey, iter_rules, rule_key
+from engine.model import RuleSet
+from engine.views import RuleRow
+
 
 @dataclass
 class _RuleTrack:
@@ -45,3 +49,33 @@ class RateTracker:
         for gone in set(self._tracks) - set(counters):
             del self._tracks[gone]
         return out
+
+
+def build_rule_rows(
+    ruleset: RuleSet,
+    rule_ids: Mapping[RuleKey, int],
+    counters: Mapping[int, tuple[int, int]],
+    rates: Mapping[int, tuple[float, float | None]],
+) -> list[RuleRow]:
+    """The rule table: every rule with its id, counters, rate and last hit, by order."""
+    rows: list[RuleRow] = []
+    for fw, _, block, _, rule in iter_rules(ruleset):
+        rid = rule_ids.get(rule_key(fw.name, block, rule), 0)
+        packets, nbytes = counters.get(rid, (0, 0))
+        rate, last = rates.get(rid, (0.0, None))
+        rows.append(
+            RuleRow(
+                rid,
+                fw.name,
+                rule.order,
+                fw.interfaces,
+                block.source_cidrs,
+                rule,
+                packets,
+                nbytes,
+                rate,
+                last,
+            )
+        )
+    rows.sort(key=lambda r: (r.order, r.firewall, r.rule_id))
+    return rows
