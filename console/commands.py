@@ -687,6 +687,13 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.progress() as progress:
+        st = ctx.engine.reload(progress=progress)
+    ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    return 0
+
+
 def _lab_text(info: Any) -> str:
     lines = [f"lab is {'up' if info.up else 'DOWN'}: node namespace {info.node_ns}"]
     for c in info.clients:
@@ -1125,6 +1132,12 @@ COMMANDS: dict[str, Command] = {
             "re-apply the stored rules and attachments (boot; the systemd unit runs it)",
             cmd_restore,
             examples=(("", "bring the firewall back after a reboot"),),
+        ),
+        Command(
+            "reload",
+            "compile the current bpf/ program and swap it in atomically; rules and counters stay",
+            cmd_reload,
+            examples=(("", "after upgrading infw: the running firewall takes the new build"),),
         ),
         Command(
             "lab",

@@ -540,6 +540,24 @@ class Engine:
             self.attach(patterns, mode=stored.attach_mode, progress=progress)
         return self.status()
 
+    def reload(self, progress: Progress = _quiet) -> Status:
+        """Swap in a new build of the program: maps (rules, counters) are reused, and every
+        interface moves to the new program with an atomic replace."""
+        self._require_write("reload the program")
+        self._require_root("reload the XDP program")
+        if not self.loaded():
+            raise StateError(
+                f"no firewall is loaded at {self.pin_root}", "attach one first: 'infw attach IFACE'"
+            )
+        from engine.datapath import Datapath
+
+        with self.store.lock():
+            progress(f"compiling {BPF_SOURCE.name} with bcc")
+            if self._datapath is not None:
+                self._datapath.close()
+            self._datapath = Datapath.load(self.pin_root, source_path=str(BPF_SOURCE))
+        return self.status()
+
     def _require_root(self, what: str) -> None:
         if os.geteuid() != 0:
             raise PrivilegeError(
