@@ -37,6 +37,7 @@ PERCPU_MAP_TYPES = frozenset(
 )
 BPF_ANY = 0
 BPF_NOEXIST = 1
+BPF_F_MMAPABLE = 1 << 10  # map flag: an array userspace can mmap
 
 # XDP attach flags (include/uapi/linux/if_link.h).
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -329,18 +330,29 @@ class Map:
                 if err != errno.ENOENT:
                     raise_errno(self._what(f"delete entry {i}"), err)
 
-    def items(self) -> tuple[bytes, bytes, int]:
-        """All entries as (keys, values, count), packed back to back; batched where possible."""
+    def items(self, limit: int | None = None) -> tuple[bytes, bytes, int]:
+        """All entries as (keys, values, count), packed back to back; batched where possible.
+
+        With limit, at most that many entries in the map's own order (for an array: the
+        indexes 0 .. limit-1), so a caller that needs the first few does not copy them all.
+        """
+        if limit is not None and limit <= 0:
+            return b"", b"", 0
         if self._batch_ok:
-            got = self._lookup_all_batched()
+            got = self._lookup_all_batched(limit)
             if got is not None:
                 return got
-        keys = list(self.keys())
+        keys: list[bytes] = []
+        for k in self.keys():
+            if limit is not None and len(keys) >= limit:
+                break
+            keys.append(k)
         values = [self.lookup(k) or bytes(self.value_size) for k in keys]
         return b"".join(keys), b"".join(values), len(keys)
 
-    def _lookup_all_batched(self) -> tuple[bytes, bytes, int] | None:
-        chunk = min(self.info.max_entries, _BATCH_CHUNK) or 1
+    def _lookup_all_batched(self, limit: int | None = None) -> tuple[bytes, bytes, int] | None:
+        wanted = self.info.max_entries if limit is None else min(limit, self.info.max_entries)
+        chunk = min(wanted, _BATCH_CHUNK) or 1
         kbuf = ct.create_string_buffer(chunk * self.key_size)
         vbuf = ct.create_string_buffer(chunk * self.value_size)
         # the batch cursor is opaque to userspace: 8 bytes covers every map type used here
@@ -349,8 +361,9 @@ class Map:
         keys: list[bytes] = []
         values: list[bytes] = []
         first = True
+        got = 0
         while True:
-            cnt = ct.c_uint32(chunk)
+            cnt = ct.c_uint32(min(chunk, wanted - got) if limit is not None else chunk)
             rc = lib().bpf_lookup_batch(
                 self.fd, None if first else in_batch, out_batch, kbuf, vbuf, ct.byref(cnt)
             )
@@ -360,9 +373,11 @@ class Map:
                     self._batch_ok = False
                     return None
                 raise_errno(self._what("batch lookup"), err)
-            keys.append(kbuf.raw[: cnt.value * self.key_size])
-            values.append(vbuf.raw[: cnt.value * self.value_size])
-            if rc < 0:  # ENOENT: the last chunk
+            # string_at copies only what came back (.raw would copy the whole buffer first)
+            keys.append(ct.string_at(kbuf, cnt.value * self.key_size))
+            values.append(ct.string_at(vbuf, cnt.value * self.value_size))
+            got += cnt.value
+            if rc < 0 or (limit is not None and got >= wanted):  # ENOENT: the last chunk
                 break
             ct.memmove(in_batch, out_batch, len(out_batch))
             first = False

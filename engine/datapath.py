@@ -82,7 +82,9 @@ PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older bui
 DEFAULT_EVENTS_PER_SEC = 1000
 VERIFIER_TAIL_LINES = 30
 # After the generation switch, packets already past their config read finish their lookups
-# within microseconds; wait this long before deleting the old generation under them.
+# within microseconds; wait this long before deleting or overwriting the old generation under
+# them. The wait is not on the writer's path: the old generation stays until the next write
+# (or reclaim()), which waits out whatever is left of this since the last switch.
 GRACE_S = 0.002
 
 XDP_MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
@@ -295,6 +297,9 @@ class Datapath:
         self._ring: RingBuffer | None = None
         self._roots_mem: mmap.mmap | None = None
         self._roots: memoryview | None = None
+        self._failsafe: _FailsafePorts | None = None
+        # monotonic time of this handle's last generation switch (None: not known here)
+        self._switched_at: float | None = None
         _check_layout(maps)
 
     # ----------------------------------------------------------------- lifecycle
@@ -334,6 +339,9 @@ class Datapath:
         return dp
 
     def close(self) -> None:
+        if self._failsafe is not None:
+            self._failsafe.close()
+            self._failsafe = None
         if self._roots is not None:
             self._roots.release()
             self._roots = None
@@ -503,31 +511,27 @@ class Datapath:
     # ----------------------------------------------------------------- tables
 
     def write_tables(self, tables: CompiledTables, generation: int) -> None:
-        """Make tables live atomically for packets: fill the inactive generation (array tries,
-        and the LPM tries for what does not fit), switch config.active_gen in one write, then
-        empty the old generation. On failure before the switch, the inactive generation is
-        emptied again and the active one is untouched."""
+        """Make tables live atomically for packets: empty the inactive generation (what the
+        previous write left behind), fill it (array tries, and the LPM tries for what does not
+        fit), then switch config.active_gen in one write. The generation switched away from
+        stays as it is until the next write or reclaim(), so the call returns right after the
+        switch. On failure before the switch, the inactive generation is emptied again and the
+        active one is untouched."""
         src, seg = self.maps[MAP_SRC], self.maps[MAP_SEG]
         roots = self._src_roots()
         active = self.config().active_gen & 1
         inactive = active ^ 1
         fast = tables.fast
-        src_by_gen = _split_src(src)
-        seg_by_gen = _split_seg(seg)
-        src.delete_batch(src_by_gen[inactive])  # stale leftovers of an interrupted write
-        seg.delete_batch(seg_by_gen[inactive])
-        roots_by_gen = _split_roots(roots)
-        # roots left in the inactive half (an interrupted write) are zeroed with the new ones
+        self._empty_generation(inactive)
         new_roots = {
             _root_index(inactive, ifindex, space): entry
             for (ifindex, space), entry in fast.src_roots.items()
         }
-        stale = {i: 0 for i in roots_by_gen[inactive] if i not in new_roots}
 
         src_keys, src_vals = _src_image(fast.lpm, inactive)
         seg_keys, seg_vals = _seg_image(fast.segments, inactive)
-        failsafe = self.maps[MAP_FAILSAFE]
-        old_masks = _failsafe_masks(failsafe)
+        failsafe = self._failsafe_ports()
+        old_masks = failsafe.masks()
         new_masks = _wanted_failsafe(tables)
         # fail-safe ports are not generation-tagged: add new ones before the switch, drop
         # stale ones after it, so no packet ever loses a fail-safe it had or will have
@@ -535,42 +539,71 @@ class Datapath:
             p: old_masks.get(p, 0) | m for p, m in new_masks.items() if m & ~old_masks.get(p, 0)
         }
         try:
-            _write_masks(failsafe, grown)
+            failsafe.write(grown)
             # nodes and list roots of the inactive half are unreachable until its src roots
             # point at them, and the src roots until the switch
             _write_nodes(self.maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
             _write_list_roots(self.maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
-            _write_u32s(roots, {**stale, **new_roots})
+            _write_u32s(roots, new_roots)
             self._write_config(active_gen=inactive, generation=generation)
         except BaseException:
             src.delete_batch(src_keys)
             seg.delete_batch(seg_keys)
-            _write_u32s(roots, dict.fromkeys({**stale, **new_roots}, 0))
-            _write_masks(failsafe, {p: old_masks.get(p, 0) for p in grown})
+            _write_u32s(roots, dict.fromkeys(new_roots, 0))
+            failsafe.write({p: old_masks.get(p, 0) for p in grown})
             raise
-        time.sleep(GRACE_S)
-        src.delete_batch(src_by_gen[active])
-        seg.delete_batch(seg_by_gen[active])
-        _write_u32s(roots, dict.fromkeys(roots_by_gen[active], 0))
+        self._switched_at = time.monotonic()
+        # The program looks up the fail-safe port before it reads active_gen: a packet that no
+        # longer finds a dropped port reads the new generation, so this needs no grace.
         current = {**old_masks, **grown}
-        _write_masks(
-            failsafe,
+        failsafe.write(
             {
                 p: new_masks.get(p, 0)
                 for p in set(current) | set(new_masks)
                 if new_masks.get(p, 0) != current.get(p, 0)
-            },
+            }
         )
+
+    def reclaim(self) -> None:
+        """Empty the generation the last switch left inactive (write_tables does this first
+        anyway): frees its LPM entries now rather than at the next write."""
+        self._empty_generation((self.config().active_gen & 1) ^ 1)
+
+    def _empty_generation(self, gen: int) -> None:
+        """Delete gen's LPM entries and zero its source roots (its nodes and list roots are
+        unreachable without them), after the grace period since the switch away from it."""
+        src, seg = self.maps[MAP_SRC], self.maps[MAP_SEG]
+        roots = self._src_roots()
+        src_keys = _split_src(src)[gen]
+        seg_keys = _split_seg(seg)[gen]
+        root_idx = _split_roots(roots)[gen]
+        self._wait_grace()
+        # roots first: from then on nothing of gen is reachable
+        _write_u32s(roots, dict.fromkeys(root_idx, 0))
+        src.delete_batch(src_keys)
+        seg.delete_batch(seg_keys)
+
+    def _wait_grace(self) -> None:
+        """Sleep out what is left of GRACE_S since the last switch. A switch made through
+        another handle (another process) is not timed here: assume it was just now."""
+        if self._switched_at is None:
+            self._switched_at = time.monotonic()
+        left = self._switched_at + GRACE_S - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    def _failsafe_ports(self) -> _FailsafePorts:
+        if self._failsafe is None:
+            self._failsafe = _FailsafePorts(self.maps[MAP_FAILSAFE])
+        return self._failsafe
 
     def _src_roots(self) -> memoryview:
         """src_roots mapped into this process (BPF_F_MMAPABLE), one word per entry: an array
         map keeps its elements 8-byte aligned, so each u32 sits in the low half of a u64."""
         if self._roots is None:
-            size = (SRC_ROOTS_ENTRIES * 8 + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
-            self._roots_mem = mmap.mmap(self.maps[MAP_SRC_ROOTS].fd, size)
-            self._roots = memoryview(self._roots_mem).cast("Q")
+            self._roots_mem, self._roots = _map_words(self.maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
         return self._roots
 
     # ----------------------------------------------------------------- counters
@@ -582,10 +615,15 @@ class Datapath:
         for rid in rule_ids:
             m.update(_U32.pack(rid), zero)
 
-    def rule_counters(self) -> dict[int, tuple[int, int]]:
-        """rule id -> (packets, bytes) summed over CPUs; rules never hit are left out."""
+    def rule_counters(self, max_id: int | None = None) -> dict[int, tuple[int, int]]:
+        """rule id -> (packets, bytes) summed over CPUs; rules never hit are left out.
+
+        With max_id, only ids 0 .. max_id are read (the highest id in use, from the stored
+        state): a refresh of 1,000 rules then copies 1,001 slots, not all 65,536.
+        """
         m = self.maps[MAP_RULE_STATS]
-        keys, values, count = m.items()
+        limit = None if max_id is None else max(0, min(int(max_id), RULE_STATS_ENTRIES - 1)) + 1
+        keys, values, count = m.items(limit)
         totals = _sum_percpu(values, count, m.ncpus)
         out: dict[int, tuple[int, int]] = {}
         for i, (packets, nbytes) in enumerate(totals):
@@ -730,8 +768,49 @@ def _wanted_failsafe(tables: CompiledTables) -> dict[int, int]:
     return masks
 
 
+class _FailsafePorts:
+    """The fail-safe array (port -> protocol bitmask), mapped into this process when the map
+    allows it (BPF_F_MMAPABLE: reading all 65,536 entries by syscall costs ~19 ms per write),
+    else read and written by syscalls (a map pinned by an older build, reused as it is)."""
+
+    def __init__(self, m: Map) -> None:
+        self._map = m
+        self._mem: mmap.mmap | None = None
+        self._words: memoryview | None = None
+        if m.info.flags & bpfsys.BPF_F_MMAPABLE:
+            self._mem, self._words = _map_words(m, FAILSAFE_MAX_ENTRIES)
+
+    def masks(self) -> dict[int, int]:
+        """port -> protocol bitmask of the ports that have any."""
+        words = self._words
+        if words is None:
+            return _failsafe_masks(self._map)
+        return {p: int(words[p]) for p in _nonzero_words(words, FAILSAFE_MAX_ENTRIES)}
+
+    def write(self, masks: Mapping[int, int]) -> None:
+        if self._words is None:
+            _write_masks(self._map, masks)
+        else:
+            _write_u32s(self._words, masks)
+
+    def close(self) -> None:
+        if self._words is not None:
+            self._words.release()
+            self._words = None
+        if self._mem is not None:
+            self._mem.close()
+            self._mem = None
+
+
+def _map_words(m: Map, entries: int) -> tuple[mmap.mmap, memoryview]:
+    """An mmapable array of u32 mapped as u64 words (array elements are 8-byte aligned)."""
+    size = (entries * 8 + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+    mem = mmap.mmap(m.fd, size)
+    return mem, memoryview(mem).cast("Q")
+
+
 def _failsafe_masks(failsafe: Map) -> dict[int, int]:
-    """port -> protocol bitmask of the ports that have any."""
+    """port -> protocol bitmask of the ports that have any (by syscall: the whole array)."""
     keys, values, count = failsafe.items()
     ports = struct.unpack(f"<{count}I", keys[: 4 * count])
     masks = struct.unpack(f"<{count}I", values[: 4 * count])
@@ -739,6 +818,8 @@ def _failsafe_masks(failsafe: Map) -> dict[int, int]:
 
 
 def _write_masks(failsafe: Map, masks: Mapping[int, int]) -> None:
+    if not masks:
+        return
     ports = sorted(masks)
     failsafe.update_batch(
         b"".join(_U32.pack(p) for p in ports), b"".join(_U32.pack(masks[p]) for p in ports)
@@ -756,17 +837,30 @@ def _root_index(gen: int, ifindex: int, space: int) -> int:
 
 
 _ZERO_PAGE = bytes(4096)
+_ZERO_CHUNK = bytes(65536)
+
+
+def _nonzero_words(words: memoryview, count: int) -> list[int]:
+    """Indexes of the nonzero words among the first count. Zero regions are skipped by bytes
+    comparisons (a memcmp each; comparing memoryviews goes element by element, ~100x slower),
+    first per 64 KiB, then per page, so a mostly empty 2 MiB array costs a fraction of a ms."""
+    nonzero: list[int] = []
+    end = count * 8
+    with words.cast("B") as raw:
+        for chunk in range(0, end, len(_ZERO_CHUNK)):
+            stop = min(chunk + len(_ZERO_CHUNK), end)
+            if raw[chunk:stop].tobytes() == _ZERO_CHUNK[: stop - chunk]:
+                continue
+            for page in range(chunk, stop, len(_ZERO_PAGE)):
+                last = min(page + len(_ZERO_PAGE), stop)
+                if raw[page:last].tobytes() != _ZERO_PAGE[: last - page]:
+                    nonzero.extend(i for i in range(page // 8, last // 8) if words[i])
+    return nonzero
 
 
 def _split_roots(roots: memoryview) -> tuple[list[int], list[int]]:
     """Indexes of the nonzero src_roots entries of generation 0 and of generation 1."""
-    nonzero: list[int] = []
-    words = len(_ZERO_PAGE) // 8
-    with roots.cast("B") as raw:
-        for page in range(0, SRC_ROOTS_ENTRIES * 8, len(_ZERO_PAGE)):
-            if raw[page : page + len(_ZERO_PAGE)] != _ZERO_PAGE:  # a memcmp: skip empty pages
-                first = page // 8
-                nonzero.extend(i for i in range(first, first + words) if roots[i])
+    nonzero = _nonzero_words(roots, SRC_ROOTS_ENTRIES)
     half = 2 * ROOT_IFINDEXES
     return [i for i in nonzero if i < half], [i for i in nonzero if i >= half]
 

@@ -284,6 +284,7 @@ def test_generation_switch(dp: Any, tables: CompiledTables, budget: int | None) 
         compile_rules(RULES_YAML.replace("action: Deny", "action: Allow")), node_budget=budget
     )
 
+    previous = generation_keys(dp)
     dp.write_tables(allow_all, 77)
 
     cfg = dp.config()
@@ -291,6 +292,15 @@ def test_generation_switch(dp: Any, tables: CompiledTables, budget: int | None) 
     assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_PASS
     counts = generation_keys(dp)
     live = cfg.active_gen
+    # the generation switched away from is left for the next write (or reclaim) to empty
+    assert (counts[start], counts[2 + start], counts[4 + start]) == (
+        previous[start],
+        previous[2 + start],
+        previous[4 + start],
+    )
+    dp.reclaim()
+    assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_PASS
+    counts = generation_keys(dp)
     fast = allow_all.fast
     assert counts[live] == len(fast.lpm) and counts[live ^ 1] == 0
     assert counts[2 + live] == len(fast.segments) and counts[2 + (live ^ 1)] == 0
@@ -333,6 +343,102 @@ def test_failed_write_leaves_active_generation(
     idle = after.active_gen ^ 1
     assert counts[idle] == counts[2 + idle] == counts[4 + idle] == 0
     assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_DROP
+
+
+FLIP_PORT = 5050
+# Both sets hold both rules (rule ids stay put); only which one decides FLIP_PORT changes. A
+# packet that saw half of one generation and half of the other, or a generation emptied or
+# overwritten under it, would find no rule list or no segment: it would count as no-match.
+FLIP_YAML = """
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: flip}
+spec:
+  interfaces: [lo]
+  ingress:
+  - sourceCIDRs: [192.0.2.0/24]
+    rules:
+    - order: 10
+      protocolConfig: {protocol: UDP, udp: {ports: DENY_PORT}}
+      action: Deny
+    - order: 20
+      protocolConfig: {protocol: UDP, udp: {ports: 5000-5100}}
+      action: Allow
+"""
+
+
+@pytest.mark.parametrize("budget", [None, 0], ids=["array tries", "LPM tries"])
+def test_back_to_back_writes_never_mix_generations(dp: Any, budget: int | None) -> None:
+    """Writes with no pause between them (the old generation is emptied and refilled by the
+    next write) while another thread runs packets: every packet meets one whole rule set."""
+    import threading
+
+    from engine.compiler import compile_ruleset
+    from engine.crd import load_yaml
+
+    deny = compile_ruleset(load_yaml(FLIP_YAML.replace("DENY_PORT", str(FLIP_PORT))), {"lo": 1})
+    allow = compile_ruleset(
+        load_yaml(FLIP_YAML.replace("DENY_PORT", "5999")), {"lo": 1}, previous_ids=deny.rule_ids
+    )
+    deny, allow = (dataclasses.replace(t, node_budget=budget) for t in (deny, allow))
+    assert deny.rule_ids == allow.rule_ids
+    frame = bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / UDP(dport=FLIP_PORT))
+    dp.write_tables(deny, 700)
+    before = dp.node_counters()
+    stop = threading.Event()
+    ran = [0]
+    errors: list[BaseException] = []
+
+    def packets() -> None:
+        try:
+            while not stop.is_set():  # the syscall releases the GIL: runs beside the writes
+                bpfsys.prog_test_run(dp.prog_fd, frame, 200, LO_IFINDEX)
+                ran[0] += 200
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=packets, name="test-run")
+    runner.start()
+    try:
+        for flip in range(200):
+            dp.write_tables(allow if flip % 2 == 0 else deny, 701 + flip)
+    finally:
+        stop.set()
+        runner.join()
+    assert not errors, errors
+    delta = node_delta(before, dp.node_counters())
+    assert set(delta) <= {
+        NodeCounter.DENY,
+        NodeCounter.ALLOW,
+        NodeCounter.EVENTS_SENT,
+        NodeCounter.EVENTS_SUPPRESSED,
+    }, delta
+    assert delta.get(NodeCounter.DENY, 0) + delta.get(NodeCounter.ALLOW, 0) == ran[0]
+    assert delta.get(NodeCounter.DENY, 0) and delta.get(NodeCounter.ALLOW, 0), delta
+
+
+def test_rule_counters_up_to_max_id(dp: Any, tables: CompiledTables) -> None:
+    dp.test_run(bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8010)), LO_IFINDEX)
+    everything = dp.rule_counters()
+    top = max(tables.rule_ids.values())
+    assert everything and max(everything) <= top
+    assert dp.rule_counters(top) == everything
+    assert dp.rule_counters(layout.RULE_STATS_ENTRIES + 5) == everything  # clamped
+    low = min(everything)
+    assert dp.rule_counters(low) == {rid: v for rid, v in everything.items() if rid <= low}
+    assert dp.rule_counters(low - 1) == {rid: v for rid, v in everything.items() if rid < low}
+    keys, _, count = dp.maps[layout.MAP_RULE_STATS].items(3)
+    assert (count, keys) == (3, bytes([0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]))
+
+
+def test_failsafe_mapped_matches_the_syscall_view(dp: Any, tables: CompiledTables) -> None:
+    from engine.datapath import _failsafe_masks, _wanted_failsafe
+
+    dp.write_tables(tables, 600)
+    ports = dp._failsafe_ports()
+    assert ports._words is not None, "the fail-safe array is not mapped"
+    assert ports.masks() == _failsafe_masks(dp.maps[layout.MAP_FAILSAFE])
+    assert ports.masks() == _wanted_failsafe(tables)
 
 
 def test_second_process_opens_pins_without_compiling(dp: Any, pin_root: str) -> None:

@@ -88,12 +88,13 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
             m.close()
 
 
-def test_src_roots_is_mmapable(bpf: Any) -> None:
+@pytest.mark.parametrize("name", [layout.MAP_SRC_ROOTS, layout.MAP_FAILSAFE])
+def test_mapped_arrays_are_mmapable(bpf: Any, name: str) -> None:
     from engine.bpfsys import Map
 
-    m = Map.open_pinned(os.path.join(PIN_BASE, "layout", layout.MAP_SRC_ROOTS))
+    m = Map.open_pinned(os.path.join(PIN_BASE, "layout", name))
     try:
-        assert m.info.flags & 0x400, "src_roots lacks BPF_F_MMAPABLE (the datapath maps it)"
+        assert m.info.flags & 0x400, f"{name} lacks BPF_F_MMAPABLE (the datapath maps it)"
     finally:
         m.close()
 
