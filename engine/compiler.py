@@ -80,7 +80,14 @@ def assign_rule_ids(
     """Stable ids: a rule keeps its id (and so its counters) while its key is unchanged."""
     previous = previous or {}
     keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
-    ids: dict[RuleKey, int] = {k: previous[k] for k in keys if k in previous}
+    ids: dict[RuleKey, int] = {}
+    claimed: set[int] = set()
+    for k in keys:
+        # A merged mapping (a revert's old ids over the current ones) may offer one id to two
+        # keys; the first keeps it and the other gets a fresh id.
+        if k in previous and previous[k] not in claimed:
+            ids[k] = previous[k]
+            claimed.add(previous[k])
     # Ids freed by this very edit stay unused until the next one, so no packet of the old
     # generation counts into a new rule's fresh counter.
     used = set(ids.values()) | set(previous.values())

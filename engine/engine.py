@@ -7,18 +7,19 @@ kernel -> datapath -> stats/events -> console. Consoles hold no firewall logic.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine import crd
 from engine.classify import Decision, PacketFields, Reason, classify, lookup
-from engine.compiler import CompiledTables, compile_ruleset, match_interfaces
+from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.config import NodeConfig, load_config
-from engine.errors import InfwError, PrivilegeError, StateError
+from engine.errors import ConfirmExpired, InfwError, PrivilegeError, StateError
 from engine.events import EventBuffer, decode_event
 from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.layout import Mode, NodeCounter
@@ -171,10 +172,21 @@ class Engine:
         )
 
     def pending(self) -> PendingView | None:
+        self._reap_expired()
         p = self.store.get_pending()
         if p is None:
             return None
         return PendingView(p.generation, p.previous_generation, p.deadline, p.author)
+
+    def _reap_expired(self) -> None:
+        """A pending change past its deadline whose watchdog is gone (killed, OOM, reboot) is
+        rolled back here, by whichever console looks first: unconfirmed never means kept."""
+        if self.read_only:
+            return
+        p = self.store.get_pending()
+        if p is None or time.time() < p.deadline + REAP_GRACE_S or _watchdog_alive(p.watchdog_pid):
+            return
+        self.rollback_pending(p.generation, reason="auto-revert: not confirmed, watchdog gone")
 
     def ruleset(self) -> RuleSet:
         return self.state().ruleset
@@ -233,7 +245,9 @@ class Engine:
         stored = self.state()
         ifaces = self.interfaces()
         tables = compile_ruleset(ruleset, ifaces, self.config.failsafe, stored.rule_ids)
-        refusals = self.guard().check(ruleset, tables.rule_ids, ifaces)
+        refusals = self.guard().check(
+            ruleset, tables.rule_ids, ifaces, audit=self.state().mode == "audit"
+        )
         raise_if_refused(refusals, force)
         warnings = [f"forced past: {r.message}" for r in refusals]
         for fw in ruleset.firewalls:
@@ -258,6 +272,7 @@ class Engine:
         self._require_write("apply rules")
         timeout = self.config.confirm_timeout if confirm_timeout is None else confirm_timeout
         with self.store.lock():
+            self._reap_expired()
             stored = self.state()
             pending = self.store.get_pending()
             if pending is not None:
@@ -273,6 +288,10 @@ class Engine:
                     "reload the rules and retry",
                 )
             tables, warnings = self.check(ruleset, force=force)
+            if any(w.startswith("forced past") for w in warnings) and timeout <= 0:
+                # --force never skips the safety net: a forced change is always confirmable.
+                timeout = self.config.confirm_timeout or 60.0
+                warnings.append(f"forced changes are commit-confirmed: {timeout:.0f}s to confirm")
             new_state = replace(stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids))
             new_state = self.store.commit(
                 new_state, expected_generation=stored.generation, author=author(), summary=summary
@@ -280,9 +299,7 @@ class Engine:
             dp = self.datapath(required=False) if self.loaded() else None
             if dp is not None:
                 try:
-                    fresh = set(tables.rule_ids.values()) - set(stored.rule_ids.values())
-                    dp.reset_rule_counters(fresh)
-                    dp.write_tables(tables, new_state.generation)
+                    self._enforce(dp, tables, stored.rule_ids, new_state.generation)
                 except InfwError:
                     # The kernel kept the old tables; put the store back in step with it.
                     self.store.commit(
@@ -324,51 +341,80 @@ class Engine:
             tuple(warnings),
         )
 
-    def _apply_change(self, ruleset: RuleSet, summary: str, **kwargs: Any) -> ApplyResult:
-        return self.apply(ruleset, summary=summary, **kwargs)
+    def _edit(
+        self, change: Callable[[StoredState], tuple[RuleSet, str]], **kwargs: Any
+    ) -> ApplyResult:
+        """Read, change and apply under the store lock, so two consoles never lose an edit."""
+        with self.store.lock():
+            stored = self.state()
+            ruleset, summary = change(stored)
+            kwargs.setdefault("expected_generation", stored.generation)
+            return self.apply(ruleset, summary=summary, **kwargs)
 
     def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
-        parsed = (
-            line if isinstance(line, RuleLine) else parse_rule_line(line, self._default_ifaces())
-        )
-        new = add_rule(
-            self.ruleset(), parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
-        )
-        return self._apply_change(new, f"add {parsed.firewall} order {parsed.rule.order}", **kwargs)
+        def change(stored: StoredState) -> tuple[RuleSet, str]:
+            parsed = (
+                line if isinstance(line, RuleLine) else parse_rule_line(line, stored.interfaces)
+            )
+            new = add_rule(
+                stored.ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
+            )
+            return new, f"add {parsed.firewall} order {parsed.rule.order}"
 
-    def _find_rule(self, rule_id: int) -> RuleRow:
-        for row in self.rule_rows():
+        return self._edit(change, **kwargs)
+
+    def _find_rule(self, rule_id: int, stored: StoredState | None = None) -> RuleRow:
+        stored = stored or self.state()
+        rows = build_rule_rows(stored.ruleset, stored.rule_ids, {}, {})
+        for row in rows:
             if row.rule_id == rule_id:
                 return row
-        known = ", ".join(str(r.rule_id) for r in self.rule_rows()) or "none"
+        known = ", ".join(str(r.rule_id) for r in rows) or "none"
         raise StateError(f"no rule with id {rule_id}", f"known ids: {known}")
 
     def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
-        row = self._find_rule(rule_id)
-        new = remove_rule(self.ruleset(), row.firewall, row.cidrs, row.order)
-        return self._apply_change(
-            new, f"delete rule {rule_id} ({row.firewall} order {row.order})", **kwargs
-        )
+        def change(stored: StoredState) -> tuple[RuleSet, str]:
+            row = self._find_rule(rule_id, stored)
+            new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
+            return new, f"delete rule {rule_id} ({row.firewall} order {row.order})"
+
+        return self._edit(change, **kwargs)
 
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
-        row = self._find_rule(rule_id)
-        parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, row.interfaces)
-        new = remove_rule(self.ruleset(), row.firewall, row.cidrs, row.order)
-        new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
-        crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
-        return self._apply_change(new, f"edit rule {rule_id}", **kwargs)
+        def change(stored: StoredState) -> tuple[RuleSet, str]:
+            row = self._find_rule(rule_id, stored)
+            parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, row.interfaces)
+            new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
+            new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+            crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
+            return new, f"edit rule {rule_id}"
+
+        return self._edit(change, **kwargs)
 
     def _default_ifaces(self) -> tuple[str, ...]:
         stored = self.state()
         return stored.interfaces
 
     def confirm(self) -> int:
-        """Keep the pending change; returns its generation."""
+        """Keep the pending change; returns its generation. Too late raises ConfirmExpired."""
         self._require_write("confirm")
-        pending = self.store.get_pending()
-        if pending is None:
-            raise StateError("nothing is pending confirmation", "apply a change first")
-        self.store.clear_pending(pending.generation)
+        with self.store.lock():
+            self._reap_expired()
+            pending = self.store.get_pending()
+            if pending is None:
+                last = self.store.history(1)
+                if last and last[0].summary.startswith("auto-revert"):
+                    raise ConfirmExpired(
+                        f"too late: {last[0].summary} (now generation {last[0].generation})",
+                        "apply the change again and confirm within the timeout",
+                    )
+                raise StateError("nothing is pending confirmation", "apply a change first")
+            if time.time() > pending.deadline:
+                raise ConfirmExpired(
+                    f"too late: generation {pending.generation} passed its deadline and is being reverted",
+                    "apply the change again and confirm within the timeout",
+                )
+            self.store.clear_pending(pending.generation)
         return pending.generation
 
     def revert(self, **kwargs: Any) -> ApplyResult:
@@ -381,13 +427,30 @@ class Engine:
             return ApplyResult(
                 state.generation, pending.generation, state.ruleset.rule_count(), None
             )
-        stored = self.state()
-        prev = self.store.previous_generation(stored.generation)
-        if prev is None:
-            raise StateError("no earlier generation to revert to", "see 'infw history'")
-        old = self._generation_state(prev)
-        kwargs.setdefault("confirm_timeout", 0)
-        return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
+        with self.store.lock():
+            stored = self.state()
+            prev = self._revert_target(stored)
+            if prev is None:
+                raise StateError(
+                    "no earlier generation with different rules to revert to", "see 'infw history'"
+                )
+            old = self._generation_state(prev)
+            kwargs.setdefault("confirm_timeout", 0)
+            kwargs.setdefault("expected_generation", stored.generation)
+            return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
+
+    def _revert_target(self, current: StoredState) -> int | None:
+        """The generation one step back: the latest earlier one with different rules (mode and
+        attach generations don't count). After a revert, the walk starts from the generation it
+        restored, so reverting again keeps going back instead of undoing the revert."""
+        start = _restored_generation(current.summary)
+        gen: int | None = current.generation if start is None else start
+        key = current.ruleset.semantic_key()
+        while gen is not None:
+            gen = self.store.previous_generation(gen)
+            if gen is not None and self._generation_state(gen).ruleset.semantic_key() != key:
+                return gen
+        return None
 
     def rollback_pending(
         self, generation: int, reason: str = "auto-revert: not confirmed in time"
@@ -400,7 +463,9 @@ class Engine:
             stored = self.state()
             old = self._generation_state(pending.previous_generation)
             ifaces = self.interfaces()
-            tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+            # The old rules take their old ids back, so their counters come back with them.
+            ids = {**stored.rule_ids, **old.rule_ids}
+            tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, ids)
             new_state = replace(stored, ruleset=old.ruleset, rule_ids=dict(tables.rule_ids))
             new_state = self.store.commit(
                 new_state,
@@ -409,21 +474,36 @@ class Engine:
                 summary=f"{reason} (back to {pending.previous_generation})",
             )
             if self.loaded():
-                self.datapath().write_tables(tables, new_state.generation)
+                self._enforce(self.datapath(), tables, stored.rule_ids, new_state.generation)
             self.store.clear_pending(generation)
         return True
+
+    @staticmethod
+    def _enforce(
+        dp: Any, tables: CompiledTables, active_ids: Mapping[RuleKey, int], generation: int
+    ) -> None:
+        """Make tables live: ids new to the kernel start from zero, then the atomic switch."""
+        fresh = set(tables.rule_ids.values()) - set(active_ids.values())
+        dp.reset_rule_counters(fresh)
+        dp.write_tables(tables, generation)
 
     def _generation_state(self, generation: int) -> StoredState:
         if generation == 0:  # before the first apply: no rules at all
             return StoredState(0, RuleSet(), {}, "enforce", (), "auto")
         return self.store.load_generation(generation)
 
-    def set_mode(self, mode: str) -> str:
+    def set_mode(self, mode: str, *, force: bool = False) -> str:
         self._require_write("switch mode")
         if mode not in ("enforce", "audit"):
             raise StateError(f"unknown mode {mode!r}", "use 'enforce' or 'audit'")
         with self.store.lock():
             stored = self.state()
+            if mode == "enforce" and stored.mode != "enforce":
+                # Audit skipped the session check: enforcing must not start dropping our own SSH.
+                refusals = self.guard().check_lockout(
+                    stored.ruleset, stored.rule_ids, self.interfaces()
+                )
+                raise_if_refused(refusals, force)
             self.datapath().set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
             if stored.mode != mode:
                 self.store.commit(
@@ -523,7 +603,17 @@ class Engine:
         return attached
 
     def restore(self, progress: Progress = _quiet) -> Status:
-        """Re-apply the stored state (boot): load, write the stored rules, attach stored interfaces."""
+        """Re-apply the stored state (boot): load, write the stored rules, attach stored interfaces.
+        A change left pending by a console or a boot that came before its confirm is rolled back
+        first: only confirmed rules come back."""
+        self._require_write("restore")
+        self._require_root("restore the firewall")
+        with self.store.lock():
+            pending = self.store.get_pending()
+            if pending is not None and not _watchdog_alive(pending.watchdog_pid):
+                self.rollback_pending(
+                    pending.generation, reason="auto-revert: restored unconfirmed"
+                )
         stored = self.state()
         if not stored.interfaces:
             raise StateError(
@@ -534,7 +624,7 @@ class Engine:
             progress("firewall already loaded: rewriting its tables")
             ifaces = self.interfaces()
             tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
-            self.datapath().write_tables(tables, stored.generation)
+            self._enforce(self.datapath(), tables, stored.rule_ids, stored.generation)
         patterns = [p for p in stored.interfaces if match_interfaces([p], self.interfaces())]
         if patterns:
             self.attach(patterns, mode=stored.attach_mode, progress=progress)
@@ -653,6 +743,26 @@ class Engine:
             agree,
             tuple(notes),
         )
+
+
+REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself
+
+
+def _watchdog_alive(pid: int) -> bool:
+    """True when pid is a running infw watchdog (not just any process that reused the pid)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"engine.watchdog" in fh.read()
+    except OSError:
+        return False
+
+
+def _restored_generation(summary: str) -> int | None:
+    """The generation a revert or auto-revert restored, from the summary the engine wrote."""
+    match = re.search(r"(?:revert to generation|back to) (\d+)", summary)
+    return int(match.group(1)) if match else None
 
 
 _KERNEL_REASONS: dict[int, str] = {
