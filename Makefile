@@ -3,7 +3,7 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 TEST_CMD := $(PY) -m pytest tests -q
 
-.PHONY: bootstrap test lint fmt demo bench screenshots clean-lab
+.PHONY: bootstrap test lint fmt demo bench screenshots clean-lab install
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -34,3 +34,12 @@ screenshots: bootstrap
 
 clean-lab:
 	$(VENV)/bin/infw lab down
+
+# Put infw and infw-tui on PATH and install the boot-time restore unit (does not enable it).
+install: bootstrap
+	ln -sfn $(CURDIR)/$(VENV)/bin/infw /usr/local/bin/infw
+	ln -sfn $(CURDIR)/$(VENV)/bin/infw-tui /usr/local/bin/infw-tui
+	install -m 0644 deploy/infw-restore.service /etc/systemd/system/infw-restore.service
+	install -d -m 0755 /etc/infw
+	[ -e /etc/infw/config.yaml ] || install -m 0644 deploy/config.yaml /etc/infw/config.yaml
+	@echo "installed; enable the boot restore with: systemctl daemon-reload && systemctl enable infw-restore"
