@@ -106,6 +106,10 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
             action = Action.parse(str(raw["action"]))
         except ValueError:
             c.add(f"{path}.action", raw["action"], "unknown action", "use Allow or Deny")
+        else:
+            if raw["action"] != action.value:  # the operator's CRD enum is case-sensitive
+                c.add(f"{path}.action", raw["action"], "wrong case", f"write {action.value}")
+                action = None
     protocol: Protocol | None = None
     ports: PortRange | None = None
     icmp_type: int | None = None
@@ -124,6 +128,9 @@ def _parse_rule(c: _Collector, path: str, raw: object, family_v4: set[bool]) -> 
                 "unknown protocol",
                 "use TCP, UDP, SCTP, ICMP or ICMPv6",
             )
+        else:
+            if pc["protocol"] != protocol.value:  # case-sensitive in the operator's CRD
+                c.add(f"{ppath}.protocol", pc["protocol"], "wrong case", f"write {protocol.value}")
         for key in pc:
             if key == "protocol":
                 continue
@@ -236,18 +243,21 @@ def _parse_block(c: _Collector, path: str, raw: object) -> IngressBlock | None:
         seen: dict[int, int] = {}
         for i, rraw in enumerate(rules_raw):
             rule = _parse_rule(c, f"{path}.rules[{i}]", rraw, families)
-            if rule is None:
-                continue
-            if rule.order in seen:
-                c.add(
-                    f"{path}.rules[{i}].order",
-                    rule.order,
-                    f"duplicate order (also rules[{seen[rule.order]}])",
-                    "orders must be unique within one sourceCIDRs block",
-                )
-                continue
-            seen[rule.order] = i
-            rules.append(rule)
+            # Duplicates are found from the raw order, so a rule with other errors still
+            # reports its clash: every error of a file at once.
+            order = rraw.get("order") if isinstance(rraw, dict) else None
+            if isinstance(order, int) and not isinstance(order, bool):
+                if order in seen:
+                    c.add(
+                        f"{path}.rules[{i}].order",
+                        order,
+                        f"duplicate order (also rules[{seen[order]}])",
+                        "orders must be unique within one sourceCIDRs block",
+                    )
+                    continue
+                seen[order] = i
+            if rule is not None:
+                rules.append(rule)
     if len(c.errors) != before:
         return None
     return IngressBlock(tuple(cidrs), tuple(sorted(rules, key=lambda r: r.order)))

@@ -99,12 +99,24 @@ def test_design_example_parses() -> None:
     )
 
 
+def test_protocol_and_action_are_case_sensitive_like_the_operator() -> None:
+    rules = [
+        {"order": 1, "action": "deny"},
+        {"order": 2, "action": "Deny", "protocolConfig": {"protocol": "tcp"}},
+    ]
+    with pytest.raises(ValidationError) as exc:
+        parse_documents([make_doc(rules)])
+    text = str(exc.value)
+    assert "rules[0].action: wrong case (got 'deny'); write Deny" in text
+    assert "rules[1].protocolConfig.protocol: wrong case (got 'tcp'); write TCP" in text
+
+
 def test_any_protocol_forms() -> None:
     rules = [
         {"order": 1, "action": "Deny"},
         {"order": 2, "action": "Allow", "protocolConfig": {}},
-        {"order": 3, "action": "allow", "protocolConfig": {"protocol": ""}},
-        {"order": 4, "action": "Deny", "protocolConfig": {"protocol": "udp"}},
+        {"order": 3, "action": "Allow", "protocolConfig": {"protocol": ""}},
+        {"order": 4, "action": "Deny", "protocolConfig": {"protocol": "UDP"}},
         {
             "order": 5,
             "action": "Deny",
