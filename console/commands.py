@@ -473,6 +473,8 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     if args.output in (None, "-"):
         ctx.out.write(text)
         ctx.out.flush()
+        if not text.strip() or not ctx.engine.ruleset().firewalls:
+            ctx.note("no rules are stored yet: nothing to export ('infw apply FILE' first)")
         return 0
     _write_file(args.output, text)
     ruleset = ruleset or ctx.engine.ruleset()
@@ -624,6 +626,17 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
         )
     if args.icmp_code is not None and args.icmp_type is None:
         raise UsageError("--icmp-code needs --icmp-type", "e.g. --icmp-type 8 --icmp-code 0")
+    if proto.has_ports and args.dport is None and not args.fragment:
+        raise UsageError(
+            f"a {proto.value} packet needs a destination port", "add --dport N (1-65535)"
+        )
+    v6 = ":" in args.src
+    if (proto is Protocol.ICMP and v6) or (proto is Protocol.ICMPV6 and not v6):
+        other = "ICMPv6" if proto is Protocol.ICMP else "ICMP"
+        raise UsageError(
+            f"{proto.value} does not travel from {args.src}",
+            f"use --proto {other} for this source, or a source of the other IP family",
+        )
     if args.vlan and len(args.vlan) > 2:
         raise UsageError(
             f"{len(args.vlan)} VLAN tags given",

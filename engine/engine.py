@@ -19,7 +19,12 @@ from engine import crd
 from engine.classify import Decision, PacketFields, Reason, classify, lookup
 from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.config import NodeConfig, load_config
-from engine.errors import ConfirmExpired, InfwError, PrivilegeError, StateError
+from engine.errors import (
+    ConfirmExpired,
+    InfwError,
+    PrivilegeError,
+    StateError,
+)
 from engine.events import EventBuffer, decode_event
 from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.layout import Mode, NodeCounter
