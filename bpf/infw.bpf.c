@@ -65,6 +65,7 @@ enum node_counter { NC_ALLOW = 0, NC_DENY = 1, NC_WOULD_DENY = 2, NC_FAILSAFE = 
                     NC_EVENTS_SUPPRESSED = 7, NC_EVENTS_LOST = 8 };
 #define EVENT_FLAG_NONFIRST_FRAGMENT 1
 #define RATE_WINDOW_NS 1000000000ULL
+#define TRACE_MAGIC 0x74776669U /* trace_meta.magic: "ifwt" */
 
 struct src_key {
     u32 prefixlen;
@@ -104,7 +105,7 @@ struct config {
     u32 active_gen;
     u32 mode;
     u32 events_per_sec; /* per CPU; 0 disables events */
-    u32 trace;          /* nonzero: record each verdict in last_verdict */
+    u32 reserved;       /* was the global trace flag; unused (traced packets carry metadata) */
     u64 generation;
 };
 
@@ -119,6 +120,18 @@ struct last_verdict {
     u32 rule_id;
     u32 xdp_action;
     u32 pad;
+};
+
+/* XDP metadata in front of a traced frame (BPF_PROG_TEST_RUN ctx_in data = its size): such a
+ * packet counts nowhere and emits no event; the program writes its verdict back here (the
+ * kernel copies the metadata out with the frame) and in this CPU's last_verdict. The magic is
+ * left as it is, so every run of a repeated test run is traced. Packets from a device carry no
+ * metadata: data_meta == data (or past it where a driver has none). */
+struct trace_meta {
+    u32 magic;
+    u32 reason;
+    u32 rule_id;
+    u32 xdp_action;
 };
 
 struct drop_event {
@@ -175,15 +188,16 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter, node_stats, NODE_COUNTERS,
                  PIN_ROOT "/node_stats");
 BPF_TABLE_PINNED("array", u32, struct config, config, 1, PIN_ROOT "/config");
 BPF_TABLE_PINNED("percpu_array", u32, struct ratelimit, ratelimit, 1, PIN_ROOT "/ratelimit");
-/* per CPU: BPF_PROG_TEST_RUN runs on the caller's CPU, which reads its own slot back */
+/* per CPU: the verdict of the last traced packet run on that CPU */
 BPF_TABLE_PINNED("percpu_array", u32, struct last_verdict, last_verdict, 1,
                  PIN_ROOT "/last_verdict");
 BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
 
 #ifdef INFW_LAYOUT_CHECK
-/* Only for tests/kernel/test_layout.py: a table typed with the event record, so bcc generates
- * a ctypes struct to compare with engine/layout.py's DropEventRecord. */
+/* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace
+ * metadata, so bcc generates ctypes structs to compare with engine/layout.py's. */
 BPF_ARRAY(layout_drop_event, struct drop_event, 1);
+BPF_ARRAY(layout_trace_meta, struct trace_meta, 1);
 #endif
 
 /* What the parse learns of a packet. */
@@ -373,10 +387,26 @@ static __always_inline void count(u32 idx, u64 len)
     }
 }
 
-static __always_inline void trace(struct config *cfg, u32 reason, u32 rule_id, u32 xdp_action)
+/* Does this packet carry infw trace metadata? Real packets fail the first test. */
+static __always_inline int is_traced(struct xdp_md *ctx)
 {
-    if (!cfg->trace)
-        return;
+    struct trace_meta *tm = (void *)(long)ctx->data_meta;
+
+    if ((void *)(tm + 1) > (void *)(long)ctx->data)
+        return 0;
+    return tm->magic == TRACE_MAGIC;
+}
+
+/* A traced packet's verdict: into its metadata and last_verdict, nowhere else. */
+static __always_inline int traced(struct xdp_md *ctx, u32 reason, u32 rule_id, u32 xdp_action)
+{
+    struct trace_meta *tm = (void *)(long)ctx->data_meta;
+
+    if ((void *)(tm + 1) <= (void *)(long)ctx->data) {
+        tm->reason = reason;
+        tm->rule_id = rule_id;
+        tm->xdp_action = xdp_action;
+    }
     u32 zero = 0;
     struct last_verdict *lv = last_verdict.lookup(&zero);
     if (lv) {
@@ -384,6 +414,7 @@ static __always_inline void trace(struct config *cfg, u32 reason, u32 rule_id, u
         lv->rule_id = rule_id;
         lv->xdp_action = xdp_action;
     }
+    return xdp_action;
 }
 
 /* Per-CPU window of one second, so a flood cannot starve the node or the consumer. */
@@ -577,13 +608,18 @@ int infw_xdp(struct xdp_md *ctx)
     if (!cfg)
         return XDP_PASS;
 
+    /* `infw trace` on a live firewall (is_traced): decide, answer, count nothing */
     struct packet pkt = {};
     int parsed = parse_packet(data, data_end, &pkt);
-    if (parsed == PARSE_NON_IP)
+    if (parsed == PARSE_NON_IP) {
+        if (is_traced(ctx))
+            return traced(ctx, REASON_NONE, 0, XDP_PASS);
         return XDP_PASS;
+    }
     if (parsed == PARSE_UNPARSED) {
+        if (is_traced(ctx))
+            return traced(ctx, REASON_UNPARSED, 0, XDP_PASS);
         count(NC_UNPARSED, len);
-        trace(cfg, REASON_UNPARSED, 0, XDP_PASS);
         return XDP_PASS;
     }
 
@@ -592,8 +628,9 @@ int infw_xdp(struct xdp_md *ctx)
         u32 port = pkt.dport;
         u32 *protos = failsafe.lookup(&port);
         if (protos && (*protos & failsafe_bit(pkt.l4proto))) {
+            if (is_traced(ctx))
+                return traced(ctx, REASON_FAILSAFE, 0, XDP_PASS);
             count(NC_FAILSAFE, len);
-            trace(cfg, REASON_FAILSAFE, 0, XDP_PASS);
             return XDP_PASS;
         }
     }
@@ -601,21 +638,20 @@ int infw_xdp(struct xdp_md *ctx)
     /* 2. source -> merged rule list of the active generation (read once: the switch point) */
     u32 gen = *(volatile u32 *)&cfg->active_gen & 1;
     u32 list_id = source_list(gen, ctx->ingress_ifindex, &pkt);
-    if (!list_id) {
-        count(NC_NO_MATCH, len);
-        trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
-        return XDP_PASS;
-    }
-
     /* 3. first matching rule of that list for this protocol class and value */
-    u32 hit = first_rule(gen, list_id, &pkt);
+    u32 hit = list_id ? first_rule(gen, list_id, &pkt) : 0;
     if (!hit) {
+        if (is_traced(ctx))
+            return traced(ctx, REASON_NO_MATCH, 0, XDP_PASS);
         count(NC_NO_MATCH, len);
-        trace(cfg, REASON_NO_MATCH, 0, XDP_PASS);
         return XDP_PASS;
     }
 
     u32 rule_id = hit & 0xffff;
+    if (is_traced(ctx)) {
+        u32 pass = (hit >> 16) == ACTION_ALLOW || cfg->mode == MODE_AUDIT;
+        return traced(ctx, REASON_RULE, rule_id, pass ? XDP_PASS : XDP_DROP);
+    }
     struct counter *rc = rule_stats.lookup(&rule_id);
     if (rc) {
         rc->packets++;
@@ -623,17 +659,14 @@ int infw_xdp(struct xdp_md *ctx)
     }
     if ((hit >> 16) == ACTION_ALLOW) {
         count(NC_ALLOW, len);
-        trace(cfg, REASON_RULE, rule_id, XDP_PASS);
         return XDP_PASS;
     }
     if (cfg->mode == MODE_AUDIT) {
         count(NC_WOULD_DENY, len);
         emit_drop(ctx, cfg, &pkt, rule_id, ACTION_WOULD_DENY, len);
-        trace(cfg, REASON_RULE, rule_id, XDP_PASS);
         return XDP_PASS;
     }
     count(NC_DENY, len);
     emit_drop(ctx, cfg, &pkt, rule_id, ACTION_DENY, len);
-    trace(cfg, REASON_RULE, rule_id, XDP_DROP);
     return XDP_DROP;
 }

@@ -44,6 +44,7 @@ XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_REPLACE = 1 << 4
+XDP_META_MAX = 32  # bytes of XDP metadata BPF_PROG_TEST_RUN accepts in front of a frame
 
 # Batch operations: errors that mean "this map type has none", so a loop is used instead.
 _NO_BATCH = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
@@ -486,23 +487,33 @@ class TestRunResult:
 
 
 def prog_test_run(
-    prog_fd: int, data: bytes, repeat: int = 1, ifindex: int | None = None
+    prog_fd: int, data: bytes, repeat: int = 1, ifindex: int | None = None, meta: bytes = b""
 ) -> TestRunResult:
     """Run an XDP program on one frame in the kernel; ifindex sets ctx ingress_ifindex
-    (it must name an existing device; without it the kernel uses loopback, ifindex 1)."""
-    data_in = ct.create_string_buffer(data, len(data))
-    out_size = len(data) + 4096  # room for a program that grows the frame
+    (it must name an existing device; without it the kernel uses loopback, ifindex 1).
+
+    meta (a multiple of 4 bytes, at most 32) goes in front of the frame as XDP metadata
+    (ctx data_meta .. data); data_out then starts with the metadata as the program left it.
+    """
+    if len(meta) % 4 or len(meta) > XDP_META_MAX:
+        raise DatapathError(
+            f"XDP metadata must be a multiple of 4 bytes, at most {XDP_META_MAX}: got {len(meta)}"
+        )
+    payload = meta + data
+    data_in = ct.create_string_buffer(payload, len(payload))
+    out_size = len(payload) + 4096  # room for a program that grows the frame
     data_out = ct.create_string_buffer(out_size)
     attr = _TestRunAttr(
         prog_fd=prog_fd,
-        data_size_in=len(data),
+        data_size_in=len(payload),
         data_size_out=out_size,
         data_in=ct.addressof(data_in),
         data_out=ct.addressof(data_out),
         repeat=max(repeat, 1),
     )
-    ctx = XdpMd(data=0, data_end=len(data), ingress_ifindex=ifindex or 0)
-    if ifindex is not None:
+    # the kernel wants data_meta 0 and data_end the whole input; data is where the frame starts
+    ctx = XdpMd(data=len(meta), data_end=len(payload), ingress_ifindex=ifindex or 0)
+    if ifindex is not None or meta:
         attr.ctx_in = ct.addressof(ctx)
         attr.ctx_size_in = ct.sizeof(ctx)
     _syscall(BPF_PROG_TEST_RUN, attr, "BPF_PROG_TEST_RUN")

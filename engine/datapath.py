@@ -11,10 +11,12 @@ from __future__ import annotations
 import array
 import contextlib
 import ctypes as ct
+import fcntl
 import mmap
 import operator
 import os
 import platform
+import re
 import socket
 import struct
 import tempfile
@@ -60,6 +62,8 @@ from engine.layout import (
     SRC_KEY_FIXED_BITS,
     SRC_MAX_ENTRIES,
     SRC_ROOTS_ENTRIES,
+    TRACE_MAGIC,
+    TRACE_UNANSWERED,
     Action,
     Config,
     Counter,
@@ -73,6 +77,7 @@ from engine.layout import (
     SegKey,
     SegVal,
     SrcKey,
+    TraceMeta,
 )
 from engine.model import Action as RuleAction
 
@@ -86,6 +91,9 @@ VERIFIER_TAIL_LINES = 30
 # them. The wait is not on the writer's path: the old generation stays until the next write
 # (or reclaim()), which waits out whatever is left of this since the last switch.
 GRACE_S = 0.002
+# Readers of a firewall's drop events hold a shared flock on a file here (see open_events):
+# the ring buffer has one consumer position, so two readers each get only part of the events.
+EVENTS_LOCK_DIR = "/run/infw"
 
 XDP_MODES = {"native": bpfsys.XDP_FLAGS_DRV_MODE, "generic": bpfsys.XDP_FLAGS_SKB_MODE}
 # IFLA_XDP_ATTACHED: pyroute2 decodes it to a name (older versions leave the number)
@@ -295,6 +303,7 @@ class Datapath:
         self._bpf = bpf  # kept while alive: bcc closes its fds when collected
         self._info = bpfsys.prog_info(prog_fd)
         self._ring: RingBuffer | None = None
+        self._reader_lock: int | None = None  # fd holding the events reader flock
         self._roots_mem: mmap.mmap | None = None
         self._roots: memoryview | None = None
         self._failsafe: _FailsafePorts | None = None
@@ -351,6 +360,9 @@ class Datapath:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
+        if self._reader_lock is not None:
+            os.close(self._reader_lock)  # releases the flock
+            self._reader_lock = None
         for m in self.maps.values():
             m.close()
         if self.prog_fd >= 0:
@@ -380,6 +392,8 @@ class Datapath:
             if att.prog_id == self.prog_id:
                 self.detach(att.ifname)
         self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(events_lock_path(self.pin_root))
         for name in (PROG_PIN, *ALL_MAPS):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.pin_root, name))
@@ -641,15 +655,48 @@ class Datapath:
     # ----------------------------------------------------------------- events
 
     def open_events(self, callback: Callable[[DropEventRecord], None]) -> None:
-        """Consume the pinned ring buffer; poll_events() calls callback for each record."""
+        """Consume the pinned ring buffer; poll_events() calls callback for each record.
+
+        Also registers this process as a reader (a shared flock on events_lock_path, held until
+        close()), so other_reader_pid() in another reader names this one.
+        """
         if self._ring is not None:
             self._ring.close()
+        self._register_reader()
         size = ct.sizeof(DropEventRecord)
 
         def on_record(data: bytes) -> None:
             callback(DropEventRecord.from_buffer_copy(data[:size].ljust(size, b"\0")))
 
         self._ring = RingBuffer(self.maps[MAP_EVENTS].fd, on_record)
+
+    def _register_reader(self) -> None:
+        if self._reader_lock is not None:
+            return
+        path = events_lock_path(self.pin_root)
+        try:  # advisory: a reader that cannot register still reads
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: every reader holds it
+        except OSError:
+            os.close(fd)
+            return
+        self._reader_lock = fd
+
+    def other_reader_pid(self) -> int | None:
+        """The pid of another process reading this firewall's drop events, or None.
+
+        The ring buffer has one consumer position: with two readers (the TUI and
+        `infw events --follow`, say) each sees only part of the events. Readers are the
+        processes holding the flock open_events takes (found in /proc/locks); this one is left
+        out, and so are readers whose pid is not visible from here (another pid namespace).
+        """
+        me = os.getpid()
+        others = sorted(p for p in lock_holders(events_lock_path(self.pin_root)) if p != me)
+        return others[0] if others else None
 
     def poll_events(self, timeout_ms: int = 100) -> int:
         if self._ring is None:
@@ -661,27 +708,57 @@ class Datapath:
     def test_run(
         self, frame: bytes, ifindex: int | None = None, repeat: int = 1
     ) -> tuple[int, LastVerdict, int]:
-        """Run the loaded program on frame as if it arrived on ifindex: (xdp action, the
-        program's own account of its verdict, mean ns per run). Counters count it as real."""
-        cpu = min(os.sched_getaffinity(0))
-        saved_affinity = os.sched_getaffinity(0)
-        last = self.maps[MAP_LAST]
-        previous_trace = self.config().trace
-        os.sched_setaffinity(0, {cpu})  # the verdict lands in this CPU's slot of last_verdict
-        try:
-            last.update(_U32.pack(0), bytes(last.value_size))
-            self._write_config(trace=1)
-            result = bpfsys.prog_test_run(self.prog_fd, frame, repeat, ifindex)
-            raw = last.lookup(_U32.pack(0)) or bytes(last.value_size)
-        finally:
-            if not previous_trace:
-                self._write_config(trace=0)
-            os.sched_setaffinity(0, saved_affinity)
-        verdict = LastVerdict.from_buffer_copy(raw, cpu * last.slot_size)
+        """Trace: run the loaded program on frame as if it arrived on ifindex: (xdp action, the
+        program's own account of its verdict, mean ns per run).
+
+        The frame carries trace metadata (TraceMeta), so the program counts it nowhere, emits
+        no event and writes its verdict into the metadata, which comes back with the frame.
+        Nothing here writes a map: a trace is safe beside an apply in another process, and
+        beside other traces.
+        """
+        meta = TraceMeta(magic=TRACE_MAGIC, xdp_action=TRACE_UNANSWERED)
+        result = bpfsys.prog_test_run(self.prog_fd, frame, repeat, ifindex, meta=bytes(meta))
+        size = ct.sizeof(TraceMeta)
+        answer = TraceMeta.from_buffer_copy(result.data_out[:size].ljust(size, b"\xff"))
+        if answer.magic != TRACE_MAGIC or answer.xdp_action == TRACE_UNANSWERED:
+            raise DatapathError(
+                f"the loaded program (id {self.prog_id}) is an older build that does not "
+                "answer traces: it ran the packet as a real one (counted, and an event if denied)",
+                "run `infw reload` to load the current build (rules and counters are kept)",
+            )
+        verdict = LastVerdict(
+            reason=answer.reason, rule_id=answer.rule_id, xdp_action=answer.xdp_action
+        )
         return result.retval, verdict, result.duration_ns
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def events_lock_path(pin_root: str) -> str:
+    """The reader lock file of the firewall pinned at pin_root."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.normpath(pin_root)).strip("-.") or "root"
+    return os.path.join(EVENTS_LOCK_DIR, f"events-{name}.lock")
+
+
+def lock_holders(path: str, proc_locks: str = "/proc/locks") -> set[int]:
+    """Pids holding a flock (granted, not waiting) on the file at path, from /proc/locks."""
+    try:
+        st = os.stat(path)
+        with open(proc_locks) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    # "1: FLOCK  ADVISORY  READ  1234 00:1a:5678 0 EOF"; "1: -> FLOCK ..." is a waiter
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: set[int] = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK":
+            continue
+        if fields[5] == wanted and fields[4].lstrip("-").isdigit() and int(fields[4]) > 0:
+            pids.add(int(fields[4]))
+    return pids
 
 
 def _safe_prog_name(prog_id: int) -> str:

@@ -114,7 +114,7 @@ class Config(ct.Structure):
         ("active_gen", ct.c_uint32),
         ("mode", ct.c_uint32),  # Mode
         ("events_per_sec", ct.c_uint32),  # per CPU; 0 disables events
-        ("trace", ct.c_uint32),  # nonzero: record each verdict in last_verdict
+        ("reserved", ct.c_uint32),  # was a global trace flag; traced packets carry TraceMeta
         ("generation", ct.c_uint64),  # rule-set generation number, for display
     ]
 
@@ -134,6 +134,23 @@ class LastVerdict(ct.Structure):
         ("xdp_action", ct.c_uint32),
         ("pad", ct.c_uint32),
     ]
+
+
+class TraceMeta(ct.Structure):
+    """XDP metadata in front of a traced frame (BPF_PROG_TEST_RUN): with magic TRACE_MAGIC the
+    program counts nothing, emits no event, and writes its verdict back here (the kernel copies
+    the metadata out with the frame) and into its CPU's last_verdict."""
+
+    _fields_ = [
+        ("magic", ct.c_uint32),
+        ("reason", ct.c_uint32),  # Reason
+        ("rule_id", ct.c_uint32),
+        ("xdp_action", ct.c_uint32),
+    ]
+
+
+TRACE_MAGIC = 0x74776669  # "ifwt" in memory order; bpf/infw.bpf.c defines the same
+TRACE_UNANSWERED = 0xFFFFFFFF  # xdp_action sent in; a program that traces overwrites it
 
 
 class DropEventRecord(ct.Structure):

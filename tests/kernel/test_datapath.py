@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,6 +142,11 @@ def dp(datapath: Any, tables: CompiledTables) -> Iterator[Any]:
     datapath.write_tables(tables, datapath.generation() + 1)
 
 
+def run_counted(dp: Any, frame: bytes, repeat: int = 1) -> int:
+    """A plain test run (no trace metadata): the program treats the frame as a real packet."""
+    return bpfsys.prog_test_run(dp.prog_fd, frame, repeat, LO_IFINDEX).retval
+
+
 def node_delta(
     before: dict[NodeCounter, tuple[int, int]], after: dict[NodeCounter, tuple[int, int]]
 ) -> dict[NodeCounter, int]:
@@ -196,7 +202,7 @@ def test_counters_and_drop_event(dp: Any, tables: CompiledTables) -> None:
     events.clear()
     rules_before, node_before = dp.rule_counters(), dp.node_counters()
 
-    assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_DROP
+    assert run_counted(dp, frame) == XDP_DROP
 
     packets, nbytes = rules_before.get(rid, (0, 0))
     assert dp.rule_counters()[rid] == (packets + 1, nbytes + len(frame))
@@ -224,13 +230,16 @@ def test_audit_mode_passes_and_reports(dp: Any, tables: CompiledTables) -> None:
     dp.set_mode(Mode.AUDIT)
     before = dp.node_counters()
 
-    xdp_action, last, _ = dp.test_run(frame, LO_IFINDEX)
-
-    assert (xdp_action, last.reason, last.rule_id) == (
+    xdp_action, last, _ = dp.test_run(frame, LO_IFINDEX)  # traced: not counted
+    assert (xdp_action, last.reason, last.rule_id, last.xdp_action) == (
         XDP_PASS,
         Reason.RULE,
         rule_id(tables, 10, BOTH),
+        XDP_PASS,
     )
+    assert node_delta(before, dp.node_counters()) == {}
+
+    assert run_counted(dp, frame) == XDP_PASS
     assert node_delta(before, dp.node_counters()) == {
         NodeCounter.WOULD_DENY: 1,
         NodeCounter.EVENTS_SENT: 1,
@@ -245,13 +254,99 @@ def test_event_rate_limit(dp: Any) -> None:
     ratelimit = dp.maps[layout.MAP_RATELIMIT]
     ratelimit.update(bytes(4), bytes(ratelimit.value_size))  # a fresh window on every CPU
     before = dp.node_counters()
-    dp.test_run(frame, LO_IFINDEX, repeat=10)
+    run_counted(dp, frame, repeat=10)
     delta = node_delta(before, dp.node_counters())
     assert delta == {
         NodeCounter.DENY: 10,
         NodeCounter.EVENTS_SENT: 3,
         NodeCounter.EVENTS_SUPPRESSED: 7,
     }
+
+
+def drain(dp: Any) -> list[layout.DropEventRecord]:
+    """Open the events (if not yet) and drop what earlier tests left; returns the live list."""
+    events: list[layout.DropEventRecord] = []
+    dp.open_events(events.append)
+    dp.poll_events(0)
+    events.clear()
+    return events
+
+
+@pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.AUDIT])
+def test_traced_packets_count_nowhere(dp: Any, tables: CompiledTables, mode: Mode) -> None:
+    """A traced packet (trace metadata in front of it) gets its verdict, in its metadata and in
+    this CPU's last_verdict, and moves no rule or node counter and emits no event; repeated
+    runs stay traced (the program leaves the magic in place)."""
+    events = drain(dp)
+    dp.set_mode(mode)
+    last_map = dp.maps[layout.MAP_LAST]
+    rules_before, node_before = dp.rule_counters(), dp.node_counters()
+    cpu = min(os.sched_getaffinity(0))
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # last_verdict is per CPU: read back this CPU's slot
+    try:
+        for name, (pkt, action, reason, decider) in CASES.items():
+            xdp_action, last, _ = dp.test_run(bytes(pkt), LO_IFINDEX, repeat=3)
+            if mode is Mode.AUDIT:
+                action = XDP_PASS
+            expected_rule = rule_id(tables, *decider) if decider else 0
+            got = (xdp_action, Reason(last.reason), last.rule_id, last.xdp_action)
+            assert got == (action, reason, expected_rule, action), name
+            raw = last_map.lookup(bytes(4))
+            mine = layout.LastVerdict.from_buffer_copy(raw, cpu * last_map.slot_size)
+            assert (mine.reason, mine.rule_id, mine.xdp_action) == got[1:], name
+    finally:
+        os.sched_setaffinity(0, saved)
+    assert dp.rule_counters() == rules_before
+    assert node_delta(node_before, dp.node_counters()) == {}
+    assert dp.poll_events(100) == 0 and events == []
+
+
+def test_untraced_test_runs_count(dp: Any, tables: CompiledTables) -> None:
+    """Only a 16-byte metadata block with the magic marks a trace: no ctx at all, a ctx without
+    metadata, metadata without the magic and a block too short all count as real packets."""
+    frame = bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8011))
+    rid = rule_id(tables, 10, BOTH)
+    events = drain(dp)
+    magic = layout.TRACE_MAGIC.to_bytes(4, "little")
+    packets = dp.rule_counters().get(rid, (0, 0))[0]
+    before = dp.node_counters()
+    runs = [
+        bpfsys.prog_test_run(dp.prog_fd, frame),  # no ctx: ingress is lo
+        bpfsys.prog_test_run(dp.prog_fd, frame, 1, LO_IFINDEX),
+        bpfsys.prog_test_run(dp.prog_fd, frame, 1, LO_IFINDEX, meta=bytes(16)),
+        bpfsys.prog_test_run(dp.prog_fd, frame, 1, None, meta=magic + bytes(4)),
+        bpfsys.prog_test_run(dp.prog_fd, frame, 1, None, meta=magic[::-1] + bytes(28)),
+    ]
+    assert [r.retval for r in runs] == [XDP_DROP] * 5
+    assert dp.rule_counters()[rid][0] == packets + 5
+    assert node_delta(before, dp.node_counters()) == {
+        NodeCounter.DENY: 5,
+        NodeCounter.EVENTS_SENT: 5,
+    }
+    dp.poll_events(1000)
+    assert [(e.rule_id, e.dport) for e in events] == [(rid, 8011)] * 5
+
+    # the control: the same frame with the 16-byte block and the magic is a trace
+    before = dp.node_counters()
+    traced = bpfsys.prog_test_run(dp.prog_fd, frame, 1, LO_IFINDEX, meta=magic + bytes(12))
+    assert traced.retval == XDP_DROP
+    assert traced.data_out[12:16] == XDP_DROP.to_bytes(4, "little")  # its answer
+    assert dp.rule_counters()[rid][0] == packets + 5
+    assert node_delta(before, dp.node_counters()) == {}
+    assert dp.poll_events(100) == 0
+
+
+def test_trace_refuses_a_build_that_does_not_answer(dp: Any) -> None:
+    foreign, foreign_fd = _foreign_prog()
+    real_fd = dp.prog_fd
+    try:
+        dp.prog_fd = foreign_fd
+        with pytest.raises(DatapathError, match="older build"):
+            dp.test_run(bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8012)), LO_IFINDEX)
+    finally:
+        dp.prog_fd = real_fd
+        foreign.cleanup()
 
 
 def generation_keys(dp: Any) -> tuple[int, int, int, int, int, int]:
@@ -417,8 +512,73 @@ def test_back_to_back_writes_never_mix_generations(dp: Any, budget: int | None) 
     assert delta.get(NodeCounter.DENY, 0) and delta.get(NodeCounter.ALLOW, 0), delta
 
 
+def test_trace_beside_writes_never_undoes_a_switch(
+    dp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Traces in another thread while writes alternate two rule sets with rising generations:
+    after every write the config holds that write's generation and switched half (a trace
+    that rewrote the config could put back the one before), traces never write a map, and
+    they move no counter."""
+    import threading
+
+    from engine.compiler import compile_ruleset
+    from engine.crd import load_yaml
+
+    deny = compile_ruleset(load_yaml(FLIP_YAML.replace("DENY_PORT", str(FLIP_PORT))), {"lo": 1})
+    allow = compile_ruleset(
+        load_yaml(FLIP_YAML.replace("DENY_PORT", "5999")), {"lo": 1}, previous_ids=deny.rule_ids
+    )
+    frame = bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / UDP(dport=FLIP_PORT))
+    dp.write_tables(deny, 800)
+    before = dp.node_counters()
+    stop = threading.Event()
+    seen: set[int] = set()
+    errors: list[BaseException] = []
+
+    def traces() -> None:
+        try:
+            while not stop.is_set():
+                seen.add(dp.test_run(frame, LO_IFINDEX)[0])
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers: set[str] = set()
+    real_update = type(dp.maps[layout.MAP_CONFIG]).update
+
+    def update(self: Any, key: bytes, value: bytes, flags: int = 0) -> None:
+        writers.add(threading.current_thread().name)
+        real_update(self, key, value, flags)
+
+    monkeypatch.setattr(type(dp.maps[layout.MAP_CONFIG]), "update", update)
+    runner = threading.Thread(target=traces, name="trace")
+    runner.start()
+    behind: list[tuple[int, int, int]] = []
+    try:
+        for flip in range(300):
+            generation = 801 + flip
+            previous = dp.config()
+            if previous.generation != generation - 1:
+                behind.append((generation - 1, previous.generation, previous.active_gen))
+            dp.write_tables(allow if flip % 2 == 0 else deny, generation)
+            cfg = dp.config()
+            if (cfg.generation, cfg.active_gen) != (generation, previous.active_gen ^ 1):
+                behind.append((generation, cfg.generation, cfg.active_gen))
+    finally:
+        stop.set()
+        runner.join()
+    monkeypatch.undo()
+    assert not errors, errors
+    assert "trace" not in writers
+    assert behind == [], f"config behind the last write (wanted, got, active): {behind[:5]}"
+    final = dp.config()
+    assert final.generation == 801 + 299
+    assert dp.test_run(frame, LO_IFINDEX)[0] == XDP_DROP  # the last write (flip 299): deny
+    assert seen == {XDP_DROP, XDP_PASS}
+    assert node_delta(before, dp.node_counters()) == {}
+
+
 def test_rule_counters_up_to_max_id(dp: Any, tables: CompiledTables) -> None:
-    dp.test_run(bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8010)), LO_IFINDEX)
+    run_counted(dp, bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8010)))
     everything = dp.rule_counters()
     top = max(tables.rule_ids.values())
     assert everything and max(everything) <= top
@@ -442,7 +602,7 @@ def test_failsafe_mapped_matches_the_syscall_view(dp: Any, tables: CompiledTable
 
 
 def test_second_process_opens_pins_without_compiling(dp: Any, pin_root: str) -> None:
-    dp.test_run(bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8007)), LO_IFINDEX)
+    run_counted(dp, bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8007)))
     script = (
         "import json, sys\n"
         "from engine.datapath import Datapath\n"
@@ -507,7 +667,7 @@ def test_write_speed_100k_prefixes(dp: Any, tables: CompiledTables) -> None:
 def test_reload_keeps_counters_and_takes_over(dp: Any, pin_root: str, veth_ns: VethNs) -> None:
     from engine.datapath import Datapath
 
-    dp.test_run(bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8009)), LO_IFINDEX)
+    run_counted(dp, bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8009)))
     counters = dp.rule_counters()
     with in_netns(veth_ns.name):
         assert dp.attach(veth_ns.inner, mode="native") == "native"
@@ -556,6 +716,85 @@ def test_attach_modes_and_foreign_program(dp: Any, veth_ns: VethNs) -> None:
             assert dp.attached() == []
     finally:
         foreign.cleanup()
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_packets_from_a_device_are_not_traces(
+    dp: Any, tables: CompiledTables, veth_ns: VethNs, mode: str
+) -> None:
+    """Frames sent into a veth running the program (native and generic XDP) carry no trace
+    metadata: each is counted and reported like any packet."""
+    from engine.compiler import compile_ruleset
+    from engine.crd import load_yaml
+
+    frame = bytes(
+        Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=V4_SRC, dst=V4_DST)
+        / TCP(sport=4321, dport=8013)
+    )
+    sent = 20
+    events = drain(dp)
+    with in_netns(veth_ns.name):
+        inner = socket.if_nametoindex(veth_ns.inner)
+        yaml_text = RULES_YAML.replace("interfaces: [lo]", f"interfaces: [{veth_ns.inner}]")
+        veth_tables = compile_ruleset(load_yaml(yaml_text), {veth_ns.inner: inner})
+        dp.write_tables(veth_tables, 900)
+        rid = veth_tables.rule_ids[("web", tuple(sorted(BOTH)), 10)]
+        rules_before, node_before = dp.rule_counters(), dp.node_counters()
+        assert dp.attach(veth_ns.inner, mode=mode) == mode
+        try:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+                sock.bind((veth_ns.outer, 0))
+                for _ in range(sent):
+                    sock.send(frame)
+            deadline = time.monotonic() + 5
+            while dp.rule_counters().get(rid, (0, 0))[0] < rules_before.get(rid, (0, 0))[0] + sent:
+                assert time.monotonic() < deadline, "the frames never reached the program"
+                time.sleep(0.05)
+        finally:
+            dp.detach(veth_ns.inner)
+    assert dp.rule_counters()[rid][0] == rules_before.get(rid, (0, 0))[0] + sent
+    assert node_delta(node_before, dp.node_counters()).get(NodeCounter.DENY) == sent
+    dp.poll_events(1000)
+    mine = [e for e in events if e.dport == 8013]
+    assert len(mine) == sent and {(e.ifindex, e.rule_id) for e in mine} == {(inner, rid)}
+
+
+def test_other_reader_is_named(dp: Any, pin_root: str) -> None:
+    """open_events registers a reader (a shared flock); other_reader_pid names another
+    process that reads the same firewall's events, and forgets it once it has exited."""
+    from engine.datapath import events_lock_path, lock_holders
+
+    drain(dp)
+    assert dp.other_reader_pid() is None  # this process alone
+    assert os.getpid() in lock_holders(events_lock_path(pin_root))
+    script = (
+        "import sys, time\n"
+        "from engine.datapath import Datapath\n"
+        f"dp = Datapath.open({pin_root!r})\n"
+        "dp.open_events(lambda r: None)\n"
+        "print(dp.other_reader_pid(), flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == str(os.getpid())  # the child sees us
+        assert dp.other_reader_pid() == child.pid  # and we see the child
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert dp.other_reader_pid() is None
 
 
 def test_test_run_speed_is_reported(dp: Any) -> None:

@@ -63,6 +63,7 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_SRC_ROOTS, ct.c_uint32, ct.c_uint32),
         (layout.MAP_LIST_ROOTS, ct.c_uint32, layout.ListRoots),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
+        ("layout_trace_meta", ct.c_uint32, layout.TraceMeta),
     ],
 )
 def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> None:
@@ -109,3 +110,13 @@ def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:
             assert m.info.flags & 1, f"{name} lacks BPF_F_NO_PREALLOC"
         finally:
             m.close()
+
+
+def test_trace_magic_matches_layout() -> None:
+    import re
+
+    from engine.datapath import BPF_SOURCE
+
+    found = re.search(r"#define TRACE_MAGIC (0x[0-9a-fA-F]+)U", BPF_SOURCE.read_text())
+    assert found, "bpf/infw.bpf.c defines no TRACE_MAGIC"
+    assert int(found.group(1), 16) == layout.TRACE_MAGIC
