@@ -20,18 +20,19 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input
 
 from console.tui.cells import human_count, rule_summary
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
 from console.tui.engine_thread import EngineThread
 from console.tui.events_pane import EventLog, EventPane
 from console.tui.facade import EngineLike, EventSourceLike
-from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
+from console.tui.footer import KeyFooter
+from console.tui.header import DisconnectedBanner, FittedStatic, PendingBanner, StatusHeader
 from console.tui.history import HistoryScreen
 from console.tui.interfaces import AttachScreen, InterfacesScreen
-from console.tui.rule_form import FormValues, RuleForm
-from console.tui.rules import RulesTable
+from console.tui.rule_form import FormValues, RuleForm, free_order
+from console.tui.rules import HIT_MARK, RulesTable
 from console.tui.trace import TraceDialog
 from engine.errors import InfwError, PrivilegeError
 from engine.model import ORDER_MAX, ORDER_MIN
@@ -45,6 +46,7 @@ LAB_ATTACH = "infw-n*"
 EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm", "revert"})
 NEEDS_RULE = frozenset({"edit", "delete", "reorder"})
 NEEDS_PENDING = frozenset({"confirm", "revert"})
+BACKLOG_S = 10.0  # drops from before the console opened that are still worth showing
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class InfwApp(App[str]):
     CSS = """
     Screen { layout: vertical; }
     #rules-title { height: 1; background: $boost; }
-    RulesTable { height: 1fr; min-height: 5; }
+    RulesTable { height: auto; max-height: 60%; min-height: 5; }
+    EventPane { height: 1fr; }
     FilterInput { dock: bottom; display: none; margin-bottom: 1; }
     FilterInput.-shown { display: block; }
     """
@@ -108,14 +111,14 @@ class InfwApp(App[str]):
         Binding("r", "revert", "Revert"),
         Binding("slash", "filter", "Filter"),
         Binding("t", "trace", "Trace"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_console", "Quit"),
-        Binding("m", "mode", "Mode"),
         Binding("i", "interfaces", "Ifaces"),
         Binding("h", "history", "History"),
-        Binding("y", "export", "YAML"),
-        Binding("s", "sort", "Sort"),
+        Binding("m", "mode", "Mode"),
         Binding("p", "pause", "Pause"),
+        Binding("s", "sort", "Sort"),
+        Binding("y", "export", "YAML"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_console", "Quit"),
         Binding("plus", "reorder(1)", "Later", show=False),
         Binding("minus", "reorder(-1)", "Earlier", show=False),
         Binding("S", "sort_reverse", "Reverse sort", show=False),
@@ -147,6 +150,10 @@ class InfwApp(App[str]):
         self.event_source: EventSourceLike | None = None
         self._events_error: str | None = None
         self._last_events_try = 0.0
+        self._events_opened = 0.0
+        self._first_poll = False
+        self._sampled_base = 0
+        self._last_stats = float("-inf")
         self._pending_gen: int | None = None
         self._banner_state: tuple[int | None, int] = (None, -1)
         self._filter_target = "rules"
@@ -158,11 +165,11 @@ class InfwApp(App[str]):
         yield StatusHeader(id="status-header")
         yield PendingBanner(id="pending-banner")
         yield DisconnectedBanner(id="disconnected")
-        yield Static(id="rules-title")
+        yield FittedStatic(id="rules-title")
         yield RulesTable(self.clock, id="rules")
         yield EventPane(id="events")
         yield FilterInput(placeholder="filter…", id="filter")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def table(self) -> RulesTable:
@@ -255,11 +262,16 @@ class InfwApp(App[str]):
             self.disconnected = None
             self.query_one(DisconnectedBanner).show(None)
         self.snapshot = snapshot
-        self.table.show(snapshot.rules)
+        # A reading soon after the last one (refresh_all after an edit) has counters over a
+        # fraction of a second: it brings new and removed rules, not rates or hit marks.
+        now = self.clock()
+        live = now - self._last_stats >= min(0.5, self.stats_interval / 2)
+        if live:
+            self._last_stats = now
+        self.table.show(snapshot.rules, live=live)
         self._render_rules_title()
         totals = snapshot.totals
-        sampled = self.event_source.buffer.counts.sampled_out if self.event_source else 0
-        self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, sampled)
+        self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, self._sampled())
 
     def _set_disconnected(self, exc: Exception) -> None:
         text = exc.message if isinstance(exc, InfwError) else str(exc)
@@ -267,32 +279,51 @@ class InfwApp(App[str]):
         self.query_one(DisconnectedBanner).show(text)
 
     def _render_rules_title(self) -> None:
+        self.query_one("#rules-title", FittedStatic).set_variants(self._rules_title_variants)
+
+    def _rules_title_variants(self) -> list[Text]:
+        """The line above the table, most detailed first (narrow terminals drop the extras)."""
         snap = self.snapshot
         table = self.table
-        title = Text(no_wrap=True, overflow="ellipsis")
         total = len(table.all_rows)
         shown = len(table.rows_by_key)
-        title.append(f" Rules {shown}" + (f"/{total}" if shown != total else ""), style="bold")
-        arrow = "▼" if table.sort_reverse else "▲"
-        title.append(f"  sort {table.sort_column}{arrow}")
-        if table.filter_text:
-            title.append(f"  filter '{table.filter_text}'", style="bold cyan")
-        if snap is not None:
-            t = snap.totals
-            title.append("  │ allowed ")
-            title.append(human_count(t.allowed[0]), style="green")
-            title.append(" · denied ")
-            title.append(human_count(t.denied[0]), style="red")
-            if t.would_deny[0]:
-                title.append(" · would-deny ")
-                title.append(human_count(t.would_deny[0]), style="yellow")
-            title.append(
-                f" · fail-safe {human_count(t.failsafe[0])} · no-match {human_count(t.no_match[0])}"
-            )
-            if t.unparsed[0]:
-                title.append(f" · unparsed {human_count(t.unparsed[0])}")
-        title.append("  ● hit now", style="dim")
-        self.query_one("#rules-title", Static).update(title)
+
+        def build(*, extras: bool, legend: bool, sort_word: bool) -> Text:
+            title = Text()
+            title.append(f" Rules {shown}" + (f"/{total}" if shown != total else ""), style="bold")
+            arrow = "▼" if table.sort_reverse else "▲"
+            title.append(f"  {'sort ' if sort_word else ''}{table.sort_column}{arrow}")
+            if table.filter_text:
+                title.append(f"  filter '{table.filter_text}'", style="bold cyan")
+            if snap is not None:
+                t = snap.totals
+                title.append("  │ allowed ", style="dim")
+                title.append(human_count(t.allowed[0]), style="green")
+                title.append(" · denied ", style="dim")
+                title.append(human_count(t.denied[0]), style="red")
+                if t.would_deny[0]:
+                    title.append(" · would-deny ", style="dim")
+                    title.append(human_count(t.would_deny[0]), style="yellow")
+                if extras:
+                    title.append(" · fail-safe ", style="dim")
+                    title.append(human_count(t.failsafe[0]))
+                    title.append(" · no-match ", style="dim")
+                    title.append(human_count(t.no_match[0]))
+                    if t.unparsed[0]:
+                        title.append(" · unparsed ", style="dim")
+                        title.append(human_count(t.unparsed[0]))
+            if legend:
+                title.append("  ")
+                title.append(HIT_MARK, style="bold yellow")
+                title.append(" hit now", style="dim")
+            return title
+
+        return [
+            build(extras=True, legend=True, sort_word=True),
+            build(extras=True, legend=False, sort_word=True),
+            build(extras=False, legend=True, sort_word=True),
+            build(extras=False, legend=False, sort_word=False),
+        ]
 
     def open_events(self) -> None:
         self._last_events_try = self.clock()
@@ -302,6 +333,8 @@ class InfwApp(App[str]):
         try:
             self.event_source = self.engine.open_events(self.events_per_second)
             self._events_error = None
+            self._events_opened = self.clock()
+            self._first_poll = True
         except (InfwError, OSError) as exc:
             self.event_source = None
             self._events_error = exc.message if isinstance(exc, InfwError) else str(exc)
@@ -317,10 +350,22 @@ class InfwApp(App[str]):
             self._set_disconnected(exc)
             self.event_source = None
             return
+        if self._first_poll:
+            # The ring buffer may hold minutes of drops from before the console opened, read over
+            # a few polls: show the last seconds of them, and count as sampled only what is
+            # skipped once the console has caught up.
+            recent = [ev for ev in fresh if ev.time >= self._events_opened - BACKLOG_S]
+            self._first_poll = len(recent) < len(fresh) or not fresh
+            fresh = recent
+            self._sampled_base = source.buffer.counts.sampled_out
         pane = self.event_pane
         pane.add(fresh)
         if fresh or not pane.paused:
-            pane.set_counts(pane.counts[0], pane.counts[1], source.buffer.counts.sampled_out)
+            pane.set_counts(pane.counts[0], pane.counts[1], self._sampled())
+
+    def _sampled(self) -> int:
+        source = self.event_source
+        return source.buffer.counts.sampled_out - self._sampled_base if source else 0
 
     # ------------------------------------------------------------------ key availability
 
@@ -375,10 +420,22 @@ class InfwApp(App[str]):
     def action_add(self) -> None:
         form = RuleForm(
             self.engine,
-            initial=FormValues(interfaces=self.default_interfaces()),
+            initial=FormValues(
+                interfaces=self.default_interfaces(),
+                order=str(free_order(r.order for r in self.table.all_rows)),
+            ),
             confirm_timeout=self.confirm_timeout(),
         )
-        self.push_screen(form, partial(self.applied, what="rule added"))
+        before = {r.rule_id for r in self.table.all_rows}
+
+        def done(result: ApplyResult | None) -> None:
+            self.applied(result, "rule added")
+            if result is not None:  # put the cursor on the new rule, to watch it take hits
+                fresh = [r.rule_id for r in self.table.all_rows if r.rule_id not in before]
+                if fresh:
+                    self.table.select_rule_id(min(fresh))
+
+        self.push_screen(form, done)
 
     def action_edit(self) -> None:
         row = self.table.selected_rule()

@@ -90,13 +90,16 @@ def rule_summary(row: RuleRow) -> str:
     )
 
 
-def event_endpoints(ev: DropEvent) -> str:
+def event_endpoints(ev: DropEvent, sport: bool = True) -> str:
+    """'src:sport -> dst:dport' (sport=False leaves the source port out, for narrow panes)."""
     if ev.icmp_type is not None:
         return f"{ev.src} -> {ev.dst} type {ev.icmp_type}/{ev.icmp_code}"
     if ev.dport is not None:
         if ":" in ev.src:
-            return f"[{ev.src}]:{ev.sport} -> [{ev.dst}]:{ev.dport}"
-        return f"{ev.src}:{ev.sport} -> {ev.dst}:{ev.dport}"
+            src = f"[{ev.src}]:{ev.sport}" if sport else ev.src
+            return f"{src} -> [{ev.dst}]:{ev.dport}"
+        src = f"{ev.src}:{ev.sport}" if sport else ev.src
+        return f"{src} -> {ev.dst}:{ev.dport}"
     frag = " (fragment)" if ev.fragment else ""
     return f"{ev.src} -> {ev.dst}{frag}"
 
@@ -113,21 +116,28 @@ EVENT_COLUMNS: tuple[tuple[str, int], ...] = (
 )
 
 
+ENDPOINTS_MAX = 64  # wider panes keep vlan and length next to the addresses
+
+
 def _cell(text: str, width: int, right: bool = False) -> str:
     if len(text) > width:
         text = text[: max(0, width - 1)] + "…"
     return text.rjust(width) if right else text.ljust(width)
 
 
+NARROW_EVENTS = 100  # below this pane width: no millis, no source port, vlan inline, no length
+
+
 def event_layout(width: int) -> dict[str, int]:
-    """Column widths for the event pane at a given pane width (narrow panes drop millis)."""
+    """Column widths for the event pane at a given pane width (narrow panes drop some)."""
     widths = dict(EVENT_COLUMNS)
-    if width < 100:
+    if width < NARROW_EVENTS:
         widths["time"] = 8
         widths["iface"] = 8
-        widths["verdict"] = 10
+        widths["rule"] = 4
+        del widths["vlan"], widths["len"]
     fixed = sum(w for w in widths.values()) + len(widths) - 1
-    widths["src -> dst"] = max(16, width - fixed - 1)
+    widths["src -> dst"] = max(16, min(ENDPOINTS_MAX, width - fixed - 1))
     return widths
 
 
@@ -139,13 +149,20 @@ def event_header(width: int) -> Text:
 
 def event_line(ev: DropEvent, width: int) -> Text:
     widths = event_layout(width)
+    narrow = "len" not in widths
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(_cell(clock_time(ev.time, millis=widths["time"] > 8), widths["time"]) + " ")
     line.append(_cell(ev.interface, widths["iface"]) + " ", style="cyan")
     line.append(_cell(str(ev.rule_id), widths["rule"], right=True) + " ")
     line.append(_cell(ev.verdict, widths["verdict"]) + " ", style=VERDICT_STYLE.get(ev.verdict, ""))
     line.append(_cell(ev.protocol, widths["proto"]) + " ")
-    line.append(_cell(event_endpoints(ev), widths["src -> dst"]) + " ")
+    endpoints = event_endpoints(ev, sport=not narrow)
+    if narrow:
+        if ev.vlan:
+            endpoints += f" vlan {ev.vlan}"
+        line.append(_cell(endpoints, widths["src -> dst"]))
+        return line
+    line.append(_cell(endpoints, widths["src -> dst"]) + " ")
     line.append(_cell(str(ev.vlan) if ev.vlan else "-", widths["vlan"], right=True) + " ")
     line.append(_cell(str(ev.length), widths["len"], right=True))
     return line

@@ -103,13 +103,18 @@ class EventPane(Vertical):
             self.unseen += len(fresh)
             self._render_title()
             return
-        log = self.log_widget
-        follow = self.following
-        width = self._width()
-        for ev in fresh[-SHOW_LINES:]:
-            if self._matches(ev):
-                log.write(event_line(ev, width), width=width, scroll_end=follow)
+        self._write([ev for ev in fresh[-SHOW_LINES:] if self._matches(ev)], self.following)
         self._render_title()
+
+    def _write(self, shown: list[DropEvent], scroll_end: bool) -> None:
+        """Write the lines in one go: one render and one scroll instead of one per event."""
+        if not shown:
+            return
+        width = self._width()
+        block = Text("\n", no_wrap=True, overflow="ellipsis").join(
+            event_line(ev, width) for ev in shown
+        )
+        self.log_widget.write(block, width=width, scroll_end=scroll_end)
 
     def set_counts(self, suppressed: int, lost: int, sampled: int) -> None:
         if (suppressed, lost, sampled) != self.counts:
@@ -130,12 +135,8 @@ class EventPane(Vertical):
         self._render_title()
 
     def _rewrite(self, scroll_end: bool) -> None:
-        log = self.log_widget
-        log.clear()
-        width = self._width()
-        shown = [ev for ev in self.events if self._matches(ev)][-SHOW_LINES:]
-        for ev in shown:
-            log.write(event_line(ev, width), width=width, scroll_end=scroll_end)
+        self.log_widget.clear()
+        self._write([ev for ev in self.events if self._matches(ev)][-SHOW_LINES:], scroll_end)
 
     def on_resize(self, event: events.Resize) -> None:
         self._render_header()

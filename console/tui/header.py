@@ -1,35 +1,168 @@
-"""The header: node, interfaces and XDP mode, enforce/audit, generation, pending confirm, link state."""
+"""The header: node, interfaces and XDP mode, enforce/audit, generation, pending confirm, link state.
+
+Each line is built in a few variants, most detailed first; the first one that fits the terminal
+is shown, so 80 columns get a shorter but complete line instead of one cut off mid-word.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from rich.text import Text
+from textual import events
 from textual.widgets import Static
 
-from engine.views import Status
+from engine.views import InterfaceView, Status
+
+SEP = " │ "
+DOT = " · "
 
 
-def interfaces_text(status: Status) -> Text:
+def first_fitting(variants: Iterable[Text], width: int) -> Text:
+    """The first variant whose cells fit `width`; else the last one, cut with an ellipsis."""
+    last = Text()
+    for variant in variants:
+        last = variant
+        if variant.cell_len <= width:
+            return variant
+    last.no_wrap = True
+    last.overflow = "ellipsis"
+    return last
+
+
+def interfaces_text(status: Status, detail: int = 2) -> Text:
+    """The attached interfaces with their XDP mode.
+
+    detail 2: 'infw-n1 native · infw-n2 native'; 1: modes grouped, 'infw-n1, infw-n2 native';
+    0: a count, '2 ifaces native'.
+    """
     out = Text()
-    if not status.interfaces:
-        out.append("not attached", style="bold red" if status.loaded else "dim")
+    views = status.interfaces
+    if not views:
+        out.append("NOT ATTACHED", style="bold red" if status.loaded else "dim")
         return out
-    for i, view in enumerate(status.interfaces):
+    if detail >= 2:
+        for i, view in enumerate(views):
+            if i:
+                out.append(DOT, style="dim")
+            _one_interface(out, view)
+        return out
+    if detail <= 0:
+        modes = "/".join(dict.fromkeys(v.mode for v in views))
+        out.append(f"{len(views)} iface{'s' if len(views) != 1 else ''}", style="bold")
+        out.append(" ")
+        out.append(modes, style="dim")
+        foreign = sum(1 for v in views if not v.ours)
+        if foreign:
+            out.append(DOT, style="dim")
+            out.append(f"{foreign} FOREIGN", style="bold magenta")
+        return out
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for view in views:
+        groups.setdefault((view.mode, view.ours), []).append(view.name)
+    for i, ((mode, ours), names) in enumerate(groups.items()):
         if i:
-            out.append(", ")
-        out.append(view.name, style="bold")
-        out.append(f" {view.mode}", style="dim")
-        if not view.ours:
-            out.append(" FOREIGN", style="bold magenta")
+            out.append(DOT, style="dim")
+        out.append(", ".join(names), style="bold")
+        out.append(" ")
+        out.append(mode, style="dim")
+        if not ours:
+            out.append(" ")
+            out.append("FOREIGN", style="bold magenta")
     return out
 
 
-def mode_text(mode: str) -> Text:
+def _one_interface(out: Text, view: InterfaceView) -> None:
+    out.append(view.name, style="bold")
+    out.append(" ")
+    out.append(view.mode, style="dim")
+    if not view.ours:
+        out.append(" ")
+        out.append("FOREIGN", style="bold magenta")
+
+
+def mode_text(mode: str, short: bool = False) -> Text:
     if mode == "audit":
-        return Text(" AUDIT (would-drop only) ", style="bold black on yellow")
+        label = " AUDIT " if short else " AUDIT (would-drop only) "
+        return Text(label, style="bold black on yellow")
     return Text(" ENFORCE ", style="bold white on dark_green")
 
 
-class StatusHeader(Static):
+def header_variants(status: Status | None) -> list[Text]:
+    """The header line, most detailed first."""
+    if status is None:
+        line = Text()
+        line.append(" infw ", style="bold reverse")
+        line.append(" connecting…")
+        return [line]
+
+    def build(
+        *, netns: bool, node_label: bool, short_mode: bool, ifaces: int, badge: bool = True
+    ) -> Text:
+        line = Text()
+        if badge:
+            line.append(" infw ", style="bold reverse")
+        line.append(" ")
+        if node_label:
+            line.append("node ", style="dim")
+        line.append(status.node, style="bold")
+        if netns and status.netns:
+            line.append(f" (netns {status.netns})", style="dim")
+        line.append(SEP, style="dim")
+        line.append_text(mode_text(status.mode, short=short_mode))
+        line.append(SEP, style="dim")
+        line.append(f"gen {status.generation}")
+        line.append(DOT, style="dim")
+        line.append(f"{status.rule_count} rules")
+        line.append(SEP, style="dim")
+        if not status.loaded:
+            line.append("NOT LOADED", style="bold red")
+            line.append(SEP, style="dim")
+        if ifaces >= 0:
+            if ifaces >= 1 and status.interfaces:
+                line.append("XDP ", style="dim")
+            line.append_text(interfaces_text(status, ifaces))
+        if status.read_only:
+            line.append(SEP, style="dim")
+            line.append("READ-ONLY", style="bold cyan")
+        return line
+
+    plans: list[dict[str, object]] = [
+        dict(netns=True, node_label=True, short_mode=False, ifaces=2),
+        dict(netns=False, node_label=False, short_mode=False, ifaces=2),
+        dict(netns=False, node_label=False, short_mode=True, ifaces=2),
+        dict(netns=False, node_label=False, short_mode=True, ifaces=1),
+        dict(netns=False, node_label=False, short_mode=True, ifaces=0),
+        dict(netns=False, node_label=False, short_mode=True, ifaces=0, badge=False),
+    ]
+    return [build(**plan) for plan in plans]  # type: ignore[arg-type]
+
+
+class FittedStatic(Static):
+    """A one-line Static that re-picks the variant that fits whenever its width changes."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._variants: Callable[[], list[Text]] = list
+        self._shown: Text | None = None
+
+    def set_variants(self, variants: Callable[[], list[Text]]) -> None:
+        self._variants = variants
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.size.width or (self.app.size.width if self.is_attached else 80)
+        chosen = first_fitting(self._variants(), width)
+        if self._shown is not None and chosen == self._shown:
+            return
+        self._shown = chosen
+        self.update(chosen, layout=False)  # one line, fixed height: no re-layout
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit()
+
+
+class StatusHeader(FittedStatic):
     """One line saying where the console is and what the firewall does right now."""
 
     DEFAULT_CSS = """
@@ -37,29 +170,10 @@ class StatusHeader(Static):
     """
 
     def show(self, status: Status | None) -> None:
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(" infw ", style="bold reverse")
-        if status is None:
-            line.append(" connecting…")
-            self.update(line)
-            return
-        line.append(f" {status.node}", style="bold")
-        if status.netns:
-            line.append(f" (netns {status.netns})", style="dim")
-        line.append(" │ ")
-        line.append_text(mode_text(status.mode))
-        line.append(f" │ gen {status.generation} │ {status.rule_count} rules │ ")
-        if not status.loaded:
-            line.append("NOT LOADED", style="bold red")
-            line.append(" │ ")
-        line.append_text(interfaces_text(status))
-        if status.read_only:
-            line.append(" │ ")
-            line.append("READ-ONLY", style="bold cyan")
-        self.update(line)
+        self.set_variants(lambda: header_variants(status))
 
 
-class PendingBanner(Static):
+class PendingBanner(FittedStatic):
     """Shown only while a commit-confirmed change waits; impossible to miss."""
 
     DEFAULT_CSS = """
@@ -78,10 +192,19 @@ class PendingBanner(Static):
             return
         self.set_class(True, "-shown")
         self.set_class(seconds_left <= 10, "-urgent")
+        left = f"{seconds_left:.0f}s left"
         keys = "" if read_only else " — c confirm / r revert"
-        self.update(
-            f"PENDING CONFIRM gen {generation} — {seconds_left:.0f}s left{keys} "
-            "(reverts by itself if not confirmed)"
+        short_keys = "" if read_only else " — c confirm · r revert"
+        self.set_variants(
+            lambda: [
+                Text(
+                    f"PENDING CONFIRM gen {generation} — {left}{keys} "
+                    "(reverts by itself if not confirmed)"
+                ),
+                Text(f"PENDING CONFIRM gen {generation} — {left}{short_keys} or it reverts"),
+                Text(f"PENDING CONFIRM gen {generation} — {left}{short_keys}"),
+                Text(f"PENDING gen {generation} {left}{short_keys}"),
+            ]
         )
 
 

@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from console.tui.facade import EngineLike
 from engine.errors import FieldError, GuardRefusal, InfwError, ValidationError
-from engine.model import Protocol
+from engine.model import ORDER_MAX, Protocol
 from engine.ruleline import DEFAULT_FIREWALL, parse_rule_line
 from engine.views import ApplyResult, RuleRow
 
@@ -125,6 +125,19 @@ class FormValues:
             icmp_code="" if rule.icmp_code is None else str(rule.icmp_code),
             action=rule.action.value,
         )
+
+
+def free_order(used: Iterable[int], step: int = 5) -> int:
+    """An order for a new rule that no rule uses yet, ahead of the existing ones (lower wins):
+    the largest multiple of `step` below the lowest order in use (5 when the first rule is at
+    10), else the lowest unused order; 10 on an empty rule set."""
+    taken = set(used)
+    if not taken:
+        return 10
+    below = (min(taken) - 1) // step * step
+    if below >= 1:
+        return below
+    return next(n for n in range(1, ORDER_MAX + 1) if n not in taken)
 
 
 def _items(text: str) -> list[str]:
@@ -456,4 +469,12 @@ class RuleForm(ModalScreen[ApplyResult | None]):
             self._show_error(GENERAL, ["the guard refused this change and it cannot be forced"])
 
 
-__all__ = ["FormValues", "Protocol", "RuleForm", "build_line", "check_values", "field_for_path"]
+__all__ = [
+    "FormValues",
+    "Protocol",
+    "RuleForm",
+    "build_line",
+    "check_values",
+    "field_for_path",
+    "free_order",
+]

@@ -54,6 +54,7 @@ COLUMNS: tuple[RuleColumn, ...] = (
     RuleColumn("last", "last hit", 8, 1, live=True, descending=True),
 )
 SORTABLE = tuple(c.key for c in COLUMNS if c.key != "hit")
+LIVE = ("hit", "packets", "bytes", "rate", "last")  # the cells a refresh may change
 MEDIUM, WIDE = 110, 150
 CIDR_MIN, CIDR_MAX = 12, 44
 
@@ -62,22 +63,29 @@ def row_key(row: RuleRow) -> str:
     return f"{row.rule_id}|{row.firewall}|{','.join(row.cidrs)}|{row.order}"
 
 
+SORT_KEYS: dict[str, Callable[[RuleRow], Any]] = {
+    "id": lambda r: r.rule_id,
+    "order": lambda r: (r.order, r.rule_id),
+    "firewall": lambda r: r.firewall,
+    "interfaces": lambda r: ",".join(r.interfaces),
+    "cidrs": lambda r: ",".join(r.cidrs),
+    "proto": lambda r: r.protocol,
+    "match": lambda r: r.match,
+    "action": lambda r: r.action,
+    "packets": lambda r: r.packets,
+    "bytes": lambda r: r.bytes,
+    "rate": lambda r: r.rate,
+    "last": lambda r: r.last_hit or 0.0,
+}
+
+
 def sort_value(row: RuleRow, column: str) -> Any:
-    values: dict[str, Any] = {
-        "id": row.rule_id,
-        "order": (row.order, row.rule_id),
-        "firewall": row.firewall,
-        "interfaces": ",".join(row.interfaces),
-        "cidrs": ",".join(row.cidrs),
-        "proto": row.protocol,
-        "match": row.match,
-        "action": row.action,
-        "packets": row.packets,
-        "bytes": row.bytes,
-        "rate": row.rate,
-        "last": row.last_hit or 0.0,
-    }
-    return values.get(column, row.rule_id)
+    return SORT_KEYS.get(column, SORT_KEYS["id"])(row)
+
+
+def static_signature(row: RuleRow) -> tuple[object, ...]:
+    """What the static cells of a row are made of; equal signatures render equal cells."""
+    return (row.rule_id, row.firewall, row.order, row.interfaces, row.cidrs, row.rule)
 
 
 def search_text(row: RuleRow) -> str:
@@ -106,9 +114,12 @@ class RulesTable(DataTable[object]):
         self.rows_by_key: dict[str, RuleRow] = {}
         self._all: tuple[RuleRow, ...] = ()
         self._shown_columns: tuple[RuleColumn, ...] = ()
+        self._shown_keys: frozenset[str] = frozenset()
         self._cidr_width = 18
         self._signature: tuple[object, ...] | None = None
-        self._live_cache: dict[tuple[str, str], str] = {}
+        self._live_cache: dict[str, tuple[tuple[str, ...], bool]] = {}
+        # rows whose cells lag their cached values (out of sight): key -> values the cells show
+        self._stale: dict[str, tuple[tuple[str, ...], bool] | None] = {}
         self._previous_packets: dict[str, int] = {}
         self._hit: set[str] = set()
         self._order: list[str] = []
@@ -132,6 +143,7 @@ class RulesTable(DataTable[object]):
         if shown == self._shown_columns and cidr_width == self._cidr_width and self.columns:
             return False
         self._shown_columns, self._cidr_width = shown, cidr_width
+        self._shown_keys = frozenset(c.key for c in shown)
         self.clear(columns=True)
         for col in shown:
             self.add_column(self._label(col), width=col.width or cidr_width, key=col.key)
@@ -147,6 +159,8 @@ class RulesTable(DataTable[object]):
     def on_resize(self, event: events.Resize) -> None:
         if self._ensure_columns():
             self.show(self._all)
+        else:
+            self._flush()
 
     # ------------------------------------------------------------------ cells
 
@@ -163,88 +177,159 @@ class RulesTable(DataTable[object]):
             "action": Text(action, style=VERDICT_STYLE.get(action, "")),
         }
 
-    def _live_cells(self, row: RuleRow, hit: bool, now: float) -> dict[str, Text]:
-        style = "bold" if hit else ""
-        return {
-            "hit": Text(HIT_MARK if hit else " ", style="bold yellow"),
-            "packets": Text(human_count(row.packets), style=style, justify="right"),
-            "bytes": Text(human_bytes(row.bytes), style=style, justify="right"),
-            "rate": Text(human_rate(row.rate), style=style, justify="right"),
-            "last": Text(relative_time(row.last_hit, now), justify="right"),
-        }
+    @staticmethod
+    def _live_texts(row: RuleRow, hit: bool, now: float) -> tuple[str, str, str, str, str]:
+        """The plain text of the live cells (hit, packets, bytes, rate, last): cheap to compare."""
+        return (
+            HIT_MARK if hit else " ",
+            human_count(row.packets),
+            human_bytes(row.bytes),
+            human_rate(row.rate),
+            relative_time(row.last_hit, now),
+        )
+
+    @staticmethod
+    def _live_cell(col: str, text: str, hit: bool) -> Text:
+        if col == "hit":
+            return Text(text, style="bold yellow")
+        if col == "last":
+            return Text(text, justify="right")
+        return Text(text, style="bold" if hit else "", justify="right")
 
     # ------------------------------------------------------------------ updates
 
-    def show(self, rows: Sequence[RuleRow]) -> None:
-        """Take a fresh reading: counters change in place, the rules only when they changed."""
+    def show(self, rows: Sequence[RuleRow], *, live: bool = True) -> None:
+        """Take a fresh reading: counters change in place, the rules only when they changed.
+
+        Per refresh this is one pass over the rows comparing plain strings; a cell is written
+        (update_cell) only when its text changed, and nothing is rebuilt unless the rules, the
+        filter or the width did.
+
+        live=False is for an off-cycle reading (right after an edit): its counters cover a
+        fraction of the refresh interval, which would blank rates and hit marks for a moment, so
+        rows already on screen keep their values until the next regular reading.
+        """
         self._ensure_columns()
         self._all = tuple(rows)
         now = self._clock()
         needle = self.filter_text.lower()
-        visible = [r for r in rows if not needle or needle in search_text(r)]
+        visible = [r for r in rows if needle in search_text(r)] if needle else list(rows)
         keys = [row_key(r) for r in visible]
-        self._hit = {
-            k
-            for k, r in zip(keys, visible, strict=True)
-            if k in self._previous_packets and r.packets > self._previous_packets[k]
-        }
-        self._previous_packets = {k: r.packets for k, r in zip(keys, visible, strict=True)}
-        self.rows_by_key = dict(zip(keys, visible, strict=True))
-        shown = {c.key for c in self._shown_columns}
-        signature = tuple(
-            (k, tuple(str(v) for v in self._static_cells(r).values()))
-            for k, r in zip(keys, visible, strict=True)
-        )
+        previous = self._previous_packets
+        pairs = list(zip(keys, visible, strict=True))
+        if live:
+            self._hit = {k for k, r in pairs if k in previous and r.packets > previous[k]}
+            self._previous_packets = {k: r.packets for k, r in pairs}
+        else:
+            self._hit = {k for k, _ in pairs if k in self._hit}
+            self._previous_packets = {k: previous.get(k, r.packets) for k, r in pairs}
+        self.rows_by_key = dict(pairs)
+        cache = self._live_cache
+        values = [
+            cache[k] if not live and k in cache else self._values(r, k in self._hit, now)
+            for k, r in pairs
+        ]
+        signature = (self._cidr_width, tuple(static_signature(r) for r in visible))
         if signature != self._signature:
-            self._rebuild(visible, keys, shown, now)
+            self._rebuild(visible, keys, values)
             self._signature = signature
             return
-        for key, row in zip(keys, visible, strict=True):
-            for col, cell in self._live_cells(row, key in self._hit, now).items():
-                if col not in shown:
-                    continue
-                plain = f"{cell.plain}|{cell.style}"
-                if self._live_cache.get((key, col)) == plain:
-                    continue
-                self._live_cache[(key, col)] = plain
-                try:
-                    self.update_cell(key, col, cell)
-                except CellDoesNotExist:
-                    self._signature = None
+        stale = self._stale
+        top, bottom = self._window()
+        for key, value in zip(keys, values, strict=True):
+            old = cache.get(key)
+            if old == value:
+                continue
+            cache[key] = value
+            if key not in stale:
+                stale[key] = old
+            # rows out of sight are written when they scroll into view (see _flush)
+            try:
+                index = self.get_row_index(key)
+            except RowDoesNotExist:
+                self._signature = None
+                continue
+            if top <= index < bottom:
+                self._write(key)
         self._apply_sort(only_if_changed=True)
 
-    def _rebuild(self, rows: list[RuleRow], keys: list[str], shown: set[str], now: float) -> None:
+    def _values(self, row: RuleRow, hit: bool, now: float) -> tuple[tuple[str, ...], bool]:
+        return self._live_texts(row, hit, now), hit
+
+    def _window(self) -> tuple[int, int]:
+        """Row indices on screen now, with a page of margin either side."""
+        page = max(1, self.size.height)
+        top = int(self.scroll_y)
+        return top - page, top + 2 * page
+
+    def _write(self, key: str) -> None:
+        """Put a row's cached live values into its cells, only those whose text or style changed."""
+        before = self._stale.pop(key, None)
+        texts, hit = self._live_cache[key]
+        for i, col in enumerate(LIVE):
+            if col not in self._shown_keys:
+                continue
+            if (
+                before is not None
+                and before[0][i] == texts[i]
+                and (before[1] == hit or col == "last")
+            ):
+                continue
+            try:
+                self.update_cell(key, col, self._live_cell(col, texts[i], hit))
+            except CellDoesNotExist:
+                self._signature = None
+
+    def _flush(self) -> None:
+        """Write the rows that have come into view since their values changed."""
+        if not self._stale:
+            return
+        top, bottom = self._window()
+        for key in list(self._stale):
+            try:
+                index = self.get_row_index(key)
+            except RowDoesNotExist:
+                self._stale.pop(key, None)
+                continue
+            if top <= index < bottom:
+                self._write(key)
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._flush()
+
+    def _rebuild(
+        self, rows: list[RuleRow], keys: list[str], values: list[tuple[tuple[str, ...], bool]]
+    ) -> None:
         selected = self.selected_key()
         self.clear()
         self._live_cache.clear()
+        self._stale.clear()
         self._order = []
-        for key, row in zip(keys, rows, strict=True):
+        for key, row, (texts, hit) in zip(keys, rows, values, strict=True):
+            self._live_cache[key] = (texts, hit)
             cells: dict[str, object] = {
                 **self._static_cells(row),
-                **self._live_cells(row, key in self._hit, now),
+                **{c: self._live_cell(c, t, hit) for c, t in zip(LIVE, texts, strict=True)},
             }
-            for col, cell in cells.items():
-                if isinstance(cell, Text) and col in ("hit", "packets", "bytes", "rate", "last"):
-                    self._live_cache[(key, col)] = f"{cell.plain}|{cell.style}"
             self.add_row(*(cells[c.key] for c in self._shown_columns), key=key)
         self._apply_sort(only_if_changed=False)
         if selected is not None:
             self.select_key(selected)
 
     def _apply_sort(self, *, only_if_changed: bool) -> None:
-        ordered = sorted(
-            self.rows_by_key,
-            key=lambda k: sort_value(self.rows_by_key[k], self.sort_column),
-            reverse=self.sort_reverse,
-        )
+        get = SORT_KEYS.get(self.sort_column, SORT_KEYS["id"])
+        rows = self.rows_by_key
+        ordered = sorted(rows, key=lambda k: get(rows[k]), reverse=self.sort_reverse)
         if only_if_changed and ordered == self._order:
             return
         selected = self.selected_key()
         self._order = ordered
-        rank = {self.rows_by_key[k].rule_id: i for i, k in enumerate(ordered)}
+        rank = {rows[k].rule_id: i for i, k in enumerate(ordered)}
         self.sort("id", key=lambda cell: rank.get(int(str(cell)), 0))
         if selected is not None:
             self.select_key(selected)
+        self._flush()
 
     # ------------------------------------------------------------------ sorting / selection
 

@@ -38,7 +38,10 @@ def render_trace(result: TraceResult) -> Text:
             return
         out.append_text(verdict_text(verdict))
         by = f" by rule {rule}" if rule else ""
-        out.append(f"{by} ({reason})\n")
+        # the reason says why when no rule decided (fail-safe, no match, unparsed); "rule" is
+        # already said by "by rule N"
+        why = f" ({reason})" if reason and not (rule and reason == "rule") else ""
+        out.append(f"{by}{why}\n")
 
     verdict_line("kernel", result.kernel_verdict, result.kernel_reason, result.kernel_rule_id)
     verdict_line(

@@ -253,11 +253,14 @@ async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
         await pilot.press("a")
         form = app.screen
         assert isinstance(form, RuleForm)
-        assert not form.query_one("#e-order", Static).has_class("-shown")
+        assert not form.query_one("#e-cidrs", Static).has_class("-shown")
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert form.query_one("#e-order", Static).has_class("-shown")
         assert form.query_one("#e-cidrs", Static).has_class("-shown")
+        # interfaces and order come pre-filled (the attached ones, a free order ahead of the rest)
+        assert not form.query_one("#e-order", Static).has_class("-shown")
+        assert form.query_one("#f-order", Input).value == "5"
+        assert form.query_one("#f-interfaces", Input).value == "infw-n1, infw-n2"
 
 
 @aio

@@ -1,0 +1,278 @@
+"""infw-tui at different widths, the refresh path's economy, and first-poll event backlog.
+
+FakeEngine only (no root, no kernel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from rich.text import Text
+from textual.coordinate import Coordinate
+from textual.widgets import Static
+from textual.widgets._footer import FooterKey
+
+from console.tui.app import InfwApp
+from console.tui.events_pane import EventPane
+from console.tui.fake import FakeEngine
+from console.tui.footer import KeyFooter
+from console.tui.header import StatusHeader, first_fitting, header_variants
+from console.tui.rule_form import RuleForm, free_order
+from console.tui.rules import RulesTable
+from engine.views import DropEvent
+
+pytestmark = pytest.mark.console
+
+
+def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: object, **kwargs: object) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
+    fake = FakeEngine(**kwargs)
+    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
+
+
+def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:
+    fake.advance(seconds)
+    app.refresh_status()
+    app.refresh_stats()
+    app.poll_events()
+
+
+def line_of(widget: Static) -> str:
+    rendered = widget.render()
+    return rendered.plain if isinstance(rendered, Text) else str(rendered)
+
+
+def footer_keys(app: InfwApp) -> list[str]:
+    keys = app.query_one(KeyFooter).query(FooterKey)
+    return [k.key for k in keys if k.key != "ctrl+p"]
+
+
+def many_rules(n: int) -> list[str]:
+    return [
+        f"{'deny' if i % 3 == 0 else 'allow'} tcp {1000 + i} from 10.{i // 250}.{i % 250}.0/24 "
+        f"on infw-n* order {10 + i}"
+        for i in range(n)
+    ]
+
+
+# ---------------------------------------------------------------------- header
+
+
+@pytest.mark.parametrize("width", [80, 120, 160])
+@aio
+async def test_header_fits_and_reads_cleanly(width: int) -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(width, 24)) as pilot:
+        tick(app, fake)
+        await pilot.pause()
+        text = line_of(app.query_one(StatusHeader))
+        assert len(text) <= width, text
+        assert "…" not in text  # a variant that fits, not one cut off
+        assert "lab-node" in text and "ENFORCE" in text and "gen 2" in text
+        assert "native," not in text and "native ," not in text
+        if width >= 120:
+            assert "infw-n1 native · infw-n2 native · ext0 generic FOREIGN" in text
+        else:
+            assert "FOREIGN" in text
+
+
+def test_header_variants_shrink_in_order() -> None:
+    fake = FakeEngine()
+    status = fake.status()
+    variants = header_variants(status)
+    widths = [v.cell_len for v in variants]
+    assert widths == sorted(widths, reverse=True)
+    assert first_fitting(variants, widths[0]) is variants[0]
+    assert first_fitting(variants, widths[0] - 1) is not variants[0]
+    narrowest = first_fitting(variants, 10)  # nothing fits: the shortest, cut with an ellipsis
+    assert narrowest is variants[-1] and narrowest.overflow == "ellipsis"
+
+
+# ---------------------------------------------------------------------- footer
+
+
+@aio
+async def test_footer_at_80_keeps_the_important_keys_and_fits() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        footer = app.query_one(KeyFooter)
+        assert footer.compact
+        keys = footer_keys(app)
+        assert {"a", "e", "d", "slash", "question_mark", "q"} <= set(keys)
+        assert "y" not in keys  # YAML export makes room; ? lists it
+        used = sum(k.region.width for k in footer.query(FooterKey))
+        assert used <= 80
+        # a pending change puts confirm and revert in front of the rest
+        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        app.refresh_all()
+        await pilot.pause()
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert "c" in keys and "r" in keys and "q" in keys
+
+
+@aio
+async def test_footer_at_160_shows_every_key() -> None:
+    app, _fake = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert not app.query_one(KeyFooter).compact
+        keys = footer_keys(app)
+        for key in ("a", "e", "d", "slash", "t", "i", "h", "m", "p", "s", "y", "question_mark"):
+            assert key in keys
+        assert keys[-1] == "q"
+
+
+# ---------------------------------------------------------------------- form defaults
+
+
+def test_free_order_goes_ahead_of_the_existing_rules() -> None:
+    assert free_order([10, 20, 30]) == 5
+    assert free_order([100]) == 95
+    assert free_order([3, 10]) == 1
+    assert free_order([1, 2, 3]) == 4
+    assert free_order([]) == 10
+
+
+@aio
+async def test_new_rule_is_selected_after_add() -> None:
+    app, _fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, RuleForm)
+        await pilot.press(*"203.0.113.0/24", "enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, RuleForm)
+        row = app.table.selected_rule()
+        assert row is not None and row.cidrs == ("203.0.113.0/24",) and row.order == 5
+
+
+# ---------------------------------------------------------------------- refresh economy
+
+
+@aio
+async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        await pilot.pause()
+        table = app.query_one(RulesTable)
+        writes: list[tuple[str, str]] = []
+        original = table.update_cell
+
+        def counting(row_key: Any, column_key: Any, value: Any, **kw: Any) -> None:
+            writes.append((str(row_key), str(column_key)))
+            original(row_key, column_key, value, **kw)
+
+        monkeypatch.setattr(table, "update_cell", counting)
+        # the clock moves but no packet arrives: nothing but ages may change
+        fake.clock.advance(0.2)
+        app.refresh_stats()
+        await pilot.pause()
+        assert writes == []
+        tick(app, fake)
+        await pilot.pause()
+        idle = {k for k, r in table.rows_by_key.items() if r.packets == 0}
+        assert writes and not any(k in idle for k, _ in writes)
+        assert {c for _, c in writes} <= {"hit", "packets", "bytes", "rate", "last"}
+
+
+@aio
+async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
+    app, fake = make_app(rules=many_rules(1000))
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        await pilot.pause()
+        table = app.query_one(RulesTable)
+        writes: list[str] = []
+        original = table.update_cell
+
+        def counting(row_key: Any, column_key: Any, value: Any, **kw: Any) -> None:
+            writes.append(str(row_key))
+            original(row_key, column_key, value, **kw)
+
+        table.update_cell = counting  # type: ignore[method-assign]
+        tick(app, fake)
+        await pilot.pause()
+        assert 0 < len(set(writes)) < 200  # the rows near the viewport, not all 1,000
+        last_key = table.coordinate_to_cell_key(Coordinate(table.row_count - 1, 0)).row_key.value
+        assert last_key is not None
+        row = table.rows_by_key[str(last_key)]
+        table.move_cursor(row=table.row_count - 1, animate=False)
+        await pilot.pause()
+        cell = table.get_cell(str(last_key), "packets")
+        assert getattr(cell, "plain", str(cell)) == f"{row.packets:,}"
+
+
+@aio
+async def test_reading_right_after_an_edit_keeps_rates_and_hits() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        tick(app, fake)
+        tick(app, fake)
+        await pilot.pause()
+        table = app.query_one(RulesTable)
+        hits_before = table.hit_keys
+        assert hits_before
+        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        fake.clock.advance(0.1)  # a fraction of a second later
+        app.refresh_all()
+        await pilot.pause()
+        assert table.row_count == 9
+        assert table.hit_keys == hits_before
+        key = next(iter(hits_before))
+        cell = table.get_cell(key, "rate")
+        assert getattr(cell, "plain", str(cell)) not in ("0", "")
+
+
+# ---------------------------------------------------------------------- events
+
+
+@aio
+async def test_first_poll_skips_old_backlog_and_does_not_count_it() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        pane = app.query_one(EventPane)
+        source = app.event_source
+        assert source is not None
+        now = fake.clock()
+
+        def event(when: float, src: str) -> DropEvent:
+            return DropEvent(
+                when, "infw-n1", 1, "DENY", "TCP", src, "192.0.2.1", 4000, 80, None, None, 0, 74
+            )
+
+        old = [event(now - 600 + i, "192.0.2.9") for i in range(5)]
+        recent = event(now - 1, "192.0.2.10")
+        app._first_poll = True  # as right after opening
+        source.buffer.counts.sampled_out += 7  # the backlog overflowed the console's budget
+        original = source.poll
+        source.poll = lambda timeout_ms=100: [*old, recent]  # type: ignore[method-assign]
+        app.poll_events()
+        assert app._first_poll  # the backlog may go on in the next poll
+        source.poll = lambda timeout_ms=100: [event(now, "192.0.2.11")]  # type: ignore[method-assign]
+        app.poll_events()
+        assert not app._first_poll  # caught up
+        source.poll = original
+        await pilot.pause()
+        assert [ev.src for ev in list(pane.events)[-2:]] == ["192.0.2.10", "192.0.2.11"]
+        assert not any(ev.src == "192.0.2.9" for ev in pane.events)
+        assert pane.counts[2] == 0
+        source.buffer.counts.sampled_out += 3  # sampling after catching up is counted
+        app.poll_events()
+        assert pane.counts[2] == 3
