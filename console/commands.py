@@ -577,6 +577,12 @@ def _stream(source: Any) -> Iterator[DropEvent]:
 def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
     keep = EventFilter.parse(" ".join(args.filter or ()))
     source = ctx.engine.open_events(max_per_second=args.rate)
+    other = getattr(source, "other_reader", lambda: None)()
+    if other:
+        ctx.note(
+            f"another console (pid {other}) is also reading drop events; "
+            "each of you sees only part of them"
+        )
     shown = 0
     style = ctx.style
     try:

@@ -726,7 +726,7 @@ class Engine:
             k_verdict = "DENY" if xdp_action == 1 else "ALLOW"
             if xdp_action != 1 and k_reason == "rule" and ref.action is Action.DENY:
                 k_verdict = "WOULD DENY"
-            notes.append("the traced packet was counted like a real one")
+            notes.append("the traced packet is marked: it counts nothing and logs no event")
         else:
             notes.append("no firewall is loaded: only the reference classifier answered")
         ref_verdict = ref.action.value.upper()
@@ -794,6 +794,12 @@ class EventSource:
         if record.ifindex not in self._ifnames:
             self._ifnames = {v: k for k, v in self._interfaces().items()}
         self.buffer.add(decode_event(record, self._ifnames))
+
+    def other_reader(self) -> int | None:
+        """The pid of another console reading drop events: the ring buffer has one consumer
+        position, so each reader then sees only part of the events."""
+        pid = self._datapath.other_reader_pid()
+        return int(pid) if pid else None
 
     def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
         self._datapath.poll_events(timeout_ms)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from engine.crd import load_file, load_yaml
+from engine.frame import build_frame
 
 pytestmark = pytest.mark.console
 
@@ -512,7 +513,7 @@ def netns_infw(infw: Run) -> Iterator[tuple[Run, str]]:
 
 @pytest.mark.root
 def test_attach_apply_trace_and_events(netns_infw: tuple[Run, str], tmp_path: Path) -> None:
-    infw, _ = netns_infw
+    infw, ns = netns_infw
     proc = infw("attach", "infw-ct0", "--mode", "generic", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "compiling" in proc.stderr  # progress was shown
@@ -559,13 +560,23 @@ def test_attach_apply_trace_and_events(netns_infw: tuple[Run, str], tmp_path: Pa
         "trace", "--iface", "infw-ct0", "--src", "2001:db8::7", "--proto", "TCP", "--dport", "22"
     )
     assert failsafe.returncode == 0 and "fail-safe" in failsafe.stdout
+    # Traced packets are marked: they decide like real ones but count nothing and log nothing.
+    assert data(infw("stats", "--json"))["totals"]["denied"][0] == 0
+    assert not infw("events", "--json").stdout.strip()
+    # A real frame from the veth peer is dropped, counted and reported.
+    frame = build_frame("192.0.2.7", "192.0.2.1", 6, dport=8080)
+    send = (
+        "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
+        "s.bind(('infw-ct1', 0)); s.send(bytes.fromhex(sys.argv[1]))"
+    )
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", send, frame.hex()], check=True)
     events = infw("events", "--json", "--filter", "proto=TCP dport=8080")
     lines = [json.loads(line) for line in events.stdout.splitlines()]
     assert (
         lines and lines[0]["rule_id"] == denied["kernel_rule_id"] and lines[0]["src"] == "192.0.2.7"
     )
     stats = data(infw("stats", "--json"))
-    assert stats["totals"]["denied"][0] >= 1
+    assert stats["totals"]["denied"][0] == 1
 
 
 @pytest.mark.root

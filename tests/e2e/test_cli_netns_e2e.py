@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.frame import build_frame
+
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 if os.geteuid() != 0:
@@ -99,8 +101,15 @@ def test_ip_netns_exec_attach_apply_trace_reload_detach(netns: tuple[str, str, P
         rows = rows["rules"] if isinstance(rows, dict) else rows
         return next(r["packets"] for r in rows if r["id"] == rule_id)
 
+    assert packets() == 0, "a traced packet counts nothing"
+    frame = build_frame("203.0.113.5", "192.0.2.1", 17, dport=7000)
+    send = (
+        "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); "
+        "s.bind(('infw-xb', 0)); [s.send(bytes.fromhex(sys.argv[1])) for _ in range(3)]"
+    )
+    sh("ip", "netns", "exec", ns, sys.executable, "-c", send, frame.hex())
     before = packets()
-    assert before >= 1
+    assert before == 3, "real frames from the veth peer are counted"
 
     reloaded = infw(ns, pin_root, state, "reload")
     (iface,) = reloaded["interfaces"]
