@@ -522,6 +522,11 @@ class Datapath:
     def generation(self) -> int:
         return int(self.config().generation)
 
+    def set_generation(self, generation: int) -> None:
+        """Record a stored generation that changed no tables (attach, detach, mode), so the
+        kernel and the store name the same generation. Callers hold the store lock."""
+        self._write_config(generation=int(generation))
+
     # ----------------------------------------------------------------- tables
 
     def write_tables(self, tables: CompiledTables, generation: int) -> None:

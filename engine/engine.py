@@ -509,14 +509,16 @@ class Engine:
                     stored.ruleset, stored.rule_ids, self.interfaces()
                 )
                 raise_if_refused(refusals, force)
-            self.datapath().set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
+            dp = self.datapath()
+            dp.set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
             if stored.mode != mode:
-                self.store.commit(
+                new = self.store.commit(
                     replace(stored, mode=mode),
                     expected_generation=stored.generation,
                     author=author(),
                     summary=f"mode {mode}",
                 )
+                dp.set_generation(new.generation)
         return mode
 
     # ----------------------------------------------------------------- attach
@@ -573,12 +575,13 @@ class Engine:
             stored = self.state()
             merged = tuple(dict.fromkeys((*stored.interfaces, *patterns)))
             if merged != stored.interfaces or stored.attach_mode != mode:
-                self.store.commit(
+                new = self.store.commit(
                     replace(stored, interfaces=merged, attach_mode=mode),
                     expected_generation=stored.generation,
                     author=author(),
                     summary=f"attach {', '.join(patterns)}",
                 )
+                dp.set_generation(new.generation)
         return [v for v in self.status().interfaces if v.name in names]
 
     def detach(self, patterns: Sequence[str] | None = None) -> list[str]:
@@ -590,18 +593,34 @@ class Engine:
         attached = [name for name, _, _, _, ours in dp.attached() if ours]
         if patterns:
             names = match_interfaces(patterns, {n: 0 for n in attached})
+            if not names:
+                raise StateError(
+                    f"no interface this firewall is attached to matches {', '.join(patterns)}",
+                    f"attached: {', '.join(attached) or 'none'}",
+                )
             for name in names:
                 dp.detach(name)
             with self.store.lock():
                 stored = self.state()
-                kept = tuple(p for p in stored.interfaces if p not in patterns)
+                # A stored glob that covered a detached name is replaced by the names it still
+                # covers, so restore does not attach the detached interface again.
+                gone = set(names)
+                kept_list: list[str] = []
+                for p in stored.interfaces:
+                    covered = match_interfaces([p], {n: 0 for n in attached})
+                    if p in patterns or gone & set(covered):
+                        kept_list.extend(n for n in covered if n not in gone)
+                    else:
+                        kept_list.append(p)
+                kept = tuple(dict.fromkeys(kept_list))
                 if kept != stored.interfaces:
-                    self.store.commit(
+                    new = self.store.commit(
                         replace(stored, interfaces=kept),
                         expected_generation=stored.generation,
                         author=author(),
                         summary=f"detach {', '.join(patterns)}",
                     )
+                    dp.set_generation(new.generation)
             return names
         dp.unload()
         self._datapath = None
