@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, TextIO
 
 from rich.text import Text
 from textual import on
@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from console.tui.cells import human_count, rule_summary
-from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
+from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
 from console.tui.engine_thread import EngineThread
 from console.tui.events_pane import EventLog, EventPane
 from console.tui.facade import EngineLike, EventSourceLike
@@ -75,7 +75,9 @@ KEYS: tuple[KeyHelp, ...] = (
     KeyHelp("tab", "focus", "switch focus between the rules table and the drop events"),
     KeyHelp("ctrl+p", "palette", "command palette (every action by name)"),
     KeyHelp("?", "help", "this help"),
-    KeyHelp("q", "quit", "quit the console (the firewall keeps running)"),
+    KeyHelp(
+        "q", "quit", "quit the console (the firewall keeps running; asks while a change is pending)"
+    ),
 )
 
 
@@ -205,6 +207,16 @@ class InfwApp(App[str]):
         self.refresh_stats()
         if self.event_source is None and self.clock() - self._last_events_try >= 3.0:
             self.open_events()
+        self.check_other_reader()
+
+    def check_other_reader(self) -> None:
+        """Another console reading the same drop events splits them with this one: say so."""
+        source = self.event_source
+        try:
+            pid = source.other_reader() if source is not None else None
+        except (InfwError, OSError):
+            pid = None
+        self.event_pane.set_shared_with(pid)
 
     def refresh_all(self) -> None:
         self.refresh_status()
@@ -282,13 +294,24 @@ class InfwApp(App[str]):
         self.query_one("#rules-title", FittedStatic).set_variants(self._rules_title_variants)
 
     def _rules_title_variants(self) -> list[Text]:
-        """The line above the table, most detailed first (narrow terminals drop the extras)."""
+        """The line above the table, most detailed first (narrow terminals drop the extras).
+
+        When the width leaves columns out, the line says so (and that a wider terminal shows
+        them), so a missing bytes or last-hit column is never a silent loss."""
         snap = self.snapshot
         table = self.table
         total = len(table.all_rows)
         shown = len(table.rows_by_key)
+        hidden = table.hidden_columns
+        n = len(hidden)
+        plural = "s" if n != 1 else ""
+        hints = {
+            "long": f"{n} column{plural} hidden ({', '.join(hidden)}) — widen the terminal",
+            "medium": f"{n} column{plural} hidden — widen the terminal",
+            "short": f"{n} col{plural} hidden: widen",
+        }
 
-        def build(*, extras: bool, legend: bool, sort_word: bool) -> Text:
+        def build(*, extras: bool, legend: bool, sort_word: bool, hint: str = "") -> Text:
             title = Text()
             title.append(f" Rules {shown}" + (f"/{total}" if shown != total else ""), style="bold")
             arrow = "▼" if table.sort_reverse else "▲"
@@ -316,14 +339,23 @@ class InfwApp(App[str]):
                 title.append("  ")
                 title.append(HIT_MARK, style="bold yellow")
                 title.append(" hit now", style="dim")
+            if n and hint:
+                title.append(f"  │ {hints[hint]}", style="dim italic")
             return title
 
         return [
-            build(extras=True, legend=True, sort_word=True),
-            build(extras=True, legend=False, sort_word=True),
-            build(extras=False, legend=True, sort_word=True),
-            build(extras=False, legend=False, sort_word=False),
+            build(extras=True, legend=True, sort_word=True, hint="long"),
+            build(extras=True, legend=True, sort_word=True, hint="medium"),
+            build(extras=True, legend=False, sort_word=True, hint="medium"),
+            build(extras=False, legend=True, sort_word=True, hint="medium"),
+            build(extras=False, legend=False, sort_word=True, hint="medium"),
+            build(extras=False, legend=True, sort_word=True, hint="short"),
+            build(extras=False, legend=False, sort_word=False, hint="short"),
         ]
+
+    @on(RulesTable.ColumnsChanged)
+    def _columns_changed(self) -> None:
+        self._render_rules_title()
 
     def open_events(self) -> None:
         self._last_events_try = self.clock()
@@ -335,6 +367,7 @@ class InfwApp(App[str]):
             self._events_error = None
             self._events_opened = self.clock()
             self._first_poll = True
+            self.check_other_reader()
         except (InfwError, OSError) as exc:
             self.event_source = None
             self._events_error = exc.message if isinstance(exc, InfwError) else str(exc)
@@ -425,6 +458,7 @@ class InfwApp(App[str]):
                 order=str(free_order(r.order for r in self.table.all_rows)),
             ),
             confirm_timeout=self.confirm_timeout(),
+            other_rule_ids={r.rule_id for r in self.table.all_rows},
         )
         before = {r.rule_id for r in self.table.all_rows}
 
@@ -441,7 +475,12 @@ class InfwApp(App[str]):
         row = self.table.selected_rule()
         if row is None:
             return
-        form = RuleForm(self.engine, row=row, confirm_timeout=self.confirm_timeout())
+        form = RuleForm(
+            self.engine,
+            row=row,
+            confirm_timeout=self.confirm_timeout(),
+            other_rule_ids={r.rule_id for r in self.table.all_rows if r.rule_id != row.rule_id},
+        )
         self.push_screen(form, partial(self.applied, what=f"rule {row.rule_id} edited"))
 
     def action_delete(self) -> None:
@@ -640,7 +679,9 @@ class InfwApp(App[str]):
         else:
             self.table.focus()
 
-    def quit_message(self) -> str:
+    def quit_message(self, confirmed: int | None = None) -> str:
+        """What the shell shows once the console is gone: the firewall keeps running, and a
+        change still pending (it reverts unless confirmed) on a line of its own."""
         status = self.status
         if status is None:
             return "infw-tui closed; the firewall (if loaded) keeps running"
@@ -650,6 +691,8 @@ class InfwApp(App[str]):
         text = (
             f"infw-tui closed; the firewall keeps running ({status.rule_count} rules on {ifaces})"
         )
+        if confirmed is not None:
+            text += f"\ngeneration {confirmed} is confirmed"
         if status.pending is not None:
             left = status.pending.remaining(self.clock())
             text += (
@@ -659,7 +702,37 @@ class InfwApp(App[str]):
         return text
 
     def action_quit_console(self) -> None:
-        self.exit(self.quit_message())
+        """q: quit; with a change of ours pending, ask first (quit anyway, confirm and quit)."""
+        if isinstance(self.screen, QuitDialog):
+            return
+        self.refresh_status()
+        status = self.status
+        pending = status.pending if status is not None else None
+        if pending is None or self.read_only:
+            self.exit(self.quit_message())
+            return
+
+        def done(choice: str | None) -> None:
+            if choice == "quit":
+                self.exit(self.quit_message())
+            elif choice == "confirm":
+                try:
+                    self._expected_pending_end = self._pending_gen
+                    generation = self.engine.confirm()
+                except InfwError as exc:
+                    self.report(exc, title="could not confirm: the console stays open")
+                    self.refresh_all()
+                    return
+                self.refresh_status()
+                self.exit(self.quit_message(confirmed=generation))
+
+        self.push_screen(
+            QuitDialog(pending.generation, lambda: pending.remaining(self.clock())), done
+        )
+
+    async def action_quit(self) -> None:
+        """ctrl+q quits the same way q does (it asks while a change is pending)."""
+        self.action_quit_console()
 
     # ------------------------------------------------------------------ command palette
 
@@ -767,11 +840,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--pin-root", help="where the firewall's maps are pinned (default /sys/fs/bpf/infw)"
     )
     parser.add_argument("--state-dir", help="desired state and history (default /var/lib/infw)")
+    parser.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="the firewall of network namespace NAME (as in 'ip netns'; entering it needs root)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.lab and (args.netns or args.pin_root or args.state_dir):
+        parser.error(
+            "--lab picks the lab's namespace, pins and state: drop --netns/--pin-root/--state-dir"
+        )
     from engine.mountns import rejoin_host_mounts
 
     # Under `ip netns exec` the pins are hidden; rejoin the host's mounts before any thread starts.
@@ -785,9 +868,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.lab:
             engine: Any = open_lab(args.read_only)
         else:
-            from engine.engine import Engine
+            from console.cli import connect  # the CLI's --netns/--pin-root/--state-dir meaning
 
-            engine = Engine(args.pin_root, args.state_dir, read_only=args.read_only)
+            engine = connect(
+                args.pin_root, args.state_dir, netns=args.netns, read_only=args.read_only
+            )
     except InfwError as exc:
         print(f"infw-tui: {exc.message}", file=sys.stderr)
         if exc.fix:
@@ -807,9 +892,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     app = InfwApp(engine)
     message = app.run()
-    if message:
-        print(message)
+    say_goodbye(message)
     return app.return_code or 0
+
+
+def say_goodbye(message: str | None, out: TextIO | None = None) -> None:
+    """Print the quit message once app.run() has returned: by then Textual has left the
+    alternate screen and joined its writer thread, so every line lands in the shell's
+    scrollback (the 'firewall keeps running' line first, then any pending warning)."""
+    if not message:
+        return
+    stream = out or sys.stdout
+    for line in message.splitlines():
+        stream.write(line + "\n")
+    stream.flush()
 
 
 if __name__ == "__main__":

@@ -141,10 +141,21 @@ def event_layout(width: int) -> dict[str, int]:
     return widths
 
 
+NARROW_HINTS = ("len, source port hidden: widen the terminal", "len hidden: widen", "")
+
+
 def event_header(width: int) -> Text:
+    """The column names; a narrow pane says which columns it leaves out (vlan moves inline)."""
     widths = event_layout(width)
     parts = [_cell(name, w, right=name in ("vlan", "len", "rule")) for name, w in widths.items()]
-    return Text(" ".join(parts), style="bold")
+    header = Text(" ".join(parts).rstrip(), style="bold")
+    if "len" not in widths:
+        room = widths["src -> dst"] - len("src -> dst") - 2
+        hint = next(h for h in NARROW_HINTS if len(h) <= room)
+        if hint:
+            header.append(" " * (room - len(hint) + 2))
+            header.append(hint, style="not bold dim italic")
+    return header
 
 
 def event_line(ev: DropEvent, width: int) -> Text:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -56,6 +56,70 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class QuitDialog(ModalScreen[str | None]):
+    """Quitting while a change waits for its confirmation: quit anyway, confirm and quit, stay.
+
+    Dismisses with "quit", "confirm" (confirm, then quit) or None (stay); the countdown runs."""
+
+    BINDINGS = [
+        Binding("y", "choose('quit')", "Quit anyway"),
+        Binding("c", "choose('confirm')", "Confirm and quit"),
+        Binding("n,escape", "choose('')", "Stay"),
+    ]
+    DEFAULT_CSS = """
+    QuitDialog { align: center middle; }
+    QuitDialog > Vertical {
+        width: 74; max-width: 100%; height: auto; border: thick $warning;
+        background: $surface; padding: 1 2;
+    }
+    QuitDialog .title { text-style: bold; margin-bottom: 1; }
+    QuitDialog Horizontal { height: auto; margin-top: 1; }
+    QuitDialog Button { margin-right: 2; }
+    """
+
+    def __init__(
+        self, generation: int, remaining: Callable[[], float], *, can_confirm: bool = True
+    ) -> None:
+        super().__init__()
+        self.generation = generation
+        self.remaining = remaining
+        self.can_confirm = can_confirm
+
+    def body_text(self) -> str:
+        left = max(0, int(self.remaining() + 0.999))
+        when = f"reverts in {left}s" if left else "is being reverted now"
+        return (
+            f"Generation {self.generation} is pending and {when} unless confirmed — "
+            "quit anyway? [y/N]\n\nThe firewall keeps running either way."
+        )
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Quit infw-tui with a change pending?", classes="title")
+            yield Static(self.body_text(), id="quit-body")
+            with Horizontal():
+                yield Button("Quit anyway (y)", variant="error", id="quit")
+                if self.can_confirm:
+                    yield Button("Confirm and quit (c)", variant="primary", id="confirm")
+                yield Button("Stay (n)", id="stay")
+
+    def on_mount(self) -> None:
+        self.query_one("#stay", Button).focus()
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        self.query_one("#quit-body", Static).update(self.body_text())
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.action_choose(event.button.id if event.button.id != "stay" else "")
+
+    def action_choose(self, choice: str | None) -> None:
+        if choice == "confirm" and not self.can_confirm:
+            return
+        self.dismiss(choice or None)
 
 
 class ExportScreen(ModalScreen[None]):

@@ -70,3 +70,9 @@ class EventSourceThread:
     def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
         events: list[DropEvent] = self._thread.run(self._source.poll, timeout_ms)
         return events
+
+    def other_reader(self) -> int | None:
+        """The pid of another console reading the same drop events (they split them), or None."""
+        reader = getattr(self._source, "other_reader", None)
+        pid: int | None = self._thread.run(reader) if reader is not None else None
+        return pid

@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
 from console.tui.cells import event_header, event_line, event_search_text, human_count
+from console.tui.header import first_fitting
 from engine.views import DropEvent
 
 KEEP_EVENTS = 5000  # what the pane remembers (for filters and resume)
@@ -65,6 +66,7 @@ class EventPane(Vertical):
         self.unseen = 0  # arrived while paused
         self.total_seen = 0
         self.counts = (0, 0, 0)  # kernel-suppressed, lost, console-sampled
+        self.shared_with: int | None = None  # pid of another console reading the same events
 
     def compose(self) -> ComposeResult:
         yield Static(id="events-title")
@@ -121,6 +123,12 @@ class EventPane(Vertical):
             self.counts = (suppressed, lost, sampled)
             self._render_title()
 
+    def set_shared_with(self, pid: int | None) -> None:
+        """Another console reads the same ring buffer: each of them gets only part of it."""
+        if pid != self.shared_with:
+            self.shared_with = pid
+            self._render_title()
+
     def toggle_pause(self) -> bool:
         self.paused = not self.paused
         if not self.paused:
@@ -150,23 +158,47 @@ class EventPane(Vertical):
         self.query_one("#events-header", Static).update(event_header(self._width()))
 
     def _render_title(self) -> None:
-        title = Text(no_wrap=True, overflow="ellipsis")
-        title.append(" Drop events ", style="bold")
-        if self.paused:
-            title.append(" PAUSED ", style="bold black on yellow")
-            title.append(f" {self.unseen} new (p resumes)")
-        elif self.is_mounted and not self.following:
-            title.append(" SCROLLED ", style="bold black on yellow")
-            title.append(" not following (end follows)")
-        else:
-            title.append("following", style="green")
-        if self.filter_text:
-            title.append(f"  filter '{self.filter_text}'", style="bold cyan")
-        suppressed, lost, sampled = self.counts
-        title.append("  │ kernel-suppressed ")
-        title.append(human_count(suppressed), style="bold" if suppressed else "")
-        title.append(" · lost ")
-        title.append(human_count(lost), style="bold red" if lost else "")
-        title.append(" · console-sampled ")
-        title.append(human_count(sampled), style="bold" if sampled else "")
-        self.query_one("#events-title", Static).update(title)
+        width = self.size.width or (self.app.size.width if self.is_attached else 80)
+        self.query_one("#events-title", Static).update(first_fitting(self.title_variants(), width))
+
+    def title_variants(self) -> list[Text]:
+        """The pane's status line, most detailed first (narrow panes get the short words)."""
+
+        def build(*, short_state: bool, short_shared: bool, short_counts: bool) -> Text:
+            title = Text(no_wrap=True, overflow="ellipsis")
+            title.append(" Drop events ", style="bold")
+            if self.paused:
+                title.append(" PAUSED ", style="bold black on yellow")
+                title.append(f" {self.unseen} new" + ("" if short_state else " (p resumes)"))
+            elif self.is_mounted and not self.following:
+                title.append(" SCROLLED ", style="bold black on yellow")
+                title.append(" end follows" if short_state else " not following (end follows)")
+            else:
+                title.append("following", style="green")
+            if self.filter_text:
+                title.append(f"  filter '{self.filter_text}'", style="bold cyan")
+            if self.shared_with is not None:
+                title.append("  ")
+                title.append(
+                    f"shared with pid {self.shared_with}"
+                    + (": partial" if short_shared else ": each console sees part of the events"),
+                    style="bold yellow",
+                )
+            suppressed, lost, sampled = self.counts
+            words = ("suppressed", "lost", "sampled")
+            if not short_counts:
+                words = ("kernel-suppressed", "lost", "console-sampled")
+            title.append(f"  │ {words[0]} ")
+            title.append(human_count(suppressed), style="bold" if suppressed else "")
+            title.append(f" · {words[1]} ")
+            title.append(human_count(lost), style="bold red" if lost else "")
+            title.append(f" · {words[2]} ")
+            title.append(human_count(sampled), style="bold" if sampled else "")
+            return title
+
+        return [
+            build(short_state=False, short_shared=False, short_counts=False),
+            build(short_state=False, short_shared=False, short_counts=True),
+            build(short_state=True, short_shared=False, short_counts=True),
+            build(short_state=True, short_shared=True, short_counts=True),
+        ]

@@ -35,6 +35,8 @@ class EventSourceLike(Protocol):
 
     def poll(self, timeout_ms: int = 100) -> list[DropEvent]: ...
 
+    def other_reader(self) -> int | None: ...
+
 
 class ConfigLike(Protocol):
     @property
@@ -66,6 +68,8 @@ class EngineLike(Protocol):
         expected_generation: int | None = ...,
         summary: str = ...,
     ) -> ApplyResult: ...
+
+    def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[Any, list[str]]: ...
 
     def add_rule(self, line: str, **kwargs: Any) -> ApplyResult: ...
 

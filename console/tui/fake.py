@@ -17,6 +17,7 @@ from engine.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
 from engine.config import NodeConfig
 from engine.errors import GuardRefusal, InfwError, StateError
 from engine.events import EventBuffer
+from engine.guard import Guard, raise_if_refused
 from engine.model import Action, RuleSet, add_rule, remove_rule
 from engine.ruleline import RuleLine, parse_rule_line
 from engine.stats import RateTracker
@@ -86,6 +87,9 @@ class FakeEventSource:
     def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
         return self.buffer.drain()
 
+    def other_reader(self) -> int | None:
+        return self._engine.other_reader_pid
+
 
 class FakeEngine:
     """engine.Engine's calls over in-memory state, a fake clock and scripted traffic."""
@@ -108,6 +112,8 @@ class FakeEngine:
         self.mode = "enforce"
         self.stats_error: InfwError | None = None  # set to make stats() fail (disconnected)
         self.kernel_disagrees = False  # make trace() report a kernel/reference disagreement
+        self.other_reader_pid: int | None = None  # another console reading the drop events
+        self.checked: list[RuleSet] = []  # every rule set check() judged (dry runs included)
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         ruleset = RuleSet()
         for line in rules:
@@ -332,8 +338,7 @@ class FakeEngine:
                 f"generation {self._pending.generation} is pending confirmation",
                 "press c to keep it or r to drop it, then apply again",
             )
-        if not force:
-            self._guard(ruleset)
+        self.check(ruleset, force=force)
         previous = self._history[-1].generation
         generation = self._commit(ruleset, summary)
         timeout = self.config.confirm_timeout if confirm_timeout is None else confirm_timeout
@@ -341,21 +346,13 @@ class FakeEngine:
             self._pending = PendingView(generation, previous, self.clock() + timeout, "operator")
         return ApplyResult(generation, previous, ruleset.rule_count(), self._pending)
 
-    def _guard(self, ruleset: RuleSet) -> None:
-        # Stands in for engine.guard's fail-safe check so the refusal screens can be exercised.
-        for fw, _, _block, _, rule in iter_rules(ruleset):
-            if rule.action is Action.DENY and rule.ports is not None:
-                for fs in self.config.failsafe:
-                    if (
-                        fs.protocol == rule.protocol
-                        and rule.ports.low <= fs.ports.high
-                        and fs.ports.low <= rule.ports.high
-                    ):
-                        raise GuardRefusal(
-                            f"Deny rule {fw.name} order {rule.order} covers fail-safe port {fs}",
-                            "narrow the port range so it leaves the fail-safe port out",
-                            rule=f"{fw.name} order {rule.order}",
-                        )
+    def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[Any, list[str]]:
+        """engine.guard's fail-safe check (no SSH session here, so no lockout check)."""
+        self.checked.append(ruleset)  # not in self.calls: dry runs come and go asynchronously
+        ids = assign_rule_ids(ruleset, self._rule_ids)
+        refusals = Guard(self.config.failsafe, None, None).check_failsafe(ruleset, ids)
+        forced = raise_if_refused(refusals, force)
+        return None, [f"forced past: {r.message}" for r in forced]
 
     def _parse(self, line: str | RuleLine, default: tuple[str, ...] = ()) -> RuleLine:
         return line if isinstance(line, RuleLine) else parse_rule_line(line, default)

@@ -1,7 +1,9 @@
 """The rule form: every field of one rule, validated as you type by the engine's own rule parser.
 
 The form builds the one-line rule form (engine.ruleline) from its fields, so what it accepts is
-exactly what the REPL and CLI accept; each FieldError is shown under the field it names.
+exactly what the REPL and CLI accept; each FieldError is shown under the field it names. Once the
+line parses, the engine's guard judges the would-be rule set as a dry run (Engine.check, which
+applies nothing) a moment after the last keystroke, and its refusals appear under their field too.
 """
 
 from __future__ import annotations
@@ -10,17 +12,20 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Select, Static
+from textual.worker import Worker, WorkerState
 
 from console.tui.facade import EngineLike
 from engine.errors import FieldError, GuardRefusal, InfwError, ValidationError
-from engine.model import ORDER_MAX, Protocol
+from engine.model import ORDER_MAX, Protocol, add_rule, remove_rule
 from engine.ruleline import DEFAULT_FIREWALL, parse_rule_line
 from engine.views import ApplyResult, RuleRow
 
@@ -50,6 +55,9 @@ LABELS = {
     "action": "Action",
 }
 GENERAL = "general"
+REQUIRED = ("cidrs", "interfaces", "order")
+GUARD_DELAY = 0.3  # seconds after the last keystroke before the guard's dry run
+GUARD_GROUP = "guard-dry-run"
 
 
 def field_for_path(path: str) -> str:
@@ -184,7 +192,7 @@ def check_values(
     Empty required fields the operator has not touched yet are not reported (and get a stand-in
     so the rest is still checked); `touched=None` means report everything (on submit).
     """
-    empty = {name for name in ("cidrs", "interfaces", "order") if not getattr(v, name).strip()}
+    empty = {name for name in REQUIRED if not getattr(v, name).strip()}
     quiet = empty if touched is None else empty - touched
     quiet = set() if touched is None else quiet
     errors: dict[str, list[str]] = {}
@@ -202,6 +210,39 @@ def check_values(
 def describe(fe: FieldError) -> str:
     text = f"{fe.problem} (got {fe.value!r})" if fe.value not in (None, "") else fe.problem
     return f"{text}; {fe.fix}" if fe.fix and not fe.fix.startswith("syntax:") else text
+
+
+def place_refusals(
+    exc: GuardRefusal, prefix: str = "refused: ", other_rule_ids: Iterable[int] = ()
+) -> dict[str, list[str]]:
+    """Each refusal's reason and fix, keyed by the form field it concerns.
+
+    A refusal about another rule (one of `other_rule_ids`, say a rule forced in earlier) is not
+    about any field of this form: it goes to the general line, where its text names the rule."""
+    others = set(other_rule_ids)
+    placed: dict[str, list[str]] = {}
+    details = list(getattr(exc, "refusals", None) or [])
+    if not details:
+        name = field_for_refusal(getattr(exc, "field", None), exc.message)
+        return {name: [f"{prefix}{exc.message}" + (f" — {exc.fix}" if exc.fix else "")]}
+    for r in details:
+        message = str(getattr(r, "message", r))
+        fix = str(getattr(r, "fix", "") or "")
+        rule_id = getattr(r, "rule_id", None)
+        if rule_id is not None and rule_id in others:
+            name = GENERAL
+        else:
+            name = field_for_refusal(getattr(r, "field", None), message)
+        placed.setdefault(name, []).append(f"{prefix}{message}" + (f" — {fix}" if fix else ""))
+    return placed
+
+
+def refusable(exc: GuardRefusal) -> bool:
+    """Whether Force may override this refusal (every one of its reasons must allow it)."""
+    details = list(getattr(exc, "refusals", None) or [])
+    return bool(getattr(exc, "refusable", True)) and all(
+        bool(getattr(r, "refusable", True)) for r in details
+    )
 
 
 class RuleForm(ModalScreen[ApplyResult | None]):
@@ -239,15 +280,24 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         row: RuleRow | None = None,
         initial: FormValues | None = None,
         confirm_timeout: float = 60.0,
+        other_rule_ids: Iterable[int] = (),
+        guard_delay: float = GUARD_DELAY,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.row = row
         self.initial = initial or (FormValues.from_row(row) if row else FormValues())
         self.confirm_timeout = confirm_timeout
+        self.other_rule_ids = frozenset(other_rule_ids)
+        self.guard_delay = guard_delay
         self.touched: set[str] = set()
         self.errors: dict[str, list[str]] = {}
         self.refusal: GuardRefusal | None = None
+        # The guard's dry run: the line it judged and what it said, per field.
+        self.guard_line: str | None = None
+        self.guard_notes: dict[str, list[str]] = {}
+        self._guard_wanted: str | None = None
+        self._guard_timer: Timer | None = None
 
     # ------------------------------------------------------------------ layout
 
@@ -359,13 +409,89 @@ class RuleForm(ModalScreen[ApplyResult | None]):
     # ------------------------------------------------------------------ validation
 
     def validate(self, final: bool = False) -> str | None:
-        """Check the fields; returns the rule line when it is valid."""
-        line, errors = check_values(self.values(), None if final else self.touched)
+        """Check the fields; returns the rule line when it is valid.
+
+        A complete line that parses is also put to the guard (a dry run, debounced); until the
+        answer comes the previous one stays, so the fields do not jump while typing."""
+        values = self.values()
+        line, errors = check_values(values, None if final else self.touched)
         self.errors = errors
+        complete = not errors and all(getattr(values, name).strip() for name in REQUIRED)
+        if not complete:
+            self._cancel_guard()
+            self.guard_line, self.guard_notes = None, {}
+        elif line != self.guard_line and line != self._guard_wanted:
+            self._schedule_guard(line)
         for name in (*FIELDS, GENERAL):
-            self._show_error(name, errors.get(name, []))
+            self._show_error(name, errors.get(name, []) + self.guard_notes.get(name, []))
         self.query_one("#preview", Static).update(f"rule: {line}")
         return None if errors else line
+
+    # ------------------------------------------------------------------ the guard's dry run
+
+    def _cancel_guard(self) -> None:
+        if self._guard_timer is not None:
+            self._guard_timer.stop()
+            self._guard_timer = None
+        self._guard_wanted = None
+
+    def _schedule_guard(self, line: str) -> None:
+        self._cancel_guard()
+        self._guard_wanted = line
+        self._guard_timer = self.set_timer(self.guard_delay, partial(self._start_guard, line))
+
+    def _start_guard(self, line: str) -> None:
+        self._guard_timer = None
+        if line != self._guard_wanted:
+            return
+        self.run_worker(
+            partial(self.dry_run, line),
+            name=line,
+            group=GUARD_GROUP,
+            exclusive=True,
+            thread=True,
+            exit_on_error=False,
+        )
+
+    def dry_run(self, line: str) -> tuple[str, dict[str, list[str]]]:
+        """What the guard would say to this line; runs in a worker thread, applies nothing.
+
+        The would-be rule set is built the way the engine's add_rule / edit_rule build it:
+        engine.model's add_rule (and remove_rule of the edited rule) on the engine's rules."""
+        try:
+            parsed = parse_rule_line(line, self.row.interfaces if self.row else ())
+            ruleset = self.engine.ruleset()
+            if self.row is not None:
+                ruleset = remove_rule(ruleset, self.row.firewall, self.row.cidrs, self.row.order)
+            ruleset = add_rule(
+                ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
+            )
+            self.engine.check(ruleset)
+        except GuardRefusal as exc:
+            return line, place_refusals(exc, "guard would refuse: ", self.other_rule_ids)
+        except ValidationError as exc:
+            notes: dict[str, list[str]] = {}
+            for fe in exc.errors:
+                notes.setdefault(field_for_path(fe.path), []).append(describe(fe))
+            return line, notes
+        except (InfwError, OSError):
+            return line, {}  # the guard could not judge it now; Apply will say why
+        return line, {}
+
+    @on(Worker.StateChanged)
+    def _guard_answered(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group != GUARD_GROUP or event.state is not WorkerState.SUCCESS:
+            return
+        result = worker.result
+        if not isinstance(result, tuple):
+            return
+        line, notes = result
+        if line != self._guard_wanted:
+            return  # the fields changed since: a newer dry run is on its way
+        self._guard_wanted = None
+        self.guard_line, self.guard_notes = line, notes
+        self.validate()
 
     def _show_error(self, name: str, messages: list[str]) -> None:
         target = self.query_one("#general-error" if name == GENERAL else f"#e-{name}", Static)
@@ -418,6 +544,9 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         line = self.validate(final=True)
         if line is None:
             return
+        # The engine answers for itself now: a dry run still on its way must not overwrite it.
+        self._cancel_guard()
+        self.guard_line, self.guard_notes = None, {}
         kwargs = {"confirm_timeout": self.confirm_timeout, "force": force}
         try:
             if self.row is None:
@@ -441,32 +570,19 @@ class RuleForm(ModalScreen[ApplyResult | None]):
     def show_refusal(self, exc: GuardRefusal) -> None:
         """Put each refusal next to the field it concerns, with its reason and fix."""
         self.refusal = exc
-        placed: dict[str, list[str]] = {}
-        details = list(getattr(exc, "refusals", None) or [])
-        if details:
-            for r in details:
-                message = str(getattr(r, "message", r))
-                fix = str(getattr(r, "fix", "") or "")
-                name = field_for_refusal(getattr(r, "field", None), message)
-                placed.setdefault(name, []).append(
-                    f"refused: {message}" + (f" — {fix}" if fix else "")
-                )
-        else:
-            name = field_for_refusal(getattr(exc, "field", None), exc.message)
-            placed[name] = [f"refused: {exc.message}" + (f" — {exc.fix}" if exc.fix else "")]
-        for name, messages in placed.items():
-            self._show_error(name, messages)
-        refusable = bool(getattr(exc, "refusable", True)) and all(
-            bool(getattr(r, "refusable", True)) for r in details
-        )
-        self.query_one("#force", Button).set_class(refusable, "-shown")
-        if refusable:
-            self._show_error(
-                GENERAL,
-                ["the guard refused this change; Force applies it anyway (still commit-confirmed)"],
+        placed = place_refusals(exc, "refused: ", self.other_rule_ids)
+        for name in FIELDS:  # the fields were valid (or Apply would not have been tried)
+            self._show_error(name, placed.get(name, []))
+        can_force = refusable(exc)
+        self.query_one("#force", Button).set_class(can_force, "-shown")
+        general = placed.get(GENERAL, [])
+        if can_force:
+            general.append(
+                "the guard refused this change; Force applies it anyway (still commit-confirmed)"
             )
-        elif GENERAL not in placed:
-            self._show_error(GENERAL, ["the guard refused this change and it cannot be forced"])
+        elif not general:
+            general.append("the guard refused this change and it cannot be forced")
+        self._show_error(GENERAL, general)
 
 
 __all__ = [
@@ -477,4 +593,5 @@ __all__ = [
     "check_values",
     "field_for_path",
     "free_order",
+    "place_refusals",
 ]

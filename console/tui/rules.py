@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.text import Text
 from textual import events
+from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
@@ -108,6 +109,9 @@ def search_text(row: RuleRow) -> str:
 class RulesTable(DataTable[object]):
     """Rules with packets, bytes, pkts/s and last hit; a hit in the last refresh shows ●."""
 
+    class ColumnsChanged(Message):
+        """The width changed which columns fit (the title says how many are hidden)."""
+
     def __init__(self, clock: Callable[[], float], *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._clock = clock
@@ -150,6 +154,13 @@ class RulesTable(DataTable[object]):
         self._signature = None
         return True
 
+    @property
+    def hidden_columns(self) -> tuple[str, ...]:
+        """The labels of the columns the current width leaves out (wider terminals show them)."""
+        if not self._shown_columns:
+            return ()
+        return tuple(c.label for c in COLUMNS if c not in self._shown_columns)
+
     def _label(self, col: RuleColumn) -> Text:
         if col.key != self.sort_column:
             return Text(col.label)
@@ -159,6 +170,7 @@ class RulesTable(DataTable[object]):
     def on_resize(self, event: events.Resize) -> None:
         if self._ensure_columns():
             self.show(self._all)
+            self.post_message(self.ColumnsChanged())
         else:
             self._flush()
 

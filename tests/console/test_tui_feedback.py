@@ -1,0 +1,368 @@
+"""infw-tui telling the operator what they would otherwise miss: the guard's answer while typing,
+columns a narrow terminal hides, a second console splitting the drop events, a pending change
+when quitting. FakeEngine only (no root, no kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import os
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Select, Static
+
+from console.tui import app as app_module
+from console.tui.app import InfwApp, build_parser, say_goodbye
+from console.tui.cells import event_header
+from console.tui.dialogs import QuitDialog
+from console.tui.fake import FAKE_RULES, FakeEngine
+from console.tui.rule_form import RuleForm
+from console.tui.rules import RulesTable
+
+pytestmark = pytest.mark.console
+
+
+def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: object, **kwargs: object) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
+    fake = FakeEngine(**kwargs)
+    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+def tick(app: InfwApp, fake: FakeEngine) -> None:
+    fake.advance(1.0)
+    app.refresh_status()
+    app.refresh_stats()
+    app.poll_events()
+
+
+async def wait_for(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
+        await pilot.pause(0.05)
+    return True
+
+
+async def fill(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
+    form = pilot.app.screen
+    assert isinstance(form, RuleForm)
+    for name, value in values.items():
+        widget = form.query_one(f"#f-{name}")
+        if isinstance(widget, Select):
+            widget.value = value
+            await pilot.pause()
+        else:
+            assert isinstance(widget, Input)
+            widget.focus()
+            widget.value = ""
+            await pilot.press(*value)
+    await pilot.pause()
+    return form
+
+
+def shown_text(form: RuleForm, name: str) -> str:
+    target = form.query_one("#general-error" if name == "general" else f"#e-{name}", Static)
+    return text_of(target) if target.has_class("-shown") else ""
+
+
+# ---------------------------------------------------------------------- guard dry run
+
+
+@aio
+async def test_guard_refusal_shows_under_ports_while_typing() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill(
+            pilot,
+            {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "action": "Deny"},
+        )
+        await fill(pilot, {"ports": "22"})
+        calls_before = len(fake.calls)
+        assert await wait_for(pilot, lambda: "22/tcp (SSH)" in shown_text(form, "ports"))
+        text = shown_text(form, "ports")
+        assert "guard would refuse" in text and "covers 22/tcp (SSH), which always passes" in text
+        # a dry run: judged by engine.check, nothing applied
+        assert fake.checked and len(fake.calls) == calls_before
+        assert fake.checked[-1].rule_count() == 9
+        assert app.screen is form
+
+        # fixing the port takes the refusal away again
+        await fill(pilot, {"ports": "8022"})
+        assert await wait_for(pilot, lambda: shown_text(form, "ports") == "")
+
+
+@aio
+async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill(
+            pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "ports": "2"}
+        )
+        await fill(pilot, {"ports": "2222"})  # typed key by key: one check, after the last
+        assert await wait_for(pilot, lambda: form.guard_line is not None)
+        await pilot.pause(0.4)
+        lines = {rs.rule_count() for rs in fake.checked}
+        assert len(fake.checked) <= 2 and lines == {9}
+        assert form.guard_line and "2222" in form.guard_line
+
+
+@aio
+async def test_incomplete_or_invalid_form_is_not_put_to_the_guard() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        await fill(pilot, {"protocol": "TCP", "ports": "22"})  # no source CIDRs yet
+        await pilot.pause(0.5)
+        assert fake.checked == []
+        await fill(pilot, {"cidrs": "198.51.100.0/24", "ports": "99999"})
+        await pilot.pause(0.5)
+        assert fake.checked == []
+
+
+@aio
+async def test_edit_dry_run_replaces_the_edited_rule() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one(RulesTable)
+        target = next(r for r in table.all_rows if r.match == "8080")
+        table.select_rule_id(target.rule_id)
+        await pilot.pause()
+        await pilot.press("e")
+        form = await fill(pilot, {"ports": "20-25"})
+        assert await wait_for(pilot, lambda: "22/tcp" in shown_text(form, "ports"))
+        assert fake.checked[-1].rule_count() == 8  # edited in place, not added
+
+
+@aio
+async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
+    # a rule forced in earlier: every change is refused for it, but it is no field of this form
+    app, _fake = make_app(rules=(*FAKE_RULES, "deny tcp 22 from 192.0.2.0/24 on infw-n1 order 90"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill(
+            pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "UDP", "ports": "53"}
+        )
+        assert await wait_for(pilot, lambda: "order 90" in shown_text(form, "general"))
+        assert shown_text(form, "ports") == ""
+
+
+# ---------------------------------------------------------------------- hidden columns
+
+
+@aio
+async def test_medium_width_says_which_columns_are_hidden() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        tick(app, fake)
+        await pilot.pause()
+        title = text_of(app.query_one("#rules-title", Static))
+        assert "4 columns hidden" in title and "widen the terminal" in title
+        header = text_of(app.query_one("#events-header", Static))
+        assert "len" in header and "hidden" in header and "widen" in header
+
+        await pilot.resize_terminal(160, 48)
+        await pilot.pause()
+        await pilot.pause()
+        assert "hidden" not in text_of(app.query_one("#rules-title", Static))
+        assert "hidden" not in text_of(app.query_one("#events-header", Static))
+
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        title = text_of(app.query_one("#rules-title", Static))
+        assert "hidden" in title and len(title.rstrip()) <= 80
+
+
+def test_event_header_hint_only_when_columns_are_left_out() -> None:
+    assert "hidden" not in event_header(120).plain
+    narrow = event_header(79).plain
+    assert "len" in narrow and "hidden" in narrow and len(narrow) <= 79
+
+
+# ---------------------------------------------------------------------- shared events
+
+
+@aio
+async def test_event_pane_says_when_another_console_reads_the_events() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        title = app.query_one("#events-title", Static)
+        assert "shared" not in text_of(title)
+        fake.other_reader_pid = 4242
+        app.tick()
+        await pilot.pause()
+        assert "shared with pid 4242: each console sees part of the events" in text_of(title)
+        fake.other_reader_pid = None
+        app.tick()
+        await pilot.pause()
+        assert "shared" not in text_of(title)
+
+        fake.other_reader_pid = 4242
+        await pilot.resize_terminal(80, 24)
+        app.tick()
+        await pilot.pause()
+        assert "shared with pid 4242" in text_of(title)
+
+
+# ---------------------------------------------------------------------- quitting
+
+
+async def pending_app(pilot: Pilot[Any], fake: FakeEngine) -> None:
+    fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+    app = pilot.app
+    assert isinstance(app, InfwApp)
+    app.refresh_all()
+    await pilot.pause()
+
+
+@aio
+async def test_quit_with_pending_change_asks_and_stays_on_no() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pending_app(pilot, fake)
+        await pilot.press("q")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, QuitDialog)
+        body = text_of(dialog.query_one("#quit-body", Static))
+        assert "Generation 3 is pending and reverts in 60s unless confirmed" in body
+        assert "quit anyway? [y/N]" in body
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(app.screen, QuitDialog)
+        assert app.return_value is None
+        await pilot.press("ctrl+q")  # Textual's own quit key asks too
+        await pilot.pause()
+        assert isinstance(app.screen, QuitDialog)
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.return_value is None
+
+
+@aio
+async def test_quit_anyway_prints_both_lines() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pending_app(pilot, fake)
+        fake.clock.advance(18)
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+    assert app.return_value == (
+        "infw-tui closed; the firewall keeps running (9 rules on infw-n1, infw-n2)\n"
+        "warning: generation 3 is still pending: it reverts in 42s unless you run 'infw confirm'"
+    )
+    out = io.StringIO()
+    say_goodbye(app.return_value, out)
+    assert out.getvalue().splitlines() == app.return_value.splitlines()
+    assert "confirm" not in [c[0] for c in fake.calls]
+
+
+@aio
+async def test_confirm_and_quit() -> None:
+    app, fake = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pending_app(pilot, fake)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitDialog)
+        app.screen.query_one("#confirm", Button).press()
+        await pilot.pause()
+    assert fake.calls[-1][0] == "confirm"
+    assert app.return_value == (
+        "infw-tui closed; the firewall keeps running (9 rules on infw-n1, infw-n2)\n"
+        "generation 3 is confirmed"
+    )
+
+
+@aio
+async def test_read_only_console_quits_without_asking() -> None:
+    app, fake = make_app(read_only=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        fake.read_only = False
+        await pending_app(pilot, fake)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_value is not None and "still pending" in app.return_value
+
+
+# ---------------------------------------------------------------------- --netns
+
+
+def test_netns_option_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_parser().parse_args(["--netns", "infw-node"]).netns == "infw-node"
+    seen: dict[str, Any] = {}
+
+    def fake_connect(pin_root: Any, state_dir: Any, **kwargs: Any) -> FakeEngine:
+        seen.update(pin_root=pin_root, state_dir=state_dir, **kwargs)
+        raise app_module.InfwError("stop here", "")
+
+    import console.cli
+
+    monkeypatch.setattr(console.cli, "connect", fake_connect)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr("engine.mountns.rejoin_host_mounts", lambda *_: None)
+    code = app_module.main(["--netns", "ns1", "--pin-root", "/sys/fs/bpf/x", "--read-only"])
+    assert code != 0
+    assert seen == {
+        "pin_root": "/sys/fs/bpf/x",
+        "state_dir": None,
+        "netns": "ns1",
+        "read_only": True,
+    }
+
+
+def test_lab_with_netns_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        app_module.main(["--lab", "--netns", "other"])
+    assert exc.value.code == 2
+    assert "--lab picks" in capsys.readouterr().err
+
+
+@aio
+async def test_late_dry_run_does_not_overwrite_the_apply_refusal() -> None:
+    app, _fake = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("a")
+        form = await fill(
+            pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
+        )
+        await pilot.press("enter")  # before the debounced dry run has started
+        await pilot.pause()
+        assert shown_text(form, "ports").startswith("✗ refused:")
+        await pilot.pause(0.6)
+        assert shown_text(form, "ports").startswith("✗ refused:")
+        assert form.query_one("#force", Button).has_class("-shown")
