@@ -20,7 +20,7 @@ from engine.events import EventBuffer
 from engine.guard import Guard, raise_if_refused
 from engine.model import Action, RuleSet, add_rule, remove_rule
 from engine.ruleline import RuleLine, parse_rule_line
-from engine.stats import RateTracker
+from engine.stats import RateTracker, build_rule_rows
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -254,27 +254,7 @@ class FakeEngine:
 
     def rule_rows(self) -> list[RuleRow]:
         rates = self._rates.update(self._counters, self.clock())
-        rows = []
-        for fw, _, block, _, rule in iter_rules(self._ruleset):
-            rid = self._rule_ids[rule_key(fw.name, block, rule)]
-            packets, nbytes = self._counters.get(rid, (0, 0))
-            rate, last = rates.get(rid, (0.0, None))
-            rows.append(
-                RuleRow(
-                    rid,
-                    fw.name,
-                    rule.order,
-                    fw.interfaces,
-                    block.source_cidrs,
-                    rule,
-                    packets,
-                    nbytes,
-                    rate,
-                    last,
-                )
-            )
-        rows.sort(key=lambda r: (r.order, r.firewall, r.rule_id))
-        return rows
+        return build_rule_rows(self._ruleset, self._rule_ids, self._counters, rates)
 
     def stats(self) -> StatsSnapshot:
         if self.stats_error is not None:
