@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -73,7 +74,15 @@ def _context(args: argparse.Namespace) -> Context:
     def open_lab() -> Engine:
         return connect(lab=True, read_only=args.read_only)
 
-    return Context(connect=open_engine, connect_lab=open_lab)
+    chosen = ["--lab"] if args.lab else []
+    for flag, value in (
+        ("--netns", args.netns),
+        ("--pin-root", args.pin_root),
+        ("--state-dir", args.state_dir),
+    ):
+        if value and not args.lab:
+            chosen += [flag, shlex.quote(value)]
+    return Context(connect=open_engine, connect_lab=open_lab, selector=" ".join(chosen))
 
 
 def _quiet_stdout() -> None:

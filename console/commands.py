@@ -306,6 +306,9 @@ class Context:
     parser: ArgParser | None = None
     # Connecting to the lab (for `lab up`, which attaches the lab's firewall).
     connect_lab: Callable[[], Engine] | None = None
+    # The options that chose this firewall (--lab, --pin-root ...), repeated in the hints we
+    # print, so 'infw confirm' reaches the same firewall as the command that suggested it.
+    selector: str = ""
     _engine: Engine | None = None
 
     @property
@@ -317,7 +320,9 @@ class Context:
     @property
     def prefix(self) -> str:
         """How the user types a command here: 'infw confirm' in a shell, 'confirm' in the REPL."""
-        return "" if self.in_repl else "infw "
+        if self.in_repl:
+            return ""
+        return f"infw {self.selector} " if self.selector else "infw "
 
     @property
     def style(self) -> render.Style:

@@ -676,7 +676,7 @@ class Engine:
         if os.geteuid() != 0:
             raise PrivilegeError(
                 f"cannot {what}: needs CAP_BPF and CAP_NET_ADMIN",
-                "run as root (sudo), or use --read-only to look",
+                "run as root (sudo); --read-only never changes anything but still needs CAP_BPF",
             )
 
     # ----------------------------------------------------------------- observe

@@ -863,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0 and not args.read_only:
             raise PrivilegeError(
                 "changing the firewall needs CAP_BPF and CAP_NET_ADMIN (root)",
-                "run infw-tui with sudo, or add --read-only to look without changing anything",
+                "run infw-tui with sudo (add --read-only to look without changing anything)",
             )
         if args.lab:
             engine: Any = open_lab(args.read_only)
@@ -880,7 +880,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except PermissionError as exc:
         print(f"infw-tui: permission denied: {exc.filename or exc}", file=sys.stderr)
-        print("  fix: run as root (sudo), or use --read-only to look", file=sys.stderr)
+        print(
+            "  fix: run as root (sudo); reading the pinned maps needs CAP_BPF too", file=sys.stderr
+        )
         return 4
     except ImportError as exc:
         print(f"infw-tui: a part of infw is missing: {exc}", file=sys.stderr)

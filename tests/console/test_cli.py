@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -587,7 +588,12 @@ def test_apply_without_timeout_is_pending_until_confirmed(
     assert infw("attach", "infw-ct0", "--mode", "generic", timeout=120).returncode == 0
     proc = infw("apply", write(tmp_path, "good.yaml", GOOD, iface="infw-ct0"))
     assert proc.returncode == 0, proc.stderr
-    assert "pending: run 'infw confirm' within" in proc.stdout and "or it reverts" in proc.stdout
+    # The hint repeats the options that chose this firewall, so it reaches the same one.
+    assert re.search(
+        r"pending: run 'infw --netns \S+ --pin-root \S+ --state-dir \S+ confirm' within",
+        proc.stdout,
+    )
+    assert "or it reverts" in proc.stdout
     pending = data(infw("status", "--json"))["pending"]
     assert pending is not None and 0 < pending["deadline"] - time.time() <= 60
     assert data(infw("confirm", "--json"))["confirmed"] == pending["generation"]
