@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import os
-import time
-from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
+from tuikit import aio, make_app
 
 from console.tui.app import InfwApp
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
@@ -27,35 +23,6 @@ from console.tui.trace import TraceDialog
 from engine.errors import StateError
 
 pytestmark = pytest.mark.console
-
-
-def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
-    """Run an async Pilot test without an asyncio pytest plugin (the venv has none)."""
-
-    @functools.wraps(test)
-    def run(*args: object, **kwargs: object) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
-
-
-def make_app(**kwargs: object) -> tuple[InfwApp, FakeEngine]:
-    fake = FakeEngine(**kwargs)  # type: ignore[arg-type]
-    # Long timer intervals: the tests drive refreshes themselves.
-    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
 
 
 def text_of(widget: Static) -> str:

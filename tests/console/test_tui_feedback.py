@@ -4,17 +4,16 @@ when quitting. FakeEngine only (no root, no kernel)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import io
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
+from tuikit import aio, make_app
 
 from console.tui import app as app_module
 from console.tui.app import InfwApp, build_parser, say_goodbye
@@ -25,32 +24,6 @@ from console.tui.rule_form import RuleForm
 from console.tui.rules import RulesTable
 
 pytestmark = pytest.mark.console
-
-
-def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
-    @functools.wraps(test)
-    def run(*args: object, **kwargs: object) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
-
-
-def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
-    fake = FakeEngine(**kwargs)
-    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
 
 
 def text_of(widget: Static) -> str:

@@ -5,9 +5,6 @@ FakeEngine only (no root, no kernel).
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -15,6 +12,7 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
+from tuikit import aio, make_app
 
 from console.tui.app import InfwApp
 from console.tui.events_pane import EventPane
@@ -26,19 +24,6 @@ from console.tui.rules import RulesTable
 from engine.views import DropEvent
 
 pytestmark = pytest.mark.console
-
-
-def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
-    @functools.wraps(test)
-    def run(*args: object, **kwargs: object) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
-    fake = FakeEngine(**kwargs)
-    return InfwApp(fake, clock=fake.clock, stats_interval=60, events_interval=60), fake
 
 
 def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:

@@ -6,14 +6,13 @@ Regenerate after an intended UI change with:
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
+from tuikit import make_app as _make_app
 
 from console.tui.app import InfwApp
 from console.tui.fake import FakeEngine
@@ -21,25 +20,12 @@ from console.tui.rule_form import RuleForm
 
 pytestmark = pytest.mark.console
 
-SnapCompare = Callable[..., bool]
-
-
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
-
 
 def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
-    fake = FakeEngine(**kwargs)
-    return InfwApp(fake, clock=fake.clock, stats_interval=3600, events_interval=3600), fake
+    return _make_app(interval=3600, **kwargs)
+
+
+SnapCompare = Callable[..., bool]
 
 
 def running(
