@@ -479,7 +479,7 @@ def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
         ctx.out.write(text)
         ctx.out.flush()
         if not text.strip() or not ctx.engine.ruleset().firewalls:
-            ctx.note("no rules are stored yet: nothing to export ('infw apply FILE' first)")
+            ctx.note("no rules are stored: nothing to export")
         return 0
     _write_file(args.output, text)
     ruleset = ruleset or ctx.engine.ruleset()
@@ -574,6 +574,9 @@ def _drain(source: Any, rounds: int = 10) -> Iterator[DropEvent]:
         yield from batch
 
 
+FOLLOW_BACKLOG_S = 10.0
+
+
 def _stream(source: Any) -> Iterator[DropEvent]:
     while True:
         yield from source.poll(200)
@@ -589,9 +592,18 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> int:
             "each of you sees only part of them"
         )
     shown = 0
+    stale = 0
     style = ctx.style
+    # Following means "from now on": what waited unread in the ring buffer (possibly from
+    # earlier rule sets, whose rule ids may mean other rules now) is skipped and counted.
+    since = time.time() - FOLLOW_BACKLOG_S if args.follow else 0.0
     try:
         for ev in _stream(source) if args.follow else _drain(source):
+            if ev.time < since:
+                stale += 1
+                if stale == 1:
+                    ctx.note(f"skipping drop events older than {FOLLOW_BACKLOG_S:.0f}s")
+                continue
             if not keep(ev):
                 continue
             ctx.emit(ev.to_json(), render.event_text(ev, style))

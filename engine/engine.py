@@ -6,11 +6,14 @@ kernel -> datapath -> stats/events -> console. Consoles hold no firewall logic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,16 +24,17 @@ from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_inte
 from engine.config import NodeConfig, load_config
 from engine.errors import (
     ConfirmExpired,
-    InfwError,
+    FieldError,
     PrivilegeError,
     StateError,
+    ValidationError,
 )
 from engine.events import EventBuffer, decode_event
 from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.layout import Mode, NodeCounter
 from engine.layout import Reason as KernelReason
-from engine.model import Action, RuleSet, add_rule, remove_rule
-from engine.ruleline import RuleLine, parse_rule_line
+from engine.model import Action, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.ruleline import DEFAULT_FIREWALL, RuleLine, parse_rule_line
 from engine.stats import RateTracker, build_rule_rows
 from engine.store import Pending, Store, StoredState, author
 from engine.views import (
@@ -245,11 +249,18 @@ class Engine:
 
     # ----------------------------------------------------------------- edits
 
-    def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[CompiledTables, list[str]]:
+    def check(
+        self,
+        ruleset: RuleSet,
+        *,
+        force: bool = False,
+        previous_ids: Mapping[RuleKey, int] | None = None,
+    ) -> tuple[CompiledTables, list[str]]:
         """Validate a rule set against the node and the guard without applying anything."""
         stored = self.state()
         ifaces = self.interfaces()
-        tables = compile_ruleset(ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+        ids = stored.rule_ids if previous_ids is None else previous_ids
+        tables = compile_ruleset(ruleset, ifaces, self.config.failsafe, ids)
         refusals = self.guard().check(
             ruleset, tables.rule_ids, ifaces, audit=self.state().mode == "audit"
         )
@@ -268,6 +279,7 @@ class Engine:
         force: bool = False,
         expected_generation: int | None = None,
         summary: str = "apply",
+        previous_ids: Mapping[RuleKey, int] | None = None,
     ) -> ApplyResult:
         """Apply a whole rule set: guard, store, then an atomic switch in the datapath.
 
@@ -292,52 +304,68 @@ class Engine:
                     f"you edited generation {expected_generation})",
                     "reload the rules and retry",
                 )
-            tables, warnings = self.check(ruleset, force=force)
+            tables, warnings = self.check(ruleset, force=force, previous_ids=previous_ids)
             if any(w.startswith("forced past") for w in warnings) and timeout <= 0:
                 # --force never skips the safety net: a forced change is always confirmable.
                 timeout = self.config.confirm_timeout or 60.0
                 warnings.append(f"forced changes are commit-confirmed: {timeout:.0f}s to confirm")
             new_state = replace(stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids))
-            new_state = self.store.commit(
-                new_state, expected_generation=stored.generation, author=author(), summary=summary
-            )
-            dp = self.datapath(required=False) if self.loaded() else None
-            if dp is not None:
-                try:
-                    self._enforce(dp, tables, stored.rule_ids, new_state.generation)
-                except InfwError:
-                    # The kernel kept the old tables; put the store back in step with it.
-                    self.store.commit(
-                        replace(stored),
-                        expected_generation=new_state.generation,
-                        author=author(),
-                        summary=f"undo failed apply of {new_state.generation}",
-                    )
-                    raise
-            else:
-                warnings.append(
-                    "no firewall is loaded here: stored only; 'infw attach IFACE' enforces it"
+            with _signals_held():
+                return self._commit_and_enforce(
+                    stored, new_state, tables, ruleset, timeout, summary, warnings
                 )
-            pend_view = None
-            if timeout > 0 and dp is not None:
-                from engine.watchdog import spawn_watchdog
 
-                deadline = time.time() + timeout
-                # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
-                # the watchdog has started still stops it at once.
-                p = Pending(new_state.generation, stored.generation, deadline, 0, author())
-                self.store.set_pending(p)
-                try:
-                    pid = spawn_watchdog(
-                        self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
-                    )
-                except BaseException:
-                    # Without a watchdog the change must not stay: nothing half-applied.
-                    self.rollback_pending(new_state.generation, reason="watchdog failed to start")
-                    raise
-                p = replace(p, watchdog_pid=pid)
-                self.store.set_pending(p)
-                pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
+    def _commit_and_enforce(
+        self,
+        stored: StoredState,
+        new_state: StoredState,
+        tables: CompiledTables,
+        ruleset: RuleSet,
+        timeout: float,
+        summary: str,
+        warnings: list[str],
+    ) -> ApplyResult:
+        """Store, switch the kernel, arm the watchdog: all or nothing (signals are held)."""
+        new_state = self.store.commit(
+            new_state, expected_generation=stored.generation, author=author(), summary=summary
+        )
+        dp = self.datapath(required=False) if self.loaded() else None
+        if dp is not None:
+            try:
+                self._enforce(dp, tables, stored.rule_ids, new_state.generation)
+            except BaseException:  # Ctrl-C too: the store must follow the kernel back
+                # The kernel kept the old tables; put the store back in step with it.
+                self.store.commit(
+                    replace(stored),
+                    expected_generation=new_state.generation,
+                    author=author(),
+                    summary=f"undo failed apply of {new_state.generation}",
+                )
+                raise
+        else:
+            warnings.append(
+                "no firewall is loaded here: stored only; 'infw attach IFACE' enforces it"
+            )
+        pend_view = None
+        if timeout > 0 and dp is not None:
+            from engine.watchdog import spawn_watchdog
+
+            deadline = time.time() + timeout
+            # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
+            # the watchdog has started still stops it at once.
+            p = Pending(new_state.generation, stored.generation, deadline, 0, author())
+            self.store.set_pending(p)
+            try:
+                pid = spawn_watchdog(
+                    self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
+                )
+            except BaseException:
+                # Without a watchdog the change must not stay: nothing half-applied.
+                self.rollback_pending(new_state.generation, reason="watchdog failed to start")
+                raise
+            p = replace(p, watchdog_pid=pid)
+            self.store.set_pending(p)
+            pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
         return ApplyResult(
             new_state.generation,
             stored.generation,
@@ -358,15 +386,61 @@ class Engine:
 
     def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
         def change(stored: StoredState) -> tuple[RuleSet, str]:
-            parsed = (
-                line if isinstance(line, RuleLine) else parse_rule_line(line, stored.interfaces)
-            )
+            parsed = self._resolve_line(stored, line)
+            self._refuse_conflict(stored, parsed, None)
             new = add_rule(
                 stored.ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
             )
             return new, f"add {parsed.firewall} order {parsed.rule.order}"
 
         return self._edit(change, **kwargs)
+
+    @staticmethod
+    def _resolve_line(
+        stored: StoredState, line: str | RuleLine, row: RuleRow | None = None
+    ) -> RuleLine:
+        """Parse a rule line; without 'on', the rule takes its object's interfaces (or, for a
+        new object, the attached ones); without 'firewall', an edit stays in its object."""
+        if isinstance(line, RuleLine):
+            return line
+        default_fw = row.firewall if row else DEFAULT_FIREWALL
+        parsed = parse_rule_line(line, ("*",), default_firewall=default_fw)
+        if parsed.interfaces_given:
+            return parsed
+        fw = stored.ruleset.firewall(parsed.firewall)
+        interfaces = fw.interfaces if fw else stored.interfaces
+        if not interfaces:
+            raise ValidationError(
+                [
+                    FieldError(
+                        f"rule '{line}'",
+                        "spec.interfaces",
+                        None,
+                        "missing",
+                        "add 'on IFACE' (a name or glob, e.g. on eth0)",
+                    )
+                ]
+            )
+        return replace(parsed, interfaces=interfaces)
+
+    @staticmethod
+    def _refuse_conflict(stored: StoredState, parsed: RuleLine, row: RuleRow | None) -> None:
+        replacing = (row.firewall, tuple(sorted(row.cidrs)), row.order) if row else None
+        conflict = rule_conflict(
+            stored.ruleset,
+            parsed.firewall,
+            parsed.interfaces if parsed.interfaces_given else None,
+            parsed.cidrs,
+            parsed.rule.order,
+            replacing,
+        )
+        if conflict is not None:
+            field, problem, fix = conflict
+            path = "spec.interfaces" if field == "interfaces" else "spec.ingress[0].rules[0].order"
+            value = parsed.interfaces if field == "interfaces" else parsed.rule.order
+            raise ValidationError(
+                [FieldError(f"rule in {parsed.firewall}", path, value, problem, fix)]
+            )
 
     def _find_rule(self, rule_id: int, stored: StoredState | None = None) -> RuleRow:
         stored = stored or self.state()
@@ -388,7 +462,8 @@ class Engine:
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
         def change(stored: StoredState) -> tuple[RuleSet, str]:
             row = self._find_rule(rule_id, stored)
-            parsed = line if isinstance(line, RuleLine) else parse_rule_line(line, row.interfaces)
+            parsed = self._resolve_line(stored, line, row)
+            self._refuse_conflict(stored, parsed, row)
             new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
             new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
             crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
@@ -442,6 +517,8 @@ class Engine:
             old = self._generation_state(prev)
             kwargs.setdefault("confirm_timeout", 0)
             kwargs.setdefault("expected_generation", stored.generation)
+            # The old rules take their old ids back (and so their counters and event history).
+            kwargs.setdefault("previous_ids", {**stored.rule_ids, **old.rule_ids})
             return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
 
     def _revert_target(self, current: StoredState) -> int | None:
@@ -767,6 +844,21 @@ class Engine:
             agree,
             tuple(notes),
         )
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP (SSH gone) over the store-kernel-watchdog sequence, so
+    it finishes or undoes itself before the signal acts. Only the main thread can block them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself

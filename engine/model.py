@@ -170,13 +170,11 @@ def add_rule(
 ) -> RuleSet:
     """Add (or replace, same order) a rule in the block with exactly these CIDRs.
 
-    The object is created when missing; a block with the same CIDR set is reused so that
-    order uniqueness is checked where the operator would check it.
+    The object is created with `interfaces` when missing; an existing object keeps its own
+    interfaces (they belong to every rule in it: see `rule_conflict`). A block with the same
+    CIDR set is reused so that order uniqueness holds where the operator checks it.
     """
     fw = ruleset.firewall(firewall) or Firewall(name=firewall, interfaces=interfaces, ingress=())
-    if interfaces and fw.interfaces != interfaces:
-        merged = tuple(dict.fromkeys(fw.interfaces + interfaces))
-        fw = replace(fw, interfaces=merged)
     blocks = list(fw.ingress)
     for i, block in enumerate(blocks):
         if set(block.source_cidrs) == set(cidrs):
@@ -203,3 +201,42 @@ def remove_rule(ruleset: RuleSet, firewall: str, cidrs: tuple[str, ...], order: 
     if not blocks:
         return ruleset.without_firewall(firewall)
     return ruleset.with_firewall(replace(fw, ingress=tuple(blocks)))
+
+
+def rule_conflict(
+    ruleset: RuleSet,
+    firewall: str,
+    interfaces: tuple[str, ...] | None,
+    cidrs: tuple[str, ...],
+    order: int,
+    replacing: tuple[str, tuple[str, ...], int] | None = None,
+) -> tuple[str, str, str] | None:
+    """Why a one-rule change can't go in as asked: (field, problem, fix), or None.
+
+    An order already used in the block would silently replace that rule, and other interfaces
+    than the object's would widen (or narrow) every rule of the object.
+    """
+    fw = ruleset.firewall(firewall)
+    if fw is None:
+        return None
+    if interfaces is not None and set(interfaces) != set(fw.interfaces):
+        return (
+            "interfaces",
+            f"object {firewall} applies to {', '.join(fw.interfaces)}: a rule can't change that "
+            "for the object's other rules",
+            f"leave out 'on' (or say 'on {','.join(fw.interfaces)}'), or put the rule in another "
+            "object with 'firewall NAME'",
+        )
+    for block in fw.ingress:
+        if set(block.source_cidrs) != set(cidrs):
+            continue
+        for rule in block.rules:
+            same = replacing == (firewall, tuple(sorted(block.source_cidrs)), rule.order)
+            if rule.order == order and not same:
+                return (
+                    "order",
+                    f"order {order} is already used by a rule for {', '.join(cidrs)} in {firewall} "
+                    f"({rule.action.value} {rule.match_text()})",
+                    "pick a free order, or edit that rule",
+                )
+    return None

@@ -8,7 +8,7 @@ deny from 203.0.113.0/24 on 'ens*' order 30
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.crd import parse_firewall
@@ -25,6 +25,8 @@ class RuleLine:
     interfaces: tuple[str, ...]
     cidrs: tuple[str, ...]
     rule: Rule
+    # False: 'on' was left out and the defaults filled it in (not part of the rule's identity)
+    interfaces_given: bool = field(default=True, compare=False)
 
 
 def _err(line: str, path: str, value: object, problem: str, fix: str = "") -> ValidationError:
@@ -38,7 +40,9 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> RuleLine:
+def parse_rule_line(
+    line: str, default_interfaces: tuple[str, ...] = (), default_firewall: str = DEFAULT_FIREWALL
+) -> RuleLine:
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -52,7 +56,7 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
     cidrs: list[str] = []
     ifaces: list[str] = []
     order: Any = None
-    firewall = DEFAULT_FIREWALL
+    firewall = default_firewall
     i = 0
     keywords = {"from", "on", "order", "firewall", "type", "code"}
     while i < len(rest):
@@ -122,7 +126,9 @@ def parse_rule_line(line: str, default_interfaces: tuple[str, ...] = ()) -> Rule
     fw, errors = parse_firewall(doc, f"rule '{line}'")
     if errors or fw is None:
         raise ValidationError(errors)
-    return RuleLine(fw.name, fw.interfaces, fw.ingress[0].source_cidrs, fw.ingress[0].rules[0])
+    return RuleLine(
+        fw.name, fw.interfaces, fw.ingress[0].source_cidrs, fw.ingress[0].rules[0], bool(ifaces)
+    )
 
 
 def format_rule_line(

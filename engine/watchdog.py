@@ -247,6 +247,8 @@ def _prepare(args: argparse.Namespace) -> RollbackHook:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The console holds SIGINT/SIGTERM while it applies, and a child inherits that mask.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     log_path = Path(args.state_dir) / LOG_FILE
     try:
         hook = _prepare(args)

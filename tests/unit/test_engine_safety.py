@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import NodeConfig
 from engine.engine import Engine
-from engine.errors import ConfirmExpired, StateError
+from engine.errors import ConfirmExpired, StateError, ValidationError
 from engine.store import Pending
 
 IFACES = {"lo": 1, "eth0": 2}
@@ -101,3 +101,46 @@ def test_two_consoles_adding_rules_lose_nothing(tmp_path: Path) -> None:
         assert p.exitcode == 0
     orders = sorted(r.order for r in make_engine(tmp_path).rule_rows())
     assert orders == [*range(100, 108), *range(200, 208)]
+
+
+def test_add_with_a_used_order_is_refused_not_a_silent_replace(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    add(engine, 10, port=7001)
+    with pytest.raises(ValidationError) as exc:
+        engine.add_rule("allow tcp 9999 from 192.0.2.0/24 on eth0 order 10", confirm_timeout=0)
+    assert "order 10 is already used" in str(exc.value)
+    (row,) = engine.rule_rows()
+    assert row.rule.action.value == "Deny" and str(row.rule.ports) == "7001"
+
+
+def test_a_rule_cannot_widen_its_objects_interfaces(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    engine.add_rule("deny tcp 80 from 192.0.2.0/24 on eth0 order 10 firewall a", confirm_timeout=0)
+    with pytest.raises(ValidationError) as exc:
+        engine.add_rule(
+            "allow udp 53 from 192.0.2.0/24 on lo order 11 firewall a", confirm_timeout=0
+        )
+    assert "object a applies to eth0" in str(exc.value)
+    # Leaving out 'on' takes the object's own interfaces.
+    engine.add_rule("allow udp 53 from 192.0.2.0/24 order 11 firewall a", confirm_timeout=0)
+    assert {r.interfaces for r in engine.rule_rows()} == {("eth0",)}
+
+
+def test_edit_keeps_the_rule_in_its_object_with_its_id(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    engine.add_rule("deny tcp 80 from 192.0.2.0/24 on eth0 order 10 firewall a", confirm_timeout=0)
+    (row,) = engine.rule_rows()
+    engine.edit_rule(row.rule_id, "deny tcp 82 from 192.0.2.0/24 order 10", confirm_timeout=0)
+    (after,) = engine.rule_rows()
+    assert (after.firewall, after.interfaces, str(after.rule.ports)) == ("a", ("eth0",), "82")
+    assert after.rule_id == row.rule_id, "same object, CIDRs and order: same id, same counters"
+
+
+def test_revert_gives_old_rules_their_old_ids(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    add(engine, 10, port=7001)
+    add(engine, 20, port=7002)
+    ids = {r.order: r.rule_id for r in engine.rule_rows()}
+    engine.delete_rule(ids[10], confirm_timeout=0)
+    engine.revert()
+    assert {r.order: r.rule_id for r in engine.rule_rows()} == ids
