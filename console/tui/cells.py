@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
+from console.render import ago
 from engine.views import DropEvent, RuleRow
 
 VERDICT_STYLE = {
@@ -46,16 +47,7 @@ def human_rate(rate: float) -> str:
 
 def relative_time(when: float | None, now: float) -> str:
     """'3s ago', '5m ago', '2h ago', '4d ago'; '-' for never."""
-    if when is None:
-        return "-"
-    age = max(0.0, now - when)
-    if age < 60:
-        return f"{age:.0f}s ago"
-    if age < 3600:
-        return f"{age / 60:.0f}m ago"
-    if age < 86400:
-        return f"{age / 3600:.0f}h ago"
-    return f"{age / 86400:.0f}d ago"
+    return "-" if when is None else ago(when, now)
 
 
 def clock_time(when: float, millis: bool = True) -> str:
