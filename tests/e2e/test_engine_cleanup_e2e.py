@@ -8,7 +8,6 @@ Its own module, because it takes the lab down itself (the `lab` fixtures are mod
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from engine.crd import load_yaml
 from engine.lab import LAB_PIN_ROOT, NODE_NS, STATE_DIR, lab_down, lab_up, send_packets
+from tests.support import traffic_pids, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -50,30 +50,6 @@ def _host_lab_links() -> list[str]:
     return sorted(n for n in names if n.startswith(("infw-n", "infw-c")))
 
 
-def _traffic_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"engine.labtraffic" in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _wait_for(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
-
-
 def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
     from engine.datapath import scan_attached
 
@@ -81,7 +57,7 @@ def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
         lab_down()  # from nothing: someone else's lab (and firewall) would muddy the checks
         info = lab_up(rate=20.0, traffic=True, duration=60.0)
         assert info.up, info.problems
-        assert len(_traffic_pids()) == 2
+        assert len(traffic_pids()) == 2
         c1 = info.clients[0]
         eng = lab_firewall.engine()
         lab_firewall.node(eng.attach, ["infw-n*"])
@@ -92,9 +68,9 @@ def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
         assert watchdog in lab_firewall.leftover_processes()
         send_packets(c1.ns, c1.node_v4, "udp", dport=5007, count=3)
         log = Path(lab_firewall.state_dir) / "watchdog.log"
-        assert _wait_for(lambda: log.exists() and "armed" in log.read_text(), 3.0)
+        assert wait_for(lambda: log.exists() and "armed" in log.read_text(), 3.0)
         eng.confirm()
-        assert _wait_for(lambda: watchdog not in lab_firewall.leftover_processes(), 3.0)
+        assert wait_for(lambda: watchdog not in lab_firewall.leftover_processes(), 3.0)
 
         assert lab_firewall.node(eng.detach, ["infw-n2"]) == ["infw-n2"]
         on_node = lab_firewall.node(scan_attached)
@@ -111,7 +87,7 @@ def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
     assert f"namespace {NODE_NS}" in removed
     assert _lab_namespaces() == []
     assert _host_lab_links() == []
-    assert _traffic_pids() == []
+    assert traffic_pids() == []
     assert lab_firewall.leftover_processes() == []
     assert not os.path.exists(lab_firewall.pin_root)
     assert not Path(LAB_PIN_ROOT).exists()

@@ -21,6 +21,7 @@ import pytest
 from engine.crd import load_yaml
 from engine.lab import LabInfo, send_packets
 from engine.layout import NodeCounter
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -75,15 +76,6 @@ def counters(eng: Any) -> tuple[dict[int, int], dict[NodeCounter, int]]:
 
 def delta(after: dict[Any, int], before: dict[Any, int]) -> dict[Any, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-
-
-def wait_for(check: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return bool(check())
 
 
 def settle_counters(

@@ -31,6 +31,7 @@ from engine.lab import (
     thread_in_namespace,
 )
 from engine.labtraffic import LabSafetyError
+from tests.support import traffic_pids, wait_for
 
 ROOT_REASON = "needs root: network namespaces, veth pairs and raw sockets"
 _ROOT_MARKS = (
@@ -57,33 +58,9 @@ def _lab_namespaces() -> list[str]:
     return sorted(n for n in names if n == NODE_NS or n.startswith("infw-c"))
 
 
-def _traffic_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if b"engine.labtraffic" in cmdline and state != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
-
-
 def _assert_gone() -> None:
     assert _lab_namespaces() == []
-    assert _traffic_pids() == []
+    assert traffic_pids() == []
     assert not STATE_DIR.exists()
     assert not Path(LAB_PIN_ROOT).exists()
 
@@ -210,14 +187,14 @@ def test_up_builds_the_lab_and_ping_works_both_families() -> None:
 def test_traffic_runs_at_its_rate_and_is_bounded() -> None:
     info = lab_up(rate=50.0, traffic=True, duration=3.0)
     assert len(info.traffic_pids) == 2
-    assert set(info.traffic_pids) == set(_traffic_pids())
+    assert set(info.traffic_pids) == set(traffic_pids())
     before = {c.ifname_node: _rx_packets(NODE_NS, c.ifname_node) for c in info.clients}
     time.sleep(1.0)
     for client in info.clients:
         got = _rx_packets(NODE_NS, client.ifname_node) - before[client.ifname_node]
         assert 25 <= got <= 80, f"{client.ifname_node}: {got} packets in 1s at 50/s"
     # Bounded: both processes exit on their own once their 3 s are over.
-    assert _wait_for(lambda: not _traffic_pids(), timeout=8.0), _traffic_pids()
+    assert wait_for(lambda: not traffic_pids(), timeout=8.0), traffic_pids()
     assert lab_status().traffic_pids == ()
     log = (STATE_DIR / "traffic-infw-c1.log").read_text()
     assert "labtraffic exit (deadline" in log
@@ -244,9 +221,9 @@ def test_traffic_mix_and_sigterm() -> None:
     started = time.monotonic()
     stopped = stop_traffic()
     assert len(stopped) == 2 and time.monotonic() - started < 2.0
-    assert _traffic_pids() == []
+    assert traffic_pids() == []
     assert "labtraffic exit (signal)" in (STATE_DIR / "traffic-infw-c1.log").read_text()
-    assert set(info.traffic_pids).isdisjoint(_traffic_pids())
+    assert set(info.traffic_pids).isdisjoint(traffic_pids())
 
 
 @needs_root
@@ -268,7 +245,7 @@ def test_up_twice_is_idempotent_and_repairs() -> None:
     second = lab_up(rate=20.0)
     assert second == first
     assert ifindexes() == links and addr_count(NODE_NS) == addrs
-    assert sorted(_traffic_pids()) == sorted(first.traffic_pids)
+    assert sorted(traffic_pids()) == sorted(first.traffic_pids)
 
     # Break it: drop a veth, an address, a traffic process; lab_up puts them back.
     with IPRoute(netns=NODE_NS, flags=0) as ipr:
@@ -279,7 +256,7 @@ def test_up_twice_is_idempotent_and_repairs() -> None:
         ipr.addr("del", index=idx, address=c1.v6, prefixlen=64)
     victim = first.traffic_pids[0]
     os.kill(victim, 9)
-    assert _wait_for(lambda: victim not in _traffic_pids(), 3.0)
+    assert wait_for(lambda: victim not in traffic_pids(), 3.0)
     broken = lab_status()
     assert not broken.up
     assert any("infw-n2" in p for p in broken.problems)
@@ -343,7 +320,7 @@ def _run_starter(code: str) -> int:
 def test_down_after_a_crash_cleans_up(code: str, lose_state: bool) -> None:
     assert _run_starter(code) == -9
     assert _lab_namespaces(), "the crashed starter should have left namespaces behind"
-    assert _traffic_pids(), "and traffic processes that outlived it"
+    assert traffic_pids(), "and traffic processes that outlived it"
     if lose_state:
         shutil.rmtree(STATE_DIR)  # the pid files are gone too: down must find them by scanning
     removed = lab_down()

@@ -23,6 +23,7 @@ from engine.errors import StateError
 from engine.lab import LabInfo, send_packets
 from engine.layout import NodeCounter
 from engine.watchdog import ARM_GRACE
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -60,15 +61,6 @@ def node_packets(eng: Any, counter: NodeCounter) -> int:
 
 def ids_by_order(eng: Any) -> dict[int, int]:
     return {row.order: row.rule_id for row in eng.rule_rows()}
-
-
-def wait_for(check: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return bool(check())
 
 
 def alive(pid: int) -> bool:
