@@ -72,10 +72,6 @@ def parse_cidr(text: str) -> Prefix:
     return Prefix(value, plen, False)
 
 
-def normalize_cidr(text: str) -> str:
-    return str(parse_cidr(text))
-
-
 def parse_address(text: str) -> tuple[int, bool]:
     """An address as (128-bit mapped value, is_v4). IPv4-mapped IPv6 addresses count as IPv4."""
     try:

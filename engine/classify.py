@@ -156,13 +156,6 @@ def classify(
     return Decision(info.rule.action, Reason.RULE, rid, info)
 
 
-def longest_prefix(tables: CompiledTables, ifindex: int, src: str) -> int | None:
-    """The list id the source lookup returns, or None on a miss: the semantics (an LPM over
-    every entry of tables.lpm), whichever structure the datapath answers it from."""
-    addr, _ = parse_address(src)
-    return _lpm_scan(tables.lpm, ifindex, addr)
-
-
 def _lpm_scan(entries: tuple[LpmEntry, ...], ifindex: int, addr: int) -> int | None:
     best: tuple[int, int] | None = None
     for entry in entries:

@@ -382,10 +382,6 @@ class Datapath:
     def prog_id(self) -> int:
         return self._info.id
 
-    @property
-    def prog_tag(self) -> str:
-        return self._info.tag
-
     def unload(self) -> None:
         """Detach our program everywhere in this namespace and remove every pin."""
         for att in self.attached_here():

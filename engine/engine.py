@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import crd
-from engine.classify import Decision, PacketFields, Reason, classify, lookup
+from engine.classify import PacketFields, Reason, classify, lookup
 from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.config import NodeConfig, load_config
 from engine.errors import (
@@ -29,7 +29,7 @@ from engine.errors import (
     StateError,
     ValidationError,
 )
-from engine.events import EventBuffer, decode_event
+from engine.events import EventBuffer, decode_event, monotonic_to_epoch
 from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.layout import Mode, NodeCounter
 from engine.layout import Reason as KernelReason
@@ -899,12 +899,15 @@ class EventSource:
         self._interfaces = interfaces
         self._ifnames = {v: k for k, v in interfaces().items()}
         self._datapath = datapath
+        self._clock_offset = monotonic_to_epoch()
         datapath.open_events(self._on_record)
 
     def _on_record(self, record: Any) -> None:
         if record.ifindex not in self._ifnames:
             self._ifnames = {v: k for k, v in self._interfaces().items()}
-        self.buffer.add(decode_event(record, self._ifnames))
+            # Remember a vanished interface too, so a flood from it costs one netlink dump.
+            self._ifnames.setdefault(record.ifindex, f"if{record.ifindex}")
+        self.buffer.add(decode_event(record, self._ifnames, self._clock_offset))
 
     def other_reader(self) -> int | None:
         """The pid of another console reading drop events: the ring buffer has one consumer
@@ -913,9 +916,6 @@ class EventSource:
         return int(pid) if pid else None
 
     def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
+        self._clock_offset = monotonic_to_epoch()  # once per batch, not per event
         self._datapath.poll_events(timeout_ms)
         return self.buffer.drain()
-
-
-def decision_text(decision: Decision) -> str:
-    return decision.describe()

@@ -13,7 +13,7 @@ from engine.model import PROTOCOL_BY_NUMBER
 from engine.views import DropEvent
 
 
-def _monotonic_to_epoch() -> float:
+def monotonic_to_epoch() -> float:
     # bpf_ktime_get_ns is CLOCK_MONOTONIC; events are shown in wall time.
     return time.time() - time.monotonic()
 
@@ -21,7 +21,7 @@ def _monotonic_to_epoch() -> float:
 def decode_event(
     rec: DropEventRecord, ifnames: Mapping[int, str], offset: float | None = None
 ) -> DropEvent:
-    offset = _monotonic_to_epoch() if offset is None else offset
+    offset = monotonic_to_epoch() if offset is None else offset
     family_v4 = rec.family == 4
     src = int.from_bytes(bytes(rec.src), "big")
     dst = int.from_bytes(bytes(rec.dst), "big")
@@ -69,12 +69,12 @@ class EventBuffer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_per_second = max_per_second
-        self.events: collections.deque[DropEvent] = collections.deque(maxlen=capacity)
         self.counts = EventCounts()
         self._clock = clock
         self._window_start = clock()
         self._in_window = 0
-        self._fresh: list[DropEvent] = []
+        # Kept events not yet drained; a console that stops draining loses the oldest.
+        self._fresh: collections.deque[DropEvent] = collections.deque(maxlen=capacity)
 
     def add(self, event: DropEvent) -> bool:
         """Offer one event; False when it was sampled out (counted, not kept)."""
@@ -88,13 +88,11 @@ class EventBuffer:
             self.counts.sampled_out += 1
             return False
         self.counts.kept += 1
-        self.events.append(event)
         self._fresh.append(event)
-        if len(self._fresh) > self.events.maxlen:  # type: ignore[operator]
-            del self._fresh[: len(self._fresh) - (self.events.maxlen or 0)]
         return True
 
     def drain(self) -> list[DropEvent]:
         """Events kept since the last drain, oldest first."""
-        fresh, self._fresh = self._fresh, []
+        fresh = list(self._fresh)
+        self._fresh.clear()
         return fresh

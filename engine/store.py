@@ -391,10 +391,6 @@ class Store:
         gens = self.generations()
         return self.load_generation(gens[-1]) if gens else None
 
-    def current_generation(self) -> int:
-        """0 when nothing was committed; cheap (the rules are not decoded)."""
-        return self._stored_generation()
-
     def commit(
         self,
         state: StoredState,
