@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import threading
@@ -280,6 +279,7 @@ class Engine:
         expected_generation: int | None = None,
         summary: str = "apply",
         previous_ids: Mapping[RuleKey, int] | None = None,
+        restores: int | None = None,
     ) -> ApplyResult:
         """Apply a whole rule set: guard, store, then an atomic switch in the datapath.
 
@@ -309,7 +309,9 @@ class Engine:
                 # --force never skips the safety net: a forced change is always confirmable.
                 timeout = self.config.confirm_timeout or 60.0
                 warnings.append(f"forced changes are commit-confirmed: {timeout:.0f}s to confirm")
-            new_state = replace(stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids))
+            new_state = replace(
+                stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids), restores=restores
+            )
             with _signals_held():
                 return self._commit_and_enforce(
                     stored, new_state, tables, ruleset, timeout, summary, warnings
@@ -519,14 +521,15 @@ class Engine:
             kwargs.setdefault("expected_generation", stored.generation)
             # The old rules take their old ids back (and so their counters and event history).
             kwargs.setdefault("previous_ids", {**stored.rule_ids, **old.rule_ids})
-            return self.apply(old.ruleset, summary=f"revert to generation {prev}", **kwargs)
+            return self.apply(
+                old.ruleset, summary=f"revert to generation {prev}", restores=prev, **kwargs
+            )
 
     def _revert_target(self, current: StoredState) -> int | None:
         """The generation one step back: the latest earlier one with different rules (mode and
         attach generations don't count). After a revert, the walk starts from the generation it
         restored, so reverting again keeps going back instead of undoing the revert."""
-        start = _restored_generation(current.summary)
-        gen: int | None = current.generation if start is None else start
+        gen: int | None = current.generation if current.restores is None else current.restores
         key = current.ruleset.semantic_key()
         while gen is not None:
             gen = self.store.previous_generation(gen)
@@ -548,7 +551,12 @@ class Engine:
             # The old rules take their old ids back, so their counters come back with them.
             ids = {**stored.rule_ids, **old.rule_ids}
             tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, ids)
-            new_state = replace(stored, ruleset=old.ruleset, rule_ids=dict(tables.rule_ids))
+            new_state = replace(
+                stored,
+                ruleset=old.ruleset,
+                rule_ids=dict(tables.rule_ids),
+                restores=pending.previous_generation,
+            )
             new_state = self.store.commit(
                 new_state,
                 expected_generation=stored.generation,
@@ -873,12 +881,6 @@ def _watchdog_alive(pid: int) -> bool:
             return b"engine.watchdog" in fh.read()
     except OSError:
         return False
-
-
-def _restored_generation(summary: str) -> int | None:
-    """The generation a revert or auto-revert restored, from the summary the engine wrote."""
-    match = re.search(r"(?:revert to generation|back to) (\d+)", summary)
-    return int(match.group(1)) if match else None
 
 
 _KERNEL_REASONS: dict[int, str] = {

@@ -54,6 +54,9 @@ class StoredState:
     time: float = field(default=0.0, compare=False)
     author: str = field(default="", compare=False)
     summary: str = field(default="", compare=False)
+    # The generation whose rules a revert or rollback brought back (kept through later mode or
+    # attach generations), so the next revert steps back past it, not forward again.
+    restores: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def _encode_state(state: StoredState) -> dict[str, Any]:
         "time": state.time,
         "author": state.author,
         "summary": state.summary,
+        "restores": state.restores,
         "mode": state.mode,
         "interfaces": list(state.interfaces),
         "attach_mode": state.attach_mode,
@@ -225,6 +229,7 @@ def _decode_state(raw: object) -> StoredState:
         time=float(raw.get("time", 0.0)),
         author=str(raw.get("author", "")),
         summary=str(raw.get("summary", "")),
+        restores=raw["restores"] if isinstance(raw.get("restores"), int) else None,
     )
 
 

@@ -144,3 +144,15 @@ def test_revert_gives_old_rules_their_old_ids(tmp_path: Path) -> None:
     engine.delete_rule(ids[10], confirm_timeout=0)
     engine.revert()
     assert {r.order: r.rule_id for r in engine.rule_rows()} == ids
+
+
+def test_revert_after_a_mode_change_still_steps_back_not_forward(tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    add(engine, 10)
+    add(engine, 20)
+    add(engine, 30)
+    engine.revert()  # back to [10, 20]
+    stored = engine.state()
+    engine.store.commit(stored, expected_generation=stored.generation, author="t", summary="mode")
+    engine.revert()
+    assert [r.order for r in engine.rule_rows()] == [10], "not the reverted [10, 20, 30] again"
