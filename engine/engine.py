@@ -48,6 +48,7 @@ from engine.views import (
     Status,
     TraceResult,
 )
+from engine.watchdog import is_running as watchdog_running
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
 BPF_SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "infw.bpf.c"
@@ -192,7 +193,7 @@ class Engine:
         if self.read_only:
             return
         p = self.store.get_pending()
-        if p is None or time.time() < p.deadline + REAP_GRACE_S or _watchdog_alive(p.watchdog_pid):
+        if p is None or time.time() < p.deadline + REAP_GRACE_S or watchdog_running(p.watchdog_pid):
             return
         self.rollback_pending(p.generation, reason="auto-revert: not confirmed, watchdog gone")
 
@@ -719,7 +720,7 @@ class Engine:
         self._require_root("restore the firewall")
         with self.store.lock():
             pending = self.store.get_pending()
-            if pending is not None and not _watchdog_alive(pending.watchdog_pid):
+            if pending is not None and not watchdog_running(pending.watchdog_pid):
                 self.rollback_pending(
                     pending.generation, reason="auto-revert: restored unconfirmed"
                 )
@@ -870,17 +871,6 @@ def _signals_held() -> Iterator[None]:
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself
-
-
-def _watchdog_alive(pid: int) -> bool:
-    """True when pid is a running infw watchdog (not just any process that reused the pid)."""
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return b"engine.watchdog" in fh.read()
-    except OSError:
-        return False
 
 
 _KERNEL_REASONS: dict[int, str] = {

@@ -36,6 +36,20 @@ RollbackHook = Callable[[str, str, int], None]
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+MODULE = "engine.watchdog"
+
+
+def is_running(pid: int) -> bool:
+    """True when pid is a live watchdog (not some process that reused the pid)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return MODULE.encode() in fh.read()
+    except OSError:
+        return False
+
+
 def spawn_watchdog(
     state_dir: str,
     pin_root: str,
@@ -55,7 +69,7 @@ def spawn_watchdog(
     cmd = [
         sys.executable,
         "-m",
-        "engine.watchdog",
+        MODULE,
         "--daemonize",
         "--state-dir",
         str(state_dir),
