@@ -50,8 +50,8 @@ def _usage() -> dict[str, float]:
 
 
 def _engine(pin_root: str, state: str) -> Any:
-    from engine.config import NodeConfig
     from engine.engine import Engine
+    from engine.state.config import NodeConfig
 
     return Engine(
         pin_root,
@@ -195,7 +195,7 @@ def run_group() -> list[Figure]:
         ]
     from bench.pins import loaded_datapath, pin_root
     from bench.rulesets import BLOCK_V4, rules_hit_at_last
-    from engine.model import Action
+    from engine.core.model import Action
 
     figures: list[Figure] = []
     root = pin_root("con")
@@ -266,8 +266,8 @@ def run_group() -> list[Figure]:
             ]
 
         def events() -> list[Figure]:
-            from engine.datapath import Datapath
-            from engine.layout import NodeCounter
+            from engine.kernel.abi import NodeCounter
+            from engine.kernel.datapath import Datapath
 
             with Datapath.open(root) as live:  # type: ignore[union-attr]
                 live.set_event_rate(EVENTS_PER_S * 2)  # let the whole flood reach the console

@@ -27,8 +27,8 @@ from bench.rulesets import (
     rules_hit_at_last,
 )
 from bench.testrun import Timing, floor_program, measure_interleaved, pinned_on_cpu
-from engine.frame import IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, build_frame
-from engine.model import Action, RuleSet
+from engine.core.frame import IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, build_frame
+from engine.core.model import Action, RuleSet
 
 GROUP = "datapath"
 TARGET_NS = 40.0
@@ -128,7 +128,7 @@ class Measured:
 
 def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured], dict[str, str]]:
     from bench.pins import loaded_datapath
-    from engine.compiler import compile_ruleset
+    from engine.core.compiler import compile_ruleset
 
     results: list[Measured] = []
     errors: dict[str, str] = {}

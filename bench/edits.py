@@ -30,7 +30,7 @@ from bench.rulesets import (
     rules_hit_at_last,
 )
 from bench.testrun import test_run
-from engine.model import Action, RuleSet
+from engine.core.model import Action, RuleSet
 
 GROUP = "edits"
 EDIT_TARGET_S = 0.010
@@ -64,7 +64,7 @@ def _until(probe: Callable[[], bool], start: float) -> float:
 
 def infw_edit(dp: object, base: RuleSet, frame: bytes) -> dict[str, float]:
     """Datapath path: compile the edited rule set and write it; probes by test run."""
-    from engine.compiler import compile_ruleset
+    from engine.core.compiler import compile_ruleset
 
     lo = {"lo": 1}
     tables = compile_ruleset(base, lo)
@@ -84,8 +84,8 @@ def infw_edit(dp: object, base: RuleSet, frame: bytes) -> dict[str, float]:
 
 def engine_edit(pin_root: str, base: RuleSet, frame: bytes, fd: int) -> dict[str, float]:
     """Engine path (what a console does): guard, store, compile, write; probes by test run."""
-    from engine.config import NodeConfig
     from engine.engine import Engine
+    from engine.state.config import NodeConfig
 
     with tempfile.TemporaryDirectory(prefix="infw-bench-state-") as state:
         eng = Engine(
@@ -194,8 +194,8 @@ def nft_bulk(world: VethWorld, ruleset: RuleSet) -> dict[str, float]:
 
 
 def infw_bulk(dp: object, ruleset: RuleSet) -> dict[str, float]:
-    from engine import crd
-    from engine.compiler import compile_ruleset
+    from engine.core import crd
+    from engine.core.compiler import compile_ruleset
 
     text = crd.dump_yaml(ruleset)
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ def leftover_pin_roots() -> list[str]:
 @contextmanager
 def loaded_datapath(tag: str) -> Iterator[Any]:
     """A freshly compiled firewall pinned under its own root; unloaded and unpinned afterwards."""
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
 
     root = pin_root(tag)
     remove_pins(root)

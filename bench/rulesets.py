@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
+from engine.core.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
 
 HIT_PORT = 9  # the UDP port the measured packets go to (discard)
 SOURCE_V4 = "192.0.2.10"

@@ -82,9 +82,9 @@ def preflight() -> str | None:
     if os.geteuid() != 0:
         return "needs root (BPF, namespaces)"
     try:
-        from engine.datapath import _headers_problem
+        from engine.kernel.datapath import _headers_problem
     except Exception as exc:
-        return f"engine.datapath does not import ({type(exc).__name__}: {exc})"
+        return f"engine.kernel.datapath does not import ({type(exc).__name__}: {exc})"
     return _headers_problem()
 
 

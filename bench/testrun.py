@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from engine import bpfsys
+from engine.kernel import bpfsys
 
 FLOOR_SOURCE = "int floor_pass(struct xdp_md *ctx) { return XDP_PASS; }\n"
 

@@ -33,8 +33,8 @@ from typing import Any
 from bench.netns import VethWorld, inside, run
 from bench.result import Figure, not_measured
 from bench.rulesets import HIT_PORT, rules_hit_at_last
-from engine.frame import build_frame
-from engine.model import Action
+from engine.core.frame import build_frame
+from engine.core.model import Action
 
 GROUP = "throughput"
 WARMUP_S = 0.7
@@ -168,8 +168,8 @@ def xdp_floor(world: VethWorld) -> Iterator[Counter]:
 @contextmanager
 def infw_filter(world: VethWorld, dp: Any, rules: int = 1) -> Iterator[Counter]:
     """infw with `rules` rules (the last one drops the traffic), attached natively."""
-    from engine.compiler import compile_ruleset
-    from engine.layout import NodeCounter
+    from engine.core.compiler import compile_ruleset
+    from engine.kernel.abi import NodeCounter
 
     with inside(world.rx_ns):
         ifindex = world.rx_ifindex_here()

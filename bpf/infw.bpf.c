@@ -1,16 +1,16 @@
-/* infw: XDP ingress firewall, compiled by bcc at load time (engine/datapath.py).
+/* infw: XDP ingress firewall, compiled by bcc at load time (engine/kernel/datapath.py).
  *
  * A packet costs a parse, one fail-safe array lookup and two lookups whatever the number of
  * rules: (generation, ifindex, source) -> merged rule list, then (list, protocol class,
  * fragment flag, port or ICMP type<<8|code) -> the first matching rule. Both are multibit
- * tries of 256-entry nodes in one array map (engine/compiler.py fast_images): a few inlined
+ * tries of 256-entry nodes in one array map (engine/core/compiler.py fast_images): a few inlined
  * array reads. What does not fit in the arrays is looked up in the LPM tries src_lpm and
  * seg_lpm instead, which a root entry of ROOT_TRIE points the program to.
- * engine/classify.py `lookup` is the reference for the decision and engine/frame.py
+ * engine/core/classify.py `lookup` is the reference for the decision and engine/core/frame.py
  * `parse_frame` for the parse; the kernel tests hold this file to both.
  *
- * The loader defines PIN_ROOT (a string) and the map sizes from engine/layout.py.
- * Every struct here is mirrored once in engine/layout.py; a test checks they agree.
+ * The loader defines PIN_ROOT (a string) and the map sizes from engine/kernel/abi.py.
+ * Every struct here is mirrored once in engine/kernel/abi.py; a test checks they agree.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -19,7 +19,7 @@
 #include <linux/ipv6.h>
 
 #ifndef PIN_ROOT
-#error "PIN_ROOT must be defined by the loader (engine/datapath.py)"
+#error "PIN_ROOT must be defined by the loader (engine/kernel/datapath.py)"
 #endif
 
 #define ETH_P_8021AD_ 0x88A8
@@ -195,7 +195,7 @@ BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
 
 #ifdef INFW_LAYOUT_CHECK
 /* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace
- * metadata, so bcc generates ctypes structs to compare with engine/layout.py's. */
+ * metadata, so bcc generates ctypes structs to compare with engine/kernel/abi.py's. */
 BPF_ARRAY(layout_drop_event, struct drop_event, 1);
 BPF_ARRAY(layout_trace_meta, struct trace_meta, 1);
 #endif
@@ -493,7 +493,7 @@ static __always_inline u8 proto_class(u8 proto)
     }
 }
 
-/* index of a protocol class in list_roots (engine/compiler.py ALL_CLASSES) */
+/* index of a protocol class in list_roots (engine/core/compiler.py ALL_CLASSES) */
 static __always_inline u32 class_index(u8 proto)
 {
     switch (proto) {

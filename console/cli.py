@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def lab_connection() -> tuple[str, str, str]:
     """(pin root, state dir, netns) of the lab's firewall: what --lab means, for every console."""
-    from engine import lab
+    from engine.lab import world as lab
 
     return lab.LAB_PIN_ROOT, lab.LAB_STATE_DIR, lab.NODE_NS
 
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.json = "--json" in argv
             ctx.verbose = "-v" in argv or "--verbose" in argv
             return report_error(ctx, exc)
-        from engine.mountns import rejoin_host_mounts
+        from engine.kernel.netns import rejoin_host_mounts
 
         # Under `ip netns exec` the pins are hidden; rejoin the host's mounts (single-threaded here).
         rejoin_host_mounts(getattr(args, "pin_root", None) or "/sys/fs/bpf/infw")

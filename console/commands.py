@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from console import render
+from engine.core.model import Protocol
 from engine.errors import InfwError, PrivilegeError
-from engine.model import Protocol
 from engine.views import DropEvent
 
 if TYPE_CHECKING:
+    from engine.core.model import RuleSet
     from engine.engine import Engine
-    from engine.model import RuleSet
 
 PROTOCOLS = tuple(p.value for p in Protocol)
 MODES = ("enforce", "audit")
@@ -163,7 +163,7 @@ def _count(text: str) -> int:
 
 
 def _listen(text: str) -> str:
-    from engine.config import split_listen
+    from engine.state.config import split_listen
 
     try:
         split_listen(text)
@@ -207,7 +207,7 @@ def _filter_term(key: str, value: str) -> Callable[[DropEvent], bool]:
             raise ValueError(f"verdict {', '.join(sorted(bad))} is not deny or would-deny")
         return lambda ev: ev.verdict in wanted
     if key in ("dport", "sport"):
-        from engine.crd import parse_port_range
+        from engine.core.crd import parse_port_range
 
         ranges = [parse_port_range(v) for v in values]
         return lambda ev: (
@@ -372,7 +372,7 @@ def report_error(ctx: Context, exc: BaseException) -> int:
 
 
 def _load_rules(path: str) -> RuleSet:
-    from engine import crd
+    from engine.core import crd
 
     if path == "-":
         return crd.load_yaml(sys.stdin.read(), "<stdin>")
@@ -462,7 +462,7 @@ def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.json:
-        from engine.crd import firewall_to_dict
+        from engine.core.crd import firewall_to_dict
 
         ruleset = ctx.engine.ruleset()
         # A v1 List: JSON is YAML, so `infw apply` takes this file back as it is.
@@ -693,7 +693,7 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(ctx: Context, args: argparse.Namespace) -> int:
-    from engine.metrics import is_loopback, serve_metrics
+    from engine.observe.metrics import is_loopback, serve_metrics
 
     engine = ctx.engine
     listen = args.listen or engine.config.metrics_listen
@@ -743,7 +743,7 @@ def _lab_text(info: Any) -> str:
 
 
 def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
-    from engine import lab
+    from engine.lab import world as lab
 
     if args.action == "status":
         info = lab.lab_status()
@@ -779,8 +779,8 @@ def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
 
 def _start_lab_firewall(ctx: Context, progress: Callable[[str], None]) -> list[str]:
     """What infw-tui --lab does too: a lab without a firewall gets the example rules, attached."""
-    from engine import crd
-    from engine.lab import LAB_PIN_ROOT
+    from engine.core import crd
+    from engine.lab.world import LAB_PIN_ROOT
 
     if ctx.in_repl and getattr(ctx.engine, "pin_root", None) != LAB_PIN_ROOT:
         # Entering the lab's namespace would move this whole REPL; it only attaches when it is

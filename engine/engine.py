@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from engine import crd
-from engine.classify import PacketFields, Reason, classify, lookup
-from engine.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
-from engine.config import NodeConfig, load_config
+from engine.core import crd
+from engine.core.classify import PacketFields, Reason, classify, lookup
+from engine.core.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
+from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
+from engine.core.model import Action, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, parse_rule_line
 from engine.errors import (
     ConfirmExpired,
     FieldError,
@@ -28,14 +29,13 @@ from engine.errors import (
     StateError,
     ValidationError,
 )
-from engine.events import EventBuffer, decode_event, monotonic_to_epoch
-from engine.guard import Guard, SshSession, raise_if_refused, session_interface_for
-from engine.layout import Mode, NodeCounter
-from engine.layout import Reason as KernelReason
-from engine.model import Action, RuleSet, add_rule, remove_rule, rule_conflict
-from engine.ruleline import DEFAULT_FIREWALL, RuleLine, parse_rule_line
-from engine.stats import RateTracker, build_rule_rows
-from engine.store import Pending, Store, StoredState, author
+from engine.kernel.abi import Mode, NodeCounter
+from engine.kernel.abi import Reason as KernelReason
+from engine.observe.events import EventBuffer, decode_event, monotonic_to_epoch
+from engine.observe.stats import RateTracker, build_rule_rows
+from engine.state.config import NodeConfig, load_config
+from engine.state.store import Pending, Store, StoredState, author
+from engine.state.watchdog import is_running as watchdog_running
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -48,10 +48,8 @@ from engine.views import (
     Status,
     TraceResult,
 )
-from engine.watchdog import is_running as watchdog_running
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
-BPF_SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "infw.bpf.c"
 Progress = Callable[[str], None]
 
 
@@ -114,7 +112,7 @@ class Engine:
     def datapath(self, required: bool = True) -> Any:
         """The running firewall found through its pins (never compiles)."""
         if self._datapath is None:
-            from engine.datapath import Datapath
+            from engine.kernel.datapath import Datapath
 
             self._datapath = Datapath.open(self.pin_root)
         if self._datapath is None and required:
@@ -351,7 +349,7 @@ class Engine:
             )
         pend_view = None
         if timeout > 0 and dp is not None:
-            from engine.watchdog import spawn_watchdog
+            from engine.state.watchdog import spawn_watchdog
 
             deadline = time.time() + timeout
             # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
@@ -634,7 +632,7 @@ class Engine:
             if dp is not None:
                 foreign = {name: not ours for name, _, _, _, ours in dp.attached()}
             else:
-                from engine.datapath import scan_attached
+                from engine.kernel.datapath import scan_attached
 
                 foreign = {a.ifname: True for a in scan_attached()}
             guard = self.guard()
@@ -643,10 +641,10 @@ class Engine:
             ]
             raise_if_refused(refusals, force)
             if dp is None:
-                from engine.datapath import Datapath
+                from engine.kernel.datapath import Datapath
 
-                progress(f"compiling {BPF_SOURCE.name} with bcc (a few seconds, once)")
-                dp = Datapath.load(self.pin_root, source_path=str(BPF_SOURCE))
+                progress("compiling infw.bpf.c with bcc (a few seconds, once)")
+                dp = Datapath.load(self.pin_root)
                 self._datapath = dp
                 stored = self.state()
                 tables = compile_ruleset(
@@ -749,13 +747,13 @@ class Engine:
             raise StateError(
                 f"no firewall is loaded at {self.pin_root}", "attach one first: 'infw attach IFACE'"
             )
-        from engine.datapath import Datapath
+        from engine.kernel.datapath import Datapath
 
         with self.store.lock():
-            progress(f"compiling {BPF_SOURCE.name} with bcc")
+            progress("compiling infw.bpf.c with bcc")
             if self._datapath is not None:
                 self._datapath.close()
-            self._datapath = Datapath.load(self.pin_root, source_path=str(BPF_SOURCE))
+            self._datapath = Datapath.load(self.pin_root)
         return self.status()
 
     def _require_root(self, what: str) -> None:
@@ -784,8 +782,8 @@ class Engine:
         fragment: bool = False,
     ) -> TraceResult:
         """Decide a built packet twice: the reference classifier and the loaded kernel program."""
-        from engine.classify import protocol_number
-        from engine.frame import build_frame
+        from engine.core.classify import protocol_number
+        from engine.core.frame import build_frame
 
         stored = self.state()
         ifaces = self.interfaces()

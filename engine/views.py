@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.model import Rule
+from engine.core.model import Rule
 
 
 @dataclass(frozen=True)

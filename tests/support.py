@@ -19,7 +19,7 @@ def wait_for(check: Callable[[], object], timeout: float, step: float = 0.05) ->
 
 
 def traffic_pids() -> list[int]:
-    """Live lab traffic processes, found in /proc rather than through engine.lab."""
+    """Live lab traffic processes, found in /proc rather than through engine.lab.world."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -29,6 +29,6 @@ def traffic_pids() -> list[int]:
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if b"engine.labtraffic" in cmdline and state != "Z":
+        if b"engine.lab.traffic" in cmdline and state != "Z":
             pids.append(int(entry))
     return pids

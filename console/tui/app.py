@@ -34,9 +34,9 @@ from console.tui.interfaces import AttachScreen, InterfacesScreen
 from console.tui.rule_form import FormValues, RuleForm, free_order
 from console.tui.rules import HIT_MARK, RulesTable
 from console.tui.trace import TraceDialog
+from engine.core.model import ORDER_MAX, ORDER_MIN
+from engine.core.ruleline import format_rule_line
 from engine.errors import InfwError, PrivilegeError
-from engine.model import ORDER_MAX, ORDER_MIN
-from engine.ruleline import format_rule_line
 from engine.views import ApplyResult, StatsSnapshot, Status
 
 LAB_NETNS = "infw-node"
@@ -792,8 +792,9 @@ def _say(text: str) -> None:
 
 def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
     """The lab's engine: bring the lab up if needed, load its example rules, attach its node veths."""
-    from engine import crd, lab
+    from engine.core import crd
     from engine.engine import Engine
+    from engine.lab import world as lab
 
     netns = str(getattr(lab, "NODE_NS", LAB_NETNS))
     if os.geteuid() != 0:
@@ -855,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--lab picks the lab's namespace, pins and state: drop --netns/--pin-root/--state-dir"
         )
-    from engine.mountns import rejoin_host_mounts
+    from engine.kernel.netns import rejoin_host_mounts
 
     # Under `ip netns exec` the pins are hidden; rejoin the host's mounts before any thread starts.
     rejoin_host_mounts(args.pin_root or "/sys/fs/bpf/infw")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from engine.model import RuleSet
+from engine.core.model import RuleSet
 from engine.views import (
     ApplyResult,
     DropEvent,

@@ -11,16 +11,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine import crd
-from engine.classify import PacketFields, classify, protocol_number
-from engine.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
-from engine.config import NodeConfig
+from engine.core import crd
+from engine.core.classify import PacketFields, classify, protocol_number
+from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
+from engine.core.guard import Guard, raise_if_refused
+from engine.core.model import Action, RuleSet, add_rule, remove_rule
+from engine.core.ruleline import RuleLine, parse_rule_line
 from engine.errors import GuardRefusal, InfwError, StateError
-from engine.events import EventBuffer
-from engine.guard import Guard, raise_if_refused
-from engine.model import Action, RuleSet, add_rule, remove_rule
-from engine.ruleline import RuleLine, parse_rule_line
-from engine.stats import RateTracker, build_rule_rows
+from engine.observe.events import EventBuffer
+from engine.observe.stats import RateTracker, build_rule_rows
+from engine.state.config import NodeConfig
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -327,7 +327,7 @@ class FakeEngine:
         return ApplyResult(generation, previous, ruleset.rule_count(), self._pending)
 
     def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[Any, list[str]]:
-        """engine.guard's fail-safe check (no SSH session here, so no lockout check)."""
+        """engine.core.guard's fail-safe check (no SSH session here, so no lockout check)."""
         self.checked.append(ruleset)  # not in self.calls: dry runs come and go asynchronously
         ids = assign_rule_ids(ruleset, self._rule_ids)
         refusals = Guard(self.config.failsafe, None, None).check_failsafe(ruleset, ids)

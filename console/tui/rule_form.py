@@ -24,9 +24,9 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from console.tui.facade import EngineLike
+from engine.core.model import ORDER_MAX, Protocol, add_rule, remove_rule
+from engine.core.ruleline import DEFAULT_FIREWALL, parse_rule_line
 from engine.errors import FieldError, GuardRefusal, InfwError, ValidationError
-from engine.model import ORDER_MAX, Protocol, add_rule, remove_rule
-from engine.ruleline import DEFAULT_FIREWALL, parse_rule_line
 from engine.views import ApplyResult, RuleRow
 
 PROTOCOLS = ("any", "TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
@@ -187,7 +187,7 @@ def build_line(v: FormValues, placeholders: Iterable[str] = ()) -> str:
 def check_values(
     v: FormValues, touched: set[str] | None = None
 ) -> tuple[str, dict[str, list[str]]]:
-    """Validate through engine.ruleline; returns the line and the messages per field.
+    """Validate through engine.core.ruleline; returns the line and the messages per field.
 
     Empty required fields the operator has not touched yet are not reported (and get a stand-in
     so the rest is still checked); `touched=None` means report everything (on submit).
@@ -457,7 +457,7 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         """What the guard would say to this line; runs in a worker thread, applies nothing.
 
         The would-be rule set is built the way the engine's add_rule / edit_rule build it:
-        engine.model's add_rule (and remove_rule of the edited rule) on the engine's rules."""
+        engine.core.model's add_rule (and remove_rule of the edited rule) on the engine's rules."""
         try:
             parsed = parse_rule_line(line, self.row.interfaces if self.row else ())
             ruleset = self.engine.ruleset()

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from engine.crd import load_file, load_yaml
-from engine.frame import build_frame
+from engine.core.crd import load_file, load_yaml
+from engine.core.frame import build_frame
 
 pytestmark = pytest.mark.console
 

@@ -25,11 +25,11 @@ from prompt_toolkit.output import DummyOutput
 
 from console.commands import EventFilter, UsageError
 from console.repl import ReplCompleter, Toolbar, default_history_path, file_history, run_repl
-from engine.config import NodeConfig
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
+from engine.core.model import RuleSet
 from engine.engine import Engine
 from engine.errors import StateError
-from engine.model import RuleSet
+from engine.state.config import NodeConfig
 from engine.views import (
     ApplyResult,
     DropEvent,

@@ -307,7 +307,7 @@ def test_netns_option_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(console.cli, "connect", fake_connect)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr("engine.mountns.rejoin_host_mounts", lambda *_: None)
+    monkeypatch.setattr("engine.kernel.netns.rejoin_host_mounts", lambda *_: None)
     code = app_module.main(["--netns", "ns1", "--pin-root", "/sys/fs/bpf/x", "--read-only"])
     assert code != 0
     assert seen == {

@@ -30,10 +30,12 @@ if os.geteuid() != 0:
         "needs root: loads XDP programs and builds network namespaces", allow_module_level=True
     )
 if (
-    importlib.util.find_spec("engine.datapath") is None
-    or importlib.util.find_spec("engine.lab") is None
+    importlib.util.find_spec("engine.kernel.datapath") is None
+    or importlib.util.find_spec("engine.lab.world") is None
 ):
-    pytest.skip("engine.datapath / engine.lab are not there yet", allow_module_level=True)
+    pytest.skip(
+        "engine.kernel.datapath / engine.lab.world are not there yet", allow_module_level=True
+    )
 
 CLONE_NEWNET = 0x40000000
 TEST_RULE_CIDR = "203.0.113.0/24"
@@ -51,7 +53,7 @@ def lab_engine() -> Iterator[Any]:
     """The lab's Engine; the Engine moves this thread into the lab's node namespace, so the
     fixture moves it back afterwards."""
     from console.tui.app import open_lab
-    from engine import lab
+    from engine.lab import world as lab
 
     was_up = lab.lab_status().up
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from engine.lab import LabInfo, lab_down, lab_status, lab_up, stop_traffic
+from engine.lab.world import LabInfo, lab_down, lab_status, lab_up, stop_traffic
 
 ROOT_REASON = "needs root: network namespaces, veth pairs and raw sockets"
 
@@ -83,7 +83,7 @@ def firewall_skip_reason() -> str | None:
         import bcc  # noqa: F401
     except ImportError:
         return "bcc is missing: apt-get install python3-bpfcc, venv with --system-site-packages"
-    from engine.datapath import _headers_problem
+    from engine.kernel.datapath import _headers_problem
 
     return _headers_problem()
 
@@ -119,8 +119,8 @@ class LabFirewall:
         self._children: list[subprocess.Popen[str]] = []
 
     def engine(self, **kwargs: Any) -> Any:
-        from engine.config import NodeConfig
         from engine.engine import Engine
+        from engine.state.config import NodeConfig
 
         kwargs.setdefault("config", NodeConfig(event_rate=100_000))
         eng = Engine(self.pin_root, self.state_dir, session=None, **kwargs)
@@ -129,7 +129,7 @@ class LabFirewall:
 
     def node(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """fn(*args, **kwargs) in a thread inside the node namespace; its result or exception."""
-        from engine.lab import NODE_NS, in_namespace
+        from engine.lab.world import NODE_NS, in_namespace
 
         box: dict[str, Any] = {}
 
@@ -179,7 +179,7 @@ class LabFirewall:
         return _pids_mentioning(self.pin_root, self.state_dir)
 
     def cleanup(self) -> None:
-        from engine.lab import NODE_NS
+        from engine.lab.world import NODE_NS
 
         for proc in self._children:
             if proc.poll() is None:
@@ -196,7 +196,7 @@ class LabFirewall:
                 with contextlib.suppress(Exception):
                     dp.close()
         if os.path.exists(os.path.join(self.pin_root, "prog")):
-            from engine.datapath import Datapath
+            from engine.kernel.datapath import Datapath
 
             def unload() -> None:
                 dp = Datapath.open(self.pin_root)
@@ -218,7 +218,7 @@ PIN_ROOT = os.environ["INFW_E2E_PIN_ROOT"]
 STATE_DIR = os.environ["INFW_E2E_STATE_DIR"]
 
 def engine():
-    from engine.config import NodeConfig
+    from engine.state.config import NodeConfig
     from engine.engine import Engine
     return Engine(PIN_ROOT, STATE_DIR, config=NodeConfig(event_rate=100_000), netns="infw-node")
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.frame import build_frame
+from engine.core.frame import build_frame
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 

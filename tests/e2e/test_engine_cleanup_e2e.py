@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from engine.crd import load_yaml
-from engine.lab import LAB_PIN_ROOT, NODE_NS, STATE_DIR, lab_down, lab_up, send_packets
+from engine.core.crd import load_yaml
+from engine.lab.world import LAB_PIN_ROOT, NODE_NS, STATE_DIR, lab_down, lab_up, send_packets
 from tests.support import traffic_pids, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -51,7 +51,7 @@ def _host_lab_links() -> list[str]:
 
 
 def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
-    from engine.datapath import scan_attached
+    from engine.kernel.datapath import scan_attached
 
     try:
         lab_down()  # from nothing: someone else's lab (and firewall) would muddy the checks

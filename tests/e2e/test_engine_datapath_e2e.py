@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from engine.crd import load_yaml
-from engine.lab import LabInfo, send_packets
-from engine.layout import NodeCounter
+from engine.core.crd import load_yaml
+from engine.kernel.abi import NodeCounter
+from engine.lab.world import LabInfo, send_packets
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -201,7 +201,7 @@ spec:
 """
 
 _LOAD_AND_DIE = """
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
 eng = engine()
 eng.attach(["infw-n*"])
 eng.apply(load_yaml(sys.argv[1]), confirm_timeout=0)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.lab import (
+from engine.lab.traffic import LabSafetyError
+from engine.lab.world import (
     LAB_PIN_ROOT,
     NODE_NS,
     STATE_DIR,
@@ -30,7 +31,6 @@ from engine.lab import (
     stop_traffic,
     thread_in_namespace,
 )
-from engine.labtraffic import LabSafetyError
 from tests.support import traffic_pids, wait_for
 
 ROOT_REASON = "needs root: network namespaces, veth pairs and raw sockets"
@@ -290,7 +290,7 @@ def test_down_removes_everything() -> None:
 
 _CRASH_MIDWAY = """
 import os, signal
-from engine.lab import lab_up
+from engine.lab.world import lab_up
 
 def progress(text):
     if text.startswith("starting traffic in infw-c2"):
@@ -301,7 +301,7 @@ lab_up(rate=20.0, progress=progress)
 
 _CRASH_AFTER_UP = """
 import os, signal
-from engine.lab import lab_up
+from engine.lab.world import lab_up
 lab_up(rate=20.0)
 os.kill(os.getpid(), signal.SIGKILL)
 """

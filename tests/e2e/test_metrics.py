@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from console.cli import lab_connection
-from engine.config import NodeConfig
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
 from engine.engine import Engine
 from engine.errors import InfwError
-from engine.metrics import is_loopback, serve_metrics
+from engine.observe.metrics import is_loopback, serve_metrics
+from engine.state.config import NodeConfig
 from engine.views import NodeTotals, PendingView, StatsSnapshot, Status
 
 INFW = str(Path(sys.executable).with_name("infw"))
@@ -259,7 +259,7 @@ def wait_for_metrics(
 @pytest.mark.root
 @pytest.mark.e2e
 def test_deny_counter_matches_packets_sent(lab: Any, tmp_path: Path) -> None:
-    from engine.lab import send_packets
+    from engine.lab.world import send_packets
 
     client = lab.clients[0]
     pin_root, state_dir, _ = lab_connection()

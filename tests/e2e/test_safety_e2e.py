@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
 from engine.errors import StateError
-from engine.lab import LabInfo, send_packets
-from engine.layout import NodeCounter
-from engine.watchdog import ARM_GRACE
+from engine.kernel.abi import NodeCounter
+from engine.lab.world import LabInfo, send_packets
+from engine.state.watchdog import ARM_GRACE
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -88,7 +88,7 @@ def load_old(lab_firewall: Any) -> Any:
 # ------------------------------------------------------------------- 5. SIGKILL while pending
 
 _APPLY_PENDING_AND_DIE = """
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
 eng = engine()
 result = eng.apply(load_yaml(sys.argv[1]), confirm_timeout=float(sys.argv[2]))
 pending = eng.store.get_pending()
@@ -281,7 +281,7 @@ def test_concurrent_writers_do_not_lose_updates(
 def test_restore_rebuilds_the_firewall_after_its_pins_are_gone(
     fresh_lab: LabInfo, lab_firewall: Any
 ) -> None:
-    from engine.datapath import scan_attached
+    from engine.kernel.datapath import scan_attached
 
     c1 = fresh_lab.clients[0]
     eng = lab_firewall.engine()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.compiler import CompiledTables, compile_ruleset
-from engine.crd import load_yaml
+from engine.core.compiler import CompiledTables, compile_ruleset
+from engine.core.crd import load_yaml
 
 PIN_BASE = f"/sys/fs/bpf/infw-test-{os.getpid()}"
 LO_IFINDEX = 1  # BPF_PROG_TEST_RUN's default ingress device is loopback
@@ -58,7 +58,7 @@ def kernel_skip_reason() -> str | None:
             "bcc is missing: apt-get install python3-bpfcc and create the venv with "
             "--system-site-packages (make bootstrap)"
         )
-    from engine.datapath import _headers_problem
+    from engine.kernel.datapath import _headers_problem
 
     problem = _headers_problem()
     if problem:
@@ -97,7 +97,7 @@ def pin_root(kernel_ready: None) -> str:
 @pytest.fixture(scope="session")
 def datapath(pin_root: str, tables: CompiledTables) -> Iterator[object]:
     """The firewall compiled once for the session, loaded with the standard rule set."""
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
 
     dp = Datapath.load(pin_root)
     try:

@@ -19,13 +19,14 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from engine import bpfsys, layout
-from engine.classify import Reason as RefReason
-from engine.classify import lookup
-from engine.compiler import CompiledTables
+from engine.core.classify import Reason as RefReason
+from engine.core.classify import lookup
+from engine.core.compiler import CompiledTables
+from engine.core.frame import parse_frame
 from engine.errors import DatapathError
-from engine.frame import parse_frame
-from engine.layout import GEN_BIT, Mode, NodeCounter, Reason
+from engine.kernel import abi as layout
+from engine.kernel import bpfsys
+from engine.kernel.abi import GEN_BIT, Mode, NodeCounter, Reason
 from tests.kernel.conftest import LO_IFINDEX, RULES_YAML, VethNs, compile_rules, in_netns
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -468,8 +469,8 @@ def test_back_to_back_writes_never_mix_generations(dp: Any, budget: int | None) 
     next write) while another thread runs packets: every packet meets one whole rule set."""
     import threading
 
-    from engine.compiler import compile_ruleset
-    from engine.crd import load_yaml
+    from engine.core.compiler import compile_ruleset
+    from engine.core.crd import load_yaml
 
     deny = compile_ruleset(load_yaml(FLIP_YAML.replace("DENY_PORT", str(FLIP_PORT))), {"lo": 1})
     allow = compile_ruleset(
@@ -521,8 +522,8 @@ def test_trace_beside_writes_never_undoes_a_switch(
     they move no counter."""
     import threading
 
-    from engine.compiler import compile_ruleset
-    from engine.crd import load_yaml
+    from engine.core.compiler import compile_ruleset
+    from engine.core.crd import load_yaml
 
     deny = compile_ruleset(load_yaml(FLIP_YAML.replace("DENY_PORT", str(FLIP_PORT))), {"lo": 1})
     allow = compile_ruleset(
@@ -592,7 +593,7 @@ def test_rule_counters_up_to_max_id(dp: Any, tables: CompiledTables) -> None:
 
 
 def test_failsafe_mapped_matches_the_syscall_view(dp: Any, tables: CompiledTables) -> None:
-    from engine.datapath import _failsafe_masks, _wanted_failsafe
+    from engine.kernel.datapath import _failsafe_masks, _wanted_failsafe
 
     dp.write_tables(tables, 600)
     ports = dp._failsafe_ports()
@@ -605,7 +606,7 @@ def test_second_process_opens_pins_without_compiling(dp: Any, pin_root: str) -> 
     run_counted(dp, bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8007)))
     script = (
         "import json, sys\n"
-        "from engine.datapath import Datapath\n"
+        "from engine.kernel.datapath import Datapath\n"
         f"dp = Datapath.open({pin_root!r})\n"
         "print(json.dumps({'bcc': 'bcc' in sys.modules, 'prog': dp.prog_id,"
         " 'rules': dp.rule_counters(), 'gen': dp.generation()}))\n"
@@ -626,7 +627,7 @@ def test_second_process_opens_pins_without_compiling(dp: Any, pin_root: str) -> 
 
 
 def test_open_without_pins_is_none(pin_root: str) -> None:
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
 
     assert Datapath.open(pin_root + "-absent") is None
 
@@ -635,8 +636,8 @@ def test_write_speed_100k_prefixes(dp: Any, tables: CompiledTables) -> None:
     """DESIGN §7: 100,000 CIDRs applied in well under 2 s (measured ~0.3 s here)."""
     import time
 
-    from engine.cidr import Prefix
-    from engine.compiler import LpmEntry
+    from engine.core.cidr import Prefix
+    from engine.core.compiler import LpmEntry
 
     first = tables.lpm[0].list_id
     lpm = tuple(
@@ -665,7 +666,7 @@ def test_write_speed_100k_prefixes(dp: Any, tables: CompiledTables) -> None:
 
 
 def test_reload_keeps_counters_and_takes_over(dp: Any, pin_root: str, veth_ns: VethNs) -> None:
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
 
     run_counted(dp, bytes(ETH / IP(src=V4_SRC, dst=V4_DST) / TCP(dport=8009)))
     counters = dp.rule_counters()
@@ -724,8 +725,8 @@ def test_packets_from_a_device_are_not_traces(
 ) -> None:
     """Frames sent into a veth running the program (native and generic XDP) carry no trace
     metadata: each is counted and reported like any packet."""
-    from engine.compiler import compile_ruleset
-    from engine.crd import load_yaml
+    from engine.core.compiler import compile_ruleset
+    from engine.core.crd import load_yaml
 
     frame = bytes(
         Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
@@ -763,14 +764,14 @@ def test_packets_from_a_device_are_not_traces(
 def test_other_reader_is_named(dp: Any, pin_root: str) -> None:
     """open_events registers a reader (a shared flock); other_reader_pid names another
     process that reads the same firewall's events, and forgets it once it has exited."""
-    from engine.datapath import events_lock_path, lock_holders
+    from engine.kernel.datapath import events_lock_path, lock_holders
 
     drain(dp)
     assert dp.other_reader_pid() is None  # this process alone
     assert os.getpid() in lock_holders(events_lock_path(pin_root))
     script = (
         "import sys, time\n"
-        "from engine.datapath import Datapath\n"
+        "from engine.kernel.datapath import Datapath\n"
         f"dp = Datapath.open({pin_root!r})\n"
         "dp.open_events(lambda r: None)\n"
         "print(dp.other_reader_pid(), flush=True)\n"
@@ -827,7 +828,7 @@ def test_failsafe_follows_the_tables(dp: Any, tables: CompiledTables) -> None:
 
 
 def test_verifier_rejection_shows_the_log(tmp_path: Any) -> None:
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
     from tests.kernel.conftest import PIN_BASE
 
     with open(os.path.join(REPO, "bpf", "infw.bpf.c")) as f:
@@ -856,7 +857,7 @@ def test_verifier_rejection_shows_the_log(tmp_path: Any) -> None:
 
 
 def test_compile_error_is_a_datapath_error(tmp_path: Any) -> None:
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
     from tests.kernel.conftest import PIN_BASE
 
     path = tmp_path / "bad.bpf.c"

@@ -1,5 +1,5 @@
 """Kernel against reference: random rule sets and random frames through BPF_PROG_TEST_RUN must get
-the verdict and deciding rule that engine.frame.parse_frame + engine.classify give."""
+the verdict and deciding rule that engine.core.frame.parse_frame + engine.core.classify give."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
-from engine.classify import Decision, Reason, classify, lookup, lookup_lpm
-from engine.compiler import CompiledTables, compile_ruleset
-from engine.frame import ETH_HLEN, build_frame, parse_frame
-from engine.layout import Reason as KernelReason
-from engine.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
+from engine.core.classify import Decision, Reason, classify, lookup, lookup_lpm
+from engine.core.compiler import CompiledTables, compile_ruleset
+from engine.core.frame import ETH_HLEN, build_frame, parse_frame
+from engine.core.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
+from engine.kernel.abi import Reason as KernelReason
 from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
 from tests.unit.strategies import cidrs, packets_for, port_range, tricky_rulesets
 
@@ -53,7 +53,7 @@ def kernel() -> Iterator[Any]:
     reason = kernel_skip_reason()
     if reason:
         pytest.skip(reason)
-    from engine.datapath import Datapath
+    from engine.kernel.datapath import Datapath
 
     pin_root = os.path.join(PIN_BASE, "differential")
     os.makedirs(PIN_BASE, exist_ok=True)

@@ -1,4 +1,4 @@
-"""engine/layout.py against bpf/infw.bpf.c: bcc turns each map's C key and value types into
+"""engine/kernel/abi.py against bpf/infw.bpf.c: bcc turns each map's C key and value types into
 ctypes structs; every field's name, offset and size must match the Python mirror."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine import layout
+from engine.kernel import abi as layout
 from tests.kernel.conftest import PIN_BASE
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 @pytest.fixture(scope="module")
 def bpf(kernel_ready: None) -> Iterator[Any]:
-    from engine.datapath import compile_program
+    from engine.kernel.datapath import compile_program
 
     root = os.path.join(PIN_BASE, "layout")
     b = compile_program(root, extra_cflags=["-DINFW_LAYOUT_CHECK"])
@@ -73,8 +73,8 @@ def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> No
 
 
 def test_map_sizes_match_layout(bpf: Any) -> None:
-    from engine.bpfsys import Map
-    from engine.datapath import MAP_SPECS
+    from engine.kernel.bpfsys import Map
+    from engine.kernel.datapath import MAP_SPECS
 
     root = os.path.join(PIN_BASE, "layout")
     for name, spec in MAP_SPECS.items():
@@ -91,7 +91,7 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
 
 @pytest.mark.parametrize("name", [layout.MAP_SRC_ROOTS, layout.MAP_FAILSAFE])
 def test_mapped_arrays_are_mmapable(bpf: Any, name: str) -> None:
-    from engine.bpfsys import Map
+    from engine.kernel.bpfsys import Map
 
     m = Map.open_pinned(os.path.join(PIN_BASE, "layout", name))
     try:
@@ -101,7 +101,7 @@ def test_mapped_arrays_are_mmapable(bpf: Any, name: str) -> None:
 
 
 def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:
-    from engine.bpfsys import Map
+    from engine.kernel.bpfsys import Map
 
     root = os.path.join(PIN_BASE, "layout")
     for name in (layout.MAP_SRC, layout.MAP_SEG):
@@ -115,7 +115,7 @@ def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:
 def test_trace_magic_matches_layout() -> None:
     import re
 
-    from engine.datapath import BPF_SOURCE
+    from engine.kernel.datapath import BPF_SOURCE
 
     found = re.search(r"#define TRACE_MAGIC (0x[0-9a-fA-F]+)U", BPF_SOURCE.read_text())
     assert found, "bpf/infw.bpf.c defines no TRACE_MAGIC"

@@ -6,8 +6,8 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from engine.cidr import parse_cidr
-from engine.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
+from engine.core.cidr import parse_cidr
+from engine.core.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
 
 NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,12}[a-z0-9])?\Z")
 IFACES = st.from_regex(r"\A[A-Za-z0-9_.:@*?!-]{1,15}\Z")

@@ -1,4 +1,4 @@
-"""engine.compiler: prefix cover, segments, stable ids, limits, and agreement with the brute force."""
+"""engine.core.compiler: prefix cover, segments, stable ids, limits, and agreement with the brute force."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import classify as classify_mod
-from engine import compiler, layout
-from engine.classify import PacketFields, Reason, classify, lookup, lookup_lpm
-from engine.compiler import (
+from engine.core import classify as classify_mod
+from engine.core import compiler
+from engine.core.classify import PacketFields, Reason, classify, lookup, lookup_lpm
+from engine.core.compiler import (
     VALUE_MAX,
     ListRule,
     assign_rule_ids,
@@ -21,9 +21,8 @@ from engine.compiler import (
     range_to_prefixes,
     rule_key,
 )
-from engine.errors import LimitError
-from engine.failsafe import DEFAULT_FAILSAFE, FailSafe
-from engine.model import (
+from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe
+from engine.core.model import (
     Action,
     Firewall,
     IngressBlock,
@@ -33,6 +32,8 @@ from engine.model import (
     RuleSet,
     add_rule,
 )
+from engine.errors import LimitError
+from engine.kernel import abi as layout
 from tests.unit.strategies import NODE_INTERFACES, packets_for, tricky_rulesets
 
 # --- range_to_prefixes --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""engine.config: defaults, the example file, and errors that name the file, field and value."""
+"""engine.state.config: defaults, the example file, and errors that name the file, field and value."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import NodeConfig, config_to_dict, load_config, parse_config, split_listen
+from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe
+from engine.core.model import PortRange, Protocol
 from engine.errors import FieldError, ValidationError
-from engine.failsafe import DEFAULT_FAILSAFE, FailSafe
-from engine.model import PortRange, Protocol
+from engine.state.config import NodeConfig, config_to_dict, load_config, parse_config, split_listen
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.yaml"
 

@@ -1,4 +1,4 @@
-"""engine.crd: the IngressNodeFirewall YAML, its validation (DESIGN §2) and its export."""
+"""engine.core.crd: the IngressNodeFirewall YAML, its validation (DESIGN §2) and its export."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.crd import dump_yaml, load_file, load_yaml, parse_documents
+from engine.core.crd import dump_yaml, load_file, load_yaml, parse_documents
+from engine.core.model import API_VERSION, KIND, Action, PortRange, Protocol, Rule, RuleSet
 from engine.errors import FieldError, ValidationError
-from engine.model import API_VERSION, KIND, Action, PortRange, Protocol, Rule, RuleSet
 from tests.unit.strategies import rulesets
 
 DESIGN_EXAMPLE = f"""

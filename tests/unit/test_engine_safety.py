@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import NodeConfig
 from engine.engine import Engine
 from engine.errors import ConfirmExpired, StateError, ValidationError
-from engine.store import Pending
+from engine.state.config import NodeConfig
+from engine.state.store import Pending
 
 IFACES = {"lo": 1, "eth0": 2}
 

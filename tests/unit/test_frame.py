@@ -1,4 +1,4 @@
-"""engine.frame: the parsing rules the XDP program follows, checked against scapy-built frames."""
+"""engine.core.frame: the parsing rules the XDP program follows, checked against scapy-built frames."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Packet, Raw
 
-from engine.classify import PacketFields
-from engine.frame import ParsedFrame, build_frame, parse_frame
+from engine.core.classify import PacketFields
+from engine.core.frame import ParsedFrame, build_frame, parse_frame
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 

@@ -1,14 +1,13 @@
-"""engine.guard: fail-safe ports, self-lockout from SSH_CONNECTION, attach safety."""
+"""engine.core.guard: fail-safe ports, self-lockout from SSH_CONNECTION, attach safety."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.compiler import assign_rule_ids
-from engine.crd import load_yaml
-from engine.errors import GuardRefusal
-from engine.failsafe import DEFAULT_FAILSAFE, FailSafe
-from engine.guard import (
+from engine.core.compiler import assign_rule_ids
+from engine.core.crd import load_yaml
+from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe
+from engine.core.guard import (
     Guard,
     GuardRefusals,
     Refusal,
@@ -16,7 +15,8 @@ from engine.guard import (
     raise_if_refused,
     session_interface_for,
 )
-from engine.model import PortRange, Protocol, RuleSet
+from engine.core.model import PortRange, Protocol, RuleSet
+from engine.errors import GuardRefusal
 
 IFACES = {"lo": 1, "eth0": 2, "eth1": 3}
 V4_SESSION = SshSession.from_env({"SSH_CONNECTION": "198.51.100.7 51234 192.0.2.10 2222"})

@@ -1,4 +1,4 @@
-"""engine.ruleline: the one-line rule form, validated exactly like the YAML."""
+"""engine.core.ruleline: the one-line rule form, validated exactly like the YAML."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.crd import load_yaml
+from engine.core.crd import load_yaml
+from engine.core.model import API_VERSION, KIND, Action, PortRange, Protocol, Rule
+from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from engine.errors import ValidationError
-from engine.model import API_VERSION, KIND, Action, PortRange, Protocol, Rule
-from engine.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from tests.unit.strategies import IFACES, NAMES, blocks
 
 

@@ -1,4 +1,4 @@
-"""engine.store: atomic commits, stale-write refusal, history, corrupt files, pending, locking."""
+"""engine.state.store: atomic commits, stale-write refusal, history, corrupt files, pending, locking."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.compiler import assign_rule_ids
-from engine.crd import load_yaml
+from engine.core.compiler import assign_rule_ids
+from engine.core.crd import load_yaml
+from engine.core.model import Action, Rule, RuleSet, add_rule
 from engine.errors import StateError
-from engine.model import Action, Rule, RuleSet, add_rule
-from engine.store import Pending, Store, StoredState, author
+from engine.state.store import Pending, Store, StoredState, author
 
 RULES = """
 apiVersion: ingressnodefirewall.openshift.io/v1alpha1

@@ -1,4 +1,4 @@
-"""engine.watchdog: the confirm watchdog fires at its deadline, even when its console is gone."""
+"""engine.state.watchdog: the confirm watchdog fires at its deadline, even when its console is gone."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-import engine.watchdog as watchdog
+import engine.state.watchdog as watchdog
 from engine.errors import InfwError, StateError
-from engine.store import Pending, Store
+from engine.state.store import Pending, Store
 
 REPO = Path(__file__).resolve().parents[2]
 LOG = logging.getLogger("test.watchdog")
 
 HOOK = '''
 import json, os, time
-from engine.store import Store
+from engine.state.store import Store
 
 def rollback(state_dir, pin_root, generation):
     """Stands in for Engine.rollback_pending: clear the marker, then record the call."""
@@ -39,8 +39,8 @@ def rollback(state_dir, pin_root, generation):
 # watchdog's pid, then hangs until it is killed.
 PARENT = """
 import sys, time
-from engine.store import Pending, Store
-from engine.watchdog import spawn_watchdog
+from engine.state.store import Pending, Store
+from engine.state.watchdog import spawn_watchdog
 
 state_dir, delay = sys.argv[1], float(sys.argv[2])
 deadline = time.time() + delay

@@ -1,5 +1,5 @@
 """The running firewall in the kernel: load (bcc), pin, attach, atomic table sync, counters,
-events and test runs. The only module that talks to the kernel (through engine.bpfsys).
+events and test runs. The only module that talks to the kernel (through engine.kernel.bpfsys).
 
 Everything lives under a pin root (/sys/fs/bpf/infw by default), so the firewall keeps running
 and counting when every console has exited, and `Datapath.open` finds it again without
@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import bpfsys
-from engine.bpfsys import Map, RingBuffer
-from engine.compiler import CompiledTables, LpmEntry, SegmentEntry
+from engine.checkout import BPF_DIR
+from engine.core.compiler import CompiledTables, LpmEntry, SegmentEntry
+from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError, PrivilegeError
-from engine.layout import (
+from engine.kernel import bpfsys
+from engine.kernel.abi import (
     ALL_MAPS,
     EVENTS_RINGBUF_PAGES,
     FAILSAFE_MAX_ENTRIES,
@@ -79,10 +80,10 @@ from engine.layout import (
     SrcKey,
     TraceMeta,
 )
-from engine.model import Action as RuleAction
+from engine.kernel.bpfsys import Map, RingBuffer
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
-BPF_SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "infw.bpf.c"
+BPF_SOURCE = BPF_DIR / "infw.bpf.c"
 PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older builds as ours
 DEFAULT_EVENTS_PER_SEC = 1000
 VERIFIER_TAIL_LINES = 30
@@ -122,7 +123,7 @@ class MapSpec:
     max_entries: int
 
 
-# What each pinned map must look like, from engine.layout (the events ring has no key/value).
+# What each pinned map must look like, from engine.kernel.abi (the events ring has no key/value).
 MAP_SPECS: dict[str, MapSpec] = {
     MAP_SRC: MapSpec(ct.sizeof(SrcKey), 4, SRC_MAX_ENTRIES),
     MAP_SEG: MapSpec(ct.sizeof(SegKey), ct.sizeof(SegVal), SEG_MAX_ENTRIES),
@@ -140,7 +141,7 @@ MAP_SPECS: dict[str, MapSpec] = {
 
 
 def cflags(pin_root: str) -> list[str]:
-    """The defines bpf/infw.bpf.c needs: where to pin, and the map sizes of engine.layout."""
+    """The defines bpf/infw.bpf.c needs: where to pin, and the map sizes of engine.kernel.abi."""
     sizes = {
         "SRC_MAX_ENTRIES": SRC_MAX_ENTRIES,
         "SEG_MAX_ENTRIES": SEG_MAX_ENTRIES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine.compiler import RuleKey, iter_rules, rule_key
-from engine.model import RuleSet
+from engine.core.compiler import RuleKey, iter_rules, rule_key
+from engine.core.model import RuleSet
 from engine.views import RuleRow
 
 

@@ -37,7 +37,7 @@ ALL_MAPS = (
     MAP_LIST_ROOTS,
 )
 
-# Sizes (kept in step with engine.compiler limits; both generations live at once).
+# Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
 SEG_MAX_ENTRIES = 2 * 1_000_000
 RULE_STATS_ENTRIES = 65536

@@ -11,9 +11,8 @@ from typing import Any
 
 import yaml
 
-from engine.cidr import CidrError, parse_cidr
-from engine.errors import FieldError, ValidationError
-from engine.model import (
+from engine.core.cidr import CidrError, parse_cidr
+from engine.core.model import (
     API_VERSION,
     KIND,
     ORDER_MAX,
@@ -28,7 +27,8 @@ from engine.model import (
     Rule,
     RuleSet,
 )
-from engine.yamlfile import load_all, read_text
+from engine.core.yamlfile import load_all, read_text
+from engine.errors import FieldError, ValidationError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]!-]{1,15}$")

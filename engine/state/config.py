@@ -12,12 +12,12 @@ from typing import Any
 
 import netaddr
 
-from engine.crd import _Collector as _Errors  # one error collector for rules and config
-from engine.crd import _int_field, parse_port_range
+from engine.core.crd import _Collector as _Errors  # one error collector for rules and config
+from engine.core.crd import _int_field, parse_port_range
+from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
+from engine.core.model import Protocol
+from engine.core.yamlfile import load_all, read_text
 from engine.errors import FieldError, ValidationError
-from engine.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
-from engine.model import Protocol
-from engine.yamlfile import load_all, read_text
 
 DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0

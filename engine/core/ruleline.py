@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.crd import parse_firewall
+from engine.core.crd import parse_firewall
+from engine.core.model import API_VERSION, KIND, Firewall, Rule
 from engine.errors import FieldError, ValidationError
-from engine.model import API_VERSION, KIND, Firewall, Rule
 
 DEFAULT_FIREWALL = "infw-console"
 SYNTAX = "ACTION [PROTO [PORTS | type T [code C]]] from CIDR[,CIDR] [on IFACE[,IFACE]] order N [firewall NAME]"

@@ -5,7 +5,7 @@ It is its own session leader, reparented to init, with no terminal and SIGHUP ig
 console killed with SIGKILL or an SSH session that drops does not take it down.
 
     spawn_watchdog(...)  -> pid        (called by the engine after setting the pending marker)
-    python -m engine.watchdog ...      (what runs)
+    python -m engine.state.watchdog ...      (what runs)
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from engine.checkout import ROOT
 from engine.errors import InfwError
-from engine.store import Pending, Store
+from engine.state.store import Pending, Store
 
 POLL = 0.2  # seconds between looks at the pending marker
 ARM_GRACE = 2.0  # the engine writes the marker before spawning; a missing one means confirmed
@@ -33,10 +34,10 @@ LOG_FILE = "watchdog.log"
 
 RollbackHook = Callable[[str, str, int], None]
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(ROOT)
 
 
-MODULE = "engine.watchdog"
+MODULE = "engine.state.watchdog"
 
 
 def is_running(pid: int) -> bool:
@@ -85,7 +86,7 @@ def spawn_watchdog(
     if rollback_hook:
         cmd += ["--rollback-hook", rollback_hook]
     env = dict(os.environ)
-    # `-m engine.watchdog` must import this very checkout, installed or not.
+    # `-m engine.state.watchdog` must import this very checkout, installed or not.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
         cmd,
@@ -224,7 +225,7 @@ def watch(
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.watchdog", description="infw commit-confirmed watchdog"
+        prog="python -m engine.state.watchdog", description="infw commit-confirmed watchdog"
     )
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--pin-root", required=True)

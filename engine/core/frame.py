@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.classify import PacketFields
+from engine.core.classify import PacketFields
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD

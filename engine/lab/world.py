@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.checkout import ROOT
 from engine.errors import InfwError, PrivilegeError, StateError
-from engine.labtraffic import (
+from engine.lab.traffic import (
     DEFAULT_DURATION,
     DEFAULT_RATE,
     LAB_NS_RE,
@@ -59,7 +60,7 @@ _SYSCTLS = {
 }
 _IFA_F_NODAD = 0x02
 _NUD_PERMANENT = 0x80
-_TRAFFIC_MODULE = "engine.labtraffic"
+_TRAFFIC_MODULE = "engine.lab.traffic"
 _TERM_GRACE = 2.0
 
 Progress = Callable[[str], None] | None
@@ -419,7 +420,7 @@ def stop_traffic(progress: Progress = None) -> list[str]:
 
 
 def _project_root() -> str:
-    return str(Path(__file__).resolve().parent.parent)
+    return str(ROOT)
 
 
 def _start_traffic(client: LabClient, rate: float, duration: float) -> int:

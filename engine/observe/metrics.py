@@ -19,8 +19,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from engine.config import split_listen
 from engine.errors import InfwError
+from engine.state.config import split_listen
 
 NODE_PREFIX = "ingressnodefirewall_node_packet"
 RULE_LABELS = ("rule_id", "firewall", "order", "interface", "action")

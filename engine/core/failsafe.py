@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.model import PortRange, Protocol
+from engine.core.model import PortRange, Protocol
 
 
 @dataclass(frozen=True)

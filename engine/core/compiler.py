@@ -24,10 +24,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from engine.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
+from engine.core.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
+from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
+from engine.core.model import Action, Firewall, IngressBlock, Rule, RuleSet
 from engine.errors import FieldError, LimitError
-from engine.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
-from engine.layout import (
+from engine.kernel.abi import (
     LISTS_PER_GEN,
     NODE_ENTRIES,
     NODE_FLAG,
@@ -36,8 +37,7 @@ from engine.layout import (
     ROOT_TRIE,
     SEG_ROOTS,
 )
-from engine.layout import Action as KernelAction
-from engine.model import Action, Firewall, IngressBlock, Rule, RuleSet
+from engine.kernel.abi import Action as KernelAction
 
 # Protocol classes of the segment trie: the IP protocol number for the five the CRD names,
 # OTHER for everything else (only protocol-less rules match those).

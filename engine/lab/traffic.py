@@ -1,8 +1,8 @@
 """Lab traffic: a bounded process that sends a steady TCP/UDP/ICMP mix from a lab client namespace.
 
-Run as ``python -m engine.labtraffic --ns infw-c1 --target 192.0.2.1 --target 2001:db8:1::1``;
-``engine.lab`` starts one per client. Standard library only, so it starts fast. The packet
-primitives here are also what ``engine.lab.send_packets`` uses for tests.
+Run as ``python -m engine.lab.traffic --ns infw-c1 --target 192.0.2.1 --target 2001:db8:1::1``;
+``engine.lab.world`` starts one per client. Standard library only, so it starts fast. The packet
+primitives here are also what ``engine.lab.world.send_packets`` uses for tests.
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def _positive(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.labtraffic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m engine.lab.traffic", description=__doc__)
     parser.add_argument("--ns", required=True, help="lab client namespace to send from")
     parser.add_argument(
         "--target",

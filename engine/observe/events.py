@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.cidr import address_text
-from engine.layout import EVENT_FLAG_NONFIRST_FRAGMENT, Action, DropEventRecord
-from engine.model import PROTOCOL_BY_NUMBER
+from engine.core.cidr import address_text
+from engine.core.model import PROTOCOL_BY_NUMBER
+from engine.kernel.abi import EVENT_FLAG_NONFIRST_FRAGMENT, Action, DropEventRecord
 from engine.views import DropEvent
 
 

@@ -1,6 +1,6 @@
 """Thin ctypes layer over libbcc (and the libbpf it links) plus the raw bpf() syscall.
 
-Only engine.datapath uses it. It works on pinned objects by file descriptor, so a console can
+Only engine.kernel.datapath uses it. It works on pinned objects by file descriptor, so a console can
 read and write a running firewall without compiling anything. Every failure raises
 DatapathError, or PrivilegeError when the kernel says EPERM/EACCES.
 """
@@ -192,7 +192,7 @@ def _cstr(raw: bytes) -> str:
 
 
 class Map:
-    """A map by fd, with keys and values as bytes (pack them with engine.layout's structs).
+    """A map by fd, with keys and values as bytes (pack them with engine.kernel.abi's structs).
 
     For per-CPU maps a value is all CPUs' slots, each rounded up to 8 bytes, back to back.
     """

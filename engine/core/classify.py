@@ -11,8 +11,8 @@ import fnmatch
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.cidr import Prefix, parse_address, parse_cidr
-from engine.compiler import (
+from engine.core.cidr import Prefix, parse_address, parse_cidr
+from engine.core.compiler import (
     SEG_CLASS_INDEX,
     V4_SPACE,
     CompiledTables,
@@ -25,16 +25,16 @@ from engine.compiler import (
     rule_key,
     space_of,
 )
-from engine.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_for
-from engine.layout import (
+from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_for
+from engine.core.model import Action, Protocol, Rule, RuleSet
+from engine.kernel.abi import (
     LISTS_PER_GEN,
     NODE_FLAG,
     NODE_INDEX_MASK,
     ROOT_IFINDEXES,
     ROOT_TRIE,
 )
-from engine.layout import Action as KernelAction
-from engine.model import Action, Protocol, Rule, RuleSet
+from engine.kernel.abi import Action as KernelAction
 
 L4_PORT_PROTOS = frozenset({6, 17, 132})
 ICMP_PROTOS = frozenset({1, 58})

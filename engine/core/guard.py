@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 
 import netaddr
 
-from engine.classify import PacketFields, Reason, classify, rule_matches
-from engine.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
+from engine.core.classify import PacketFields, Reason, classify, rule_matches
+from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
+from engine.core.failsafe import FailSafe
+from engine.core.model import Action, Firewall, IngressBlock, PortRange, Rule, RuleSet
 from engine.errors import GuardRefusal
-from engine.failsafe import FailSafe
-from engine.model import Action, Firewall, IngressBlock, PortRange, Rule, RuleSet
 
 IPPROTO_TCP = 6
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.compiler import RuleKey
-from engine.crd import firewall_to_dict, parse_port_range
+from engine.core.compiler import RuleKey
+from engine.core.crd import firewall_to_dict, parse_port_range
+from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
 from engine.errors import InfwError, PrivilegeError, StateError
-from engine.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
 
 FORMAT = 1
 MODES = ("enforce", "audit")

@@ -1,0 +1,1 @@
+"""Pure firewall logic: rule model, CRD YAML, compiler, reference classifier, guard."""

@@ -1,0 +1,1 @@
+"""Reading the running firewall: drop events, counters and rates, Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Desired state on disk: node config, store, history, the commit-confirmed watchdog."""
