@@ -82,10 +82,10 @@ def preflight() -> str | None:
     if os.geteuid() != 0:
         return "needs root (BPF, namespaces)"
     try:
-        from engine.kernel.datapath import _headers_problem
+        from engine.kernel.loader import headers_problem
     except Exception as exc:
         return f"engine.kernel.datapath does not import ({type(exc).__name__}: {exc})"
-    return _headers_problem()
+    return headers_problem()
 
 
 def leftovers() -> list[str]:

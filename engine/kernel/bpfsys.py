@@ -1,7 +1,7 @@
 """Thin ctypes layer over libbcc (and the libbpf it links) plus the raw bpf() syscall.
 
-Only engine.kernel.datapath uses it. It works on pinned objects by file descriptor, so a console can
-read and write a running firewall without compiling anything. Every failure raises
+Only the modules of engine.kernel use it. It works on pinned objects by file descriptor, so a
+console can read and write a running firewall without compiling anything. Every failure raises
 DatapathError, or PrivilegeError when the kernel says EPERM/EACCES.
 """
 

@@ -83,9 +83,9 @@ def firewall_skip_reason() -> str | None:
         import bcc  # noqa: F401
     except ImportError:
         return "bcc is missing: apt-get install python3-bpfcc, venv with --system-site-packages"
-    from engine.kernel.datapath import _headers_problem
+    from engine.kernel.loader import headers_problem
 
-    return _headers_problem()
+    return headers_problem()
 
 
 def _pids_mentioning(*needles: str) -> list[int]:

@@ -58,9 +58,9 @@ def kernel_skip_reason() -> str | None:
             "bcc is missing: apt-get install python3-bpfcc and create the venv with "
             "--system-site-packages (make bootstrap)"
         )
-    from engine.kernel.datapath import _headers_problem
+    from engine.kernel.loader import headers_problem
 
-    problem = _headers_problem()
+    problem = headers_problem()
     if problem:
         return f"{problem}: run `make bootstrap`"
     return None

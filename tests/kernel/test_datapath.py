@@ -359,7 +359,7 @@ def generation_keys(dp: Any) -> tuple[int, int, int, int, int, int]:
     seg_gens = [
         int.from_bytes(seg_keys[i * 12 + 4 : i * 12 + 8], "little") & GEN_BIT for i in range(seg_n)
     ]
-    roots = dp._src_roots()
+    roots = dp.tables.src_roots()
     half = 2 * layout.ROOT_IFINDEXES
     nonzero = [i for i in range(2 * half) if roots[i]]
     return (
@@ -593,13 +593,13 @@ def test_rule_counters_up_to_max_id(dp: Any, tables: CompiledTables) -> None:
 
 
 def test_failsafe_mapped_matches_the_syscall_view(dp: Any, tables: CompiledTables) -> None:
-    from engine.kernel.datapath import _failsafe_masks, _wanted_failsafe
+    from engine.kernel.failsafe import failsafe_masks, wanted_failsafe
 
     dp.write_tables(tables, 600)
-    ports = dp._failsafe_ports()
-    assert ports._words is not None, "the fail-safe array is not mapped"
-    assert ports.masks() == _failsafe_masks(dp.maps[layout.MAP_FAILSAFE])
-    assert ports.masks() == _wanted_failsafe(tables)
+    ports = dp.tables.failsafe_ports()
+    assert ports.is_mapped, "the fail-safe array is not mapped"
+    assert ports.masks() == failsafe_masks(dp.maps[layout.MAP_FAILSAFE])
+    assert ports.masks() == wanted_failsafe(tables)
 
 
 def test_second_process_opens_pins_without_compiling(dp: Any, pin_root: str) -> None:
@@ -764,7 +764,7 @@ def test_packets_from_a_device_are_not_traces(
 def test_other_reader_is_named(dp: Any, pin_root: str) -> None:
     """open_events registers a reader (a shared flock); other_reader_pid names another
     process that reads the same firewall's events, and forgets it once it has exited."""
-    from engine.kernel.datapath import events_lock_path, lock_holders
+    from engine.kernel.ringbuf import events_lock_path, lock_holders
 
     drain(dp)
     assert dp.other_reader_pid() is None  # this process alone

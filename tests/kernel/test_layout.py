@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 @pytest.fixture(scope="module")
 def bpf(kernel_ready: None) -> Iterator[Any]:
-    from engine.kernel.datapath import compile_program
+    from engine.kernel.loader import compile_program
 
     root = os.path.join(PIN_BASE, "layout")
     b = compile_program(root, extra_cflags=["-DINFW_LAYOUT_CHECK"])
@@ -74,7 +74,7 @@ def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> No
 
 def test_map_sizes_match_layout(bpf: Any) -> None:
     from engine.kernel.bpfsys import Map
-    from engine.kernel.datapath import MAP_SPECS
+    from engine.kernel.pins import MAP_SPECS
 
     root = os.path.join(PIN_BASE, "layout")
     for name, spec in MAP_SPECS.items():
@@ -115,7 +115,7 @@ def test_lpm_tries_are_not_preallocated(bpf: Any) -> None:
 def test_trace_magic_matches_layout() -> None:
     import re
 
-    from engine.kernel.datapath import BPF_SOURCE
+    from engine.kernel.loader import BPF_SOURCE
 
     found = re.search(r"#define TRACE_MAGIC (0x[0-9a-fA-F]+)U", BPF_SOURCE.read_text())
     assert found, "bpf/infw.bpf.c defines no TRACE_MAGIC"

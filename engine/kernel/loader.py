@@ -1,0 +1,141 @@
+"""Compile bpf/infw.bpf.c with bcc and load its XDP function, keeping compiler and verifier
+output for the error message."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.checkout import BPF_DIR
+from engine.errors import DatapathError, PrivilegeError
+from engine.kernel import bpfsys
+from engine.kernel.abi import (
+    EVENTS_RINGBUF_PAGES,
+    FAILSAFE_MAX_ENTRIES,
+    LIST_ROOTS_ENTRIES,
+    LISTS_PER_GEN,
+    NODE_COUNTERS,
+    NODES_PER_GEN,
+    NODES_TOTAL,
+    ROOT_IFINDEXES,
+    RULE_STATS_ENTRIES,
+    SEG_MAX_ENTRIES,
+    SRC_MAX_ENTRIES,
+    SRC_ROOTS_ENTRIES,
+)
+
+BPF_SOURCE = BPF_DIR / "infw.bpf.c"
+PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older builds as ours
+VERIFIER_TAIL_LINES = 30
+
+
+def cflags(pin_root: str) -> list[str]:
+    """The defines bpf/infw.bpf.c needs: where to pin, and the map sizes of engine.kernel.abi."""
+    sizes = {
+        "SRC_MAX_ENTRIES": SRC_MAX_ENTRIES,
+        "SEG_MAX_ENTRIES": SEG_MAX_ENTRIES,
+        "FAILSAFE_MAX_ENTRIES": FAILSAFE_MAX_ENTRIES,
+        "RULE_STATS_ENTRIES": RULE_STATS_ENTRIES,
+        "NODE_COUNTERS": NODE_COUNTERS,
+        "EVENTS_RINGBUF_PAGES": EVENTS_RINGBUF_PAGES,
+        "NODES_PER_GEN": NODES_PER_GEN,
+        "NODES_TOTAL": NODES_TOTAL,
+        "ROOT_IFINDEXES": ROOT_IFINDEXES,
+        "SRC_ROOTS_ENTRIES": SRC_ROOTS_ENTRIES,
+        "LISTS_PER_GEN": LISTS_PER_GEN,
+        "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
+    }
+    return [f'-DPIN_ROOT="{pin_root}"', "-Wno-macro-redefined"] + [
+        f"-D{name}={value}" for name, value in sizes.items()
+    ]
+
+
+def headers_problem() -> str | None:
+    """Why bcc cannot compile here (no kernel headers for the running kernel), or None."""
+    release = platform.release()
+    base = Path("/lib/modules") / release
+    for sub in ("build", "source"):
+        if (base / sub / "include" / "linux" / "kconfig.h").exists():
+            return None
+    return f"kernel headers for {release} not found under {base}/build or {base}/source"
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """bcc and libbpf print compiler errors and the verifier log on fd 2: keep them for the
+    error message instead of spraying them over a console."""
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+
+        def read() -> str:
+            tmp.seek(0)
+            return tmp.read().decode(errors="replace")
+
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _tail(text: str, lines: int = VERIFIER_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def compile_program(
+    pin_root: str, source_path: str | Path = BPF_SOURCE, extra_cflags: Sequence[str] = ()
+) -> Any:
+    """Compile with bcc (creating or reusing the pinned maps); returns the bcc.BPF object."""
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        raise DatapathError(f"bcc is not importable ({exc})", bpfsys.INSTALL_HINT) from exc
+    problem = headers_problem()
+    if problem:
+        raise DatapathError(
+            problem,
+            "run `make bootstrap` (it installs linux-headers-amd64 "
+            "and links them for the running kernel)",
+        )
+    os.makedirs(pin_root, exist_ok=True)
+    with _captured_stderr() as log:
+        try:
+            return BPF(
+                src_file=str(source_path).encode(), cflags=[*cflags(pin_root), *extra_cflags]
+            )
+        except Exception as exc:  # bcc raises bare Exception for compile errors
+            _raise_if_unprivileged(exc, log())
+            raise DatapathError(
+                f"bcc could not compile {source_path}: {exc}\n{_tail(log())}",
+                "see the compiler output above",
+            ) from exc
+
+
+def _raise_if_unprivileged(exc: Exception, log: str) -> None:
+    # bcc reports errno only as text: EPERM is "Operation not permitted" (the verifier's own
+    # refusals are EACCES, "Permission denied", and are not a privilege problem)
+    if os.geteuid() != 0 or "Operation not permitted" in f"{exc}{log}":
+        raise PrivilegeError(
+            f"not allowed to load BPF programs ({exc})", bpfsys.PRIVILEGE_HINT
+        ) from exc
+
+
+def load_function(bpf: Any, name: str = PROG_NAME, prog_type: str = "XDP") -> Any:
+    """Load one function of a compiled program (bcc's load_func), the verifier log kept."""
+    from bcc import BPF
+
+    with _captured_stderr() as log:
+        try:
+            return bpf.load_func(name, getattr(BPF, prog_type))
+        except Exception as exc:
+            _raise_if_unprivileged(exc, log())
+            raise DatapathError(
+                f"the verifier rejected {name}: {exc}\n{_tail(log())}",
+                "the last lines of the verifier log are shown above",
+            ) from exc

@@ -1,0 +1,156 @@
+"""The firewall's objects under its pin root: what each pinned map must look like, opening
+them, pinning a new program over the old one without a gap, and removing them all."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from engine.errors import DatapathError
+from engine.kernel import bpfsys
+from engine.kernel.abi import (
+    ALL_MAPS,
+    EVENTS_RINGBUF_PAGES,
+    FAILSAFE_MAX_ENTRIES,
+    LIST_ROOTS_ENTRIES,
+    MAP_CONFIG,
+    MAP_EVENTS,
+    MAP_FAILSAFE,
+    MAP_LAST,
+    MAP_LIST_ROOTS,
+    MAP_NODE_STATS,
+    MAP_NODES,
+    MAP_RATELIMIT,
+    MAP_RULE_STATS,
+    MAP_SEG,
+    MAP_SRC,
+    MAP_SRC_ROOTS,
+    NODE_COUNTERS,
+    NODES_TOTAL,
+    PROG_PIN,
+    RULE_STATS_ENTRIES,
+    SEG_MAX_ENTRIES,
+    SRC_MAX_ENTRIES,
+    SRC_ROOTS_ENTRIES,
+    Config,
+    Counter,
+    LastVerdict,
+    ListRoots,
+    Node,
+    RateLimit,
+    SegKey,
+    SegVal,
+    SrcKey,
+)
+from engine.kernel.bpfsys import Map
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+# What each pinned map must look like, from engine.kernel.abi (the events ring has no key/value).
+MAP_SPECS: dict[str, MapSpec] = {
+    MAP_SRC: MapSpec(ct.sizeof(SrcKey), 4, SRC_MAX_ENTRIES),
+    MAP_SEG: MapSpec(ct.sizeof(SegKey), ct.sizeof(SegVal), SEG_MAX_ENTRIES),
+    MAP_FAILSAFE: MapSpec(4, 4, FAILSAFE_MAX_ENTRIES),
+    MAP_RULE_STATS: MapSpec(4, ct.sizeof(Counter), RULE_STATS_ENTRIES),
+    MAP_NODE_STATS: MapSpec(4, ct.sizeof(Counter), NODE_COUNTERS),
+    MAP_CONFIG: MapSpec(4, ct.sizeof(Config), 1),
+    MAP_RATELIMIT: MapSpec(4, ct.sizeof(RateLimit), 1),
+    MAP_LAST: MapSpec(4, ct.sizeof(LastVerdict), 1),
+    MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
+    MAP_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
+    MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
+    MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
+}
+
+
+def prog_pinned(pin_root: str) -> bool:
+    return os.path.exists(os.path.join(pin_root, PROG_PIN))
+
+
+def maps_pinned(pin_root: str) -> bool:
+    """Whether the maps exist already (a reload reuses them; a first load writes a config)."""
+    return os.path.exists(os.path.join(pin_root, MAP_CONFIG))
+
+
+def open_prog(pin_root: str) -> int | None:
+    """An fd of the pinned program, or None if none is pinned."""
+    path = os.path.join(pin_root, PROG_PIN)
+    return bpfsys.obj_get(path) if os.path.exists(path) else None
+
+
+def pin_prog(pin_root: str, fd: int) -> int:
+    """Pin fd as the program, replacing any older pin; returns a new fd of the pinned program.
+    Pinned under a temporary name and renamed over the old pin, so the path never vanishes."""
+    path = os.path.join(pin_root, PROG_PIN)
+    tmp_path = os.path.join(pin_root, f"{PROG_PIN}_new_{os.getpid()}")  # bpffs: no dots
+    bpfsys.obj_pin(fd, tmp_path)
+    os.rename(tmp_path, path)
+    return bpfsys.obj_get(path)
+
+
+def open_maps(pin_root: str) -> dict[str, Map]:
+    maps: dict[str, Map] = {}
+    try:
+        for name in ALL_MAPS:
+            path = os.path.join(pin_root, name)
+            if not os.path.exists(path):
+                raise DatapathError(
+                    f"{path} is missing: the pins under {pin_root} are incomplete",
+                    "run `infw detach` to remove them, then attach again",
+                )
+            maps[name] = Map.open_pinned(path)
+    except BaseException:
+        for m in maps.values():
+            m.close()
+        raise
+    return maps
+
+
+def check_layout(maps: Mapping[str, Map]) -> None:
+    for name, spec in MAP_SPECS.items():
+        info = maps[name].info
+        got = MapSpec(info.key_size, info.value_size, info.max_entries)
+        if got != spec:
+            raise DatapathError(
+                f"pinned map {name} has layout {got}, this infw expects {spec}",
+                "an older infw build is loaded: run `infw detach` to unload it, then attach again",
+            )
+
+
+def check_existing_pins(pin_root: str) -> None:
+    """bcc reuses a pinned map whatever its layout; refuse before compiling instead."""
+    present = [n for n in ALL_MAPS if os.path.exists(os.path.join(pin_root, n))]
+    if not present:
+        return
+    maps = {n: Map.open_pinned(os.path.join(pin_root, n)) for n in present}
+    try:
+        if len(present) != len(ALL_MAPS):
+            missing = sorted(set(ALL_MAPS) - set(present))
+            raise DatapathError(
+                f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",
+                "run `infw detach` to remove them, then attach again",
+            )
+        check_layout(maps)
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+def remove_pins(pin_root: str) -> None:
+    """Unpin the program and every map, then the pin root itself if nothing else is in it."""
+    for name in (PROG_PIN, *ALL_MAPS):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(pin_root, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(pin_root)

@@ -1,0 +1,244 @@
+"""The rule tables in the kernel and their atomic switch: two generations live side by side,
+the inactive one is emptied and filled, then config.active_gen flips in one write."""
+
+from __future__ import annotations
+
+import array
+import struct
+import time
+from collections.abc import Mapping, Sequence
+
+from engine.core.compiler import CompiledTables, LpmEntry, SegmentEntry
+from engine.core.model import Action as RuleAction
+from engine.errors import DatapathError
+from engine.kernel.abi import (
+    GEN_BIT,
+    LISTS_PER_GEN,
+    MAP_FAILSAFE,
+    MAP_LIST_ROOTS,
+    MAP_NODES,
+    MAP_SEG,
+    MAP_SRC,
+    MAP_SRC_ROOTS,
+    NODE_ENTRIES,
+    NODES_PER_GEN,
+    ROOT_IFINDEXES,
+    SEG_KEY_FIXED_BITS,
+    SRC_KEY_FIXED_BITS,
+    SRC_ROOTS_ENTRIES,
+    Action,
+)
+from engine.kernel.bpfsys import Map
+from engine.kernel.configmap import ConfigMap
+from engine.kernel.failsafe import FailsafePorts, wanted_failsafe
+from engine.kernel.mapped import MappedArray, nonzero_words, write_words
+
+# After the generation switch, packets already past their config read finish their lookups
+# within microseconds; wait this long before deleting or overwriting the old generation under
+# them. The wait is not on the writer's path: the old generation stays until the next write
+# (or reclaim()), which waits out whatever is left of this since the last switch.
+GRACE_S = 0.002
+
+_SRC_KEY = struct.Struct("<IB3xI16s")
+_SEG_KEY = struct.Struct("<IIBB2s")
+_SEG_VAL = struct.Struct("<II")
+_U32 = struct.Struct("<I")
+_ACTIONS = {RuleAction.ALLOW: Action.ALLOW, RuleAction.DENY: Action.DENY}
+
+
+class GenerationTables:
+    """Writes CompiledTables into the pinned maps of one firewall. Holds the mapped arrays
+    (source roots, fail-safe ports) until close()."""
+
+    def __init__(self, maps: Mapping[str, Map], config: ConfigMap) -> None:
+        self._maps = maps
+        self._config = config
+        self._roots: MappedArray | None = None
+        self._failsafe: FailsafePorts | None = None
+        # monotonic time of this handle's last generation switch (None: not known here)
+        self._switched_at: float | None = None
+
+    def close(self) -> None:
+        if self._failsafe is not None:
+            self._failsafe.close()
+            self._failsafe = None
+        if self._roots is not None:
+            self._roots.close()
+            self._roots = None
+
+    def src_roots(self) -> memoryview:
+        """src_roots mapped into this process (BPF_F_MMAPABLE), one word per entry: an array
+        map keeps its elements 8-byte aligned, so each u32 sits in the low half of a u64."""
+        if self._roots is None:
+            self._roots = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
+        return self._roots.words
+
+    def failsafe_ports(self) -> FailsafePorts:
+        if self._failsafe is None:
+            self._failsafe = FailsafePorts(self._maps[MAP_FAILSAFE])
+        return self._failsafe
+
+    def write(self, tables: CompiledTables, generation: int) -> None:
+        """Make tables live atomically for packets: empty the inactive generation (what the
+        previous write left behind), fill it (array tries, and the LPM tries for what does not
+        fit), then switch config.active_gen in one write. The generation switched away from
+        stays as it is until the next write or reclaim(), so the call returns right after the
+        switch. On failure before the switch, the inactive generation is emptied again and the
+        active one is untouched."""
+        src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
+        roots = self.src_roots()
+        active = self._config.read().active_gen & 1
+        inactive = active ^ 1
+        fast = tables.fast
+        self._empty_generation(inactive)
+        new_roots = {
+            _root_index(inactive, ifindex, space): entry
+            for (ifindex, space), entry in fast.src_roots.items()
+        }
+
+        src_keys, src_vals = _src_image(fast.lpm, inactive)
+        seg_keys, seg_vals = _seg_image(fast.segments, inactive)
+        failsafe = self.failsafe_ports()
+        old_masks = failsafe.masks()
+        new_masks = wanted_failsafe(tables)
+        # fail-safe ports are not generation-tagged: add new ones before the switch, drop
+        # stale ones after it, so no packet ever loses a fail-safe it had or will have
+        grown = {
+            p: old_masks.get(p, 0) | m for p, m in new_masks.items() if m & ~old_masks.get(p, 0)
+        }
+        try:
+            failsafe.write(grown)
+            # nodes and list roots of the inactive half are unreachable until its src roots
+            # point at them, and the src roots until the switch
+            _write_nodes(self._maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
+            _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
+            seg.update_batch(seg_keys, seg_vals)
+            src.update_batch(src_keys, src_vals)
+            write_words(roots, new_roots)
+            self._config.write(active_gen=inactive, generation=generation)
+        except BaseException:
+            src.delete_batch(src_keys)
+            seg.delete_batch(seg_keys)
+            write_words(roots, dict.fromkeys(new_roots, 0))
+            failsafe.write({p: old_masks.get(p, 0) for p in grown})
+            raise
+        self._switched_at = time.monotonic()
+        # The program looks up the fail-safe port before it reads active_gen: a packet that no
+        # longer finds a dropped port reads the new generation, so this needs no grace.
+        current = {**old_masks, **grown}
+        failsafe.write(
+            {
+                p: new_masks.get(p, 0)
+                for p in set(current) | set(new_masks)
+                if new_masks.get(p, 0) != current.get(p, 0)
+            }
+        )
+
+    def reclaim(self) -> None:
+        """Empty the generation the last switch left inactive (write does this first anyway):
+        frees its LPM entries now rather than at the next write."""
+        self._empty_generation((self._config.read().active_gen & 1) ^ 1)
+
+    def _empty_generation(self, gen: int) -> None:
+        """Delete gen's LPM entries and zero its source roots (its nodes and list roots are
+        unreachable without them), after the grace period since the switch away from it."""
+        src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
+        roots = self.src_roots()
+        src_keys = _split_src(src)[gen]
+        seg_keys = _split_seg(seg)[gen]
+        root_idx = _split_roots(roots)[gen]
+        self._wait_grace()
+        # roots first: from then on nothing of gen is reachable
+        write_words(roots, dict.fromkeys(root_idx, 0))
+        src.delete_batch(src_keys)
+        seg.delete_batch(seg_keys)
+
+    def _wait_grace(self) -> None:
+        """Sleep out what is left of GRACE_S since the last switch. A switch made through
+        another handle (another process) is not timed here: assume it was just now."""
+        if self._switched_at is None:
+            self._switched_at = time.monotonic()
+        left = self._switched_at + GRACE_S - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+
+def _split_src(src: Map) -> tuple[bytes, bytes]:
+    """The src_lpm keys of generation 0 and of generation 1 (the gen byte follows prefixlen)."""
+    keys, _, count = src.items()
+    size = src.key_size
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    for i in range(count):
+        key = keys[i * size : (i + 1) * size]
+        parts[key[4] & 1].append(key)
+    return b"".join(parts[0]), b"".join(parts[1])
+
+
+def _split_seg(seg: Map) -> tuple[bytes, bytes]:
+    """The seg_lpm keys of generation 0 and 1 (generation 1's list ids carry GEN_BIT)."""
+    keys, _, count = seg.items()
+    size = seg.key_size
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    for i in range(count):
+        key = keys[i * size : (i + 1) * size]
+        parts[1 if _U32.unpack_from(key, 4)[0] & GEN_BIT else 0].append(key)
+    return b"".join(parts[0]), b"".join(parts[1])
+
+
+def _split_roots(roots: memoryview) -> tuple[list[int], list[int]]:
+    """Indexes of the nonzero src_roots entries of generation 0 and of generation 1."""
+    nonzero = nonzero_words(roots, SRC_ROOTS_ENTRIES)
+    half = 2 * ROOT_IFINDEXES
+    return [i for i in nonzero if i < half], [i for i in nonzero if i >= half]
+
+
+def _list_id(list_id: int, gen: int) -> int:
+    if list_id & GEN_BIT:
+        raise DatapathError(f"rule list id {list_id} collides with the generation bit")
+    return list_id | GEN_BIT if gen else list_id
+
+
+def _root_index(gen: int, ifindex: int, space: int) -> int:
+    return (gen * 2 + space) * ROOT_IFINDEXES + ifindex
+
+
+def _write_nodes(m: Map, nodes: bytes, count: int, gen: int) -> None:
+    if count > NODES_PER_GEN:
+        raise DatapathError(f"{count} trie nodes exceed the {NODES_PER_GEN} of a generation")
+    idx = array.array("I", range(gen * NODES_PER_GEN, gen * NODES_PER_GEN + count))
+    m.update_batch(idx.tobytes(), nodes[: count * NODE_ENTRIES * 4])
+
+
+def _write_list_roots(m: Map, list_roots: Mapping[int, tuple[int, ...]], gen: int) -> None:
+    if not list_roots:
+        return
+    ids = sorted(list_roots)
+    idx = array.array("I", (gen * LISTS_PER_GEN + i for i in ids))
+    vals = array.array("I", (e for i in ids for e in list_roots[i]))
+    m.update_batch(idx.tobytes(), vals.tobytes())
+
+
+def _src_image(lpm: Sequence[LpmEntry], gen: int) -> tuple[bytes, bytes]:
+    keys = b"".join(
+        _SRC_KEY.pack(
+            SRC_KEY_FIXED_BITS + e.prefix.length, gen, e.ifindex, e.prefix.value.to_bytes(16, "big")
+        )
+        for e in lpm
+    )
+    values = b"".join(_U32.pack(_list_id(e.list_id, gen)) for e in lpm)
+    return keys, values
+
+
+def _seg_image(segments: Sequence[SegmentEntry], gen: int) -> tuple[bytes, bytes]:
+    keys = b"".join(
+        _SEG_KEY.pack(
+            SEG_KEY_FIXED_BITS + s.length,
+            _list_id(s.list_id, gen),
+            s.proto,
+            int(s.nonfirst),
+            s.value.to_bytes(2, "big"),
+        )
+        for s in segments
+    )
+    values = b"".join(_SEG_VAL.pack(s.rule_id, _ACTIONS[s.action]) for s in segments)
+    return keys, values
