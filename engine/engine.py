@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from engine.core import crd
 from engine.core.classify import PacketFields, Reason, classify, lookup
@@ -29,13 +29,14 @@ from engine.errors import (
     StateError,
     ValidationError,
 )
-from engine.kernel.abi import Mode, NodeCounter
+from engine.kernel.abi import DropEventRecord, Mode, NodeCounter
 from engine.kernel.abi import Reason as KernelReason
+from engine.kernel.host import HostKernel
+from engine.kernel.seam import XDP_DROP, Kernel, LoadedDatapath
 from engine.observe.events import EventBuffer, decode_event, monotonic_to_epoch
 from engine.observe.stats import RateTracker, build_rule_rows
 from engine.state.config import NodeConfig, load_config
 from engine.state.store import Pending, Store, StoredState, author
-from engine.state.watchdog import is_running as watchdog_running
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -57,14 +58,6 @@ def _quiet(_: str) -> None:
     return None
 
 
-def list_interfaces() -> dict[str, int]:
-    """Interfaces of the current network namespace: name -> ifindex."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
-
-
 class Engine:
     """Everything a console can do to the node's firewall."""
 
@@ -77,8 +70,11 @@ class Engine:
         read_only: bool = False,
         netns: str | None = None,
         session: SshSession | None = None,
-        interfaces: Callable[[], dict[str, int]] = list_interfaces,
+        interfaces: Callable[[], dict[str, int]] | None = None,
+        kernel: Kernel | None = None,
     ) -> None:
+        # The kernel seam: HostKernel speaks bcc/netlink; tests pass engine.kernel.fake's.
+        self.kernel: Kernel = kernel if kernel is not None else HostKernel()
         self.config = config or load_config()
         self.pin_root = pin_root or self.config.pin_root
         if state_dir is None:
@@ -90,13 +86,11 @@ class Engine:
         self.read_only = read_only
         self.netns = netns
         if netns:
-            from pyroute2 import netns as pyroute_netns
-
-            pyroute_netns.setns(netns, flags=0)  # never create a mistyped namespace
+            self.kernel.enter_netns(netns)
         self.session = session if session is not None else SshSession.from_env()
-        self._list_interfaces = interfaces
+        self._list_interfaces = interfaces or self.kernel.interfaces
         self.store = Store(state_dir)
-        self._datapath: Any = None
+        self._datapath: LoadedDatapath | None = None
         self._rates = RateTracker()
         self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
 
@@ -109,12 +103,16 @@ class Engine:
                 "start it without --read-only to make changes",
             )
 
-    def datapath(self, required: bool = True) -> Any:
+    @overload
+    def datapath(self, required: Literal[True] = ...) -> LoadedDatapath: ...
+
+    @overload
+    def datapath(self, required: bool) -> LoadedDatapath | None: ...
+
+    def datapath(self, required: bool = True) -> LoadedDatapath | None:
         """The running firewall found through its pins (never compiles)."""
         if self._datapath is None:
-            from engine.kernel.datapath import Datapath
-
-            self._datapath = Datapath.open(self.pin_root)
+            self._datapath = self.kernel.open(self.pin_root)
         if self._datapath is None and required:
             raise StateError(
                 f"no firewall is loaded at {self.pin_root}",
@@ -123,7 +121,7 @@ class Engine:
         return self._datapath
 
     def loaded(self) -> bool:
-        return os.path.exists(os.path.join(self.pin_root, "prog"))
+        return self.kernel.is_loaded(self.pin_root)
 
     def state(self) -> StoredState:
         """The stored desired state, decoded once per change of state.json (consoles poll this)."""
@@ -191,7 +189,11 @@ class Engine:
         if self.read_only:
             return
         p = self.store.get_pending()
-        if p is None or time.time() < p.deadline + REAP_GRACE_S or watchdog_running(p.watchdog_pid):
+        if (
+            p is None
+            or time.time() < p.deadline + REAP_GRACE_S
+            or self.kernel.watchdog.is_running(p.watchdog_pid)
+        ):
             return
         self.rollback_pending(p.generation, reason="auto-revert: not confirmed, watchdog gone")
 
@@ -349,15 +351,13 @@ class Engine:
             )
         pend_view = None
         if timeout > 0 and dp is not None:
-            from engine.state.watchdog import spawn_watchdog
-
             deadline = time.time() + timeout
             # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
             # the watchdog has started still stops it at once.
             p = Pending(new_state.generation, stored.generation, deadline, 0, author())
             self.store.set_pending(p)
             try:
-                pid = spawn_watchdog(
+                pid = self.kernel.watchdog.spawn(
                     self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
                 )
             except BaseException:
@@ -569,7 +569,10 @@ class Engine:
 
     @staticmethod
     def _enforce(
-        dp: Any, tables: CompiledTables, active_ids: Mapping[RuleKey, int], generation: int
+        dp: LoadedDatapath,
+        tables: CompiledTables,
+        active_ids: Mapping[RuleKey, int],
+        generation: int,
     ) -> None:
         """Make tables live: ids new to the kernel start from zero, then the atomic switch."""
         fresh = set(tables.rule_ids.values()) - set(active_ids.values())
@@ -632,19 +635,15 @@ class Engine:
             if dp is not None:
                 foreign = {name: not ours for name, _, _, _, ours in dp.attached()}
             else:
-                from engine.kernel.datapath import scan_attached
-
-                foreign = {a.ifname: True for a in scan_attached()}
+                foreign = {name: True for name in self.kernel.xdp_interfaces()}
             guard = self.guard()
             refusals = [
                 r for name in names for r in guard.check_attach(name, foreign.get(name, False))
             ]
             raise_if_refused(refusals, force)
             if dp is None:
-                from engine.kernel.datapath import Datapath
-
                 progress("compiling infw.bpf.c with bcc (a few seconds, once)")
-                dp = Datapath.load(self.pin_root)
+                dp = self.kernel.load(self.pin_root)
                 self._datapath = dp
                 stored = self.state()
                 tables = compile_ruleset(
@@ -718,7 +717,7 @@ class Engine:
         self._require_root("restore the firewall")
         with self.store.lock():
             pending = self.store.get_pending()
-            if pending is not None and not watchdog_running(pending.watchdog_pid):
+            if pending is not None and not self.kernel.watchdog.is_running(pending.watchdog_pid):
                 self.rollback_pending(
                     pending.generation, reason="auto-revert: restored unconfirmed"
                 )
@@ -747,17 +746,15 @@ class Engine:
             raise StateError(
                 f"no firewall is loaded at {self.pin_root}", "attach one first: 'infw attach IFACE'"
             )
-        from engine.kernel.datapath import Datapath
-
         with self.store.lock():
             progress("compiling infw.bpf.c with bcc")
             if self._datapath is not None:
                 self._datapath.close()
-            self._datapath = Datapath.load(self.pin_root)
+            self._datapath = self.kernel.load(self.pin_root)
         return self.status()
 
     def _require_root(self, what: str) -> None:
-        if os.geteuid() != 0:
+        if not self.kernel.has_privileges():
             raise PrivilegeError(
                 f"cannot {what}: needs CAP_BPF and CAP_NET_ADMIN",
                 "run as root (sudo); --read-only never changes anything but still needs CAP_BPF",
@@ -826,8 +823,8 @@ class Engine:
             xdp_action, last, _ = dp.test_run(frame, ifaces[interface])
             k_rule = int(last.rule_id) or None
             k_reason = _KERNEL_REASONS.get(int(last.reason), "unknown")
-            k_verdict = "DENY" if xdp_action == 1 else "ALLOW"
-            if xdp_action != 1 and k_reason == "rule" and ref.action is Action.DENY:
+            k_verdict = "DENY" if xdp_action == XDP_DROP else "ALLOW"
+            if xdp_action != XDP_DROP and k_reason == "rule" and ref.action is Action.DENY:
                 k_verdict = "WOULD DENY"
             notes.append("the traced packet is marked: it counts nothing and logs no event")
         else:
@@ -883,7 +880,10 @@ class EventSource:
     """Drop events from the pinned ring buffer, sampled into a bounded buffer."""
 
     def __init__(
-        self, datapath: Any, interfaces: Callable[[], dict[str, int]], max_per_second: int
+        self,
+        datapath: LoadedDatapath,
+        interfaces: Callable[[], dict[str, int]],
+        max_per_second: int,
     ) -> None:
         self.buffer = EventBuffer(max_per_second=max_per_second)
         self._interfaces = interfaces
@@ -892,7 +892,7 @@ class EventSource:
         self._clock_offset = monotonic_to_epoch()
         datapath.open_events(self._on_record)
 
-    def _on_record(self, record: Any) -> None:
+    def _on_record(self, record: DropEventRecord) -> None:
         if record.ifindex not in self._ifnames:
             self._ifnames = {v: k for k, v in self._interfaces().items()}
             # Remember a vanished interface too, so a flood from it costs one netlink dump.

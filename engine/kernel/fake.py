@@ -1,0 +1,347 @@
+"""The one fake at the kernel seam: a firewall in memory whose packets are decided by the
+reference lookup over the tables the Engine wrote (engine.core.classify.lookup, the oracle the
+kernel program is tested against).
+
+    kernel = FakeKernel({"lo": 1, "eth0": 2})
+    engine = Engine(pin_root, state_dir, kernel=kernel)   # the real Engine, guard and store
+
+`FakeDatapath.send` is a packet that really arrives (it counts and raises a drop event);
+`test_run` is a trace (counts nothing), as in the kernel. `FakeWatchdog` starts nothing: a test
+runs what the watchdog would do at the deadline with `run_due`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from engine.core.cidr import parse_address
+from engine.core.classify import Reason as RefReason
+from engine.core.classify import lookup
+from engine.core.compiler import CompiledTables
+from engine.core.frame import parse_frame
+from engine.core.model import Action as RuleAction
+from engine.errors import DatapathError, InfwError
+from engine.kernel.abi import (
+    EVENT_FLAG_NONFIRST_FRAGMENT,
+    Action,
+    Config,
+    DropEventRecord,
+    LastVerdict,
+    Mode,
+    NodeCounter,
+    Reason,
+)
+from engine.kernel.seam import XDP_DROP, XDP_PASS, Attachment
+
+# Above the kernel's pid_max (2**22): a fake watchdog pid can never name a real process.
+FAKE_PID_BASE = 5_000_000
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the program decides for one frame, and what it would count."""
+
+    xdp_action: int
+    reason: Reason
+    rule_id: int = 0
+    counter: NodeCounter | None = None
+    event: Action | None = None  # DENY / WOULD_DENY: a drop event is due
+
+
+class FakeWatchdog:
+    """Records the watchdogs the Engine starts; `run_due` does what they do at their deadline."""
+
+    def __init__(self) -> None:
+        self.armed: dict[int, tuple[int, float]] = {}  # pid -> (generation, deadline)
+        self.fail_to_start = False
+        self._pids = itertools.count(FAKE_PID_BASE)
+
+    def spawn(
+        self, state_dir: str, pin_root: str, generation: int, deadline: float, netns: str | None
+    ) -> int:
+        if self.fail_to_start:
+            raise InfwError("the confirm watchdog did not start: told to fail", "a test said so")
+        pid = next(self._pids)
+        self.armed[pid] = (generation, deadline)
+        return pid
+
+    def is_running(self, pid: int) -> bool:
+        return pid in self.armed
+
+    def kill(self, pid: int) -> None:
+        """As if SIGKILLed (or the node rebooted): it will never act."""
+        self.armed.pop(pid, None)
+
+    def run_due(self, rollback: Callable[[int], bool], now: float | None = None) -> list[int]:
+        """Run rollback(generation) for every watchdog past its deadline (they then exit)."""
+        now = time.time() if now is None else now
+        done: list[int] = []
+        for pid, (generation, deadline) in sorted(self.armed.items()):
+            if deadline <= now:
+                del self.armed[pid]
+                rollback(generation)
+                done.append(generation)
+        return done
+
+
+class FakeDatapath:
+    """One firewall 'pinned' in a FakeKernel: its tables, config, counters and attachments."""
+
+    def __init__(self, kernel: FakeKernel, pin_root: str, prog_id: int) -> None:
+        self.kernel = kernel
+        self.pin_root = pin_root
+        self.prog_id = prog_id
+        self.tables: CompiledTables | None = None
+        self.cfg = Config(active_gen=0, mode=int(Mode.ENFORCE), events_per_sec=1000)
+        self.rules: dict[int, tuple[int, int]] = {}
+        self.node: dict[NodeCounter, tuple[int, int]] = {c: (0, 0) for c in NodeCounter}
+        self._callback: Callable[[DropEventRecord], None] | None = None
+        self._queued: list[DropEventRecord] = []
+
+    # ----------------------------------------------------------------- attach
+
+    def attached(self) -> list[Attachment]:
+        links = self.kernel.links
+        return [
+            (name, links.get(name, 0), mode, prog_id, prog_id == self.prog_id)
+            for name, (prog_id, mode) in sorted(self.kernel.xdp.items())
+        ]
+
+    def attach(self, ifname: str, mode: str = "auto", force: bool = False) -> str:
+        if mode not in ("auto", "native", "generic"):
+            raise DatapathError(f"unknown XDP mode {mode!r}", "use native, generic or auto")
+        if ifname not in self.kernel.links:
+            raise DatapathError(f"no interface named {ifname!r} in this network namespace")
+        current = self.kernel.xdp.get(ifname)
+        if current is not None and current[0] not in self.kernel.ours() and not force:
+            raise DatapathError(
+                f"{ifname} already runs a foreign XDP program (id {current[0]})",
+                "detach it first, or pass --force to replace it",
+            )
+        used = "native" if mode == "auto" else mode
+        self.kernel.xdp[ifname] = (self.prog_id, used)
+        return used
+
+    def detach(self, ifname: str) -> None:
+        if ifname not in self.kernel.links:
+            raise DatapathError(f"no interface named {ifname!r} in this network namespace")
+        current = self.kernel.xdp.get(ifname)
+        if current is None:
+            return
+        if current[0] not in self.kernel.ours():
+            raise DatapathError(
+                f"{ifname} runs a foreign XDP program (id {current[0]}), not infw's: left in place"
+            )
+        del self.kernel.xdp[ifname]
+
+    def unload(self) -> None:
+        for name, (prog_id, _) in list(self.kernel.xdp.items()):
+            if prog_id == self.prog_id:
+                del self.kernel.xdp[name]
+        self.kernel.pinned.pop(self.pin_root, None)
+
+    def close(self) -> None:
+        self._callback = None
+
+    # ----------------------------------------------------------------- config and tables
+
+    def config(self) -> Config:
+        return Config.from_buffer_copy(bytes(self.cfg))
+
+    def set_mode(self, mode: Mode) -> None:
+        self.cfg.mode = int(mode)
+
+    def set_event_rate(self, per_sec: int) -> None:
+        self.cfg.events_per_sec = max(0, int(per_sec))
+
+    def set_generation(self, generation: int) -> None:
+        self.cfg.generation = int(generation)
+
+    def write_tables(self, tables: CompiledTables, generation: int) -> None:
+        self.tables = tables
+        self.cfg.active_gen ^= 1
+        self.cfg.generation = int(generation)
+
+    # ----------------------------------------------------------------- counters
+
+    def reset_rule_counters(self, rule_ids: Iterable[int]) -> None:
+        for rid in rule_ids:
+            self.rules.pop(rid, None)
+
+    def rule_counters(self, max_id: int | None = None) -> dict[int, tuple[int, int]]:
+        return {
+            rid: pair
+            for rid, pair in self.rules.items()
+            if (max_id is None or rid <= max_id) and any(pair)
+        }
+
+    def node_counters(self) -> dict[NodeCounter, tuple[int, int]]:
+        return dict(self.node)
+
+    # ----------------------------------------------------------------- events
+
+    def open_events(self, callback: Callable[[DropEventRecord], None]) -> None:
+        self._callback = callback
+
+    def other_reader_pid(self) -> int | None:
+        return self.kernel.other_reader
+
+    def poll_events(self, timeout_ms: int = 100) -> int:
+        if self._callback is None:
+            raise DatapathError("events are not open", "call open_events() first")
+        queued, self._queued = self._queued, []
+        for record in queued:
+            self._callback(record)
+        return len(queued)
+
+    # ----------------------------------------------------------------- packets
+
+    def decide(self, frame: bytes, ifindex: int) -> Verdict:
+        """The program's verdict for frame arriving on ifindex, from the reference lookup."""
+        parsed = parse_frame(frame)
+        if parsed.kind == "non-ip":
+            return Verdict(XDP_PASS, Reason.NONE)
+        if parsed.kind == "unparsed" or parsed.fields is None:
+            return Verdict(XDP_PASS, Reason.UNPARSED, counter=NodeCounter.UNPARSED)
+        if self.tables is None:
+            return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
+        decision = lookup(self.tables, ifindex, parsed.fields)
+        if decision.reason is RefReason.FAILSAFE:
+            return Verdict(XDP_PASS, Reason.FAILSAFE, counter=NodeCounter.FAILSAFE)
+        if decision.reason is not RefReason.RULE or decision.rule_id is None:
+            return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
+        if decision.action is RuleAction.ALLOW:
+            return Verdict(XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.ALLOW)
+        if self.cfg.mode == Mode.AUDIT:
+            return Verdict(
+                XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.WOULD_DENY, Action.WOULD_DENY
+            )
+        return Verdict(XDP_DROP, Reason.RULE, decision.rule_id, NodeCounter.DENY, Action.DENY)
+
+    def test_run(
+        self, frame: bytes, ifindex: int | None = None, repeat: int = 1
+    ) -> tuple[int, LastVerdict, int]:
+        """A trace: decided like a real packet, counted nowhere, no event."""
+        v = self.decide(frame, 1 if ifindex is None else ifindex)
+        return (
+            v.xdp_action,
+            LastVerdict(reason=int(v.reason), rule_id=v.rule_id, xdp_action=v.xdp_action),
+            0,
+        )
+
+    def send(self, frame: bytes, ifname: str) -> int:
+        """A packet arriving on ifname: counted, and a drop event queued for a deny. Returns
+        the XDP action. An interface without our program lets everything through uncounted."""
+        attached = self.kernel.xdp.get(ifname)
+        if attached is None or attached[0] != self.prog_id:
+            return XDP_PASS
+        ifindex = self.kernel.links[ifname]
+        v = self.decide(frame, ifindex)
+        if v.counter is not None:
+            _add(self.node, v.counter, len(frame))
+        if v.rule_id:
+            _add(self.rules, v.rule_id, len(frame))
+        if v.event is not None:
+            if self.cfg.events_per_sec == 0:
+                _add(self.node, NodeCounter.EVENTS_SUPPRESSED, 0)
+            else:
+                _add(self.node, NodeCounter.EVENTS_SENT, 0)
+                self._queued.append(_event_record(frame, ifindex, v))
+        return v.xdp_action
+
+
+class FakeKernel:
+    """A node in memory: its links, the XDP programs on them and the firewalls 'pinned' here."""
+
+    def __init__(
+        self, interfaces: Mapping[str, int] | None = None, *, privileged: bool = True
+    ) -> None:
+        self.links: dict[str, int] = dict(interfaces or {"lo": 1, "eth0": 2})
+        self.privileged = privileged
+        self.xdp: dict[str, tuple[int, str]] = {}  # ifname -> (program id, XDP mode)
+        self.pinned: dict[str, FakeDatapath] = {}
+        self.loads = 0  # compiles: attaching to a running firewall must not add one
+        self.netns: str | None = None
+        self.other_reader: int | None = None
+        self._watchdog = FakeWatchdog()
+        self._prog_ids = itertools.count(100)
+        self._builds: set[int] = set()  # every program id this kernel loaded ("ours")
+
+    @property
+    def watchdog(self) -> FakeWatchdog:
+        return self._watchdog
+
+    def ours(self) -> set[int]:
+        return self._builds
+
+    def add_foreign(self, ifname: str, prog_id: int = 7, mode: str = "native") -> None:
+        """Another tool's XDP program on ifname."""
+        self.xdp[ifname] = (prog_id, mode)
+
+    def is_loaded(self, pin_root: str) -> bool:
+        return pin_root in self.pinned
+
+    def open(self, pin_root: str) -> FakeDatapath | None:
+        return self.pinned.get(pin_root)
+
+    def load(self, pin_root: str) -> FakeDatapath:
+        self.loads += 1
+        prog_id = next(self._prog_ids)
+        self._builds.add(prog_id)
+        dp = self.pinned.get(pin_root)
+        if dp is None:
+            dp = self.pinned[pin_root] = FakeDatapath(self, pin_root, prog_id)
+            return dp
+        # A reload: the maps stay, every interface on the old build moves to the new one.
+        old = dp.prog_id
+        dp.prog_id = prog_id
+        for name, (pid, mode) in list(self.xdp.items()):
+            if pid == old:
+                self.xdp[name] = (prog_id, mode)
+        return dp
+
+    def xdp_interfaces(self) -> list[str]:
+        return sorted(self.xdp)
+
+    def interfaces(self) -> dict[str, int]:
+        return dict(self.links)
+
+    def has_privileges(self) -> bool:
+        return self.privileged
+
+    def enter_netns(self, name: str) -> None:
+        self.netns = name
+
+
+def _add(table: dict[K, tuple[int, int]], key: K, nbytes: int) -> None:
+    packets, total = table.get(key, (0, 0))
+    table[key] = (packets + 1, total + nbytes)
+
+
+def _event_record(frame: bytes, ifindex: int, v: Verdict) -> DropEventRecord:
+    parsed = parse_frame(frame)
+    fields = parsed.fields
+    assert fields is not None and v.event is not None
+    rec = DropEventRecord(
+        ts_ns=time.monotonic_ns(),
+        ifindex=ifindex,
+        rule_id=v.rule_id,
+        verdict=int(v.event),
+        family=parsed.family,
+        l4proto=fields.ipproto,
+        flags=EVENT_FLAG_NONFIRST_FRAGMENT if fields.nonfirst_fragment else 0,
+        vlan=parsed.vlan,
+        sport=parsed.sport or 0,
+        dport=fields.dport or 0,
+        icmp_type=fields.icmp_type or 0,
+        icmp_code=fields.icmp_code or 0,
+        pkt_len=len(frame),
+    )
+    for name, text in (("src", fields.src), ("dst", fields.dst)):
+        getattr(rec, name)[:] = list(parse_address(text)[0].to_bytes(16, "big"))
+    return rec

@@ -1,0 +1,68 @@
+"""The real Kernel: the firewall through bcc and its pins, interfaces through netlink, and a
+detached watchdog process. bcc is imported only when a firewall is opened or loaded."""
+
+from __future__ import annotations
+
+import os
+
+from engine.kernel.abi import PROG_PIN
+from engine.kernel.seam import LoadedDatapath
+
+
+class HostWatchdog:
+    """The watchdog as a detached process (engine.state.watchdog)."""
+
+    def spawn(
+        self, state_dir: str, pin_root: str, generation: int, deadline: float, netns: str | None
+    ) -> int:
+        from engine.state.watchdog import spawn_watchdog
+
+        return spawn_watchdog(state_dir, pin_root, generation, deadline, netns)
+
+    def is_running(self, pid: int) -> bool:
+        from engine.state.watchdog import is_running
+
+        return is_running(pid)
+
+
+class HostKernel:
+    """This node's kernel, in the network namespace the process is in."""
+
+    def __init__(self) -> None:
+        self._watchdog = HostWatchdog()
+
+    @property
+    def watchdog(self) -> HostWatchdog:
+        return self._watchdog
+
+    def is_loaded(self, pin_root: str) -> bool:
+        return os.path.exists(os.path.join(pin_root, PROG_PIN))
+
+    def open(self, pin_root: str) -> LoadedDatapath | None:
+        from engine.kernel.datapath import Datapath
+
+        return Datapath.open(pin_root)
+
+    def load(self, pin_root: str) -> LoadedDatapath:
+        from engine.kernel.datapath import Datapath
+
+        return Datapath.load(pin_root)
+
+    def xdp_interfaces(self) -> list[str]:
+        from engine.kernel.datapath import scan_attached
+
+        return [a.ifname for a in scan_attached()]
+
+    def interfaces(self) -> dict[str, int]:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+
+    def has_privileges(self) -> bool:
+        return os.geteuid() == 0
+
+    def enter_netns(self, name: str) -> None:
+        from pyroute2 import netns as pyroute_netns
+
+        pyroute_netns.setns(name, flags=0)  # never create a mistyped namespace
