@@ -82,7 +82,19 @@ def _context(args: argparse.Namespace) -> Context:
     ):
         if value and not args.lab:
             chosen += [flag, shlex.quote(value)]
-    return Context(connect=open_engine, connect_lab=open_lab, selector=" ".join(chosen))
+    return Context(
+        connect=open_engine,
+        connect_lab=open_lab,
+        selector=" ".join(chosen),
+        start_repl=start_repl,
+    )
+
+
+def start_repl(engine: Engine) -> int:
+    """The `repl` command: imported here, on first use, as prompt_toolkit is slow to load."""
+    from console.repl import run_repl
+
+    return run_repl(engine)
 
 
 def _quiet_stdout() -> None:

@@ -1,0 +1,54 @@
+"""Commands about the running datapath: status, attach, detach, restore, reload."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from console import render
+from console.commands.context import Context
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    st = ctx.engine.status()
+    ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    return 0
+
+
+def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.progress() as progress:
+        views = ctx.engine.attach(
+            args.interfaces, mode=args.mode, force=args.force, progress=progress
+        )
+    ctx.emit(
+        [asdict(v) for v in views],
+        lambda: "\n".join(f"attached to {v.name} ({v.mode} XDP, prog {v.prog_id})" for v in views),
+    )
+    return 0
+
+
+def cmd_detach(ctx: Context, args: argparse.Namespace) -> int:
+    names = ctx.engine.detach(args.interfaces or None)
+    if args.interfaces:
+        text = f"detached from {', '.join(names)}" if names else "no attached interface matched"
+    else:
+        text = (
+            f"detached from {', '.join(names) or 'no interface'}; the firewall is unloaded and "
+            "its pins removed (the stored rules stay: 'restore' brings it back)"
+        )
+    ctx.emit({"detached": names, "unloaded": not args.interfaces}, text)
+    return 0
+
+
+def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.progress() as progress:
+        st = ctx.engine.restore(progress=progress)
+    ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    return 0
+
+
+def cmd_reload(ctx: Context, args: argparse.Namespace) -> int:
+    with ctx.progress() as progress:
+        st = ctx.engine.reload(progress=progress)
+    ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    return 0

@@ -1,0 +1,80 @@
+"""The lab command: namespaces, traffic and, unless told otherwise, the lab's firewall attached."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import Any
+
+from console.commands.context import Context
+
+LAB_RULES = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
+)
+LAB_ATTACH = "infw-n*"
+
+
+def _lab_text(info: Any) -> str:
+    lines = [f"lab is {'up' if info.up else 'DOWN'}: node namespace {info.node_ns}"]
+    for c in info.clients:
+        lines.append(
+            f"  client {c.ns}: {c.v4} {c.v6} -> node {c.ifname_node} {c.node_v4} {c.node_v6}"
+        )
+    if info.traffic_pids:
+        lines.append(f"  traffic: {len(info.traffic_pids)} sender processes")
+    lines += [f"  problem: {p}" for p in info.problems]
+    return "\n".join(lines)
+
+
+def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
+    from engine.lab import world as lab
+
+    if args.action == "status":
+        info = lab.lab_status()
+        ctx.emit(info.as_dict(), lambda: _lab_text(info))
+        return 0 if info.up else 1
+    if args.action == "down":
+        with ctx.progress() as progress:
+            removed = lab.lab_down(progress=progress)
+        ctx.emit({"removed": removed}, "lab removed" if removed else "no lab to remove")
+        return 0
+    with ctx.progress() as progress:
+        info = lab.lab_up(
+            rate=args.rate, traffic=not args.no_traffic, clients=args.clients, progress=progress
+        )
+        attached: list[str] = []
+        if info.up and not args.no_firewall:
+            attached = _start_lab_firewall(ctx, progress)
+    data = {**info.as_dict(), "attached": attached}
+    ctx.emit(
+        data,
+        lambda: (
+            _lab_text(info)
+            + (
+                f"\nfirewall on {', '.join(attached)} in {info.node_ns}; "
+                "look at it with 'infw --lab' or 'infw-tui --lab'"
+                if attached
+                else ""
+            )
+        ),
+    )
+    return 0 if info.up else 1
+
+
+def _start_lab_firewall(ctx: Context, progress: Callable[[str], None]) -> list[str]:
+    """What infw-tui --lab does too: a lab without a firewall gets the example rules, attached."""
+    from engine.core import crd
+    from engine.lab.world import LAB_PIN_ROOT
+
+    if ctx.in_repl and getattr(ctx.engine, "pin_root", None) != LAB_PIN_ROOT:
+        # Entering the lab's namespace would move this whole REPL; it only attaches when it is
+        # the lab's console already.
+        ctx.note("note: this REPL is not the lab's: start 'infw --lab' to attach the lab firewall")
+        return []
+    engine = ctx.engine if ctx.in_repl or ctx.connect_lab is None else ctx.connect_lab()
+    if engine.loaded():
+        return [v.name for v in engine.status().interfaces if v.ours]
+    progress(f"applying {LAB_RULES}")
+    engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
+    return [v.name for v in engine.attach([LAB_ATTACH], progress=progress)]
