@@ -51,11 +51,18 @@ def _console() -> list[Figure]:
     return console.run_group()
 
 
+def _impact() -> list[Figure]:
+    from bench import impact
+
+    return impact.run_group()
+
+
 GROUPS: dict[str, Callable[[], list[Figure]]] = {
     "datapath": _datapath,
     "throughput": _throughput,
     "edits": _edits,
     "console": _console,
+    "impact": _impact,
 }
 
 

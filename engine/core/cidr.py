@@ -72,6 +72,9 @@ def parse_cidr(text: str) -> Prefix:
     return Prefix(value, plen, False)
 
 
+# Cached: an impact preview decides every flow twice (current and proposed rules), and the
+# netaddr parse is most of a decision's cost.
+@functools.lru_cache(maxsize=65536)
 def parse_address(text: str) -> tuple[int, bool]:
     """An address as (128-bit mapped value, is_v4). IPv4-mapped IPv6 addresses count as IPv4."""
     try:
