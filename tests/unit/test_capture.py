@@ -126,9 +126,7 @@ def _reference_answer(audit: bool = False):
     """A stand-in kernel that answers as the reference does (so agreement is testable)."""
 
     def run(data: bytes, ifindex: int) -> KernelAnswer:
-        report = replay(
-            [_frame(data)], RULES, IDS, interface="eth0", ifindexes={"eth0": ifindex}
-        )
+        report = replay([_frame(data)], RULES, IDS, interface="eth0", ifindexes={"eth0": ifindex})
         (label,) = report.rows
         row = report.rows[label]
         rule = int(label.split()[1]) if label.startswith("rule") else None
