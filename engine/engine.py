@@ -7,21 +7,22 @@ kernel -> datapath -> stats/events -> console. Consoles hold no firewall logic.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 from engine.core import crd
-from engine.core.classify import PacketFields, Reason, classify, lookup
 from engine.core.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
-from engine.core.model import Action, RuleSet, add_rule, remove_rule, rule_conflict
-from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, parse_rule_line
+from engine.core.model import ORDER_MAX, ORDER_MIN, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from engine.errors import (
     ConfirmExpired,
     FieldError,
@@ -29,10 +30,11 @@ from engine.errors import (
     StateError,
     ValidationError,
 )
+from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.abi import DropEventRecord, Mode, NodeCounter
-from engine.kernel.abi import Reason as KernelReason
 from engine.kernel.host import HostKernel
-from engine.kernel.seam import XDP_DROP, Kernel, LoadedDatapath
+from engine.kernel.seam import Kernel, LoadedDatapath
+from engine.observe import trace as observe_trace
 from engine.observe.events import EventBuffer, decode_event, monotonic_to_epoch
 from engine.observe.stats import RateTracker, build_rule_rows
 from engine.state.config import NodeConfig, load_config
@@ -47,11 +49,16 @@ from engine.views import (
     RuleRow,
     StatsSnapshot,
     Status,
+    TraceRequest,
     TraceResult,
 )
 
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
+if TYPE_CHECKING:
+    from engine.connect import ConnectOptions
+
 Progress = Callable[[str], None]
+# An edit: the stored state -> (the rule set to apply, its history summary).
+Change = Callable[[StoredState], tuple[RuleSet, str]]
 
 
 def _quiet(_: str) -> None:
@@ -202,6 +209,80 @@ class Engine:
 
     def export_yaml(self) -> str:
         return crd.dump_yaml(self.ruleset())
+
+    def export(self, *, as_json: bool = False) -> str:
+        """The stored rules as the operator's YAML, or (as_json) a v1 List: JSON is YAML, so
+        `infw apply` takes either file back as it is."""
+        if not as_json:
+            return self.export_yaml()
+        doc = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [crd.firewall_to_dict(fw) for fw in self.ruleset().firewalls],
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @staticmethod
+    def read_rules(path: str, stdin: TextIO | None = None) -> RuleSet:
+        """A rule file (YAML, one or more IngressNodeFirewall documents); "-" reads stdin."""
+        if path == "-":
+            return crd.load_yaml((stdin or sys.stdin).read(), "<stdin>")
+        return crd.load_file(path)
+
+    def validate_file(self, path: str, stdin: TextIO | None = None) -> tuple[RuleSet, list[str]]:
+        """Read and check a rule file against this node and the guard; applies nothing."""
+        ruleset = self.read_rules(path, stdin)
+        _, warnings = self.check(ruleset)
+        return ruleset, warnings
+
+    def apply_file(self, path: str, stdin: TextIO | None = None, **kwargs: Any) -> ApplyResult:
+        """apply() the rules of a file ("-": stdin); the history names the file."""
+        ruleset = self.read_rules(path, stdin)
+        name = "stdin" if path == "-" else os.path.basename(path)
+        kwargs.setdefault("summary", f"apply {name}")
+        return self.apply(ruleset, **kwargs)
+
+    def serve_metrics(self, listen: str | None = None, *, allow_public: bool = False) -> Any:
+        """The Prometheus exporter on listen (default: the config's metrics_listen), in a
+        daemon thread; a non-loopback address only with allow_public."""
+        from engine.observe.metrics import serve_metrics
+
+        return serve_metrics(self, listen or self.config.metrics_listen, allow_public=allow_public)
+
+    def lock_holder(self) -> int | None:
+        """The pid of the console holding the store lock right now (0: unknown), or None."""
+        return self.store.busy_holder()
+
+    # ----------------------------------------------------------------- opening
+
+    @staticmethod
+    def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
+        """The Engine a console's options name (--pin-root, --state-dir, --netns, --lab)."""
+        from engine.connect import connect
+
+        return connect(options, kernel=kernel)
+
+    @staticmethod
+    def open_lab(
+        read_only: bool = False, progress: Progress = _quiet, *, kernel: Kernel | None = None
+    ) -> Engine:
+        """The lab's engine, bringing the lab and its firewall up when needed."""
+        from engine.connect import open_lab
+
+        return open_lab(read_only, progress, kernel=kernel)
+
+    def is_lab(self) -> bool:
+        """This engine looks at the lab's firewall."""
+        from engine.lab.world import LAB_PIN_ROOT
+
+        return os.path.normpath(self.pin_root) == os.path.normpath(LAB_PIN_ROOT)
+
+    def start_lab_firewall(self, progress: Progress = _quiet) -> list[str]:
+        """Give the lab its example rules and attach them, unless a firewall runs already;
+        returns the interfaces ours runs on."""
+        from engine.lab.firewall import start_lab_firewall
+
+        return start_lab_firewall(self, progress)
 
     def rule_rows(
         self,
@@ -375,9 +456,7 @@ class Engine:
             tuple(warnings),
         )
 
-    def _edit(
-        self, change: Callable[[StoredState], tuple[RuleSet, str]], **kwargs: Any
-    ) -> ApplyResult:
+    def _edit(self, change: Change, **kwargs: Any) -> ApplyResult:
         """Read, change and apply under the store lock, so two consoles never lose an edit."""
         with self.store.lock():
             stored = self.state()
@@ -386,6 +465,9 @@ class Engine:
             return self.apply(ruleset, summary=summary, **kwargs)
 
     def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
+        return self._edit(self._added(line), **kwargs)
+
+    def _added(self, line: str | RuleLine) -> Change:
         def change(stored: StoredState) -> tuple[RuleSet, str]:
             parsed = self._resolve_line(stored, line)
             self._refuse_conflict(stored, parsed, None)
@@ -394,7 +476,18 @@ class Engine:
             )
             return new, f"add {parsed.firewall} order {parsed.rule.order}"
 
-        return self._edit(change, **kwargs)
+        return change
+
+    def check_rule(
+        self, line: str | RuleLine, rule_id: int | None = None, *, force: bool = False
+    ) -> list[str]:
+        """The dry run of add_rule (or, with rule_id, edit_rule): the same rule set those would
+        apply, through the same conflict checks and guard; applies nothing. Raises what the
+        apply would raise (ValidationError, GuardRefusal); returns its warnings."""
+        change = self._added(line) if rule_id is None else self._edited(rule_id, line)
+        ruleset, _ = change(self.state())
+        _, warnings = self.check(ruleset, force=force)
+        return warnings
 
     @staticmethod
     def _resolve_line(
@@ -461,6 +554,9 @@ class Engine:
         return self._edit(change, **kwargs)
 
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
+        return self._edit(self._edited(rule_id, line), **kwargs)
+
+    def _edited(self, rule_id: int, line: str | RuleLine) -> Change:
         def change(stored: StoredState) -> tuple[RuleSet, str]:
             row = self._find_rule(rule_id, stored)
             parsed = self._resolve_line(stored, line, row)
@@ -470,11 +566,53 @@ class Engine:
             crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
             return new, f"edit rule {rule_id}"
 
+        return change
+
+    def reorder_target(self, rule_id: int, delta: int) -> int:
+        """The order a move by delta lands on: past every order its block already uses, so a
+        move never replaces a rule. Outside 1..ORDER_MAX raises ValidationError."""
+        stored = self.state()
+        return self._reorder_order(stored, self._find_rule(rule_id, stored), delta)
+
+    def reorder_rule(self, rule_id: int, delta: int, **kwargs: Any) -> ApplyResult:
+        """Move a rule up (delta < 0) or down within its block: an edit of its order."""
+
+        def change(stored: StoredState) -> tuple[RuleSet, str]:
+            row = self._find_rule(rule_id, stored)
+            order = self._reorder_order(stored, row, delta)
+            moved = replace(row.rule, order=order)
+            line = format_rule_line(row.firewall, row.interfaces, row.cidrs, moved)
+            return self._edited(rule_id, line)(stored)
+
         return self._edit(change, **kwargs)
 
-    def _default_ifaces(self) -> tuple[str, ...]:
-        stored = self.state()
-        return stored.interfaces
+    @staticmethod
+    def _reorder_order(stored: StoredState, row: RuleRow, delta: int) -> int:
+        if delta == 0:
+            raise StateError(f"a move of rule {row.rule_id} by 0 goes nowhere", "move by +1 or -1")
+        taken = {
+            r.order
+            for r in build_rule_rows(stored.ruleset, stored.rule_ids, {}, {})
+            if r.firewall == row.firewall
+            and set(r.cidrs) == set(row.cidrs)
+            and r.rule_id != row.rule_id
+        }
+        order = row.order + delta
+        while order in taken:  # never land on (and so replace) a rule of the same block
+            order += delta
+        if not ORDER_MIN <= order <= ORDER_MAX:
+            raise ValidationError(
+                [
+                    FieldError(
+                        f"rule {row.rule_id}",
+                        "spec.ingress[0].rules[0].order",
+                        order,
+                        f"order stays within {ORDER_MIN}..{ORDER_MAX}",
+                        "move it the other way",
+                    )
+                ]
+            )
+        return order
 
     def confirm(self) -> int:
         """Keep the pending change; returns its generation. Too late raises ConfirmExpired."""
@@ -779,75 +917,24 @@ class Engine:
         fragment: bool = False,
     ) -> TraceResult:
         """Decide a built packet twice: the reference classifier and the loaded kernel program."""
-        from engine.core.classify import protocol_number
-        from engine.core.frame import build_frame
+        req = TraceRequest(
+            interface, src, proto, dport, icmp_type, icmp_code, dst, tuple(vlan), fragment
+        )
+        return self._trace(req)
 
-        stored = self.state()
-        ifaces = self.interfaces()
-        if interface not in ifaces:
-            raise StateError(
-                f"no interface {interface!r} here", f"interfaces: {', '.join(sorted(ifaces))}"
-            )
-        ipproto = protocol_number(proto)
-        v6 = ":" in src
-        dst = dst or ("2001:db8::1" if v6 else "192.0.2.1")
-        pkt = PacketFields(
-            src,
-            ipproto,
-            None if fragment else dport,
-            None if fragment else icmp_type,
-            None if fragment else icmp_code,
-            fragment,
-            dst,
-        )
-        ref = classify(stored.ruleset, stored.rule_ids, interface, pkt, self.config.failsafe)
-        tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
-        compiled = lookup(tables, ifaces[interface], pkt)
-        notes: list[str] = []
-        if (compiled.action, compiled.rule_id) != (ref.action, ref.rule_id):
-            notes.append("the compiled tables disagree with the reference: please report this")
-        frame = build_frame(
-            src,
-            dst,
-            ipproto,
-            dport=dport,
-            icmp_type=icmp_type,
-            icmp_code=icmp_code,
-            vlan=vlan,
-            nonfirst_fragment=fragment,
-        )
-        k_verdict = k_reason = None
-        k_rule: int | None = None
-        if self.loaded():
-            dp = self.datapath()
-            xdp_action, last, _ = dp.test_run(frame, ifaces[interface])
-            k_rule = int(last.rule_id) or None
-            k_reason = _KERNEL_REASONS.get(int(last.reason), "unknown")
-            k_verdict = "DENY" if xdp_action == XDP_DROP else "ALLOW"
-            if xdp_action != XDP_DROP and k_reason == "rule" and ref.action is Action.DENY:
-                k_verdict = "WOULD DENY"
-            notes.append("the traced packet is marked: it counts nothing and logs no event")
-        else:
-            notes.append("no firewall is loaded: only the reference classifier answered")
-        ref_verdict = ref.action.value.upper()
-        agree = k_verdict is None or (
-            k_rule == ref.rule_id
-            and k_reason == ref.reason.value
-            and (k_verdict == ref_verdict or (k_verdict == "WOULD DENY" and ref_verdict == "DENY"))
-        )
-        return TraceResult(
-            interface,
-            len(frame),
-            k_verdict,
-            k_reason,
-            k_rule,
-            ref_verdict,
-            ref.reason.value,
-            ref.rule_id,
-            ref.describe(),
-            agree,
-            tuple(notes),
-        )
+    @staticmethod
+    def check_trace(req: TraceRequest) -> None:
+        """Refuse (RequestError) a packet that cannot exist: ports on ICMP, ICMP from IPv6..."""
+        observe_trace.check_trace(req)
+
+    def trace_packet(self, req: TraceRequest) -> TraceResult:
+        """check_trace, then trace: what the CLI, the REPL and the TUI dialog ask."""
+        observe_trace.check_trace(req)
+        return self._trace(req)
+
+    def _trace(self, req: TraceRequest) -> TraceResult:
+        dp = self.datapath() if self.loaded() else None
+        return observe_trace.trace(self.state(), self.interfaces(), self.config.failsafe, dp, req)
 
 
 @contextlib.contextmanager
@@ -866,14 +953,6 @@ def _signals_held() -> Iterator[None]:
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself
-
-
-_KERNEL_REASONS: dict[int, str] = {
-    KernelReason.FAILSAFE: Reason.FAILSAFE.value,
-    KernelReason.RULE: Reason.RULE.value,
-    KernelReason.NO_MATCH: Reason.NO_MATCH.value,
-    KernelReason.UNPARSED: Reason.UNPARSED.value,
-}
 
 
 class EventSource:

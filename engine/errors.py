@@ -76,6 +76,17 @@ class PrivilegeError(InfwError):
     exit_code = 4
 
 
+class RequestError(InfwError):
+    """A request that cannot be carried out as asked (a trace packet that cannot exist, an
+    option that does not apply): nothing was done. `field` names the option at fault."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str = "", *, field: str = "") -> None:
+        super().__init__(message, fix)
+        self.field = field
+
+
 class StateError(InfwError):
     """Stored state is missing, corrupt, locked or stale."""
 

@@ -148,6 +148,22 @@ class DropEvent:
 
 
 @dataclass(frozen=True)
+class TraceRequest:
+    """A packet to trace: from src, protocol proto (TCP, UDP, SCTP, ICMP, ICMPv6 or a number),
+    arriving on interface; dst defaults to a documentation address of src's family."""
+
+    interface: str
+    src: str
+    proto: str
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    dst: str | None = None
+    vlan: tuple[int, ...] = ()
+    fragment: bool = False
+
+
+@dataclass(frozen=True)
 class TraceResult:
     interface: str
     frame_len: int

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes as ct
 import enum
 
+# A node's firewall is pinned here (the config's pinRoot default; the lab has its own).
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
 # Map names: each is pinned as <pin root>/<name>.
 PROG_PIN = "prog"
 MAP_SRC = "src_lpm"

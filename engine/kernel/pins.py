@@ -45,9 +45,8 @@ from engine.kernel.abi import (
     SegVal,
     SrcKey,
 )
+from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.bpfsys import Map
-
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe,
 from engine.core.model import Protocol
 from engine.core.yamlfile import load_all, read_text
 from engine.errors import FieldError, ValidationError
+from engine.kernel.abi import DEFAULT_PIN_ROOT
 
 DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0
@@ -33,7 +34,7 @@ class NodeConfig:
     event_rate: int = 2000  # drop events per second per CPU the kernel emits at most
     metrics_listen: str = "127.0.0.1:39301"
     state_dir: str = "/var/lib/infw"
-    pin_root: str = "/sys/fs/bpf/infw"
+    pin_root: str = DEFAULT_PIN_ROOT
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -183,7 +184,7 @@ def parse_config(raw: object, document: str = DEFAULT_CONFIG_PATH) -> NodeConfig
                 "pinRoot",
                 raw["pinRoot"],
                 "must be a directory under /sys/fs/bpf",
-                "pins live on the BPF filesystem, e.g. /sys/fs/bpf/infw",
+                f"pins live on the BPF filesystem, e.g. {DEFAULT_PIN_ROOT}",
             )
             pin = None
         values["pin_root"] = pin

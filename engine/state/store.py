@@ -372,6 +372,21 @@ class Store:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
+    def busy_holder(self) -> int | None:
+        """The pid holding the lock right now (0 when its pid is unknown), None when it is free.
+        Looks without taking it: nothing is written, so a read-only console may ask."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # never locked here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.lock_holder(fd) or 0
+        finally:
+            os.close(fd)  # also releases the probe's flock when it got one
+        return None
+
     def lock_holder(self, fd: int | None = None) -> int | None:
         """The pid written by the current (or last) holder of the lock, if any."""
         try:
