@@ -142,6 +142,9 @@ def _json_value(value: object) -> object:
     return value if isinstance(value, str | int | float | bool | None) else repr(value)
 
 
+JSON_ERRORS = 1000  # machines get more than the 20 a terminal shows, but not a million
+
+
 def error_json(exc: InfwError) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": type(exc).__name__,
@@ -158,8 +161,10 @@ def error_json(exc: InfwError) -> dict[str, Any]:
                 "problem": e.problem,
                 "fix": e.fix,
             }
-            for e in exc.errors
+            for e in exc.errors[:JSON_ERRORS]
         ]
+        if len(exc.errors) > JSON_ERRORS:
+            out["moreFields"] = len(exc.errors) - JSON_ERRORS
     return {"error": out}
 
 
@@ -168,15 +173,13 @@ def error_json(exc: InfwError) -> dict[str, Any]:
 
 def error_lines(exc: InfwError, prog: str = "infw") -> list[str]:
     """'infw: error: <message> — <fix>', then one line per bad field or per reason."""
-    if isinstance(exc, ValidationError):
-        head = exc.message.splitlines()[0].rstrip(":")
-        fix = exc.fix or "correct the fields listed below"
-        return [f"{prog}: error: {head} — {fix}", *(f"  - {e}" for e in exc.errors)]
-    # A message listing several reasons (the guard's) keeps its list under the first line.
-    head, *rest = exc.message.splitlines() or [""]
+    # A message listing several reasons (the guard's, a file's errors) keeps its list under
+    # the first line; a ValidationError's list is already capped by its lines().
+    head, *rest = exc.lines()
     if rest:
         head = head.rstrip(":")
-    first = f"{prog}: error: {head} — {exc.fix}" if exc.fix else f"{prog}: error: {head}"
+    fix = exc.fix or ("correct the fields listed below" if isinstance(exc, ValidationError) else "")
+    first = f"{prog}: error: {head} — {fix}" if fix else f"{prog}: error: {head}"
     return [first, *rest]
 
 

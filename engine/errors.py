@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
+
+# A value in an error is shown bounded: a hostile file's value can be a list of millions.
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxlevel, _VALUE_REPR.maxlist, _VALUE_REPR.maxdict = 3, 6, 6
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 80
+SHOWN_ERRORS = 20  # a file with a million bad rules prints 20 and a count, not a million lines
 
 
 class InfwError(Exception):
@@ -18,6 +25,10 @@ class InfwError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.fix})" if self.fix else self.message
 
+    def lines(self) -> list[str]:
+        """The message as lines for a console: a first line, then any reasons under it."""
+        return self.message.splitlines() or [""]
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -31,7 +42,7 @@ class FieldError:
 
     def __str__(self) -> str:
         where = f"{self.document}: {self.path}" if self.path else self.document
-        text = f"{where}: {self.problem} (got {self.value!r})"
+        text = f"{where}: {self.problem} (got {_VALUE_REPR.repr(self.value)})"
         return f"{text}; {self.fix}" if self.fix else text
 
 
@@ -44,8 +55,15 @@ class ValidationError(InfwError):
         self.errors = tuple(errors)
         count = len(self.errors)
         head = "1 error" if count == 1 else f"{count} errors"
-        body = "\n".join(f"  - {e}" for e in self.errors)
-        super().__init__(f"invalid input, nothing applied ({head}):\n{body}")
+        super().__init__(f"invalid input, nothing applied ({head}):")
+        self.message = "\n".join(self.lines())
+
+    def lines(self) -> list[str]:
+        """The head line, then the first SHOWN_ERRORS errors and how many more there are."""
+        shown = [f"  - {e}" for e in self.errors[:SHOWN_ERRORS]]
+        more = len(self.errors) - SHOWN_ERRORS
+        tail = [f"  ... and {more:,} more"] if more > 0 else []
+        return [self.args[0], *shown, *tail]
 
     def __str__(self) -> str:
         return self.message

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import shlex
-import sys
 from typing import TYPE_CHECKING, Any
 
 from console import render
@@ -21,9 +20,10 @@ if TYPE_CHECKING:
 
 def _load_rules(path: str) -> RuleSet:
     from engine.core import crd
+    from engine.core.yamlfile import read_stdin
 
     if path == "-":
-        return crd.load_yaml(sys.stdin.read(), "<stdin>")
+        return crd.load_yaml(read_stdin(), "<stdin>")
     return crd.load_file(path)
 
 

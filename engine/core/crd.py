@@ -9,8 +9,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
 from engine.core.cidr import CidrError, parse_cidr
 from engine.core.model import (
     API_VERSION,
@@ -27,7 +25,7 @@ from engine.core.model import (
     Rule,
     RuleSet,
 )
-from engine.core.yamlfile import load_all, read_text
+from engine.core.yamlfile import dump_all, load_all, read_text
 from engine.errors import FieldError, ValidationError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -456,5 +454,4 @@ def firewall_to_dict(fw: Firewall) -> dict[str, Any]:
 def dump_yaml(ruleset: RuleSet) -> str:
     """Export in the operator's schema; one document per object."""
     docs = [firewall_to_dict(fw) for fw in ruleset.firewalls]
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump_all(docs, Dumper=dumper, sort_keys=False, default_flow_style=False)
+    return dump_all(docs)

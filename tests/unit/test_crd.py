@@ -485,13 +485,13 @@ def test_load_file_errors(tmp_path: Any) -> None:
 def test_metadata_and_node_selector_survive_export() -> None:
     doc = make_doc()
     doc["metadata"]["labels"] = {"app": "web", "tier": "edge"}
-    doc["metadata"]["annotations"] = {"note": "kept as is", "n": "1"}
+    doc["metadata"]["annotations"] = {"note": "kept as is", "num": "1"}
     doc["spec"]["nodeSelector"] = {"matchLabels": {"node-role.kubernetes.io/worker": ""}}
     rs = load_yaml(yaml.safe_dump(doc))
     out = list(yaml.safe_load_all(dump_yaml(rs)))
     assert out == [doc | {"spec": {**doc["spec"]}}]
     assert out[0]["metadata"]["labels"] == {"app": "web", "tier": "edge"}
-    assert out[0]["metadata"]["annotations"] == {"note": "kept as is", "n": "1"}
+    assert out[0]["metadata"]["annotations"] == {"note": "kept as is", "num": "1"}
     assert out[0]["spec"]["nodeSelector"] == doc["spec"]["nodeSelector"]
 
 
