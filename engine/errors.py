@@ -8,7 +8,8 @@ from dataclasses import dataclass
 # A value in an error is shown bounded: a hostile file's value can be a list of millions.
 _VALUE_REPR = reprlib.Repr()
 _VALUE_REPR.maxlevel, _VALUE_REPR.maxlist, _VALUE_REPR.maxdict = 3, 6, 6
-_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 80
+_VALUE_REPR.maxstring = 320  # a whole bad object name (253) still shows
+_VALUE_REPR.maxother = 80
 SHOWN_ERRORS = 20  # a file with a million bad rules prints 20 and a count, not a million lines
 
 
