@@ -27,7 +27,7 @@ from engine.errors import InfwError, StateError
 if TYPE_CHECKING:
     from engine.engine import Engine
 
-# The same as infw-tui --lab (console/tui/app.py): the lab's rules survive `lab down`.
+# The same as infw-tui --lab (console/tui/main.py): the lab's rules survive `lab down`.
 
 
 def lab_connection() -> tuple[str, str, str]:

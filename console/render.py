@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from console.format import ago, clock, human_bytes, timestamp
 from engine.errors import InfwError, ValidationError
 from engine.views import (
     ApplyResult,
@@ -60,36 +61,6 @@ PLAIN = Style(False)
 
 
 # ------------------------------------------------------------------ small formatters
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
-
-
-def ago(when: float | None, now: float | None = None) -> str:
-    if when is None:
-        return "never"
-    seconds = max(0.0, (time.time() if now is None else now) - when)
-    if seconds < 60:
-        return f"{seconds:.0f}s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m ago"
-    if seconds < 86400:
-        return f"{seconds / 3600:.0f}h ago"
-    return f"{seconds / 86400:.0f}d ago"
-
-
-def clock(epoch: float, millis: bool = False) -> str:
-    text = time.strftime("%H:%M:%S", time.localtime(epoch))
-    return f"{text}.{int(epoch * 1000) % 1000:03d}" if millis else text
-
-
-def timestamp(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def table(

@@ -6,14 +6,11 @@ so anything done here can be done from the REPL or the CLI the same way.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import Any, TextIO
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -22,7 +19,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input
 
-from console.tui.cells import human_count, rule_summary
+from console.format import human_count
+from console.tui import keys
+from console.tui.cells import rule_summary
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
 from console.tui.engine_thread import EngineThread
 from console.tui.events_pane import EventLog, EventPane
@@ -36,49 +35,13 @@ from console.tui.rules import HIT_MARK, RulesTable
 from console.tui.trace import TraceDialog
 from engine.core.model import ORDER_MAX, ORDER_MIN
 from engine.core.ruleline import format_rule_line
-from engine.errors import InfwError, PrivilegeError
+from engine.errors import InfwError
 from engine.views import ApplyResult, StatsSnapshot, Status
-
-LAB_NETNS = "infw-node"
-LAB_RULES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
-LAB_ATTACH = "infw-n*"
 
 EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm", "revert"})
 NEEDS_RULE = frozenset({"edit", "delete", "reorder"})
 NEEDS_PENDING = frozenset({"confirm", "revert"})
 BACKLOG_S = 10.0  # drops from before the console opened that are still worth showing
-
-
-@dataclass(frozen=True)
-class KeyHelp:
-    key: str
-    action: str
-    text: str
-
-
-# Every key the main screen takes, in the order help and the command palette list them.
-KEYS: tuple[KeyHelp, ...] = (
-    KeyHelp("a", "add", "add a rule (form with inline validation; applies commit-confirmed)"),
-    KeyHelp("e", "edit", "edit the selected rule"),
-    KeyHelp("d", "delete", "delete the selected rule (asks first)"),
-    KeyHelp("+ / -", "reorder", "move the selected rule later (+) or earlier (-) by one order"),
-    KeyHelp("c", "confirm", "confirm the pending change (only while one is pending)"),
-    KeyHelp("r", "revert", "revert the pending change at once (only while one is pending)"),
-    KeyHelp("m", "mode", "switch enforce / audit (asks first)"),
-    KeyHelp("t", "trace", "trace a packet: kernel and reference verdicts with the deciding rule"),
-    KeyHelp("i", "interfaces", "interfaces: attach, detach, XDP mode, foreign programs"),
-    KeyHelp("h", "history", "history of applied generations, with revert"),
-    KeyHelp("y", "export", "export the rules as IngressNodeFirewall YAML (save to a file)"),
-    KeyHelp("/", "filter", "filter the focused pane (rules table or drop events); esc clears"),
-    KeyHelp("s / S", "sort", "sort by the next column / reverse (or click a column header)"),
-    KeyHelp("p", "pause", "pause / resume following drop events"),
-    KeyHelp("tab", "focus", "switch focus between the rules table and the drop events"),
-    KeyHelp("ctrl+p", "palette", "command palette (every action by name)"),
-    KeyHelp("?", "help", "this help"),
-    KeyHelp(
-        "q", "quit", "quit the console (the firewall keeps running; asks while a change is pending)"
-    ),
-)
 
 
 class FilterInput(Input):
@@ -105,26 +68,7 @@ class InfwApp(App[str]):
     FilterInput { dock: bottom; display: none; margin-bottom: 1; }
     FilterInput.-shown { display: block; }
     """
-    BINDINGS = [
-        Binding("a", "add", "Add"),
-        Binding("e", "edit", "Edit"),
-        Binding("d", "delete", "Delete"),
-        Binding("c", "confirm", "Confirm"),
-        Binding("r", "revert", "Revert"),
-        Binding("slash", "filter", "Filter"),
-        Binding("t", "trace", "Trace"),
-        Binding("i", "interfaces", "Ifaces"),
-        Binding("h", "history", "History"),
-        Binding("m", "mode", "Mode"),
-        Binding("p", "pause", "Pause"),
-        Binding("s", "sort", "Sort"),
-        Binding("y", "export", "YAML"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit_console", "Quit"),
-        Binding("plus", "reorder(1)", "Later", show=False),
-        Binding("minus", "reorder(-1)", "Earlier", show=False),
-        Binding("S", "sort_reverse", "Reverse sort", show=False),
-    ]
+    BINDINGS = keys.BINDINGS
 
     def __init__(
         self,
@@ -622,7 +566,7 @@ class InfwApp(App[str]):
         notes = []
         if self.read_only:
             notes.append("\nThis console is read-only: edit keys are off.")
-        self.push_screen(HelpScreen([(k.key, k.text) for k in KEYS], failsafe, notes))
+        self.push_screen(HelpScreen(keys.HELP, failsafe, notes))
 
     def action_sort(self) -> None:
         self.table.cycle_sort()
@@ -738,178 +682,8 @@ class InfwApp(App[str]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        commands: list[tuple[str, str, str, Callable[[], None]]] = [
-            ("add", "Add rule", "open the rule form", self.action_add),
-            ("edit", "Edit rule", "edit the selected rule", self.action_edit),
-            ("delete", "Delete rule", "delete the selected rule", self.action_delete),
-            ("reorder", "Move rule later", "order + 1", partial(self.action_reorder, 1)),
-            ("reorder", "Move rule earlier", "order - 1", partial(self.action_reorder, -1)),
-            (
-                "confirm",
-                "Confirm pending change",
-                "keep the pending generation",
-                self.action_confirm,
-            ),
-            (
-                "revert",
-                "Revert pending change",
-                "drop the pending generation now",
-                self.action_revert,
-            ),
-            ("mode", "Switch enforce/audit", "change the firewall mode", self.action_mode),
-            ("trace", "Trace a packet", "kernel and reference verdicts", self.action_trace),
-            ("interfaces", "Interfaces", "attach, detach, XDP mode", self.action_interfaces),
-            ("history", "History", "applied generations, revert", self.action_history),
-            ("export", "Export YAML", "IngressNodeFirewall YAML, save to file", self.action_export),
-            ("filter", "Filter", "filter the focused pane", self.action_filter),
-            ("sort", "Sort by next column", "cycle the sort column", self.action_sort),
-            ("sort_reverse", "Reverse sort", "flip the sort direction", self.action_sort_reverse),
-            (
-                "pause",
-                "Pause/resume drop events",
-                "stop following the event pane",
-                self.action_pause,
-            ),
-            ("help", "Keys and help", "every key", self.action_help),
-            (
-                "quit_console",
-                "Quit infw-tui",
-                "the firewall keeps running",
-                self.action_quit_console,
-            ),
-        ]
-        for action, title, help_text, callback in commands:
-            if self.check_action(action, ()):
-                yield SystemCommand(f"infw: {title}", help_text, callback)
-
-
-# ---------------------------------------------------------------------- entry point
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
-    """The lab's engine: bring the lab up if needed, load its example rules, attach its node veths."""
-    from engine.core import crd
-    from engine.engine import Engine
-    from engine.lab import world as lab
-
-    netns = str(getattr(lab, "NODE_NS", LAB_NETNS))
-    if os.geteuid() != 0:
-        raise PrivilegeError(
-            f"the lab lives in network namespace {netns}: entering it needs root (CAP_SYS_ADMIN)",
-            "run infw-tui --lab with sudo",
-        )
-    if read_only:
-        info = lab.lab_status()
-        if not info.up:
-            raise InfwError(
-                f"the lab is not up ({'; '.join(info.problems)})",
-                "run 'infw lab up', or start infw-tui --lab without --read-only",
-            )
-    else:
-        # lab_up is idempotent: it repairs what is missing and (re)starts the traffic.
-        progress("bringing the lab up (namespaces, veths, traffic)…")
-        lab.lab_up(progress=progress)
-    engine = Engine(
-        pin_root=lab.LAB_PIN_ROOT,
-        state_dir=lab.LAB_STATE_DIR,
-        netns=netns,
-        read_only=read_only,
-    )
-    if not engine.loaded() and not read_only:
-        progress(f"applying {os.path.normpath(LAB_RULES)}")
-        engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
-        progress(f"attaching to {LAB_ATTACH}")
-        engine.attach([LAB_ATTACH], progress=progress)
-    return engine
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="infw-tui", description="Live console for the infw XDP ingress firewall."
-    )
-    parser.add_argument(
-        "--lab", action="store_true", help="open the console on the lab (brings it up if needed)"
-    )
-    parser.add_argument(
-        "--read-only", action="store_true", help="view counters and events, change nothing"
-    )
-    parser.add_argument(
-        "--pin-root", help="where the firewall's maps are pinned (default /sys/fs/bpf/infw)"
-    )
-    parser.add_argument("--state-dir", help="desired state and history (default /var/lib/infw)")
-    parser.add_argument(
-        "--netns",
-        metavar="NAME",
-        help="the firewall of network namespace NAME (as in 'ip netns'; entering it needs root)",
-    )
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.lab and (args.netns or args.pin_root or args.state_dir):
-        parser.error(
-            "--lab picks the lab's namespace, pins and state: drop --netns/--pin-root/--state-dir"
-        )
-    from engine.kernel.netns import rejoin_host_mounts
-
-    # Under `ip netns exec` the pins are hidden; rejoin the host's mounts before any thread starts.
-    rejoin_host_mounts(args.pin_root or "/sys/fs/bpf/infw")
-    try:
-        if os.geteuid() != 0 and not args.read_only:
-            raise PrivilegeError(
-                "changing the firewall needs CAP_BPF and CAP_NET_ADMIN (root)",
-                "run infw-tui with sudo (add --read-only to look without changing anything)",
-            )
-        if args.lab:
-            engine: Any = open_lab(args.read_only)
-        else:
-            from console.cli import connect  # the CLI's --netns/--pin-root/--state-dir meaning
-
-            engine = connect(
-                args.pin_root, args.state_dir, netns=args.netns, read_only=args.read_only
-            )
-    except InfwError as exc:
-        print(f"infw-tui: {exc.message}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return exc.exit_code
-    except PermissionError as exc:
-        print(f"infw-tui: permission denied: {exc.filename or exc}", file=sys.stderr)
-        print(
-            "  fix: run as root (sudo); reading the pinned maps needs CAP_BPF too", file=sys.stderr
-        )
-        return 4
-    except ImportError as exc:
-        print(f"infw-tui: a part of infw is missing: {exc}", file=sys.stderr)
-        print(
-            "  fix: run 'make bootstrap' (bcc comes from Debian's python3-bpfcc)", file=sys.stderr
-        )
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    app = InfwApp(engine)
-    message = app.run()
-    say_goodbye(message)
-    return app.return_code or 0
-
-
-def say_goodbye(message: str | None, out: TextIO | None = None) -> None:
-    """Print the quit message once app.run() has returned: by then Textual has left the
-    alternate screen and joined its writer thread, so every line lands in the shell's
-    scrollback (the 'firewall keeps running' line first, then any pending warning)."""
-    if not message:
-        return
-    stream = out or sys.stdout
-    for line in message.splitlines():
-        stream.write(line + "\n")
-    stream.flush()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        for key in keys.PALETTE:
+            if self.check_action(key.name, ()):
+                yield SystemCommand(
+                    f"infw: {key.palette}", key.palette_help, partial(self.run_action, key.action)
+                )

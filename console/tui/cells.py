@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from rich.text import Text
 
-from console.render import ago
+from console.format import clock
 from engine.views import DropEvent, RuleRow
 
 VERDICT_STYLE = {
@@ -15,45 +14,6 @@ VERDICT_STYLE = {
     "WOULD DENY": "bold yellow",
     "ALLOW": "bold green",
 }
-
-
-def human_count(n: int | float) -> str:
-    """12,345 stays exact; larger counts shrink to 123.4k, 12.3M, 1.2G."""
-    n = int(n)
-    if n < 100_000:
-        return f"{n:,}"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)  # pragma: no cover - unreachable
-
-
-def human_bytes(n: int | float) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - unreachable
-
-
-def human_rate(rate: float) -> str:
-    if rate <= 0:
-        return "0"
-    if rate < 10:
-        return f"{rate:.1f}"
-    return human_count(round(rate))
-
-
-def relative_time(when: float | None, now: float) -> str:
-    """'3s ago', '5m ago', '2h ago', '4d ago'; '-' for never."""
-    return "-" if when is None else ago(when, now)
-
-
-def clock_time(when: float, millis: bool = True) -> str:
-    local = time.localtime(when)
-    text = time.strftime("%H:%M:%S", local)
-    return f"{text}.{int((when % 1) * 1000):03d}" if millis else text
 
 
 def verdict_text(verdict: str) -> Text:
@@ -154,7 +114,7 @@ def event_line(ev: DropEvent, width: int) -> Text:
     widths = event_layout(width)
     narrow = "len" not in widths
     line = Text(no_wrap=True, overflow="ellipsis")
-    line.append(_cell(clock_time(ev.time, millis=widths["time"] > 8), widths["time"]) + " ")
+    line.append(_cell(clock(ev.time, millis=widths["time"] > 8), widths["time"]) + " ")
     line.append(_cell(ev.interface, widths["iface"]) + " ", style="cyan")
     line.append(_cell(str(ev.rule_id), widths["rule"], right=True) + " ")
     line.append(_cell(ev.verdict, widths["verdict"]) + " ", style=VERDICT_STYLE.get(ev.verdict, ""))

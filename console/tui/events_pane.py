@@ -12,7 +12,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
-from console.tui.cells import event_header, event_line, event_search_text, human_count
+from console.format import human_count
+from console.tui.cells import event_header, event_line, event_search_text
 from console.tui.header import first_fitting
 from engine.views import DropEvent
 

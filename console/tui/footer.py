@@ -13,30 +13,9 @@ from textual.binding import Binding
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-# Lower comes first when room is short; actions not listed rank after these.
-PRIORITY: tuple[str, ...] = (
-    "confirm",
-    "revert",
-    "add",
-    "edit",
-    "delete",
-    "help",
-    "quit_console",
-    "filter",
-    "trace",
-    "interfaces",
-    "history",
-    "mode",
-    "pause",
-    "sort",
-    "export",
-)
+from console.tui.keys import rank
+
 COMPACT_BELOW = 120  # columns
-
-
-def rank(action: str) -> int:
-    base = action.split("(", 1)[0]
-    return PRIORITY.index(base) if base in PRIORITY else len(PRIORITY)
 
 
 class KeyFooter(Footer):

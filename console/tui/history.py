@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from console.tui.cells import relative_time
+from console.format import relative_time
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
 from engine.errors import InfwError

@@ -16,14 +16,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
-from console.tui.cells import (
-    VERDICT_STYLE,
-    human_bytes,
-    human_count,
-    human_rate,
-    relative_time,
-    shorten,
-)
+from console.format import human_bytes, human_count, human_rate, relative_time
+from console.tui.cells import VERDICT_STYLE, shorten
 from engine.views import RuleRow
 
 HIT_MARK = "●"

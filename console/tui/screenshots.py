@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 4
-        from console.tui.app import open_lab
+        from console.tui.main import open_lab
 
         try:
             engine = open_lab(read_only=False)

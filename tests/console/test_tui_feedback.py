@@ -15,11 +15,12 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
 from tuikit import aio, make_app
 
-from console.tui import app as app_module
-from console.tui.app import InfwApp, build_parser, say_goodbye
+from console.tui import main as main_module
+from console.tui.app import InfwApp
 from console.tui.cells import event_header
 from console.tui.dialogs import QuitDialog
 from console.tui.fake import FAKE_RULES, FakeEngine
+from console.tui.main import build_parser, say_goodbye
 from console.tui.rule_form import RuleForm
 from console.tui.rules import RulesTable
 
@@ -301,14 +302,14 @@ def test_netns_option_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> Non
 
     def fake_connect(pin_root: Any, state_dir: Any, **kwargs: Any) -> FakeEngine:
         seen.update(pin_root=pin_root, state_dir=state_dir, **kwargs)
-        raise app_module.InfwError("stop here", "")
+        raise main_module.InfwError("stop here", "")
 
     import console.cli
 
     monkeypatch.setattr(console.cli, "connect", fake_connect)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr("engine.kernel.netns.rejoin_host_mounts", lambda *_: None)
-    code = app_module.main(["--netns", "ns1", "--pin-root", "/sys/fs/bpf/x", "--read-only"])
+    code = main_module.main(["--netns", "ns1", "--pin-root", "/sys/fs/bpf/x", "--read-only"])
     assert code != 0
     assert seen == {
         "pin_root": "/sys/fs/bpf/x",
@@ -320,7 +321,7 @@ def test_netns_option_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_lab_with_netns_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        app_module.main(["--lab", "--netns", "other"])
+        main_module.main(["--lab", "--netns", "other"])
     assert exc.value.code == 2
     assert "--lab picks" in capsys.readouterr().err
 

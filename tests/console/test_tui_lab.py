@@ -52,7 +52,7 @@ def _setns(fd: int) -> None:
 def lab_engine() -> Iterator[Any]:
     """The lab's Engine; the Engine moves this thread into the lab's node namespace, so the
     fixture moves it back afterwards."""
-    from console.tui.app import open_lab
+    from console.tui.main import open_lab
     from engine.lab import world as lab
 
     was_up = lab.lab_status().up
