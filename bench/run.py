@@ -39,6 +39,18 @@ def _throughput() -> list[Figure]:
     return throughput.run_group()
 
 
+def _livesend() -> list[Figure]:
+    from bench import livesend
+
+    return livesend.run_group()
+
+
+def _xdpfilter() -> list[Figure]:
+    from bench import xdpfilter
+
+    return xdpfilter.run_group()
+
+
 def _edits() -> list[Figure]:
     from bench import edits
 
@@ -60,6 +72,8 @@ def _impact() -> list[Figure]:
 GROUPS: dict[str, Callable[[], list[Figure]]] = {
     "datapath": _datapath,
     "throughput": _throughput,
+    "livesend": _livesend,
+    "xdpfilter": _xdpfilter,
     "edits": _edits,
     "console": _console,
     "impact": _impact,

@@ -11,7 +11,7 @@ STAMP="$VENV/.infw-stamp"
 # it, and a pyenv/other python3 on PATH would not see it.
 SYS_PY=/usr/bin/python3
 APT_PACKAGES=(python3-bpfcc python3-venv linux-headers-amd64 iproute2 nftables
-              iptables netsniff-ng tmux iputils-ping)
+              iptables netsniff-ng tmux iputils-ping xdp-tools ethtool)
 
 export DEBIAN_FRONTEND=noninteractive
 log() { printf '[bootstrap] %s\n' "$*"; }
