@@ -474,6 +474,7 @@ class Engine:
             new = add_rule(
                 stored.ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
             )
+            crd.check_ruleset(new, f"rule in {parsed.firewall}")  # the webhook's order check
             return new, f"add {parsed.firewall} order {parsed.rule.order}"
 
         return change
@@ -563,7 +564,7 @@ class Engine:
             self._refuse_conflict(stored, parsed, row)
             new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
             new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
-            crd.parse_documents([crd.firewall_to_dict(fw) for fw in new.firewalls], "edited rules")
+            crd.check_ruleset(new, f"rule {rule_id}")
             return new, f"edit rule {rule_id}"
 
         return change

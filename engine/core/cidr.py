@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from dataclasses import dataclass
 
 import netaddr
@@ -91,3 +92,43 @@ def address_text(value: int, is_v4: bool) -> str:
     if is_v4:
         return str(netaddr.IPAddress(value & 0xFFFFFFFF, 4))
     return str(netaddr.IPAddress(value, 6))
+
+
+@dataclass(frozen=True)
+class OperatorCidr:
+    """A sourceCIDR as the operator's webhook reads it (Go net.ParseCIDR), and what it means here."""
+
+    prefix: Prefix
+    host_bits: bool  # '1.1.1.1/24': admitted by Go, keyed on its network by both datapaths
+    mapped: bool  # '::ffff:1.2.3.0/120': admitted by Go, an IPv4 prefix here
+
+
+def parse_operator_cidr(text: object) -> OperatorCidr:
+    """Admit exactly what Go's net.ParseCIDR admits: 'addr/len', no spaces or zones, no
+    leading-zero IPv4 octets, a decimal length within the family's bits (leading zeros allowed
+    there, as Go's dtoi reads them); host bits may be set."""
+    if not isinstance(text, str):
+        raise CidrError("a CIDR is a string, e.g. 192.0.2.0/24 or 2001:db8::/32")
+    addr, slash, length = text.partition("/")
+    if not slash:
+        raise CidrError("a CIDR needs a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32")
+    if any(ch.isspace() for ch in text) or "%" in addr:
+        raise CidrError("no spaces or zone (%...) in a CIDR: the operator's parser refuses them")
+    if not (length.isascii() and length.isdigit()):
+        raise CidrError("the prefix length is a decimal number, e.g. /24")
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError as exc:
+        raise CidrError(f"not an IP address ({exc})") from exc
+    width = 32 if ip.version == 4 else 128
+    plen = int(length)
+    if plen > width:
+        raise CidrError(f"prefix length {plen} is more than the {width} bits of the address")
+    value = int(ip)
+    host = bool(value & ((1 << (width - plen)) - 1))
+    value &= ~((1 << (width - plen)) - 1)
+    if ip.version == 4:
+        return OperatorCidr(Prefix(MAPPED_V4_PREFIX | value, plen + 96, True), host, False)
+    if plen >= 96 and (value >> 32) == 0xFFFF:
+        return OperatorCidr(Prefix(MAPPED_V4_PREFIX | (value & 0xFFFFFFFF), plen, True), host, True)
+    return OperatorCidr(Prefix(value, plen, False), host, False)

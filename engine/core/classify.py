@@ -100,8 +100,8 @@ def rule_matches(rule: Rule, pkt: PacketFields) -> bool:
         return False
     if pkt.nonfirst_fragment:
         return not rule.has_l4_fields
-    if rule.ports is not None:
-        return pkt.dport is not None and rule.ports.contains(pkt.dport)
+    if rule.port_range is not None:
+        return pkt.dport is not None and rule.port_range.contains(pkt.dport)
     if rule.icmp_type is not None:
         if pkt.icmp_type != rule.icmp_type:
             return False

@@ -179,10 +179,9 @@ class CompiledTables:
 def list_rule(rule: Rule, rule_id: int) -> ListRule:
     if rule.protocol is None:
         return ListRule(rule_id, rule.action, None, 0, VALUE_MAX, False)
-    if rule.ports is not None:
-        return ListRule(
-            rule_id, rule.action, rule.protocol.ipproto, rule.ports.low, rule.ports.high, True
-        )
+    if rule.port_range is not None:
+        ports = rule.port_range
+        return ListRule(rule_id, rule.action, rule.protocol.ipproto, ports.low, ports.high, True)
     if rule.icmp_type is not None:
         low = rule.icmp_type << 8 | (rule.icmp_code or 0)
         high = low if rule.icmp_code is not None else rule.icmp_type << 8 | 0xFF

@@ -22,7 +22,20 @@ DEFAULT_FAILSAFE: tuple[FailSafe, ...] = (
     FailSafe(Protocol.UDP, PortRange(68, 68), "DHCP"),
     FailSafe(Protocol.TCP, PortRange(6443, 6443), "kube-apiserver"),
     FailSafe(Protocol.TCP, PortRange(2379, 2380), "etcd"),
+    FailSafe(Protocol.TCP, PortRange(10250, 10250), "kubelet"),
+    FailSafe(Protocol.TCP, PortRange(10257, 10257), "kube-controller-manager"),
+    FailSafe(Protocol.TCP, PortRange(10259, 10259), "kube-scheduler"),
 )
+
+# The operator's own fixed list (pkg/failsaferules): its webhook refuses a TCP/UDP rule that is
+# not Allow and whose port or inclusive range covers one of these. 22/tcp is not on it (removed
+# there so users can restrict SSH); infw keeps SSH fail-safe by default, configurable.
+OPERATOR_FAILSAFE: tuple[FailSafe, ...] = tuple(
+    fs for fs in DEFAULT_FAILSAFE if (fs.protocol, fs.ports) != (Protocol.TCP, PortRange(22, 22))
+)
+
+# Where the node's list is changed: named in refusals so a user knows how to restrict SSH here.
+FAILSAFE_CONFIG_HINT = "the 'failsafe' list in /etc/infw/config.yaml"
 
 MAX_FAILSAFE_PORTS = 1024
 

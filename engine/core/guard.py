@@ -16,7 +16,7 @@ import netaddr
 
 from engine.core.classify import PacketFields, Reason, classify, rule_matches
 from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
-from engine.core.failsafe import FailSafe
+from engine.core.failsafe import FAILSAFE_CONFIG_HINT, FailSafe
 from engine.core.model import Action, Firewall, IngressBlock, PortRange, Rule, RuleSet
 from engine.errors import GuardRefusal
 
@@ -182,8 +182,7 @@ class Guard:
                 Refusal(
                     check="failsafe",
                     message=f"{label} covers {', '.join(hits)}, which always {which}",
-                    fix="narrow the port range to leave the fail-safe ports out; "
-                    "the fail-safe list is in /etc/infw/config.yaml",
+                    fix=_failsafe_fix(hits),
                     rule=label,
                     field="ports",
                     rule_id=rule_ids.get(rule_key(fw.name, block, rule)),
@@ -323,3 +322,12 @@ def session_interface_for(server_addr: str) -> str | None:
                 name = links[0].get_attr("IFLA_IFNAME")
                 return str(name) if name else None
     return None
+
+
+def _failsafe_fix(hits: list[str]) -> str:
+    fix = f"narrow the port range to leave the fail-safe ports out; they are {FAILSAFE_CONFIG_HINT}"
+    if any("(SSH)" in h for h in hits):
+        # The operator dropped SSH from its list so users can restrict it; here it is the
+        # node's choice, made in the config file, never by a rule.
+        fix += ": to restrict SSH with rules, remove its 22/tcp entry there"
+    return fix

@@ -10,7 +10,7 @@ from typing import Any
 API_VERSION = "ingressnodefirewall.openshift.io/v1alpha1"
 KIND = "IngressNodeFirewall"
 
-ORDER_MIN, ORDER_MAX = 1, 65535
+ORDER_MIN, ORDER_MAX = 1, 2**32 - 1  # the operator's order is a uint32
 PORT_MIN, PORT_MAX = 1, 65535
 
 
@@ -79,6 +79,12 @@ class PortRange:
     def contains(self, port: int) -> bool:
         return self.low <= port <= self.high
 
+    @property
+    def is_full(self) -> bool:
+        """1-65535, the operator's only way to say every port: here the whole protocol, so port
+        0 and non-first fragments match too (export writes a protocol-only rule this way)."""
+        return self.low <= PORT_MIN and self.high >= PORT_MAX
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -94,7 +100,12 @@ class Rule:
     @property
     def has_l4_fields(self) -> bool:
         """True when the rule looks into the L4 header (ports or ICMP type/code)."""
-        return self.ports is not None or self.icmp_type is not None
+        return self.port_range is not None or self.icmp_type is not None
+
+    @property
+    def port_range(self) -> PortRange | None:
+        """The ports the rule looks at; None when it takes the whole protocol (1-65535 too)."""
+        return None if self.ports is None or self.ports.is_full else self.ports
 
     def match_text(self) -> str:
         """Short human form of what the rule matches, e.g. 'TCP 8000-8080' or 'ICMP 8/0'."""

@@ -11,8 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.crd import parse_firewall
-from engine.core.model import API_VERSION, KIND, Firewall, Rule
+from engine.core.crd import parse_firewall_checked
+from engine.core.model import API_VERSION, KIND, Firewall, Rule, RuleSet
+from engine.core.parity import meaning_notes
 from engine.errors import FieldError, ValidationError
 
 DEFAULT_FIREWALL = "infw-console"
@@ -27,6 +28,8 @@ class RuleLine:
     rule: Rule
     # False: 'on' was left out and the defaults filled it in (not part of the rule's identity)
     interfaces_given: bool = field(default=True, compare=False)
+    # What the rule means here that the operator reads otherwise (admitted all the same).
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _err(line: str, path: str, value: object, problem: str, fix: str = "") -> ValidationError:
@@ -90,7 +93,7 @@ def parse_rule_line(
         else:
             raise _err(line, "", rest[i], "unexpected word")
     if order is None:
-        raise _err(line, "order", None, "missing", "add 'order N' (1-65535, lower wins)")
+        raise _err(line, "order", None, "missing", "add 'order N' (1 or more, lower wins)")
     if not cidrs:
         raise _err(line, "from", None, "missing", "add 'from CIDR', e.g. from 192.0.2.0/24")
     interfaces = tuple(ifaces) or default_interfaces
@@ -123,11 +126,13 @@ def parse_rule_line(
             "ingress": [{"sourceCIDRs": cidrs, "rules": [rule]}],
         },
     }
-    fw, errors = parse_firewall(doc, f"rule '{line}'")
+    fw, errors, warnings = parse_firewall_checked(doc, f"rule '{line}'", node_forms=True)
     if errors or fw is None:
         raise ValidationError(errors)
+    block = fw.ingress[0]
+    warnings += meaning_notes(RuleSet((fw,)))
     return RuleLine(
-        fw.name, fw.interfaces, fw.ingress[0].source_cidrs, fw.ingress[0].rules[0], bool(ifaces)
+        fw.name, fw.interfaces, block.source_cidrs, block.rules[0], bool(ifaces), tuple(warnings)
     )
 
 

@@ -7,7 +7,8 @@ path and the value, exactly like a bad rule.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import netaddr
@@ -24,7 +25,15 @@ DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0
 MAX_EVENT_RATE = 10_000_000
 
-KEYS = ("failsafe", "confirmTimeout", "eventRate", "metricsListen", "stateDir", "pinRoot")
+KEYS = (
+    "failsafe",
+    "confirmTimeout",
+    "eventRate",
+    "metricsListen",
+    "stateDir",
+    "pinRoot",
+    "nodeLabels",
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class NodeConfig:
     metrics_listen: str = "127.0.0.1:39301"
     state_dir: str = "/var/lib/infw"
     pin_root: str = DEFAULT_PIN_ROOT
+    # The node's labels, for spec.nodeSelector; None: unknown, so every object applies.
+    node_labels: Mapping[str, str] | None = field(default=None, hash=False)
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -188,9 +199,38 @@ def parse_config(raw: object, document: str = DEFAULT_CONFIG_PATH) -> NodeConfig
             )
             pin = None
         values["pin_root"] = pin
+    if raw.get("nodeLabels") is not None:  # null: unknown, like leaving it out
+        values["node_labels"] = _labels(e, "nodeLabels", raw["nodeLabels"])
     if e.errors:
         raise ValidationError(e.errors)
     return NodeConfig(**values)
+
+
+def _labels(e: _Errors, path: str, raw: object) -> dict[str, str] | None:
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        e.add(
+            path,
+            raw,
+            "must be a mapping of label names to string values",
+            "e.g. nodeLabels: {node-role.kubernetes.io/worker: '', zone: a}",
+        )
+        return None
+    return dict(raw)
+
+
+def parse_node_labels(text: str) -> dict[str, str]:
+    """'k=v,k2=v2' (a console flag) -> labels; 'k' alone is k with an empty value."""
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = item.partition("=")
+        if not key.strip():
+            raise ValidationError(
+                [FieldError("--node-labels", "", text, "a label needs a name", "e.g. zone=a,edge")]
+            )
+        out[key.strip()] = value.strip()
+    return out
 
 
 def load_config(path: str = DEFAULT_CONFIG_PATH) -> NodeConfig:
@@ -218,4 +258,5 @@ def config_to_dict(config: NodeConfig) -> dict[str, Any]:
         "metricsListen": config.metrics_listen,
         "stateDir": config.state_dir,
         "pinRoot": config.pin_root,
+        "nodeLabels": None if config.node_labels is None else dict(config.node_labels),
     }

@@ -502,7 +502,7 @@ def test_form_line_building_and_paths() -> None:
         ports="80",
     )
     assert build_line(values) == "deny tcp 80 from 192.0.2.0/24,198.51.100.0/24 on eth0 order 10"
-    _, errors = check_values(FormValues(cidrs="10.0.0.1/8", interfaces="eth0", order="1"))
+    _, errors = check_values(FormValues(cidrs="10.0.0.1", interfaces="eth0", order="1"))
     assert "cidrs" in errors
     _, errors = check_values(FormValues(cidrs="::/0", interfaces="eth0", order="x"))
     assert "order" in errors

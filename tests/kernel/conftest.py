@@ -34,7 +34,7 @@ spec:
       protocolConfig: {protocol: UDP, udp: {ports: 53}}
       action: Allow
     - order: 30
-      protocolConfig: {protocol: UDP}
+      protocolConfig: {protocol: UDP, udp: {ports: "1-65535"}}
       action: Deny
     - order: 40
       protocolConfig: {protocol: TCP, tcp: {ports: 22}}

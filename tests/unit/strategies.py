@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from engine.core.cidr import parse_cidr
 from engine.core.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
 
-NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9.]{0,12}[a-z0-9])?\Z")
-IFACES = st.from_regex(r"\A[A-Za-z0-9_.:@*?!-]{1,15}\Z")
+NAMES = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,6}[a-z0-9])?(\.[a-z0-9]{1,4})?\Z")
+IFACES = st.from_regex(r"\A[A-Za-z_.@*?!-][A-Za-z0-9_.@*?!-]{0,14}\Z")
 
 
 @st.composite

@@ -15,7 +15,7 @@ from engine.core.guard import (
     raise_if_refused,
     session_interface_for,
 )
-from engine.core.model import PortRange, Protocol, RuleSet
+from engine.core.model import Action, PortRange, Protocol, Rule, RuleSet, add_rule
 from engine.errors import GuardRefusal
 
 IFACES = {"lo": 1, "eth0": 2, "eth1": 3}
@@ -99,9 +99,11 @@ def test_other_protocol_or_allow_is_not_refused() -> None:
 
 
 def test_protocol_less_and_port_less_deny_are_not_refused_but_noted() -> None:
-    rs = ruleset(
-        "    - {order: 100, action: Deny}\n"
-        "    - {order: 90, action: Deny, protocolConfig: {protocol: TCP}}\n"
+    # A Deny on every TCP port is a rule line's shorthand (the operator has no form for it).
+    rs = ruleset("    - {order: 100, action: Deny}\n")
+    fw = rs.firewalls[0]
+    rs = add_rule(
+        rs, fw.name, fw.interfaces, fw.ingress[0].source_cidrs, Rule(90, Action.DENY, Protocol.TCP)
     )
     guard = Guard(DEFAULT_FAILSAFE, None, None)
     assert check(rs, guard) == []

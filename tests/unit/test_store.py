@@ -24,14 +24,14 @@ apiVersion: ingressnodefirewall.openshift.io/v1alpha1
 kind: IngressNodeFirewall
 metadata: {name: web, labels: {team: edge}}
 spec:
-  nodeSelector: {node-role.kubernetes.io/worker: ""}
+  nodeSelector: {matchLabels: {node-role.kubernetes.io/worker: ""}}
   interfaces: [eth0, "ens*"]
   ingress:
   - sourceCIDRs: [192.0.2.0/24, "2001:db8::/32"]
     rules:
     - {order: 10, action: Deny, protocolConfig: {protocol: TCP, tcp: {ports: "8000-8080"}}}
     - {order: 20, action: Allow, protocolConfig: {protocol: UDP, udp: {ports: 53}}}
-    - {order: 30, action: Deny, protocolConfig: {protocol: SCTP}}
+    - {order: 30, action: Deny, protocolConfig: {protocol: SCTP, sctp: {ports: "1-65535"}}}
     - {order: 40, action: Deny}
   - sourceCIDRs: [198.51.100.0/24]
     rules:
@@ -75,7 +75,9 @@ def test_commit_round_trips_and_is_private(tmp_path: Path) -> None:
     assert loaded == new
     assert loaded is not None
     assert loaded.ruleset == rs and loaded.ruleset.semantic_key() == rs.semantic_key()
-    assert loaded.ruleset.firewalls[0].node_selector == {"node-role.kubernetes.io/worker": ""}
+    assert loaded.ruleset.firewalls[0].node_selector == {
+        "matchLabels": {"node-role.kubernetes.io/worker": ""}
+    }
     assert loaded.ruleset.firewalls[0].extra_metadata == {"labels": {"team": "edge"}}
     assert loaded.rule_ids == state.rule_ids
     assert all(isinstance(k[1], tuple) for k in loaded.rule_ids)
