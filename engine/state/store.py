@@ -30,6 +30,7 @@ from typing import Any
 from engine.core.compiler import RuleKey
 from engine.core.crd import firewall_to_dict, parse_port_range
 from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
+from engine.core.textsafe import printable
 from engine.errors import InfwError, PrivilegeError, StateError
 
 FORMAT = 1
@@ -93,7 +94,42 @@ def author(environ: Mapping[str, str] = os.environ) -> str:
     ssh = environ.get("SSH_CONNECTION", "").split()
     if ssh:
         text += f" via SSH {ssh[0]}"
-    return text
+    return printable(text)  # the environment is the caller's to forge
+
+
+def describe_holder(pid: int | None, since: float, now: float | None = None) -> tuple[str, str]:
+    """Who holds the lock, for the error: pid, command, state and for how long; and the fix.
+
+    A stopped holder (SIGSTOP, a debugger) keeps the lock forever and a pid that is gone means
+    the lock is held by something it left behind; both are said, with what to do."""
+    held = _held_for((now or time.time()) - since)
+    if not pid:
+        return f"another process, for {held}", "wait for it to finish, then retry"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return (
+            f"pid {pid}, which is no longer running, for {held}",
+            f"a process it started still holds the lock: find it with 'fuser -v {LOCK_FILE}'",
+        )
+    state = stat.rsplit(")", 1)[1].split()[0] if ")" in stat else "?"
+    command = printable(cmd.decode(errors="replace"))[:120] or "?"
+    if state in ("T", "t"):
+        return (
+            f"pid {pid} '{command}', STOPPED, for {held}",
+            f"resume it with 'kill -CONT {pid}' or end it with 'kill {pid}'",
+        )
+    return f"pid {pid} '{command}', for {held}", "wait for it to finish, then retry"
+
+
+def _held_for(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
 
 # flock(2) locks belong to an open file description, so a second open() of the lock file by the
@@ -361,12 +397,10 @@ class Store:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = self.lock_holder(fd)
+                    since = os.fstat(fd).st_mtime  # the holder wrote its pid when it got it
                     os.close(fd)
-                    who = f"pid {holder}" if holder else "another process"
-                    raise StateError(
-                        f"another infw is applying ({who}); retry",
-                        f"wait for it to finish, or check {self.lock_path}",
-                    ) from None
+                    who, fix = describe_holder(holder, since)
+                    raise StateError(f"another infw is applying ({who}); retry", fix) from None
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -453,7 +487,11 @@ class Store:
             # state.json (a crash between the two writes): it was never in force, so reuse it.
             generation = expected_generation + 1
             new = replace(
-                state, generation=generation, time=time.time(), author=author, summary=summary
+                state,
+                generation=generation,
+                time=time.time(),
+                author=printable(author),
+                summary=printable(summary),  # summaries embed file names
             )
             text = json.dumps(_encode_state(new)) + "\n"
             self._write_text(self._history_path(generation), text)
@@ -519,8 +557,8 @@ class Store:
                 HistoryEntry(
                     gen,
                     float(raw.get("time", 0.0)),
-                    str(raw.get("author", "")),
-                    str(raw.get("summary", "")),
+                    printable(str(raw.get("author", ""))),  # written before this was escaped
+                    printable(str(raw.get("summary", ""))),
                 )
             )
         return out
