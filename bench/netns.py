@@ -6,7 +6,6 @@ Every name starts with infw-bench, addresses come from the documentation ranges,
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import socket
@@ -15,15 +14,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
+from engine.kernel import netns
+from engine.kernel.netns import NETNS_DIR
+
 BENCH_NS_RE = re.compile(r"^infw-bench[-a-z0-9]*$")
 
 # build_frame's fixed MACs, so its frames are addressed to the receiver as-is.
 TX_MAC = "02:00:00:00:00:01"
 RX_MAC = "02:00:00:00:00:02"
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def run(
@@ -52,21 +50,8 @@ def inside(ns: str) -> Iterator[None]:
     """Move this thread into namespace `ns` and back: sockets, links and XDP attaches made
     meanwhile belong to `ns`."""
     _check_name(ns)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(home, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns(back): {os.strerror(err)}")
-    finally:
-        os.close(target)
-        os.close(home)
+    with netns.inside(ns):
+        yield
 
 
 @dataclass

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from engine.engine import Engine
 from engine.errors import InfwError, PrivilegeError, StateError
 from engine.kernel.host import HostKernel
+from engine.kernel.netns import NETNS_DIR
 from engine.kernel.seam import Kernel
 from engine.lab.firewall import lab_connection, start_lab_firewall
-
-NETNS_DIR = "/run/netns"  # where `ip netns` names namespaces
 
 
 @dataclass(frozen=True)

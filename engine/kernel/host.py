@@ -63,6 +63,6 @@ class HostKernel:
         return os.geteuid() == 0
 
     def enter_netns(self, name: str) -> None:
-        from pyroute2 import netns as pyroute_netns
+        from engine.kernel.netns import enter
 
-        pyroute_netns.setns(name, flags=0)  # never create a mistyped namespace
+        enter(name)  # never creates a mistyped namespace

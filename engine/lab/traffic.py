@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import ipaddress
 import os
 import random
@@ -23,8 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-NETNS_DIR = "/run/netns"
-CLONE_NEWNET = 0x40000000
+from engine.kernel.netns import NETNS_DIR, setns_fd
+from engine.kernel.netns import current_inode as current_netns_inode
 
 # The lab's namespaces; nothing else is ever entered or cleaned up by the lab.
 LAB_NS_RE = re.compile(r"^infw-(node|c[0-9]{1,2})$")
@@ -67,18 +66,6 @@ def check_lab_address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
         ranges = ", ".join(str(n) for n in LAB_NETWORKS)
         raise LabSafetyError(f"{addr} is outside the lab's documentation ranges ({ranges})")
     return ip
-
-
-def current_netns_inode() -> int:
-    # thread-self: setns(2) is per thread, and /proc/self names the thread-group leader.
-    return os.stat("/proc/thread-self/ns/net").st_ino
-
-
-def setns_fd(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns failed: {os.strerror(err)}")
 
 
 def enter_namespace(name: str) -> int:

@@ -24,19 +24,18 @@ from typing import Any
 
 from engine.checkout import ROOT
 from engine.errors import InfwError, PrivilegeError, StateError
+from engine.kernel.netns import NETNS_DIR, setns_fd
+from engine.kernel.netns import current_inode as current_netns_inode
 from engine.lab.traffic import (
     DEFAULT_DURATION,
     DEFAULT_RATE,
     LAB_NS_RE,
     MAX_RATE,
-    NETNS_DIR,
     PROTOCOLS,
     READY_LINE,
     Sender,
     check_lab_address,
     check_lab_namespace,
-    current_netns_inode,
-    setns_fd,
     tcp_syn,
 )
 

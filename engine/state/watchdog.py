@@ -251,11 +251,10 @@ def _prepare(args: argparse.Namespace) -> RollbackHook:
     if not args.rollback_hook:
         importlib.import_module("engine.engine")
     if args.netns:
-        from pyroute2 import netns
+        from engine.kernel.netns import enter
 
-        # Interfaces, and so the attached program, are per netns. flags=0: never create one
-        # (pyroute2 defaults to O_CREAT, which would turn a typo into an empty namespace).
-        netns.setns(args.netns, flags=0)
+        # Interfaces, and so the attached program, are per netns; enter never creates one.
+        enter(args.netns)
     return hook
 
 

@@ -7,7 +7,6 @@ this module brought it up; the rule the test adds is removed whatever happens.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib.util
 import os
 import time
@@ -37,15 +36,14 @@ if (
         "engine.kernel.datapath / engine.lab.world are not there yet", allow_module_level=True
     )
 
-CLONE_NEWNET = 0x40000000
 TEST_RULE_CIDR = "203.0.113.0/24"
 TEST_RULE_PORT = "7777"
 
 
 def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns back to the test's network namespace failed")
+    from engine.kernel.netns import setns_fd
+
+    setns_fd(fd)  # back to the test's network namespace
 
 
 @pytest.fixture(scope="module")

@@ -134,3 +134,16 @@ def test_ip_netns_exec_attach_apply_trace_reload_detach(netns: tuple[str, str, P
 
     infw(ns, pin_root, state, "detach")
     assert not os.path.exists(f"{pin_root}/prog")
+
+
+def test_relative_paths_keep_the_callers_directory(netns: tuple[str, str, Path]) -> None:
+    """Rejoining the host's mounts (for the pins) used to chdir("/"): `validate rules.yaml`
+    read /rules.yaml."""
+    ns, pin_root, tmp = netns
+    (tmp / "rules.yaml").write_text(RULES)
+    cmd = ["ip", "netns", "exec", ns, INFW, "--pin-root", pin_root, "--state-dir", str(tmp)]
+    proc = subprocess.run(
+        [*cmd, "validate", "rules.yaml"], cwd=tmp, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cannot read" not in proc.stdout + proc.stderr
