@@ -8,6 +8,7 @@ Its own module, because it takes the lab down itself (the `lab` fixtures are mod
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ def _lab_namespaces() -> list[str]:
         names = os.listdir("/run/netns")
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if n == NODE_NS or n.startswith("infw-c"))
+    # Only the lab's own names: other tests' namespaces (infw-clitest-...) are not the lab's.
+    return sorted(n for n in names if n == NODE_NS or re.fullmatch(r"infw-c[0-9]{1,2}", n))
 
 
 def _host_lab_links() -> list[str]:
