@@ -199,6 +199,15 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
             f"{p.remaining(now):.0f}s unless confirmed (applied by {p.author})"
         )
         rows.append(("confirm", style.paint(text, BOLD + YELLOW)))
+        if st.watchdog:
+            rows.append(("watchdog", st.watchdog))
+    if st.reverted:
+        rows.append(("reverted", style.paint(st.reverted, BOLD + YELLOW)))
+    if st.store_generation != st.generation and st.loaded:
+        rows.append(("store", f"generation {st.store_generation}"))
+    for problem in st.problems:
+        text = f"{problem.kind.upper()}: {problem.message}; fix: {problem.fix}"
+        rows.append(("problem", style.paint(text, BOLD + RED)))
     rows.append(("fail-safe", ", ".join(st.failsafe) or "none"))
     if st.read_only:
         rows.append(("access", "read-only"))

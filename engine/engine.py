@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
+from engine import health
 from engine.core import crd
 from engine.core.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
 from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
@@ -25,7 +26,9 @@ from engine.core.model import ORDER_MAX, ORDER_MIN, RuleSet, add_rule, remove_ru
 from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from engine.errors import (
     ConfirmExpired,
+    DatapathError,
     FieldError,
+    InfwError,
     PrivilegeError,
     StateError,
     ValidationError,
@@ -46,6 +49,7 @@ from engine.views import (
     InterfaceView,
     NodeTotals,
     PendingView,
+    Problem,
     RuleRow,
     StatsSnapshot,
     Status,
@@ -100,6 +104,8 @@ class Engine:
         self._datapath: LoadedDatapath | None = None
         self._rates = RateTracker()
         self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
+        # the rule set a watchdog reverts to, read at its start (prepare_rollback)
+        self._held_previous: dict[int, StoredState] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -158,8 +164,21 @@ class Engine:
     # ----------------------------------------------------------------- views
 
     def status(self) -> Status:
+        """The truth about the firewall: what the kernel runs, what the store holds, and every
+        problem found between them (Status.problems, each with the command that repairs it)."""
+        problems: list[Problem] = []
+        reverted = ""
+        try:
+            reverted = self._reap_expired()
+        except InfwError as exc:
+            kind = "store" if isinstance(exc, StateError) else "kernel"
+            problems.append(Problem(kind, exc.message, exc.fix))
         stored = self.state()
-        dp = self.datapath(required=False) if self.loaded() else None
+        dp = None
+        try:
+            dp = self.datapath(required=False) if self.loaded() else None
+        except InfwError as exc:
+            problems.append(Problem("kernel", exc.message, exc.fix))
         views: list[InterfaceView] = []
         mode = stored.mode
         generation = stored.generation
@@ -169,6 +188,30 @@ class Engine:
             cfg = dp.config()
             mode = "audit" if cfg.mode == Mode.AUDIT else "enforce"
             generation = int(cfg.generation)
+        pending = self.store.get_pending()
+        wd_text = ""
+        if pending is not None:
+            pid = pending.watchdog_pid or self.kernel.watchdog.find(
+                self.state_dir, pending.generation
+            )
+            wd_text, problem = health.watchdog_problem(
+                pending, pid, self.kernel.watchdog.state(pid), time.time(), REAP_GRACE_S
+            )
+            if problem is not None:
+                problems.append(problem)
+        named = self._named_interfaces()
+        orphans = self.kernel.orphans(dp.prog_id if dp is not None else None, named)
+        problems += health.orphan_problems(orphans)
+        if dp is not None:
+            problems += health.drift_problems(generation, stored.generation, pending)
+            problems += health.unfiltered_problems(
+                dp,
+                compile_ruleset(
+                    stored.ruleset, self.interfaces(), self.config.failsafe, stored.rule_ids
+                ),
+                named,
+                views,
+            )
         return Status(
             node=socket.gethostname(),
             loaded=dp is not None,
@@ -181,28 +224,41 @@ class Engine:
             failsafe=tuple(str(fs) for fs in self.config.failsafe),
             read_only=self.read_only,
             netns=self.netns,
+            store_generation=stored.generation,
+            problems=tuple(problems),
+            reverted=reverted,
+            watchdog=wd_text,
         )
 
     def pending(self) -> PendingView | None:
-        self._reap_expired()
+        with contextlib.suppress(InfwError):  # status reports a failed take-over itself
+            self._reap_expired()
         p = self.store.get_pending()
         if p is None:
             return None
         return PendingView(p.generation, p.previous_generation, p.deadline, p.author)
 
-    def _reap_expired(self) -> None:
-        """A pending change past its deadline whose watchdog is gone (killed, OOM, reboot) is
-        rolled back here, by whichever console looks first: unconfirmed never means kept."""
+    def _reap_expired(self) -> str:
+        """A pending change past its deadline whose watchdog has not acted (killed, stopped,
+        OOM, reboot) is rolled back here, by whichever console looks first: unconfirmed never
+        means kept. Returns what was taken back ("" when nothing)."""
         if self.read_only:
-            return
+            return ""
         p = self.store.get_pending()
-        if (
-            p is None
-            or time.time() < p.deadline + REAP_GRACE_S
-            or self.kernel.watchdog.is_running(p.watchdog_pid)
-        ):
-            return
-        self.rollback_pending(p.generation, reason="auto-revert: not confirmed, watchdog gone")
+        if p is None or time.time() < p.deadline + REAP_GRACE_S:
+            return ""
+        # Past the deadline and its grace, a watchdog still pending has failed, whatever it is
+        # doing: a stopped one would otherwise hold the revert (and every edit) forever.
+        pid = p.watchdog_pid or self.kernel.watchdog.find(self.state_dir, p.generation)
+        state = self.kernel.watchdog.state(pid)
+        self.kernel.watchdog.stop(pid)
+        why = "not confirmed, watchdog " + ("hung" if state != "gone" else "gone")
+        if not self.rollback_pending(p.generation, reason=f"auto-revert: {why}"):
+            return ""
+        return (
+            f"generation {p.generation} was not confirmed and its watchdog was {state}: "
+            f"reverted just now to the rules of generation {p.previous_generation}"
+        )
 
     def ruleset(self) -> RuleSet:
         return self.state().ruleset
@@ -409,45 +465,62 @@ class Engine:
         summary: str,
         warnings: list[str],
     ) -> ApplyResult:
-        """Store, switch the kernel, arm the watchdog: all or nothing (signals are held)."""
-        new_state = self.store.commit(
-            new_state, expected_generation=stored.generation, author=author(), summary=summary
-        )
-        dp = self.datapath(required=False) if self.loaded() else None
-        if dp is not None:
-            try:
-                self._enforce(dp, tables, stored.rule_ids, new_state.generation)
-            except BaseException:  # Ctrl-C too: the store must follow the kernel back
-                # The kernel kept the old tables; put the store back in step with it.
-                self.store.commit(
-                    replace(stored),
-                    expected_generation=new_state.generation,
-                    author=author(),
-                    summary=f"undo failed apply of {new_state.generation}",
-                )
-                raise
-        else:
+        """Intent, store, watchdog, kernel, in that order (signals are held): whatever fails,
+        the kernel is touched last, so a failed command never leaves its change live, and a
+        change that is live always has a watchdog that can take it back."""
+        dp = self._kernel()
+        if dp is None:
             warnings.append(
                 "no firewall is loaded here: stored only; 'infw attach IFACE' enforces it"
             )
         pend_view = None
+        pending: Pending | None = None
         if timeout > 0 and dp is not None:
-            deadline = time.time() + timeout
-            # The marker goes first (pid 0 = "being armed"), so a confirm that comes before
-            # the watchdog has started still stops it at once.
-            p = Pending(new_state.generation, stored.generation, deadline, 0, author())
-            self.store.set_pending(p)
-            try:
-                pid = self.kernel.watchdog.spawn(
-                    self.state_dir, self.pin_root, new_state.generation, deadline, self.netns
+            # The intent first: if it cannot be recorded, nothing else happens.
+            pending = Pending(
+                stored.generation + 1, stored.generation, time.time() + timeout, 0, author()
+            )
+            self.store.set_pending(pending)
+        try:
+            new_state = self.store.commit(
+                new_state, expected_generation=stored.generation, author=author(), summary=summary
+            )
+        except BaseException:
+            if pending is not None:
+                self._drop_intent(pending.generation)
+            raise
+        watchdog_pid = 0
+        try:
+            if pending is not None:
+                # The watchdog reads the previous rules and opens the maps before it answers,
+                # so from here on the change can be reverted without the disk or the pins.
+                watchdog_pid = self.kernel.watchdog.spawn(
+                    self.state_dir,
+                    self.pin_root,
+                    new_state.generation,
+                    pending.deadline,
+                    self.netns,
                 )
-            except BaseException:
-                # Without a watchdog the change must not stay: nothing half-applied.
-                self.rollback_pending(new_state.generation, reason="watchdog failed to start")
-                raise
-            p = replace(p, watchdog_pid=pid)
-            self.store.set_pending(p)
-            pend_view = PendingView(p.generation, p.previous_generation, p.deadline, p.author)
+                pending = replace(pending, watchdog_pid=watchdog_pid)
+                try:
+                    self.store.set_pending(pending)
+                except InfwError as exc:  # the marker with pid 0 still arms the watchdog
+                    warnings.append(f"the watchdog pid was not recorded: {exc.message}")
+                pend_view = PendingView(
+                    pending.generation,
+                    pending.previous_generation,
+                    pending.deadline,
+                    pending.author,
+                )
+            if dp is not None:
+                self._enforce(dp, tables, stored.rule_ids, new_state.generation)
+        except BaseException:  # Ctrl-C too: the kernel kept the old tables; so does the store
+            if pending is not None:
+                self._drop_intent(pending.generation)
+                self.kernel.watchdog.stop(watchdog_pid)
+            with contextlib.suppress(InfwError):  # if even this fails, status shows the drift
+                self.store.uncommit(new_state.generation)
+            raise
         return ApplyResult(
             new_state.generation,
             stored.generation,
@@ -455,6 +528,10 @@ class Engine:
             pend_view,
             tuple(warnings),
         )
+
+    def _drop_intent(self, generation: int) -> None:
+        with contextlib.suppress(InfwError):
+            self.store.clear_pending(generation)
 
     def _edit(self, change: Change, **kwargs: Any) -> ApplyResult:
         """Read, change and apply under the store lock, so two consoles never lose an edit."""
@@ -675,10 +752,31 @@ class Engine:
                 return gen
         return None
 
+    def prepare_rollback(self, generation: int) -> None:
+        """Take now what a rollback of pending `generation` needs later (the watchdog calls it
+        at its start): the previous rule set in memory and the firewall's fds, so the revert
+        needs neither the disk nor the pins at the deadline."""
+        pending = self.store.get_pending()
+        if pending is None or pending.generation != generation:
+            raise StateError(
+                f"generation {generation} is not pending confirmation", "nothing to watch"
+            )
+        previous = self._generation_state(pending.previous_generation)
+        self._held_previous = {pending.previous_generation: previous}
+        if self._kernel() is None:
+            raise StateError(
+                f"no firewall is loaded at {self.pin_root}: nothing to revert",
+                "apply with --confirm-timeout 0, or attach first",
+            )
+
     def rollback_pending(
         self, generation: int, reason: str = "auto-revert: not confirmed in time"
     ) -> bool:
-        """Put back the rule set from before a pending change (called by the watchdog)."""
+        """Put back the rule set from before a pending change: the kernel first, then the store.
+
+        A kernel that cannot be reached while a program of ours runs raises (the revert is not
+        done); a store that cannot be written raises StateError after the kernel was reverted,
+        with the pending marker left in place so that the next command finishes the job."""
         with self.store.lock():
             pending = self.store.get_pending()
             if pending is None or pending.generation != generation:
@@ -695,16 +793,56 @@ class Engine:
                 rule_ids=dict(tables.rule_ids),
                 restores=pending.previous_generation,
             )
-            new_state = self.store.commit(
-                new_state,
-                expected_generation=stored.generation,
-                author=author(),
-                summary=f"{reason} (back to {pending.previous_generation})",
-            )
-            if self.loaded():
-                self._enforce(self.datapath(), tables, stored.rule_ids, new_state.generation)
-            self.store.clear_pending(generation)
+            dp = self._kernel()
+            if dp is not None:
+                self._enforce(dp, tables, stored.rule_ids, stored.generation + 1)
+            try:
+                self.store.commit(
+                    new_state,
+                    expected_generation=stored.generation,
+                    author=author(),
+                    summary=f"{reason} (back to {pending.previous_generation})",
+                )
+                self.store.clear_pending(generation)
+            except InfwError as exc:
+                where = "the kernel runs the previous rules again, but " if dp else ""
+                raise StateError(
+                    f"{where}the store could not record the revert of generation "
+                    f"{generation}: {exc.message}",
+                    "free space in (or remount read-write) the state dir "
+                    f"{self.state_dir}; the next infw command finishes the revert",
+                ) from exc
         return True
+
+    def _kernel(self) -> Any:
+        """The firewall that runs for this pin root, for a write: the handle already open, the
+        pins, or else an orphan of ours (pins removed) pinned again. None when none runs here;
+        a program of ours that cannot be reached raises, so a write never goes "stored only"
+        past a firewall that keeps filtering."""
+        if self._datapath is not None:
+            return self._datapath
+        if self.loaded():
+            return self.datapath()
+        orphans = self.kernel.orphans(None, self._named_interfaces())
+        if not orphans:
+            return None
+        if len(orphans) > 1:
+            ids = ", ".join(str(o.prog_id) for o in orphans)
+            raise DatapathError(
+                f"several infw programs run here without pins at {self.pin_root} (ids {ids})",
+                "detach the ones you don't want (ip link set dev IFACE xdp off), then attach",
+            )
+        self.kernel.adopt(self.pin_root, orphans[0].prog_id)
+        return self.datapath()
+
+    def _named_interfaces(self) -> list[str]:
+        """Interfaces here that the stored attach patterns or the objects name."""
+        stored = self.state()
+        patterns = [
+            *stored.interfaces,
+            *(i for fw in stored.ruleset.firewalls for i in fw.interfaces),
+        ]
+        return match_interfaces(patterns, self.interfaces()) if patterns else []
 
     @staticmethod
     def _enforce(
@@ -719,6 +857,8 @@ class Engine:
         dp.write_tables(tables, generation)
 
     def _generation_state(self, generation: int) -> StoredState:
+        if generation in self._held_previous:
+            return self._held_previous[generation]
         if generation == 0:  # before the first apply: no rules at all
             return StoredState(0, RuleSet(), {}, "enforce", (), "auto")
         return self.store.load_generation(generation)
@@ -769,7 +909,7 @@ class Engine:
                 f"interfaces in this namespace: {', '.join(sorted(ifaces))}",
             )
         with self.store.lock():
-            dp = self.datapath(required=False) if self.loaded() else None
+            dp = self._kernel()
             foreign = {}
             if dp is not None:
                 foreign = {name: not ours for name, _, _, _, ours in dp.attached()}
@@ -866,11 +1006,12 @@ class Engine:
                 f"no stored state to restore in {self.state_dir}",
                 "apply rules and attach interfaces first",
             )
-        if self.loaded():
+        dp = self._kernel()
+        if dp is not None:
             progress("firewall already loaded: rewriting its tables")
             ifaces = self.interfaces()
             tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
-            self._enforce(self.datapath(), tables, stored.rule_ids, stored.generation)
+            self._enforce(dp, tables, stored.rule_ids, stored.generation)
         patterns = [p for p in stored.interfaces if match_interfaces([p], self.interfaces())]
         if patterns:
             self.attach(patterns, mode=stored.attach_mode, progress=progress)

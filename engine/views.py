@@ -29,6 +29,20 @@ class PendingView:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Something status found wrong, and the one command (or step) that repairs it.
+
+    kind: orphaned (a program of ours runs with its pins gone), drift (kernel and store name
+    different generations), watchdog (a pending change whose watchdog is dead or stopped),
+    unfiltered (an interface the objects name runs without its tables), store (the state dir
+    cannot be written), pin_root (unsafe pin root), kernel (the firewall cannot be reached)."""
+
+    kind: str
+    message: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class Status:
     node: str
     loaded: bool  # a firewall program is pinned under pin_root
@@ -41,6 +55,11 @@ class Status:
     failsafe: tuple[str, ...]
     read_only: bool
     netns: str | None = None
+    store_generation: int = 0  # what the state dir holds (generation is the kernel's)
+    problems: tuple[Problem, ...] = ()  # empty: nothing wrong; `infw status` exits non-zero
+    reverted: str = ""  # what this very status took back (an expired pending change)
+    watchdog: str = ""  # "alive pid N", "stopped pid N", "gone (pid N)" while pending
+    agent: str = ""  # "running pid N" or "" (not running)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

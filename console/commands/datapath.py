@@ -12,7 +12,7 @@ from console.commands.context import Context
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     st = ctx.engine.status()
     ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
-    return 0
+    return 1 if st.problems else 0  # scripts and monitoring see a firewall that is not fine
 
 
 def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:

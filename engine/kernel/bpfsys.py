@@ -85,6 +85,8 @@ def lib() -> ct.CDLL:
         "bpf_obj_pin": (i32, [i32, ct.c_char_p]),
         "bpf_obj_get_info": (i32, [i32, vp, ct.POINTER(u32)]),
         "bpf_prog_get_fd_by_id": (i32, [u32]),
+        "bpf_map_get_fd_by_id": (i32, [u32]),
+        "bpf_prog_get_next_id": (i32, [u32, ct.POINTER(u32)]),
         "bpf_lookup_elem": (i32, [i32, vp, vp]),
         "bpf_update_elem": (i32, [i32, vp, vp, ct.c_ulonglong]),
         "bpf_delete_elem": (i32, [i32, vp]),
@@ -148,6 +150,37 @@ def obj_pin(fd: int, path: str) -> None:
 
 def prog_fd_by_id(prog_id: int) -> int:
     return _check(lib().bpf_prog_get_fd_by_id(prog_id), f"open program id {prog_id}")
+
+
+def map_fd_by_id(map_id: int) -> int:
+    return _check(lib().bpf_map_get_fd_by_id(map_id), f"open map id {map_id}")
+
+
+def prog_ids() -> list[int]:
+    """The id of every BPF program loaded on the machine (bpftool prog list)."""
+    ids: list[int] = []
+    current = ct.c_uint32(0)
+    while True:
+        nxt = ct.c_uint32(0)
+        if lib().bpf_prog_get_next_id(current.value, ct.byref(nxt)) < 0:
+            err = ct.get_errno()
+            if err == errno.ENOENT:
+                return ids
+            raise_errno("list BPF programs", err)
+        ids.append(nxt.value)
+        current = nxt
+
+
+def prog_map_ids(fd: int) -> list[int]:
+    """The ids of the maps a program uses (bpf_prog_info.map_ids)."""
+    count = 64
+    ids = (ct.c_uint32 * count)()
+    buf = (ct.c_ubyte * 224)()
+    struct.pack_into("<IQ", buf, 52, count, ct.addressof(ids))  # nr_map_ids, map_ids
+    length = ct.c_uint32(224)
+    _check(lib().bpf_obj_get_info(fd, buf, ct.byref(length)), "read program maps")
+    (got,) = struct.unpack_from("<I", bytes(buf), 52)
+    return list(ids[: min(got, count)])
 
 
 def _obj_info(fd: int, size: int, what: str) -> bytes:

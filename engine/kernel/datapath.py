@@ -31,6 +31,7 @@ from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
 from engine.kernel.links import XdpAttachment, scan_attached
 from engine.kernel.loader import BPF_SOURCE
+from engine.kernel.pinroot import check_pin_root
 from engine.kernel.pins import DEFAULT_PIN_ROOT
 from engine.kernel.ringbuf import DropEvents, remove_events_lock
 from engine.kernel.tables import GenerationTables
@@ -60,6 +61,9 @@ class Datapath:
     @classmethod
     def open(cls, pin_root: str = DEFAULT_PIN_ROOT) -> Datapath | None:
         """Attach to a loaded firewall through its pins, without compiling; None if absent."""
+        if not pins.prog_pinned(pin_root):
+            return None
+        check_pin_root(pin_root)  # pins under a directory others can write are not trusted
         prog_fd = pins.open_prog(pin_root)
         if prog_fd is None:
             return None
@@ -126,7 +130,7 @@ class Datapath:
     def attached(self) -> list[tuple[str, int, str, int, bool]]:
         """(ifname, ifindex, mode, prog_id, ours) for every XDP program in this namespace."""
         return [
-            (a.ifname, a.ifindex, a.mode, a.prog_id, a.prog_id == self.prog_id)
+            (a.ifname, a.ifindex, a.mode, a.prog_id, links.is_ours(a.prog_id, self.prog_id))
             for a in scan_attached()
         ]
 
@@ -164,6 +168,10 @@ class Datapath:
     def write_tables(self, tables: CompiledTables, generation: int) -> None:
         """Make tables live atomically (see GenerationTables.write)."""
         self.tables.write(tables, generation)
+
+    def table_ifindexes(self) -> set[int]:
+        """The ifindexes the active generation has tables for (see GenerationTables)."""
+        return self.tables.ifindexes()
 
     def reclaim(self) -> None:
         """Empty the generation the last switch left inactive now, not at the next write."""

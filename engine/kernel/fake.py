@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ from engine.kernel.abi import (
     NodeCounter,
     Reason,
 )
-from engine.kernel.seam import XDP_DROP, XDP_PASS, Attachment
+from engine.kernel.seam import XDP_DROP, XDP_PASS, Attachment, Orphan
 
 # Above the kernel's pid_max (2**22): a fake watchdog pid can never name a real process.
 FAKE_PID_BASE = 5_000_000
@@ -59,6 +59,7 @@ class FakeWatchdog:
     def __init__(self) -> None:
         self.armed: dict[int, tuple[int, float]] = {}  # pid -> (generation, deadline)
         self.fail_to_start = False
+        self.stopped: set[int] = set()  # as if SIGSTOPped: alive, but never acts
         self._pids = itertools.count(FAKE_PID_BASE)
 
     def spawn(
@@ -71,7 +72,18 @@ class FakeWatchdog:
         return pid
 
     def is_running(self, pid: int) -> bool:
-        return pid in self.armed
+        return pid in self.armed and pid not in self.stopped
+
+    def state(self, pid: int) -> str:
+        if pid not in self.armed:
+            return "gone"
+        return "stopped" if pid in self.stopped else "alive"
+
+    def stop(self, pid: int) -> None:
+        self.kill(pid)
+
+    def find(self, state_dir: str, generation: int) -> int:
+        return next((pid for pid, (gen, _) in self.armed.items() if gen == generation), 0)
 
     def kill(self, pid: int) -> None:
         """As if SIGKILLed (or the node rebooted): it will never act."""
@@ -82,7 +94,7 @@ class FakeWatchdog:
         now = time.time() if now is None else now
         done: list[int] = []
         for pid, (generation, deadline) in sorted(self.armed.items()):
-            if deadline <= now:
+            if deadline <= now and pid not in self.stopped:
                 del self.armed[pid]
                 rollback(generation)
                 done.append(generation)
@@ -161,6 +173,9 @@ class FakeDatapath:
 
     def set_generation(self, generation: int) -> None:
         self.cfg.generation = int(generation)
+
+    def table_ifindexes(self) -> set[int]:
+        return {entry.ifindex for entry in self.tables.lpm} if self.tables else set()
 
     def write_tables(self, tables: CompiledTables, generation: int) -> None:
         self.tables = tables
@@ -265,6 +280,7 @@ class FakeKernel:
         self.privileged = privileged
         self.xdp: dict[str, tuple[int, str]] = {}  # ifname -> (program id, XDP mode)
         self.pinned: dict[str, FakeDatapath] = {}
+        self.unpinned: dict[int, FakeDatapath] = {}  # program id -> a firewall whose pins went
         self.loads = 0  # compiles: attaching to a running firewall must not add one
         self.netns: str | None = None
         self.other_reader: int | None = None
@@ -316,6 +332,25 @@ class FakeKernel:
 
     def enter_netns(self, name: str) -> None:
         self.netns = name
+
+    def remove_pins(self, pin_root: str) -> None:
+        """rm pin_root/*: the program keeps running and filtering, out of reach."""
+        dp = self.pinned.pop(pin_root)
+        self.unpinned[dp.prog_id] = dp
+
+    def orphans(self, pinned_prog_id: int | None, names: Collection[str]) -> list[Orphan]:
+        found: dict[int, list[str]] = {}
+        for name, (prog_id, _) in sorted(self.xdp.items()):
+            if prog_id in self.unpinned and prog_id != pinned_prog_id and name in names:
+                found.setdefault(prog_id, []).append(name)
+        return [Orphan(pid, tuple(ifs)) for pid, ifs in sorted(found.items())]
+
+    def adopt(self, pin_root: str, prog_id: int) -> None:
+        if pin_root in self.pinned:
+            raise DatapathError(f"cannot adopt program {prog_id}: {pin_root} holds pins")
+        dp = self.unpinned.pop(prog_id)
+        dp.pin_root = pin_root
+        self.pinned[pin_root] = dp
 
 
 def _add(table: dict[K, tuple[int, int]], key: K, nbytes: int) -> None:

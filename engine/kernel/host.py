@@ -4,9 +4,10 @@ detached watchdog process. bcc is imported only when a firewall is opened or loa
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 from engine.kernel.abi import PROG_PIN
-from engine.kernel.seam import LoadedDatapath
+from engine.kernel.seam import LoadedDatapath, Orphan
 
 
 class HostWatchdog:
@@ -23,6 +24,21 @@ class HostWatchdog:
         from engine.state.watchdog import is_running
 
         return is_running(pid)
+
+    def state(self, pid: int) -> str:
+        from engine.state.watchdog import process_state
+
+        return process_state(pid)
+
+    def stop(self, pid: int) -> None:
+        from engine.state.watchdog import stop
+
+        stop(pid)
+
+    def find(self, state_dir: str, generation: int) -> int:
+        from engine.state.watchdog import find
+
+        return find(state_dir, generation)
 
 
 class HostKernel:
@@ -66,3 +82,13 @@ class HostKernel:
         from engine.kernel.netns import enter
 
         enter(name)  # never creates a mistyped namespace
+
+    def orphans(self, pinned_prog_id: int | None, names: Collection[str]) -> list[Orphan]:
+        from engine.kernel.orphans import find_orphans
+
+        return find_orphans(pinned_prog_id, names)
+
+    def adopt(self, pin_root: str, prog_id: int) -> None:
+        from engine.kernel.orphans import adopt
+
+        adopt(pin_root, prog_id)

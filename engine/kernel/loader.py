@@ -28,6 +28,7 @@ from engine.kernel.abi import (
     SRC_MAX_ENTRIES,
     SRC_ROOTS_ENTRIES,
 )
+from engine.kernel.pinroot import ensure_pin_root
 
 BPF_SOURCE = BPF_DIR / "infw.bpf.c"
 PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older builds as ours
@@ -103,7 +104,7 @@ def compile_program(
             "run `make bootstrap` (it installs linux-headers-amd64 "
             "and links them for the running kernel)",
         )
-    os.makedirs(pin_root, exist_ok=True)
+    ensure_pin_root(pin_root)  # 0700, root's: nobody else may remove or swap the pins
     with _captured_stderr() as log:
         try:
             return BPF(

@@ -21,10 +21,15 @@ from engine.kernel.bpfsys import Map, RingBuffer
 EVENTS_LOCK_DIR = "/run/infw"
 
 
+def run_lock_path(pin_root: str, kind: str) -> str:
+    """A lock file under /run/infw for the firewall pinned at pin_root (kind: events, agent)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.normpath(pin_root)).strip("-.") or "root"
+    return os.path.join(EVENTS_LOCK_DIR, f"{kind}-{name}.lock")
+
+
 def events_lock_path(pin_root: str) -> str:
     """The reader lock file of the firewall pinned at pin_root."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.normpath(pin_root)).strip("-.") or "root"
-    return os.path.join(EVENTS_LOCK_DIR, f"events-{name}.lock")
+    return run_lock_path(pin_root, "events")
 
 
 def remove_events_lock(pin_root: str) -> None:

@@ -9,7 +9,8 @@ unit and console tests without root.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from engine.core.compiler import CompiledTables
@@ -22,8 +23,24 @@ XDP_DROP = 1
 XDP_PASS = 2
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """An infw program attached in this network namespace that no pin root holds (its pins
+    were removed): it keeps filtering, out of reach until it is pinned again (adopted)."""
+
+    prog_id: int
+    interfaces: tuple[str, ...]
+
+
 class LoadedDatapath(Protocol):
     """One loaded firewall: the public calls of engine.kernel.datapath.Datapath the Engine uses."""
+
+    @property
+    def prog_id(self) -> int: ...
+
+    def table_ifindexes(self) -> set[int]:
+        """The ifindexes the active generation has tables for."""
+        ...
 
     def attached(self) -> list[Attachment]: ...
 
@@ -75,6 +92,18 @@ class Watchdog(Protocol):
         """True when pid is a live watchdog (not some process that reused the pid)."""
         ...
 
+    def state(self, pid: int) -> str:
+        """ "alive", "stopped" (exists but will not act: SIGSTOP) or "gone"."""
+        ...
+
+    def stop(self, pid: int) -> None:
+        """End a watchdog that is being taken over (a stopped one too)."""
+        ...
+
+    def find(self, state_dir: str, generation: int) -> int:
+        """The pid of generation's watchdog when the marker could not record it (0: none)."""
+        ...
+
 
 class Kernel(Protocol):
     """Everything the Engine needs of the node it runs on."""
@@ -108,4 +137,12 @@ class Kernel(Protocol):
 
     def enter_netns(self, name: str) -> None:
         """Move this process into the named network namespace (never creating it)."""
+        ...
+
+    def orphans(self, pinned_prog_id: int | None, names: Collection[str]) -> list[Orphan]:
+        """infw programs attached to one of names here, other than the pinned one."""
+        ...
+
+    def adopt(self, pin_root: str, prog_id: int) -> None:
+        """Pin program prog_id and its maps at pin_root (where nothing is pinned)."""
         ...

@@ -134,6 +134,16 @@ class GenerationTables:
             }
         )
 
+    def ifindexes(self) -> set[int]:
+        """The interfaces (ifindexes) the active generation has tables for: one the rules name
+        but missing here (it left and came back, or was recreated) is not filtered."""
+        active = self._config.read().active_gen & 1
+        found = {index % ROOT_IFINDEXES for index in _split_roots(self.src_roots())[active]}
+        keys = _split_src(self._maps[MAP_SRC])[active]
+        size = self._maps[MAP_SRC].key_size
+        found.update(_U32.unpack_from(keys, i + 8)[0] for i in range(0, len(keys), size))
+        return found
+
     def reclaim(self) -> None:
         """Empty the generation the last switch left inactive (write does this first anyway):
         frees its LPM entries now rather than at the next write."""

@@ -148,7 +148,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _os_error(path: Path, exc: OSError, doing: str) -> InfwError:
-    if exc.errno in (errno.EACCES, errno.EPERM):
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
         return PrivilegeError(
             f"cannot {doing} {path}: permission denied",
             "run as root (the state directory is root-only), or use --read-only",
@@ -284,6 +284,8 @@ class Store:
     # -- files ---------------------------------------------------------------------------
 
     def _ensure_dirs(self) -> None:
+        if self.history_dir.is_dir() and self.root.stat().st_mode & 0o077 == 0:
+            return  # nothing to create or tighten (and a read-only state dir stays lockable)
         try:
             for path in (self.root, self.history_dir):
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -385,10 +387,19 @@ class Store:
                     os.close(fd)  # closing the last descriptor releases the flock
 
     def _acquire(self, timeout: float) -> int:
+        writable = True
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise _os_error(self.lock_path, exc, "open") from exc
+            # flock needs no write access: on a read-only state dir the lock still keeps a
+            # rollback (kernel first) from racing another console; the pid just isn't written.
+            if exc.errno not in (errno.EROFS, errno.ENOSPC):
+                raise _os_error(self.lock_path, exc, "open") from exc
+            try:
+                fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise _os_error(self.lock_path, exc, "open") from exc
+            writable = False
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -402,8 +413,10 @@ class Store:
                     who, fix = describe_holder(holder, since)
                     raise StateError(f"another infw is applying ({who}); retry", fix) from None
                 time.sleep(0.02)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            with contextlib.suppress(OSError):  # a full disk: the pid is only a hint
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
     def busy_holder(self) -> int | None:
@@ -495,8 +508,43 @@ class Store:
             )
             text = json.dumps(_encode_state(new)) + "\n"
             self._write_text(self._history_path(generation), text)
-            self._write_text(self.state_path, text)  # the commit point
+            try:
+                self._write_text(self.state_path, text)  # the commit point
+            except InfwError:
+                # Never committed: no history entry may claim it was (a full disk fails here).
+                with contextlib.suppress(OSError):
+                    os.unlink(self._history_path(generation))
+                raise
             return new
+
+    def uncommit(self, generation: int) -> None:
+        """Take back a commit whose change never reached the kernel (the kernel refused it, or
+        the watchdog would not start): state.json goes back to the generation before, and
+        generation's history entry is removed, so history shows no change that never was."""
+        with self.lock():
+            if self._stored_generation() != generation:
+                raise StateError(
+                    f"cannot take back generation {generation}: the store moved on",
+                    "run `infw status` to see what is in force",
+                )
+            older = [g for g in self.generations() if g < generation]
+            if older:
+                text = self._history_path(older[-1]).read_text(encoding="utf-8")
+                self._write_text(self.state_path, text)
+            else:
+                try:
+                    os.unlink(self.state_path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise _os_error(self.state_path, exc, "remove") from exc
+            try:
+                os.unlink(self._history_path(generation))
+                _fsync_dir(self.history_dir)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise _os_error(self._history_path(generation), exc, "remove") from exc
 
     def _stored_generation(self) -> int:
         """The current generation without decoding the rules (commit runs this every time)."""

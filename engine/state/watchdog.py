@@ -11,6 +11,7 @@ console killed with SIGKILL or an SSH session that drops does not take it down.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -40,15 +41,52 @@ _PACKAGE_ROOT = str(ROOT)
 MODULE = "engine.state.watchdog"
 
 
-def is_running(pid: int) -> bool:
-    """True when pid is a live watchdog (not some process that reused the pid)."""
+def process_state(pid: int) -> str:
+    """What pid is: "alive" (a watchdog that can act), "stopped" (a watchdog that is SIGSTOPped
+    or traced: it exists but will not act), or "gone" (dead, a zombie, or some other process
+    that reused the pid)."""
     if pid <= 0:
-        return False
+        return "gone"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return MODULE.encode() in fh.read()
-    except OSError:
-        return False
+            if MODULE.encode() not in fh.read():
+                return "gone"
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+    if state in ("Z", "X", "x"):
+        return "gone"
+    return "stopped" if state in ("T", "t") else "alive"
+
+
+def find(state_dir: str, generation: int) -> int:
+    """The pid of the watchdog of generation in state_dir, found in /proc (0: none): for a
+    marker that could not record the pid (a full disk)."""
+    want = [b"--state-dir", str(state_dir).encode(), b"--generation", str(generation).encode()]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if MODULE.encode() in args and all(w in args for w in want):
+            return int(entry)
+    return 0
+
+
+def is_running(pid: int) -> bool:
+    """True when pid is a live watchdog that can act (not stopped, not a reused pid)."""
+    return process_state(pid) == "alive"
+
+
+def stop(pid: int) -> None:
+    """Kill a watchdog that is being taken over (SIGKILL also ends a stopped one)."""
+    if process_state(pid) != "gone":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def spawn_watchdog(
@@ -139,10 +177,18 @@ def _load_hook(spec: str) -> RollbackHook:
     return func
 
 
-def _engine_rollback(state_dir: str, pin_root: str, generation: int) -> None:
-    from engine.engine import Engine  # imported at the deadline only: it pulls in bcc
+def _engine_rollback(state_dir: str, pin_root: str, generation: int) -> Callable[[], None]:
+    """Engine.rollback_pending, prepared at the start: the previous rule set is read and the
+    firewall's fds are opened now, so that the revert needs neither the disk nor the pins."""
+    from engine.engine import Engine  # pulls in the kernel layer: only in the watchdog
 
-    Engine(pin_root=pin_root, state_dir=state_dir).rollback_pending(generation)
+    engine = Engine(pin_root=pin_root, state_dir=state_dir)
+    engine.prepare_rollback(generation)
+
+    def rollback() -> None:
+        engine.rollback_pending(generation)
+
+    return rollback
 
 
 def _still_mine(pending: Pending | None, generation: int) -> bool:
@@ -244,18 +290,18 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-def _prepare(args: argparse.Namespace) -> RollbackHook:
+def _prepare(args: argparse.Namespace) -> Callable[[], None]:
     """Everything that can fail early, done before detaching so that the console hears of it:
-    the rollback code must import, and the namespace must exist."""
-    hook = _load_hook(args.rollback_hook) if args.rollback_hook else _engine_rollback
-    if not args.rollback_hook:
-        importlib.import_module("engine.engine")
+    the namespace must exist, and the rollback must have what it needs."""
     if args.netns:
         from engine.kernel.netns import enter
 
         # Interfaces, and so the attached program, are per netns; enter never creates one.
         enter(args.netns)
-    return hook
+    if args.rollback_hook:
+        hook = _load_hook(args.rollback_hook)
+        return lambda: hook(args.state_dir, args.pin_root, args.generation)
+    return _engine_rollback(args.state_dir, args.pin_root, args.generation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     log_path = Path(args.state_dir) / LOG_FILE
     try:
-        hook = _prepare(args)
+        rollback = _prepare(args)
     except Exception as exc:
         print(f"infw watchdog: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -284,9 +330,6 @@ def main(argv: list[str] | None = None) -> int:
         time.ctime(args.deadline),
         f", netns {args.netns}" if args.netns else "",
     )
-
-    def rollback() -> None:
-        hook(args.state_dir, args.pin_root, args.generation)
 
     try:
         watch(Store(args.state_dir), args.generation, args.deadline, rollback, log)
