@@ -28,6 +28,7 @@ from engine.errors import (
     ConfirmExpired,
     DatapathError,
     FieldError,
+    FirewallUnreachable,
     InfwError,
     PrivilegeError,
     StateError,
@@ -349,8 +350,16 @@ class Engine:
         return build_rule_rows(stored.ruleset, stored.rule_ids, counters or {}, rates or {})
 
     def stats(self) -> StatsSnapshot:
+        """The kernel's counters now; FirewallUnreachable when there is no datapath to read
+        (the stored rules alone are rule_rows())."""
         now = time.time()
         dp = self.datapath(required=False) if self.loaded() else None
+        if dp is None:
+            raise FirewallUnreachable(
+                f"no firewall is loaded at {self.pin_root} (no pins there)",
+                "start one with 'infw attach IFACE' (or 'infw lab up'); "
+                "'infw rules' shows the stored rules",
+            )
         counters: dict[int, tuple[int, int]] = {}
         totals = NodeTotals()
         generation = self.state().generation

@@ -110,6 +110,15 @@ class StateError(InfwError):
     """Stored state is missing, corrupt, locked or stale."""
 
 
+class FirewallUnreachable(StateError):
+    """There is no datapath to read (no pins, hidden or unreadable): counters are unknown, and
+    a caller must say so instead of showing zeros."""
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(f"firewall unreachable: {reason}", fix)
+        self.reason = reason
+
+
 class ConfirmExpired(InfwError):
     """A pending commit-confirmed change expired and was reverted."""
 

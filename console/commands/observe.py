@@ -12,16 +12,16 @@ from console.commands.context import Context
 from console.commands.filters import EventFilter
 from console.commands.usage import UsageError
 from engine.core.model import Protocol
-from engine.errors import PrivilegeError
+from engine.errors import FirewallUnreachable, PrivilegeError
 from engine.views import DropEvent
 
 
 def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
     try:
         rows = list(ctx.engine.stats().rules)
-    except PrivilegeError as exc:
-        # The rules are readable from the store; only the kernel counters need privileges.
-        ctx.note(f"note: counters not shown ({exc.message})")
+    except (PrivilegeError, FirewallUnreachable) as exc:
+        # The rules are readable from the store; only the kernel counters need the kernel.
+        ctx.note(f"note: stored rules, no counters ({exc.message})")
         rows = ctx.engine.rule_rows()
     ctx.emit([r.to_json() for r in rows], lambda: render.rules_text(rows, ctx.style))
     return 0

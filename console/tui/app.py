@@ -35,7 +35,7 @@ from console.tui.rules import HIT_MARK, RulesTable
 from console.tui.trace import TraceDialog
 from engine.core.model import ORDER_MAX, ORDER_MIN
 from engine.core.ruleline import format_rule_line
-from engine.errors import InfwError
+from engine.errors import FirewallUnreachable, InfwError
 from engine.views import ApplyResult, StatsSnapshot, Status
 
 EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm", "revert"})
@@ -211,6 +211,12 @@ class InfwApp(App[str]):
     def refresh_stats(self) -> None:
         try:
             snapshot = self.engine.stats()
+        except FirewallUnreachable as exc:
+            # Nothing loaded: the stored rules, with the reason where counters would be.
+            self._set_disconnected(exc)
+            self.table.show(tuple(self.engine.rule_rows()), live=False)
+            self._render_rules_title()
+            return
         except (InfwError, OSError) as exc:
             self._set_disconnected(exc)
             return

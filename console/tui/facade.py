@@ -14,6 +14,7 @@ from engine.views import (
     DropEvent,
     HistoryView,
     InterfaceView,
+    RuleRow,
     StatsSnapshot,
     Status,
     TraceResult,
@@ -56,6 +57,8 @@ class EngineLike(Protocol):
     def status(self) -> Status: ...
 
     def stats(self) -> StatsSnapshot: ...
+
+    def rule_rows(self) -> Sequence[RuleRow]: ...
 
     def open_events(self, max_per_second: int = 200) -> EventSourceLike: ...
 

@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from engine.core.textsafe import printable
 from engine.errors import InfwError
+from engine.observe import metrics_http
 from engine.state.config import split_listen
 
 NODE_PREFIX = "ingressnodefirewall_node_packet"
+UP_HELP = "1 when the last scrape could read the firewall's counters, 0 when it could not"
 RULE_LABELS = ("rule_id", "firewall", "order", "interface", "action")
 
 
@@ -43,6 +46,7 @@ class EngineCollector:
         self.engine = engine
         # The engine (rate tracker, map reads) is not shared across scrape threads.
         self._lock = threading.Lock()
+        self._last_reason: str | None = None
 
     def describe(self) -> list[Metric]:
         # Registering must not touch the kernel; the families are known at scrape time only.
@@ -53,11 +57,23 @@ class EngineCollector:
             try:
                 snap = self.engine.stats()
                 status = self.engine.status()
-            except InfwError as exc:
-                print(f"infw metrics: scrape failed: {exc}", file=sys.stderr)
-                yield _gauge("infw_up", "1 when the last scrape could read the firewall", 0)
+            except (InfwError, OSError) as exc:
+                # Unreachable is never healthy: no zero counters, a 0 and the reason instead.
+                reason = printable(exc.message if isinstance(exc, InfwError) else str(exc))
+                if reason != self._last_reason:  # once per change, not once per scrape
+                    print(f"infw metrics: firewall unreachable: {reason}", file=sys.stderr)
+                    self._last_reason = reason
+                yield _gauge("infw_up", UP_HELP, 0)
+                down = GaugeMetricFamily(
+                    "infw_down_reason",
+                    "Why infw_up is 0 (the value is always 1)",
+                    labels=("reason",),
+                )
+                down.add_metric((reason[:200],), 1)
+                yield down
                 return
-        yield _gauge("infw_up", "1 when the last scrape could read the firewall", 1)
+        self._last_reason = None
+        yield _gauge("infw_up", UP_HELP, 1)
         t = snap.totals
         yield _gauge(
             f"{NODE_PREFIX}_allow_total",
@@ -182,7 +198,7 @@ class MetricsServer:
 def serve_metrics(
     engine: Any, listen: str = "127.0.0.1:39301", *, allow_public: bool = False
 ) -> MetricsServer:
-    """Serve /metrics in a daemon thread; port 0 picks a free port (see .port).
+    """Serve /metrics in a daemon thread (bounded: see metrics_http); port 0 picks a free port.
 
     A non-loopback address is refused unless `allow_public` (the CLI sets it only for an
     explicit --listen): counters and rule ids are not for everyone who can reach the node.
@@ -200,8 +216,12 @@ def serve_metrics(
         )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))
+
+    def render() -> tuple[bytes, str]:
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
     try:
-        server, thread = start_http_server(port, addr=host or "0.0.0.0", registry=registry)
+        server, thread = metrics_http.start(host or "0.0.0.0", port, render)
     except OSError as exc:
         raise InfwError(
             f"cannot listen on {listen}: {exc.strerror}",

@@ -660,3 +660,13 @@ def test_no_leftovers() -> None:
         or f"infw-clitest-{os.getpid()}"
         not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     )
+
+
+def test_stats_without_a_loaded_firewall_fails_with_the_reason(infw: Run) -> None:
+    """Unreachable is never healthy: no zeros with exit 0."""
+    proc = infw("stats")
+    assert proc.returncode == 1
+    assert "firewall unreachable: no firewall is loaded" in proc.stderr
+    assert "allowed" not in proc.stdout
+    rules = infw("rules")
+    assert rules.returncode == 0 and "stored rules, no counters" in rules.stderr

@@ -3,12 +3,14 @@ real packets sent through the lab (root)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from console.cli import lab_connection
 from engine.core.crd import load_yaml
 from engine.engine import Engine
 from engine.errors import InfwError
+from engine.observe import metrics_http
 from engine.observe.metrics import is_loopback, serve_metrics
 from engine.state.config import NodeConfig
 from engine.views import NodeTotals, PendingView, StatsSnapshot, Status
@@ -98,12 +101,11 @@ class CountingEngine:
 
     def stats(self) -> StatsSnapshot:
         self.scrapes += 1
-        snap = self.base.stats()
-        rows = tuple(replace(r, packets=5, bytes=420) for r in snap.rules)
+        rows = tuple(replace(r, packets=5, bytes=420) for r in self.base.rule_rows())
         totals = NodeTotals(
             allowed=(3, 300), denied=(5 * len(rows), 420 * len(rows)), events_suppressed=7
         )
-        return StatsSnapshot(snap.time, rows, totals, 4)
+        return StatsSnapshot(time.time(), rows, totals, 4)
 
     def status(self) -> Status:
         st = self.base.status()
@@ -190,7 +192,73 @@ def test_a_failing_engine_reports_down() -> None:
     finally:
         server.shutdown()
     assert value(text, "infw_up") == 0
+    assert value(text, "infw_down_reason", reason="no firewall is loaded") == 1
     assert "ingressnodefirewall_node_packet_deny_total" not in text
+
+
+def test_an_engine_with_nothing_loaded_is_down_with_the_reason(stored_engine: Engine) -> None:
+    """Unreachable is never healthy: no infw_up 1 with zero counters."""
+    server = serve_metrics(stored_engine, f"127.0.0.1:{free_port()}")
+    try:
+        text = scrape(server.url)
+    finally:
+        server.shutdown()
+    assert value(text, "infw_up") == 0
+    assert re.search(
+        r'^infw_down_reason\{reason="firewall unreachable: no firewall is loaded', text, re.M
+    )
+    assert "ingressnodefirewall_node_packet_deny_total" not in text
+
+
+def raw_request(url: str, data: bytes, timeout: float = 10) -> bytes:
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_garbage_and_huge_headers_are_refused(served: tuple[CountingEngine, str]) -> None:
+    _, url = served
+    assert raw_request(url, b"\x16\x03\x01garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw_request(url, b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405")
+    assert raw_request(url, b"GET /etc/passwd HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404")
+    huge = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0]))) as s:
+        s.settimeout(10)
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            s.sendall(huge)
+        assert s.recv(100).startswith(b"HTTP/1.1 431")
+    assert "infw_up 1.0" in scrape(url)
+
+
+def test_slowloris_and_connection_floods_hold_neither_threads_nor_scrapes(
+    served: tuple[CountingEngine, str],
+) -> None:
+    """500 connections that send half a request: threads stay bounded, each is cut off after
+    the head deadline, and a scrape right after works."""
+    _, url = served
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    before = threading.active_count()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+            slow.append(s)
+        time.sleep(0.5)
+        assert threading.active_count() - before <= metrics_http.MAX_CONNECTIONS
+        time.sleep(metrics_http.HEAD_DEADLINE_S + 1)
+        for s in slow:  # every one answered (408 or 503) and closed by the server
+            s.settimeout(5)
+            reply = s.recv(100)
+            assert reply.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")), reply
+    finally:
+        for s in slow:
+            s.close()
+    assert "infw_up 1.0" in scrape(url)
 
 
 def test_non_loopback_needs_explicit_consent(stored_engine: Engine) -> None:
@@ -227,7 +295,8 @@ def test_cli_metrics_warns_for_public_addresses_and_stops_on_ctrl_c(tmp_path: Pa
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         text = wait_for_metrics(f"http://127.0.0.1:{port}/metrics", proc)
-        assert "ingressnodefirewall_node_packet_deny_total" in text
+        # nothing is loaded at that pin root: down, with the reason, never zeros as healthy
+        assert value(text, "infw_up") == 0 and "infw_down_reason{" in text
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     finally:
