@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
@@ -42,7 +40,8 @@ from engine.observe import trace as observe_trace
 from engine.observe.events import EventBuffer, decode_event, monotonic_to_epoch
 from engine.observe.stats import RateTracker, build_rule_rows
 from engine.state.config import NodeConfig, load_config
-from engine.state.store import Pending, Store, StoredState, author
+from engine.state.store import ChangeKind, Pending, Store, StoredState, author
+from engine.state.transaction import Rollback, signals_held
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -253,8 +252,8 @@ class Engine:
         pid = p.watchdog_pid or self.kernel.watchdog.find(self.state_dir, p.generation)
         state = self.kernel.watchdog.state(pid)
         self.kernel.watchdog.stop(pid)
-        why = "not confirmed, watchdog " + ("hung" if state != "gone" else "gone")
-        if not self.rollback_pending(p.generation, reason=f"auto-revert: {why}"):
+        why = Rollback.WATCHDOG_GONE if state == "gone" else Rollback.WATCHDOG_HUNG
+        if not self.rollback_pending(p.generation, why):
             return ""
         return (
             f"generation {p.generation} was not confirmed and its watchdog was {state}: "
@@ -403,6 +402,17 @@ class Engine:
         previous_ids: Mapping[RuleKey, int] | None = None,
     ) -> tuple[CompiledTables, list[str]]:
         """Validate a rule set against the node and the guard without applying anything."""
+        tables, _, warnings = self._check(ruleset, force=force, previous_ids=previous_ids)
+        return tables, warnings
+
+    def _check(
+        self,
+        ruleset: RuleSet,
+        *,
+        force: bool,
+        previous_ids: Mapping[RuleKey, int] | None,
+    ) -> tuple[CompiledTables, bool, list[str]]:
+        """check(), also saying whether --force went past a refusal."""
         stored = self.state()
         ifaces = self.interfaces()
         ids = stored.rule_ids if previous_ids is None else previous_ids
@@ -415,7 +425,7 @@ class Engine:
         for fw in ruleset.firewalls:
             if not match_interfaces(fw.interfaces, ifaces):
                 warnings.append(f"{fw.name}: no interface here matches {', '.join(fw.interfaces)}")
-        return tables, warnings
+        return tables, bool(refusals), warnings
 
     def apply(
         self,
@@ -451,15 +461,15 @@ class Engine:
                     f"you edited generation {expected_generation})",
                     "reload the rules and retry",
                 )
-            tables, warnings = self.check(ruleset, force=force, previous_ids=previous_ids)
-            if any(w.startswith("forced past") for w in warnings) and timeout <= 0:
+            tables, forced, warnings = self._check(ruleset, force=force, previous_ids=previous_ids)
+            if forced and timeout <= 0:
                 # --force never skips the safety net: a forced change is always confirmable.
                 timeout = self.config.confirm_timeout or 60.0
                 warnings.append(f"forced changes are commit-confirmed: {timeout:.0f}s to confirm")
             new_state = replace(
                 stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids), restores=restores
             )
-            with _signals_held():
+            with signals_held():
                 return self._commit_and_enforce(
                     stored, new_state, tables, ruleset, timeout, summary, warnings
                 )
@@ -709,7 +719,7 @@ class Engine:
             pending = self.store.get_pending()
             if pending is None:
                 last = self.store.history(1)
-                if last and last[0].summary.startswith("auto-revert"):
+                if last and last[0].kind is ChangeKind.AUTO_REVERT:
                     raise ConfirmExpired(
                         f"too late: {last[0].summary} (now generation {last[0].generation})",
                         "apply the change again and confirm within the timeout",
@@ -728,7 +738,7 @@ class Engine:
         self._require_write("revert")
         pending = self.store.get_pending()
         if pending is not None:
-            self.rollback_pending(pending.generation, reason="reverted by operator")
+            self.rollback_pending(pending.generation, Rollback.BY_OPERATOR)
             state = self.state()
             return ApplyResult(
                 state.generation, pending.generation, state.ruleset.rule_count(), None
@@ -778,9 +788,7 @@ class Engine:
                 "apply with --confirm-timeout 0, or attach first",
             )
 
-    def rollback_pending(
-        self, generation: int, reason: str = "auto-revert: not confirmed in time"
-    ) -> bool:
+    def rollback_pending(self, generation: int, reason: Rollback = Rollback.NOT_CONFIRMED) -> bool:
         """Put back the rule set from before a pending change: the kernel first, then the store.
 
         A kernel that cannot be reached while a program of ours runs raises (the revert is not
@@ -810,7 +818,8 @@ class Engine:
                     new_state,
                     expected_generation=stored.generation,
                     author=author(),
-                    summary=f"{reason} (back to {pending.previous_generation})",
+                    summary=f"{reason.summary} (back to {pending.previous_generation})",
+                    kind=reason.kind,
                 )
                 self.store.clear_pending(generation)
             except InfwError as exc:
@@ -1006,9 +1015,7 @@ class Engine:
         with self.store.lock():
             pending = self.store.get_pending()
             if pending is not None and not self.kernel.watchdog.is_running(pending.watchdog_pid):
-                self.rollback_pending(
-                    pending.generation, reason="auto-revert: restored unconfirmed"
-                )
+                self.rollback_pending(pending.generation, Rollback.RESTORED_UNCONFIRMED)
         stored = self.state()
         if not stored.interfaces:
             raise StateError(
@@ -1086,21 +1093,6 @@ class Engine:
     def _trace(self, req: TraceRequest) -> TraceResult:
         dp = self.datapath() if self.loaded() else None
         return observe_trace.trace(self.state(), self.interfaces(), self.config.failsafe, dp, req)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP (SSH gone) over the store-kernel-watchdog sequence, so
-    it finishes or undoes itself before the signal acts. Only the main thread can block them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself

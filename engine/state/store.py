@@ -13,6 +13,7 @@ inside JSON, which is YAML too: PyYAML takes seconds for 100,000 CIDRs where jso
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import getpass
@@ -43,6 +44,14 @@ LOCK_FILE = "lock"
 HISTORY_DIR = "history"
 
 
+class ChangeKind(enum.StrEnum):
+    """What made a generation: control flow asks this, never the summary's wording."""
+
+    CHANGE = "change"  # an apply, edit, mode, attach or detach
+    AUTO_REVERT = "auto-revert"  # an unconfirmed change put back (watchdog, reap, restore)
+    ROLLBACK = "rollback"  # a pending change dropped on purpose by the operator
+
+
 @dataclass(frozen=True)
 class StoredState:
     generation: int
@@ -58,6 +67,7 @@ class StoredState:
     # The generation whose rules a revert or rollback brought back (kept through later mode or
     # attach generations), so the next revert steps back past it, not forward again.
     restores: int | None = field(default=None, compare=False)
+    kind: ChangeKind = field(default=ChangeKind.CHANGE, compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class HistoryEntry:
     time: float  # epoch seconds
     author: str
     summary: str
+    kind: ChangeKind = ChangeKind.CHANGE
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,7 @@ def _encode_state(state: StoredState) -> dict[str, Any]:
         "author": state.author,
         "summary": state.summary,
         "restores": state.restores,
+        "kind": state.kind.value,
         "mode": state.mode,
         "interfaces": list(state.interfaces),
         "attach_mode": state.attach_mode,
@@ -266,7 +278,16 @@ def _decode_state(raw: object) -> StoredState:
         author=str(raw.get("author", "")),
         summary=str(raw.get("summary", "")),
         restores=raw["restores"] if isinstance(raw.get("restores"), int) else None,
+        kind=_decode_kind(raw.get("kind")),
     )
+
+
+def _decode_kind(raw: object) -> ChangeKind:
+    # Generations written before kinds existed (or by a newer infw with more kinds) are changes.
+    try:
+        return ChangeKind(str(raw))
+    except ValueError:
+        return ChangeKind.CHANGE
 
 
 class Store:
@@ -466,6 +487,7 @@ class Store:
         author: str,
         summary: str,
         repair: bool = False,
+        kind: ChangeKind = ChangeKind.CHANGE,
     ) -> StoredState:
         """Store `state` as generation expected_generation + 1, or refuse a stale edit.
 
@@ -505,6 +527,7 @@ class Store:
                 time=time.time(),
                 author=printable(author),
                 summary=printable(summary),  # summaries embed file names
+                kind=kind,
             )
             text = json.dumps(_encode_state(new)) + "\n"
             self._write_text(self._history_path(generation), text)
@@ -607,6 +630,7 @@ class Store:
                     float(raw.get("time", 0.0)),
                     printable(str(raw.get("author", ""))),  # written before this was escaped
                     printable(str(raw.get("summary", ""))),
+                    _decode_kind(raw.get("kind")),
                 )
             )
         return out

@@ -190,3 +190,29 @@ def test_every_exported_name_loads_and_import_engine_stays_light() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_too_late_is_told_by_the_generations_kind_not_its_wording(tmp_path: Path) -> None:
+    from engine import ConfirmExpired, StateError
+    from engine.state.store import ChangeKind
+
+    e = make(tmp_path)
+    add(e, "deny tcp 8000 from 192.0.2.0/24 on eth0 order 10")
+    stored = e.state()
+    e.store.commit(
+        stored, expected_generation=stored.generation, author="t", summary="auto-revert-ish"
+    )
+    with pytest.raises(StateError) as exc:
+        e.confirm()
+    assert not isinstance(exc.value, ConfirmExpired), "a summary's wording decides nothing"
+    stored = e.state()
+    e.store.commit(
+        stored,
+        expected_generation=stored.generation,
+        author="t",
+        summary="put back",
+        kind=ChangeKind.AUTO_REVERT,
+    )
+    assert e.history(1)[0].summary == "put back"
+    with pytest.raises(ConfirmExpired):
+        e.confirm()
