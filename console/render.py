@@ -157,6 +157,15 @@ def error_lines(exc: InfwError, prog: str = "infw") -> list[str]:
 # ------------------------------------------------------------------ views as text
 
 
+def _labels_text(st: Status, style: Style) -> str:
+    if st.node_labels is None:
+        return "node labels unknown: every object applies, whatever its nodeSelector (nodeLabels in /etc/infw/config.yaml)"
+    text = ", ".join(f"{k}={v}" for k, v in sorted(st.node_labels.items())) or "none"
+    if st.not_for_node:
+        text += "; " + style.paint(f"not for this node: {', '.join(st.not_for_node)}", YELLOW)
+    return text
+
+
 def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows: list[tuple[str, str]] = []
@@ -209,6 +218,7 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
         text = f"{problem.kind.upper()}: {problem.message}; fix: {problem.fix}"
         rows.append(("problem", style.paint(text, BOLD + RED)))
     rows.append(("fail-safe", ", ".join(st.failsafe) or "none"))
+    rows.append(("labels", _labels_text(st, style)))
     if st.read_only:
         rows.append(("access", "read-only"))
     width = max(len(k) for k, _ in rows)

@@ -18,10 +18,20 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 from engine import health
 from engine.core import crd
-from engine.core.compiler import CompiledTables, RuleKey, compile_ruleset, match_interfaces
+from engine.core.compiler import (
+    CompiledTables,
+    RuleKey,
+    assign_rule_ids,
+    compile_ruleset,
+    match_interfaces,
+)
+from engine.core.export import dump_documents, export_documents
 from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.core.model import ORDER_MAX, ORDER_MIN, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.core.parity import operator_failsafe_refusals
 from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
+from engine.core.selector import NodeSplit, split_for_node
+from engine.core.yamlfile import read_stdin
 from engine.errors import (
     ConfirmExpired,
     DatapathError,
@@ -83,10 +93,13 @@ class Engine:
         session: SshSession | None = None,
         interfaces: Callable[[], dict[str, int]] | None = None,
         kernel: Kernel | None = None,
+        node_labels: Mapping[str, str] | None = None,
     ) -> None:
         # The kernel seam: HostKernel speaks bcc/netlink; tests pass engine.kernel.fake's.
         self.kernel: Kernel = kernel if kernel is not None else HostKernel()
         self.config = config or load_config()
+        if node_labels is not None:  # a console flag wins over the config file's nodeLabels
+            self.config = replace(self.config, node_labels=dict(node_labels))
         self.pin_root = pin_root or self.config.pin_root
         if state_dir is None:
             state_dir = self.config.state_dir
@@ -161,6 +174,24 @@ class Engine:
         iface = session_interface_for(self.session.server) if self.session else None
         return Guard(self.config.failsafe, self.session, iface)
 
+    def node_split(self, ruleset: RuleSet) -> NodeSplit:
+        """The objects whose nodeSelector picks this node (all of them when labels are unknown)."""
+        return split_for_node(ruleset, self.config.node_labels)
+
+    def _compile(
+        self,
+        ruleset: RuleSet,
+        ifaces: Mapping[str, int],
+        previous_ids: Mapping[RuleKey, int] | None,
+    ) -> CompiledTables:
+        """Tables of the objects for this node; ids for every stored rule, so an object that is
+        not for this node keeps its id (and its counters) until it is."""
+        ids = assign_rule_ids(ruleset, previous_ids)
+        tables = compile_ruleset(
+            self.node_split(ruleset).enforced, ifaces, self.config.failsafe, ids
+        )
+        return replace(tables, rule_ids=ids)
+
     # ----------------------------------------------------------------- views
 
     def status(self) -> Status:
@@ -174,6 +205,8 @@ class Engine:
             kind = "store" if isinstance(exc, StateError) else "kernel"
             problems.append(Problem(kind, exc.message, exc.fix))
         stored = self.state()
+        labels = self.config.node_labels
+        split = self.node_split(stored.ruleset)
         dp = None
         try:
             dp = self.datapath(required=False) if self.loaded() else None
@@ -206,9 +239,7 @@ class Engine:
             problems += health.drift_problems(generation, stored.generation, pending)
             problems += health.unfiltered_problems(
                 dp,
-                compile_ruleset(
-                    stored.ruleset, self.interfaces(), self.config.failsafe, stored.rule_ids
-                ),
+                self._compile(stored.ruleset, self.interfaces(), stored.rule_ids),
                 named,
                 views,
             )
@@ -228,6 +259,8 @@ class Engine:
             problems=tuple(problems),
             reverted=reverted,
             watchdog=wd_text,
+            node_labels=None if labels is None else dict(labels),
+            not_for_node=tuple(fw.name for fw in split.other_nodes),
         )
 
     def pending(self) -> PendingView | None:
@@ -267,36 +300,47 @@ class Engine:
         return crd.dump_yaml(self.ruleset())
 
     def export(self, *, as_json: bool = False) -> str:
-        """The stored rules as the operator's YAML, or (as_json) a v1 List: JSON is YAML, so
-        `infw apply` takes either file back as it is."""
+        """The stored rules in forms the operator admits: YAML, or (as_json) a v1 List (JSON is
+        YAML, so `infw apply` takes either file back as it is). `export_notes` says what had
+        to change on the way."""
+        docs = export_documents(self.ruleset()).documents
         if not as_json:
-            return self.export_yaml()
-        doc = {
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [crd.firewall_to_dict(fw) for fw in self.ruleset().firewalls],
-        }
-        return json.dumps(doc, indent=2) + "\n"
+            return dump_documents(docs)
+        return (
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}, indent=2) + "\n"
+        )
+
+    def export_notes(self) -> tuple[str, ...]:
+        """What an export changes or leaves out, and what the operator reads differently."""
+        return export_documents(self.ruleset()).notes
 
     @staticmethod
-    def read_rules(path: str, stdin: TextIO | None = None) -> RuleSet:
-        """A rule file (YAML, one or more IngressNodeFirewall documents); "-" reads stdin."""
+    def admit_rules(path: str, stdin: TextIO | None = None) -> crd.Admission:
+        """A rule file through the operator's admission ("-" reads stdin): rules and warnings."""
         if path == "-":
-            return crd.load_yaml((stdin or sys.stdin).read(), "<stdin>")
-        return crd.load_file(path)
+            text = (stdin or sys.stdin).read() if stdin is not None else read_stdin()
+            return crd.admit_yaml(text, "<stdin>")
+        return crd.admit_file(path)
+
+    @classmethod
+    def read_rules(cls, path: str, stdin: TextIO | None = None) -> RuleSet:
+        """A rule file (YAML, one or more IngressNodeFirewall documents); "-" reads stdin."""
+        return cls.admit_rules(path, stdin).ruleset
 
     def validate_file(self, path: str, stdin: TextIO | None = None) -> tuple[RuleSet, list[str]]:
-        """Read and check a rule file against this node and the guard; applies nothing."""
-        ruleset = self.read_rules(path, stdin)
-        _, warnings = self.check(ruleset)
-        return ruleset, warnings
+        """Read and check a rule file against this node and the guard; applies nothing. The
+        warnings say where the file means something else here than in the operator."""
+        admitted = self.admit_rules(path, stdin)
+        _, warnings = self.check(admitted.ruleset)
+        return admitted.ruleset, [*admitted.warnings, *warnings]
 
     def apply_file(self, path: str, stdin: TextIO | None = None, **kwargs: Any) -> ApplyResult:
         """apply() the rules of a file ("-": stdin); the history names the file."""
-        ruleset = self.read_rules(path, stdin)
+        admitted = self.admit_rules(path, stdin)
         name = "stdin" if path == "-" else os.path.basename(path)
         kwargs.setdefault("summary", f"apply {name}")
-        return self.apply(ruleset, **kwargs)
+        result = self.apply(admitted.ruleset, **kwargs)
+        return replace(result, warnings=(*admitted.warnings, *result.warnings))
 
     def serve_metrics(self, listen: str | None = None, *, allow_public: bool = False) -> Any:
         """The Prometheus exporter on listen (default: the config's metrics_listen), in a
@@ -416,13 +460,19 @@ class Engine:
         stored = self.state()
         ifaces = self.interfaces()
         ids = stored.rule_ids if previous_ids is None else previous_ids
-        tables = compile_ruleset(ruleset, ifaces, self.config.failsafe, ids)
+        tables = self._compile(ruleset, ifaces, ids)
+        split = self.node_split(ruleset)
         refusals = self.guard().check(
-            ruleset, tables.rule_ids, ifaces, audit=self.state().mode == "audit"
+            split.enforced, tables.rule_ids, ifaces, audit=self.state().mode == "audit"
         )
         raise_if_refused(refusals, force)
         warnings = [f"forced past: {r.message}" for r in refusals]
-        for fw in ruleset.firewalls:
+        warnings += split.notes()
+        warnings += [
+            f"the operator refuses {n}"
+            for n in operator_failsafe_refusals(ruleset, self.config.failsafe)
+        ]
+        for fw in split.enforced.firewalls:
             if not match_interfaces(fw.interfaces, ifaces):
                 warnings.append(f"{fw.name}: no interface here matches {', '.join(fw.interfaces)}")
         return tables, bool(refusals), warnings
@@ -803,7 +853,7 @@ class Engine:
             ifaces = self.interfaces()
             # The old rules take their old ids back, so their counters come back with them.
             ids = {**stored.rule_ids, **old.rule_ids}
-            tables = compile_ruleset(old.ruleset, ifaces, self.config.failsafe, ids)
+            tables = self._compile(old.ruleset, ifaces, ids)
             new_state = replace(
                 stored,
                 ruleset=old.ruleset,
@@ -890,7 +940,7 @@ class Engine:
             if mode == "enforce" and stored.mode != "enforce":
                 # Audit skipped the session check: enforcing must not start dropping our own SSH.
                 refusals = self.guard().check_lockout(
-                    stored.ruleset, stored.rule_ids, self.interfaces()
+                    self.node_split(stored.ruleset).enforced, stored.rule_ids, self.interfaces()
                 )
                 raise_if_refused(refusals, force)
             dp = self.datapath()
@@ -943,9 +993,7 @@ class Engine:
                 dp = self.kernel.load(self.pin_root)
                 self._datapath = dp
                 stored = self.state()
-                tables = compile_ruleset(
-                    stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids
-                )
+                tables = self._compile(stored.ruleset, ifaces, stored.rule_ids)
                 dp.write_tables(tables, stored.generation)
                 dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
                 dp.set_event_rate(self.config.event_rate)
@@ -1026,7 +1074,7 @@ class Engine:
         if dp is not None:
             progress("firewall already loaded: rewriting its tables")
             ifaces = self.interfaces()
-            tables = compile_ruleset(stored.ruleset, ifaces, self.config.failsafe, stored.rule_ids)
+            tables = self._compile(stored.ruleset, ifaces, stored.rule_ids)
             self._enforce(dp, tables, stored.rule_ids, stored.generation)
         patterns = [p for p in stored.interfaces if match_interfaces([p], self.interfaces())]
         if patterns:
@@ -1092,7 +1140,10 @@ class Engine:
 
     def _trace(self, req: TraceRequest) -> TraceResult:
         dp = self.datapath() if self.loaded() else None
-        return observe_trace.trace(self.state(), self.interfaces(), self.config.failsafe, dp, req)
+        stored = self.state()
+        # Only the objects for this node decide its packets, here as in the kernel.
+        mine = replace(stored, ruleset=self.node_split(stored.ruleset).enforced)
+        return observe_trace.trace(mine, self.interfaces(), self.config.failsafe, dp, req)
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself

@@ -60,6 +60,10 @@ class Status:
     reverted: str = ""  # what this very status took back (an expired pending change)
     watchdog: str = ""  # "alive pid N", "stopped pid N", "gone (pid N)" while pending
     agent: str = ""  # "running pid N" or "" (not running)
+    # nodeSelector: this node's labels (None: unknown, every object applies) and the objects
+    # stored for other nodes, not enforced here.
+    node_labels: dict[str, str] | None = None
+    not_for_node: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from console import render
 from console.commands.context import Context
 from engine.errors import InfwError
-
-if TYPE_CHECKING:
-    from engine.core.model import RuleSet
-
-
-def _load_rules(path: str) -> RuleSet:
-    from engine.core import crd
-    from engine.core.yamlfile import read_stdin
-
-    if path == "-":
-        return crd.load_yaml(read_stdin(), "<stdin>")
-    return crd.load_file(path)
 
 
 def _write_file(path: str, text: str) -> None:
@@ -64,8 +51,7 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
-    ruleset = _load_rules(args.file)
-    _, warnings = ctx.engine.check(ruleset)
+    ruleset, warnings = ctx.engine.validate_file(args.file)
     data = {
         "valid": True,
         "file": args.file,
@@ -86,34 +72,22 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
-    ruleset = _load_rules(args.file)
-    name = "stdin" if args.file == "-" else os.path.basename(args.file)
-    return _applied(ctx, ctx.engine.apply(ruleset, summary=f"apply {name}", **_edit_kwargs(args)))
+    return _applied(ctx, ctx.engine.apply_file(args.file, **_edit_kwargs(args)))
 
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
-    if ctx.json:
-        from engine.core.crd import firewall_to_dict
-
-        ruleset = ctx.engine.ruleset()
-        # A v1 List: JSON is YAML, so `infw apply` takes this file back as it is.
-        doc = {
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [firewall_to_dict(fw) for fw in ruleset.firewalls],
-        }
-        text = json.dumps(doc, indent=2) + "\n"
-    else:
-        text = ctx.engine.export_yaml()
-        ruleset = None
+    text = ctx.engine.export(as_json=ctx.json)
+    ruleset = ctx.engine.ruleset()
+    # Notes go to stderr: the file is the operator's, the notes are for the person taking it.
+    for note in ctx.engine.export_notes():
+        ctx.note(f"export note: {note}")
     if args.output in (None, "-"):
         ctx.out.write(text)
         ctx.out.flush()
-        if not text.strip() or not ctx.engine.ruleset().firewalls:
+        if not ruleset.firewalls:
             ctx.note("no rules are stored: nothing to export")
         return 0
     _write_file(args.output, text)
-    ruleset = ruleset or ctx.engine.ruleset()
     ctx.note(
         f"exported {len(ruleset.firewalls)} objects ({ruleset.rule_count()} rules) to {args.output}"
     )

@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from engine.core.cidr import Prefix, parse_cidr
-from engine.core.model import Protocol, Rule, RuleSet
+from engine.core.failsafe import OPERATOR_FAILSAFE, FailSafe
+from engine.core.model import Action, Protocol, Rule, RuleSet
 
 OPERATOR_ORDER_SLOTS = 100  # its daemon indexes a 100-slot array by order: 100 and up fail there
 EXAMPLES = 3
@@ -104,3 +105,27 @@ def meaning_notes(ruleset: RuleSet) -> list[str]:
         text = ", ".join(f"{narrow} inside {wide}" for wide, narrow in pairs) + more
         notes.append(NOTES["nested"].format(what=text))
     return notes
+
+
+def operator_failsafe_refusals(ruleset: RuleSet, node: tuple[FailSafe, ...]) -> list[str]:
+    """Deny rules the operator's webhook refuses for its fail-safe ports where this node's own
+    list (the guard's) does not hold those ports: infw enforces them, the cluster would not."""
+    out = []
+    for name, cidrs, rule in _rules(ruleset):
+        ports = rule.ports
+        if rule.action is not Action.DENY or ports is None:
+            continue
+        hits = [
+            str(fs)
+            for fs in OPERATOR_FAILSAFE
+            if fs.protocol is rule.protocol
+            and ports.low <= fs.ports.high
+            and fs.ports.low <= ports.high
+            and not any(
+                n.protocol is fs.protocol and n.ports.low <= fs.ports.low <= n.ports.high
+                for n in node
+            )
+        ]
+        if hits:
+            out.append(f"{name} {', '.join(cidrs)} order {rule.order}: it covers {', '.join(hits)}")
+    return out
