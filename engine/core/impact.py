@@ -342,7 +342,8 @@ def traffic_impact(
         (denied if after.action is Action.DENY else allowed).append(change)
 
     def rank(items: list[FlowChange]) -> list[FlowChange]:
-        return sorted(items, key=lambda c: (-c.pps, -c.packets, c.key))
+        # repr: a key's port or ICMP fields may be None (fragments), which don't order with ints.
+        return sorted(items, key=lambda c: (-c.pps, -c.packets, repr(c.key)))
 
     denied, allowed = rank(denied), rank(allowed)
     return TrafficImpact(
