@@ -22,7 +22,6 @@ from console.commands import (
     report_error,
     run_parsed,
 )
-from engine.errors import InfwError, StateError
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -45,24 +44,11 @@ def connect(
     lab: bool = False,
     read_only: bool = False,
 ) -> Engine:
-    """Open the Engine the options name; a missing namespace is an error with its fix."""
-    from engine.engine import Engine
+    """Open the Engine the options name (engine.connect: one place says what --lab needs)."""
+    from engine.connect import ConnectOptions
+    from engine.connect import connect as open_engine
 
-    if lab:
-        lab_pins, lab_state, lab_ns = lab_connection()
-        pin_root, state_dir, netns = pin_root or lab_pins, state_dir or lab_state, netns or lab_ns
-    if netns and not os.path.exists(os.path.join("/run/netns", netns)):
-        fix = "start the lab with 'infw lab up'" if lab else "see 'ip netns list'"
-        raise StateError(f"network namespace {netns!r} does not exist", fix)
-    try:
-        return Engine(pin_root, state_dir, read_only=read_only, netns=netns)
-    except OSError as exc:
-        if netns and exc.errno in (1, 13):
-            raise InfwError(
-                f"cannot enter network namespace {netns!r}: {exc.strerror}",
-                "entering a namespace needs root (CAP_SYS_ADMIN)",
-            ) from exc
-        raise
+    return open_engine(ConnectOptions(pin_root, state_dir, netns, lab, read_only))
 
 
 def _context(args: argparse.Namespace) -> Context:

@@ -36,6 +36,13 @@ def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
     if options.lab:
         lab_pins, lab_state, lab_ns = lab_connection()
         pin_root, state_dir, netns = pin_root or lab_pins, state_dir or lab_state, netns or lab_ns
+        if kernel is None and not HostKernel().has_privileges():
+            # Before anything else: whether the lab is up or not, a non-root user can't enter it.
+            raise PrivilegeError(
+                f"--lab needs root: the lab's firewall lives in network namespace {lab_ns}, "
+                "and entering it needs CAP_SYS_ADMIN",
+                "run it with sudo",
+            )
     if netns and kernel is None and not os.path.exists(os.path.join(NETNS_DIR, netns)):
         fix = "start the lab with 'infw lab up'" if options.lab else "see 'ip netns list'"
         raise StateError(f"network namespace {netns!r} does not exist", fix)
@@ -43,9 +50,9 @@ def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
         return Engine(pin_root, state_dir, read_only=options.read_only, netns=netns, kernel=kernel)
     except OSError as exc:
         if netns and exc.errno in (1, 13):
-            raise InfwError(
+            raise PrivilegeError(
                 f"cannot enter network namespace {netns!r}: {exc.strerror}",
-                "entering a namespace needs root (CAP_SYS_ADMIN)",
+                "entering a namespace needs root (CAP_SYS_ADMIN): run it with sudo",
             ) from exc
         raise
 

@@ -17,12 +17,13 @@ from engine.views import DropEvent
 
 
 def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
+    engine = ctx.engine  # connecting can fail on its own (exit 4 for --lab without root)
     try:
-        rows = list(ctx.engine.stats().rules)
+        rows = list(engine.stats().rules)
     except (PrivilegeError, FirewallUnreachable) as exc:
         # The rules are readable from the store; only the kernel counters need the kernel.
         ctx.note(f"note: stored rules, no counters ({exc.message})")
-        rows = ctx.engine.rule_rows()
+        rows = engine.rule_rows()
     ctx.emit([r.to_json() for r in rows], lambda: render.rules_text(rows, ctx.style))
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from engine.checkout import ROOT
 from engine.core.crd import load_file, load_yaml
 from engine.core.frame import build_frame
 
@@ -670,3 +671,23 @@ def test_stats_without_a_loaded_firewall_fails_with_the_reason(infw: Run) -> Non
     assert "allowed" not in proc.stdout
     rules = infw("rules")
     assert rules.returncode == 0 and "stored rules, no counters" in rules.stderr
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """infw as an unprivileged user (setpriv drops root), with this checkout's code."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to become an unprivileged user")
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/tmp", "PYTHONPATH": str(ROOT)}
+    code = "import sys; from console.cli import main; sys.exit(main())"
+    return subprocess.run(
+        [*cmd, sys.executable, "-c", code, *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize("command", [["status"], ["--read-only", "rules"], ["events"]])
+def test_lab_without_root_is_exit_4_naming_the_capability(command: list[str]) -> None:
+    proc = as_nobody("--lab", *command)
+    assert proc.returncode == 4, proc.stderr
+    assert "--lab needs root" in proc.stderr and "CAP_SYS_ADMIN" in proc.stderr
+    assert "note:" not in proc.stderr  # one clear error, not a fallback first
