@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 from engine.core.cidr import Prefix, parse_address, parse_cidr
 from engine.core.compiler import (
-    SEG_CLASS_INDEX,
-    V4_SPACE,
     CompiledTables,
     FastImages,
     LpmEntry,
@@ -33,6 +31,8 @@ from engine.kernel.abi import (
     NODE_INDEX_MASK,
     ROOT_IFINDEXES,
     ROOT_TRIE,
+    SEG_CLASS_INDEX,
+    V4_SPACE,
 )
 from engine.kernel.abi import Action as KernelAction
 

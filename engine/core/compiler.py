@@ -29,21 +29,22 @@ from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe,
 from engine.core.model import Action, Firewall, IngressBlock, Rule, RuleSet
 from engine.errors import FieldError, LimitError
 from engine.kernel.abi import (
+    ALL_CLASSES,
     LISTS_PER_GEN,
     NODE_ENTRIES,
     NODE_FLAG,
     NODES_PER_GEN,
+    OTHER_CLASS,
+    PROTO_CLASSES,
     ROOT_IFINDEXES,
     ROOT_TRIE,
+    SEG_CLASS_INDEX,
     SEG_ROOTS,
+    V4_SPACE,
+    V6_SPACE,
 )
 from engine.kernel.abi import Action as KernelAction
 
-# Protocol classes of the segment trie: the IP protocol number for the five the CRD names,
-# OTHER for everything else (only protocol-less rules match those).
-PROTO_CLASSES: tuple[int, ...] = (6, 17, 132, 1, 58)
-OTHER_CLASS = 255
-ALL_CLASSES: tuple[int, ...] = (*PROTO_CLASSES, OTHER_CLASS)
 VALUE_BITS = 16
 VALUE_MAX = (1 << VALUE_BITS) - 1
 
@@ -396,8 +397,6 @@ def _add_v4_roots(own: dict[tuple[int, Prefix], dict[int, int]]) -> None:
 #     action << 16 | rule id, 0 for no match. ROOT_TRIE: this list is in the segment LPM trie.
 
 SEG_ACTION_CODES = {Action.ALLOW: int(KernelAction.ALLOW), Action.DENY: int(KernelAction.DENY)}
-SEG_CLASS_INDEX: dict[int, int] = {cls: i for i, cls in enumerate(ALL_CLASSES)}
-V4_SPACE, V6_SPACE = 0, 1
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""The one Python mirror of bpf/infw.bpf.c's map keys, values and records (ctypes).
+"""The one home of the kernel ABI: every constant bpf/ uses (handed to the C program by the
+loader as -D defines, see c_defines) and the ctypes mirror of its map keys, values and records.
 
-A test compiles the C program and checks every size and offset here against it.
+A test compiles the C program and checks every size and offset here against it; the C side
+refuses to compile without the defines (bpf/maps.h).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ MAP_NODE_STATS = "node_stats"
 MAP_CONFIG = "config"
 MAP_RATELIMIT = "ratelimit"
 MAP_EVENTS = "events"
-MAP_LAST = "last_verdict"
 MAP_NODES = "nodes"
 MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
@@ -33,7 +34,6 @@ ALL_MAPS = (
     MAP_CONFIG,
     MAP_RATELIMIT,
     MAP_EVENTS,
-    MAP_LAST,
     MAP_NODES,
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
@@ -61,6 +61,16 @@ LIST_ROOTS_ENTRIES = 2 * LISTS_PER_GEN  # [generation][list id]
 NODE_FLAG = 1 << 30  # entry is a node index (relative to its generation's half)
 ROOT_TRIE = 1 << 29  # root entry: look in the LPM trie instead
 NODE_INDEX_MASK = NODE_FLAG - 1
+V4_SPACE, V6_SPACE = 0, 1  # the two source tries of an interface: IPv4 (mapped) and IPv6
+
+# Protocol classes of the segment trie: the IP protocol number for the five the CRD names,
+# OTHER_CLASS for everything else (only protocol-less rules match those). A class's index in
+# ALL_CLASSES is its slot in a list_roots row (times two, plus one for non-first fragments).
+PROTO_CLASSES: tuple[int, ...] = (6, 17, 132, 1, 58)  # TCP, UDP, SCTP, ICMP, ICMPv6
+OTHER_CLASS = 255
+ALL_CLASSES: tuple[int, ...] = (*PROTO_CLASSES, OTHER_CLASS)
+SEG_CLASS_INDEX: dict[int, int] = {cls: i for i, cls in enumerate(ALL_CLASSES)}
+_CLASS_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMP", 58: "ICMPV6", OTHER_CLASS: "OTHER"}
 
 SRC_KEY_FIXED_BITS = 64  # gen + pad + ifindex precede the address in the LPM key
 SEG_KEY_FIXED_BITS = 48  # list id + proto class + nonfirst flag precede the value
@@ -130,6 +140,9 @@ class RateLimit(ct.Structure):
 
 
 class LastVerdict(ct.Structure):
+    """What a trace answers: the program's reason, deciding rule and XDP action (TraceMeta's
+    answer without the magic)."""
+
     _fields_ = [
         ("reason", ct.c_uint32),
         ("rule_id", ct.c_uint32),
@@ -141,7 +154,7 @@ class LastVerdict(ct.Structure):
 class TraceMeta(ct.Structure):
     """XDP metadata in front of a traced frame (BPF_PROG_TEST_RUN): with magic TRACE_MAGIC the
     program counts nothing, emits no event, and writes its verdict back here (the kernel copies
-    the metadata out with the frame) and into its CPU's last_verdict."""
+    the metadata out with the frame)."""
 
     _fields_ = [
         ("magic", ct.c_uint32),
@@ -151,7 +164,7 @@ class TraceMeta(ct.Structure):
     ]
 
 
-TRACE_MAGIC = 0x74776669  # "ifwt" in memory order; bpf/infw.bpf.c defines the same
+TRACE_MAGIC = 0x74776669  # "ifwt" in memory order
 TRACE_UNANSWERED = 0xFFFFFFFF  # xdp_action sent in; a program that traces overwrites it
 
 
@@ -216,3 +229,46 @@ class NodeCounter(enum.IntEnum):
 
 
 NODE_COUNTERS = 16
+
+
+def c_defines() -> dict[str, int]:
+    """Every constant the C program takes from here, by its C name (the loader passes each as
+    -D NAME=value; the enums as ACTION_*, MODE_*, REASON_*, NC_*; the class slots as
+    CLASS_*; the fail-safe protocol bits as FAILSAFE_*)."""
+    defines = {
+        "SRC_MAX_ENTRIES": SRC_MAX_ENTRIES,
+        "SEG_MAX_ENTRIES": SEG_MAX_ENTRIES,
+        "FAILSAFE_MAX_ENTRIES": FAILSAFE_MAX_ENTRIES,
+        "RULE_STATS_ENTRIES": RULE_STATS_ENTRIES,
+        "NODE_COUNTERS": NODE_COUNTERS,
+        "EVENTS_RINGBUF_PAGES": EVENTS_RINGBUF_PAGES,
+        "NODE_ENTRIES": NODE_ENTRIES,
+        "NODES_PER_GEN": NODES_PER_GEN,
+        "NODES_TOTAL": NODES_TOTAL,
+        "ROOT_IFINDEXES": ROOT_IFINDEXES,
+        "SRC_ROOTS_ENTRIES": SRC_ROOTS_ENTRIES,
+        "LISTS_PER_GEN": LISTS_PER_GEN,
+        "SEG_ROOTS": SEG_ROOTS,
+        "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
+        "NODE_FLAG": NODE_FLAG,
+        "ROOT_TRIE": ROOT_TRIE,
+        "NODE_INDEX_MASK": NODE_INDEX_MASK,
+        "GEN_BIT": GEN_BIT,
+        "SRC_KEY_FIXED_BITS": SRC_KEY_FIXED_BITS,
+        "SEG_KEY_FIXED_BITS": SEG_KEY_FIXED_BITS,
+        "V4_SPACE": V4_SPACE,
+        "V6_SPACE": V6_SPACE,
+        "PROTO_OTHER": OTHER_CLASS,
+        "TRACE_MAGIC": TRACE_MAGIC,
+        "EVENT_FLAG_NONFIRST_FRAGMENT": EVENT_FLAG_NONFIRST_FRAGMENT,
+    }
+    defines |= {f"CLASS_{_CLASS_NAMES[c]}": i for c, i in SEG_CLASS_INDEX.items()}
+    defines |= {f"FAILSAFE_{_CLASS_NAMES[p]}": bit for p, bit in FAILSAFE_PROTO_BITS.items()}
+    for prefix, values in (
+        ("ACTION", Action),
+        ("MODE", Mode),
+        ("REASON", Reason),
+        ("NC", NodeCounter),
+    ):
+        defines |= {f"{prefix}_{v.name}": int(v) for v in values}
+    return defines

@@ -14,20 +14,7 @@ from typing import Any
 from engine.checkout import BPF_DIR
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import (
-    EVENTS_RINGBUF_PAGES,
-    FAILSAFE_MAX_ENTRIES,
-    LIST_ROOTS_ENTRIES,
-    LISTS_PER_GEN,
-    NODE_COUNTERS,
-    NODES_PER_GEN,
-    NODES_TOTAL,
-    ROOT_IFINDEXES,
-    RULE_STATS_ENTRIES,
-    SEG_MAX_ENTRIES,
-    SRC_MAX_ENTRIES,
-    SRC_ROOTS_ENTRIES,
-)
+from engine.kernel.abi import c_defines
 from engine.kernel.pinroot import ensure_pin_root
 
 BPF_SOURCE = BPF_DIR / "infw.bpf.c"
@@ -35,24 +22,15 @@ PROG_NAME = "infw_xdp"  # the kernel keeps the function name; it marks older bui
 VERIFIER_TAIL_LINES = 30
 
 
-def cflags(pin_root: str) -> list[str]:
-    """The defines bpf/infw.bpf.c needs: where to pin, and the map sizes of engine.kernel.abi."""
-    sizes = {
-        "SRC_MAX_ENTRIES": SRC_MAX_ENTRIES,
-        "SEG_MAX_ENTRIES": SEG_MAX_ENTRIES,
-        "FAILSAFE_MAX_ENTRIES": FAILSAFE_MAX_ENTRIES,
-        "RULE_STATS_ENTRIES": RULE_STATS_ENTRIES,
-        "NODE_COUNTERS": NODE_COUNTERS,
-        "EVENTS_RINGBUF_PAGES": EVENTS_RINGBUF_PAGES,
-        "NODES_PER_GEN": NODES_PER_GEN,
-        "NODES_TOTAL": NODES_TOTAL,
-        "ROOT_IFINDEXES": ROOT_IFINDEXES,
-        "SRC_ROOTS_ENTRIES": SRC_ROOTS_ENTRIES,
-        "LISTS_PER_GEN": LISTS_PER_GEN,
-        "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
-    }
-    return [f'-DPIN_ROOT="{pin_root}"', "-Wno-macro-redefined"] + [
-        f"-D{name}={value}" for name, value in sizes.items()
+def cflags(pin_root: str, source_dir: str | Path = BPF_DIR) -> list[str]:
+    """The flags bpf/ needs: its headers, where to pin, and every constant of
+    engine.kernel.abi as a define (the C side has none of its own and refuses to compile
+    without them). A kernel header defining one of the same names is an error, not a
+    silent override."""
+    # the source's own directory first, then bpf/ (a test compiles a changed copy elsewhere)
+    includes = dict.fromkeys([f"-I{source_dir}", f"-I{BPF_DIR}"])
+    return [*includes, f'-DPIN_ROOT="{pin_root}"', "-Werror=macro-redefined"] + [
+        f"-D{name}={value:#x}U" for name, value in c_defines().items()
     ]
 
 
@@ -108,7 +86,8 @@ def compile_program(
     with _captured_stderr() as log:
         try:
             return BPF(
-                src_file=str(source_path).encode(), cflags=[*cflags(pin_root), *extra_cflags]
+                src_file=str(source_path).encode(),
+                cflags=[*cflags(pin_root, Path(source_path).parent), *extra_cflags],
             )
         except Exception as exc:  # bcc raises bare Exception for compile errors
             _raise_if_unprivileged(exc, log())

@@ -19,7 +19,6 @@ from engine.kernel.abi import (
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
-    MAP_LAST,
     MAP_LIST_ROOTS,
     MAP_NODE_STATS,
     MAP_NODES,
@@ -37,7 +36,6 @@ from engine.kernel.abi import (
     SRC_ROOTS_ENTRIES,
     Config,
     Counter,
-    LastVerdict,
     ListRoots,
     Node,
     RateLimit,
@@ -47,6 +45,10 @@ from engine.kernel.abi import (
 )
 from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.bpfsys import Map
+
+# Maps older builds pinned and this one no longer has: a reload leaves them (the old program
+# may still run until the switch), an unload removes them with the rest.
+RETIRED_PINS = ("last_verdict",)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,6 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_NODE_STATS: MapSpec(4, ct.sizeof(Counter), NODE_COUNTERS),
     MAP_CONFIG: MapSpec(4, ct.sizeof(Config), 1),
     MAP_RATELIMIT: MapSpec(4, ct.sizeof(RateLimit), 1),
-    MAP_LAST: MapSpec(4, ct.sizeof(LastVerdict), 1),
     MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
     MAP_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
@@ -148,7 +149,7 @@ def check_existing_pins(pin_root: str) -> None:
 
 def remove_pins(pin_root: str) -> None:
     """Unpin the program and every map, then the pin root itself if nothing else is in it."""
-    for name in (PROG_PIN, *ALL_MAPS):
+    for name in (PROG_PIN, *ALL_MAPS, *RETIRED_PINS):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(pin_root, name))
     with contextlib.suppress(OSError):

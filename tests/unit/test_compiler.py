@@ -441,7 +441,7 @@ def test_fast_images_hold_everything_that_fits() -> None:
     )
     fast = tables.fast
     assert fast.lpm == () and fast.segments == ()
-    assert set(fast.src_roots) == {(1, compiler.V4_SPACE), (1, compiler.V6_SPACE)}
+    assert set(fast.src_roots) == {(1, layout.V4_SPACE), (1, layout.V6_SPACE)}
     assert all(r & layout.NODE_FLAG for r in fast.src_roots.values())
     # 10.0.0.0/8: one node (the root, indexed by the first octet); 2001:db8::/32: four levels
     assert fast.node_count == 1 + 4 + 2  # + the TCP rule's root and its child for port 80
@@ -455,8 +455,8 @@ def test_fast_images_fall_back_per_space_and_list() -> None:
     tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=1)
     fast = tables.fast
     # the IPv4 root fits, the IPv6 chain of four nodes does not, nor do the list's two nodes
-    assert fast.src_roots[(1, compiler.V4_SPACE)] & layout.NODE_FLAG
-    assert fast.src_roots[(1, compiler.V6_SPACE)] == layout.ROOT_TRIE
+    assert fast.src_roots[(1, layout.V4_SPACE)] & layout.NODE_FLAG
+    assert fast.src_roots[(1, layout.V6_SPACE)] == layout.ROOT_TRIE
     assert [e.prefix.is_v4 for e in fast.lpm] == [False]
     assert set(fast.list_roots[1]) == {layout.ROOT_TRIE}
     assert fast.segments == tables.segments
@@ -512,7 +512,7 @@ def test_fast_images_share_equal_nodes() -> None:
     fast = compile_ruleset(rs, NODE_INTERFACES).fast
     roots = list(fast.list_roots.values())
     assert len(roots) == 2
-    udp = compiler.SEG_CLASS_INDEX[17] * 2
+    udp = layout.SEG_CLASS_INDEX[17] * 2
     assert roots[0][udp] == roots[1][udp]  # the UDP trie of both lists is one set of nodes
 
 

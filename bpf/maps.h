@@ -1,0 +1,154 @@
+/* infw's maps and the structs they hold. Every struct is mirrored once in
+ * engine/kernel/abi.py (tests/kernel/test_layout.py checks sizes and offsets agree), and every
+ * constant comes from there too: the loader (engine/kernel/loader.py) passes each as -D, and
+ * this file refuses to compile without them, so C and Python cannot drift apart.
+ */
+#ifndef INFW_MAPS_H
+#define INFW_MAPS_H
+
+#if !defined(PIN_ROOT) || !defined(SRC_MAX_ENTRIES) || !defined(SEG_MAX_ENTRIES) || \
+    !defined(FAILSAFE_MAX_ENTRIES) || !defined(RULE_STATS_ENTRIES) || \
+    !defined(NODE_COUNTERS) || !defined(EVENTS_RINGBUF_PAGES) || !defined(NODE_ENTRIES) || \
+    !defined(NODES_PER_GEN) || !defined(NODES_TOTAL) || !defined(ROOT_IFINDEXES) || \
+    !defined(SRC_ROOTS_ENTRIES) || !defined(LISTS_PER_GEN) || !defined(SEG_ROOTS) || \
+    !defined(LIST_ROOTS_ENTRIES) || !defined(NODE_FLAG) || !defined(ROOT_TRIE) || \
+    !defined(NODE_INDEX_MASK) || !defined(GEN_BIT) || !defined(SRC_KEY_FIXED_BITS) || \
+    !defined(SEG_KEY_FIXED_BITS) || !defined(V4_SPACE) || !defined(V6_SPACE) || \
+    !defined(PROTO_OTHER) || !defined(TRACE_MAGIC) || !defined(EVENT_FLAG_NONFIRST_FRAGMENT) || \
+    !defined(CLASS_TCP) || !defined(CLASS_UDP) || !defined(CLASS_SCTP) || \
+    !defined(CLASS_ICMP) || !defined(CLASS_ICMPV6) || !defined(CLASS_OTHER) || \
+    !defined(FAILSAFE_TCP) || !defined(FAILSAFE_UDP) || !defined(FAILSAFE_SCTP) || \
+    !defined(ACTION_ALLOW) || !defined(ACTION_DENY) || !defined(ACTION_WOULD_DENY) || \
+    !defined(MODE_ENFORCE) || !defined(MODE_AUDIT) || !defined(REASON_NONE) || \
+    !defined(REASON_FAILSAFE) || !defined(REASON_RULE) || !defined(REASON_NO_MATCH) || \
+    !defined(REASON_UNPARSED) || !defined(NC_ALLOW) || !defined(NC_DENY) || \
+    !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || !defined(NC_NO_MATCH) || \
+    !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || !defined(NC_EVENTS_SUPPRESSED) || \
+    !defined(NC_EVENTS_LOST)
+#error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
+#endif
+
+struct src_key {
+    u32 prefixlen; /* counts from gen: SRC_KEY_FIXED_BITS + address bits */
+    u8 gen;
+    u8 pad[3];
+    u32 ifindex;
+    u8 addr[16]; /* IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d) */
+};
+
+struct seg_key {
+    u32 prefixlen; /* SEG_KEY_FIXED_BITS + value bits */
+    u32 list_id;
+    u8 proto;     /* IP protocol for TCP/UDP/SCTP/ICMP/ICMPv6, PROTO_OTHER for the rest */
+    u8 nonfirst;  /* non-first fragment: no L4 header */
+    u16 value_be; /* port, or ICMP type<<8|code; big-endian so prefixes work */
+};
+
+struct node {
+    u32 e[NODE_ENTRIES]; /* leaf, or NODE_FLAG | node index within the generation's half */
+};
+
+struct list_roots {
+    u32 root[SEG_ROOTS]; /* [protocol class index * 2 + nonfirst] */
+};
+
+struct seg_val {
+    u32 rule_id;
+    u32 action;
+};
+
+struct counter {
+    u64 packets;
+    u64 bytes;
+};
+
+struct config {
+    u32 active_gen;
+    u32 mode;
+    u32 events_per_sec; /* per CPU; 0 disables events */
+    u32 reserved;       /* was the global trace flag; unused (traced packets carry metadata) */
+    u64 generation;
+};
+
+struct ratelimit {
+    u64 window_start_ns;
+    u64 count;
+    u64 last_jiffies; /* the coarse clock only moves with jiffies: read it once per tick */
+};
+
+/* XDP metadata in front of a traced frame (BPF_PROG_TEST_RUN ctx_in data = its size): such a
+ * packet counts nowhere and emits no event; the program writes its verdict back here (the
+ * kernel copies the metadata out with the frame). The magic is left as it is, so every run of
+ * a repeated test run is traced. Packets from a device carry no metadata: data_meta == data
+ * (or past it where a driver has none). */
+struct trace_meta {
+    u32 magic; /* TRACE_MAGIC */
+    u32 reason;
+    u32 rule_id;
+    u32 xdp_action;
+};
+
+struct drop_event {
+    u64 ts_ns;
+    u32 ifindex;
+    u32 rule_id;
+    u8 verdict;
+    u8 family;
+    u8 l4proto;
+    u8 flags;
+    u16 vlan;
+    u16 sport;
+    u16 dport;
+    u8 icmp_type;
+    u8 icmp_code;
+    u32 pkt_len;
+    u8 src[16];
+    u8 dst[16];
+};
+
+/* bcc has no pinned ring buffer macro: this is BPF_RINGBUF_OUTPUT with a pin path. */
+#define BPF_RINGBUF_PINNED(_name, _num_pages, _pinned)                                       \
+    struct _name##_table_t {                                                                 \
+        int key;                                                                             \
+        u32 leaf;                                                                            \
+        int (*ringbuf_output)(void *, u64, u64);                                             \
+        void *(*ringbuf_reserve)(u64);                                                       \
+        void (*ringbuf_discard)(void *, u64);                                                \
+        void (*ringbuf_submit)(void *, u64);                                                 \
+        u32 max_entries;                                                                     \
+    };                                                                                       \
+    __attribute__((section("maps/ringbuf:" _pinned)))                                        \
+    struct _name##_table_t _name = {.max_entries = ((_num_pages) * PAGE_SIZE)}
+
+BPF_TABLE_PINNED("lpm_trie", struct src_key, u32, src_lpm, SRC_MAX_ENTRIES,
+                 PIN_ROOT "/src_lpm", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct seg_key, struct seg_val, seg_lpm, SEG_MAX_ENTRIES,
+                 PIN_ROOT "/seg_lpm", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", u32, struct node, nodes, NODES_TOTAL, PIN_ROOT "/nodes");
+/* [generation][space][ifindex] -> root entry of that source trie; userspace reads and writes
+ * it through mmap (a batch lookup of every entry would cost ~70 ms per edit) */
+BPF_TABLE_PINNED("array", u32, u32, src_roots, SRC_ROOTS_ENTRIES, PIN_ROOT "/src_roots",
+                 BPF_F_MMAPABLE);
+/* [generation][list id] -> root entries of that list's rule tries */
+BPF_TABLE_PINNED("array", u32, struct list_roots, list_roots, LIST_ROOTS_ENTRIES,
+                 PIN_ROOT "/list_roots");
+/* destination port -> bitmask of fail-safe protocols: an array, so the lookup is inlined;
+ * mmapable, so userspace finds the few ports set without a syscall per entry (~19 ms) */
+BPF_TABLE_PINNED("array", u32, u32, failsafe, FAILSAFE_MAX_ENTRIES, PIN_ROOT "/failsafe",
+                 BPF_F_MMAPABLE);
+BPF_TABLE_PINNED("percpu_array", u32, struct counter, rule_stats, RULE_STATS_ENTRIES,
+                 PIN_ROOT "/rule_stats");
+BPF_TABLE_PINNED("percpu_array", u32, struct counter, node_stats, NODE_COUNTERS,
+                 PIN_ROOT "/node_stats");
+BPF_TABLE_PINNED("array", u32, struct config, config, 1, PIN_ROOT "/config");
+BPF_TABLE_PINNED("percpu_array", u32, struct ratelimit, ratelimit, 1, PIN_ROOT "/ratelimit");
+BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
+
+#ifdef INFW_LAYOUT_CHECK
+/* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace
+ * metadata, so bcc generates ctypes structs to compare with engine/kernel/abi.py's. */
+BPF_ARRAY(layout_drop_event, struct drop_event, 1);
+BPF_ARRAY(layout_trace_meta, struct trace_meta, 1);
+#endif
+
+#endif /* INFW_MAPS_H */
