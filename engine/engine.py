@@ -27,8 +27,18 @@ from engine.core.compiler import (
 )
 from engine.core.export import dump_documents, export_documents
 from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
-from engine.core.model import ORDER_MAX, ORDER_MIN, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.core.impact import DEFAULT_TOP, ImpactPreview, diff_rules
+from engine.core.model import (
+    ORDER_MAX,
+    ORDER_MIN,
+    Action,
+    RuleSet,
+    add_rule,
+    remove_rule,
+    rule_conflict,
+)
 from engine.core.parity import operator_failsafe_refusals
+from engine.core.replay import ReplayReport
 from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from engine.core.selector import NodeSplit, split_for_node
 from engine.core.yamlfile import read_stdin
@@ -48,6 +58,16 @@ from engine.kernel.host import HostKernel
 from engine.kernel.seam import Kernel, LoadedDatapath
 from engine.observe import trace as observe_trace
 from engine.observe.events import EventBuffer, decode_event, monotonic_to_epoch
+from engine.observe.flows import (
+    DEFAULT_WINDOW,
+    FlowReader,
+    FlowsView,
+    PendingDrops,
+    capture_flows,
+    pending_drops,
+    replay_capture,
+)
+from engine.observe.flows import preview as flow_preview
 from engine.observe.stats import RateTracker, build_rule_rows
 from engine.state.config import NodeConfig, load_config
 from engine.state.store import ChangeKind, Pending, Store, StoredState, author
@@ -116,6 +136,7 @@ class Engine:
         self.store = Store(state_dir)
         self._datapath: LoadedDatapath | None = None
         self._rates = RateTracker()
+        self._flow_reader = FlowReader()
         self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
         # the rule set a watchdog reverts to, read at its start (prepare_rollback)
         self._held_previous: dict[int, StoredState] = {}
@@ -693,12 +714,15 @@ class Engine:
         raise StateError(f"no rule with id {rule_id}", f"known ids: {known}")
 
     def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
+        return self._edit(self._deleted(rule_id), **kwargs)
+
+    def _deleted(self, rule_id: int) -> Change:
         def change(stored: StoredState) -> tuple[RuleSet, str]:
             row = self._find_rule(rule_id, stored)
             new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
             return new, f"delete rule {rule_id} ({row.firewall} order {row.order})"
 
-        return self._edit(change, **kwargs)
+        return change
 
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
         return self._edit(self._edited(rule_id, line), **kwargs)
@@ -997,6 +1021,7 @@ class Engine:
                 dp.write_tables(tables, stored.generation)
                 dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
                 dp.set_event_rate(self.config.event_rate)
+                dp.set_flow_sample(self.config.flow_sample)
             for name in names:
                 progress(f"attaching to {name}")
                 dp.attach(name, mode=mode, force=force)
@@ -1140,10 +1165,110 @@ class Engine:
 
     def _trace(self, req: TraceRequest) -> TraceResult:
         dp = self.datapath() if self.loaded() else None
-        stored = self.state()
         # Only the objects for this node decide its packets, here as in the kernel.
-        mine = replace(stored, ruleset=self.node_split(stored.ruleset).enforced)
+        mine = self._for_this_node(self.state())
         return observe_trace.trace(mine, self.interfaces(), self.config.failsafe, dp, req)
+
+    # ----------------------------------------------------------------- flows and impact
+
+    def flows(
+        self,
+        *,
+        since: float | None = None,
+        interface: str | None = None,
+        verdict: str | None = None,
+        top: int | None = None,
+    ) -> FlowsView:
+        """The kernel's sampled flows, busiest first; a console that calls again gets rates
+        from the difference (the first call: each flow's average since first seen)."""
+        wanted = None if verdict is None else _parse_verdict(verdict)
+        dp = self.datapath(required=False) if self.loaded() else None
+        ifnames = {v: k for k, v in self.interfaces().items()}
+        return self._flow_reader.read(
+            dp, ifnames, since=since, interface=interface, verdict=wanted, top=top
+        )
+
+    def set_flow_sample(self, rate: int) -> None:
+        """Sample 1 in rate packets into the flows map (0: off), until the next reload."""
+        self._require_write("change flow sampling")
+        self.datapath().set_flow_sample(rate)
+
+    def preview(
+        self,
+        proposed: RuleSet,
+        *,
+        capture: str | None = None,
+        interface: str | None = None,
+        since: float = DEFAULT_WINDOW,
+        top: int = DEFAULT_TOP,
+    ) -> ImpactPreview:
+        """What replacing the rules by `proposed` does: the rule diff and, over the flows seen
+        in the last `since` seconds (or every frame of a capture), the verdicts that change."""
+        # Only the objects for this node decide its packets, before and after the change.
+        stored = self._for_this_node(self.state())
+        proposed = self.node_split(proposed).enforced
+        ifaces = self.interfaces()
+        if capture is not None:
+            report = replay_capture(capture, stored, ifaces, self.config.failsafe, None, interface)
+            flows = capture_flows(report)
+            source = f"capture {os.path.basename(capture)}, {report.frames} frames"
+        else:
+            view = self.flows(since=since, interface=interface)
+            flows = list(view.flows)
+            source = f"flows of the last {since:.0f}s"
+            if view.sample_rate > 1:
+                source += f", 1 in {view.sample_rate} sampled"
+        return flow_preview(
+            stored, proposed, flows, ifaces, self.config.failsafe, top=top, source=source
+        )
+
+    def preview_file(self, path: str, stdin: TextIO | None = None, **kwargs: Any) -> ImpactPreview:
+        """`infw diff FILE` and `apply --dry-run`: the file checked as apply would, previewed."""
+        ruleset, _ = self.validate_file(path, stdin)
+        return self.preview(ruleset, **kwargs)
+
+    def preview_add(self, line: str | RuleLine, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._added(line), **kwargs)
+
+    def preview_edit(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._edited(rule_id, line), **kwargs)
+
+    def preview_delete(self, rule_id: int, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._deleted(rule_id), **kwargs)
+
+    def _preview_change(self, change: Change, **kwargs: Any) -> ImpactPreview:
+        """The dry run of an edit: the rule set it would apply, checked, then previewed."""
+        ruleset, _ = change(self.state())
+        self.check(ruleset, force=bool(kwargs.pop("force", False)))
+        return self.preview(ruleset, **kwargs)
+
+    def trace_pcap(self, path: str, interface: str | None = None) -> ReplayReport:
+        """Every frame of a capture through the loaded program (marked: counts nothing) and
+        the reference; the frames where they differ are listed."""
+        dp = self.datapath() if self.loaded() else None
+        stored = self._for_this_node(self.state())
+        return replay_capture(path, stored, self.interfaces(), self.config.failsafe, dp, interface)
+
+    def _for_this_node(self, stored: StoredState) -> StoredState:
+        return replace(stored, ruleset=self.node_split(stored.ruleset).enforced)
+
+    def pending_drops(self, snapshot: StatsSnapshot) -> PendingDrops | None:
+        """While a change is pending: what its new or newly denying rules drop now, measured
+        from their counters in `snapshot`."""
+        p = self.store.get_pending()
+        if p is None:
+            return None
+        before = self._generation_state(p.previous_generation)
+        after = self.state()
+        diff = diff_rules(before.ruleset, before.rule_ids, after.ruleset, after.rule_ids)
+        return pending_drops(diff, snapshot.rules)
+
+
+def _parse_verdict(text: str) -> Action:
+    try:
+        return Action.parse(text)
+    except ValueError:
+        raise StateError(f"unknown verdict {text!r}", "use allow or deny") from None
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself

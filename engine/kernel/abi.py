@@ -25,6 +25,7 @@ MAP_EVENTS = "events"
 MAP_NODES = "nodes"
 MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
+MAP_FLOWS = "flows"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -37,7 +38,11 @@ ALL_MAPS = (
     MAP_NODES,
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
+    MAP_FLOWS,
 )
+# Maps a reload adds to pins of an older build (bcc creates a missing pinned map): their
+# absence is no reason to refuse a reload, and an older build opened as it is lacks them.
+OPTIONAL_MAPS = frozenset({MAP_FLOWS})
 
 # Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -126,9 +131,58 @@ class Config(ct.Structure):
         ("active_gen", ct.c_uint32),
         ("mode", ct.c_uint32),  # Mode
         ("events_per_sec", ct.c_uint32),  # per CPU; 0 disables events
-        ("reserved", ct.c_uint32),  # was a global trace flag; traced packets carry TraceMeta
+        # flows: a packet is sampled when bpf_get_prandom_u32() <= this (FLOW_SAMPLE_*); it
+        # holds 2^32/N - 1 for 1 in N, so the program compares instead of dividing; 0 is off.
+        # (The slot once held a global trace flag; traced packets now carry TraceMeta.)
+        ("flow_sample", ct.c_uint32),
         ("generation", ct.c_uint64),  # rule-set generation number, for display
     ]
+
+
+FLOWS_ENTRIES = 65536  # LRU: the least recently seen flow makes room
+FLOW_FLAG_NONFIRST = 1
+DEFAULT_FLOW_SAMPLE = 16  # 1 in 16 packets; config.yaml flowSample
+
+
+class FlowRecKey(ct.Structure):
+    """flows map key: what the rules can tell apart about a packet."""
+
+    _fields_ = [
+        ("ifindex", ct.c_uint32),
+        ("l4proto", ct.c_uint8),
+        ("flags", ct.c_uint8),  # FLOW_FLAG_*
+        ("value", ct.c_uint16),  # host order: dport, or ICMP type<<8|code; 0 when absent
+        ("addr", ct.c_uint8 * 16),  # IPv6, or IPv4-mapped IPv6
+    ]
+
+
+class FlowRecVal(ct.Structure):
+    """flows map value: sampled counts (multiply by N) and the latest verdict."""
+
+    _fields_ = [
+        ("packets", ct.c_uint64),
+        ("bytes", ct.c_uint64),
+        ("first_ns", ct.c_uint64),  # bpf_ktime_get_ns (monotonic)
+        ("last_ns", ct.c_uint64),
+        ("rule_id", ct.c_uint32),
+        ("reason", ct.c_uint8),  # Reason
+        ("action", ct.c_uint8),  # Action of the deciding rule, 0 without one
+        ("pad", ct.c_uint16),
+    ]
+
+
+def flow_sample_threshold(rate: int) -> int:
+    """The config word for 1 in `rate` packets (0: off)."""
+    if rate <= 0:
+        return 0
+    return (1 << 32) // rate - 1
+
+
+def flow_sample_rate(threshold: int) -> int:
+    """Back from the config word to N (0: off)."""
+    if threshold <= 0:
+        return 0
+    return max(1, round((1 << 32) / (threshold + 1)))
 
 
 class RateLimit(ct.Structure):

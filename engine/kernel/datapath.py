@@ -17,8 +17,10 @@ from typing import Any
 from engine.core.compiler import CompiledTables
 from engine.kernel import bpfsys, counters, links, loader, pins
 from engine.kernel.abi import (
+    DEFAULT_FLOW_SAMPLE,
     MAP_CONFIG,
     MAP_EVENTS,
+    MAP_FLOWS,
     MAP_NODE_STATS,
     MAP_RULE_STATS,
     Config,
@@ -26,6 +28,7 @@ from engine.kernel.abi import (
     LastVerdict,
     Mode,
     NodeCounter,
+    flow_sample_threshold,
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
@@ -83,7 +86,10 @@ class Datapath:
         try:
             dp = cls(pin_root, pins.pin_prog(pin_root, fn.fd), pins.open_maps(pin_root), bpf)
             if fresh:
-                dp._config.write(events_per_sec=DEFAULT_EVENTS_PER_SEC)
+                dp._config.write(
+                    events_per_sec=DEFAULT_EVENTS_PER_SEC,
+                    flow_sample=flow_sample_threshold(DEFAULT_FLOW_SAMPLE),
+                )
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
         finally:
@@ -187,6 +193,18 @@ class Datapath:
 
     def node_counters(self) -> dict[NodeCounter, tuple[int, int]]:
         return counters.node_counters(self.maps[MAP_NODE_STATS])
+
+    # ----------------------------------------------------------------- flows
+
+    def set_flow_sample(self, rate: int) -> None:
+        """Sample 1 in rate packets into the flows map; 0 stops sampling."""
+        self._config.write(flow_sample=flow_sample_threshold(int(rate)))
+
+    def flow_entries(self) -> tuple[bytes, bytes, int] | None:
+        """The flows map packed (FlowRecKey, FlowRecVal back to back); None for an older
+        build loaded without one."""
+        m = self.maps.get(MAP_FLOWS)
+        return None if m is None else m.items()
 
     # ----------------------------------------------------------------- events
 

@@ -13,6 +13,7 @@ runs what the watchdog would do at the deadline with `run_due`.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,19 +23,24 @@ from engine.core.cidr import parse_address
 from engine.core.classify import Reason as RefReason
 from engine.core.classify import lookup
 from engine.core.compiler import CompiledTables
+from engine.core.flows import FlowKey
 from engine.core.frame import parse_frame
 from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError, InfwError
 from engine.kernel.abi import (
+    DEFAULT_FLOW_SAMPLE,
     EVENT_FLAG_NONFIRST_FRAGMENT,
     Action,
     Config,
     DropEventRecord,
+    FlowRecVal,
     LastVerdict,
     Mode,
     NodeCounter,
     Reason,
+    flow_sample_threshold,
 )
+from engine.kernel.flowmap import encode_key
 from engine.kernel.seam import XDP_DROP, XDP_PASS, Attachment, Orphan
 
 # Above the kernel's pid_max (2**22): a fake watchdog pid can never name a real process.
@@ -51,6 +57,10 @@ class Verdict:
     rule_id: int = 0
     counter: NodeCounter | None = None
     event: Action | None = None  # DENY / WOULD_DENY: a drop event is due
+    rule_action: int = 0  # the deciding rule's Action (0 without a rule), as flows record it
+
+
+_FLOW_REASONS = frozenset({Reason.FAILSAFE, Reason.RULE, Reason.NO_MATCH})
 
 
 class FakeWatchdog:
@@ -109,7 +119,14 @@ class FakeDatapath:
         self.pin_root = pin_root
         self.prog_id = prog_id
         self.tables: CompiledTables | None = None
-        self.cfg = Config(active_gen=0, mode=int(Mode.ENFORCE), events_per_sec=1000)
+        self.cfg = Config(
+            active_gen=0,
+            mode=int(Mode.ENFORCE),
+            events_per_sec=1000,
+            flow_sample=flow_sample_threshold(DEFAULT_FLOW_SAMPLE),
+        )
+        self.flows: dict[bytes, FlowRecVal] = {}  # packed FlowRecKey -> value, as the map holds
+        self._sampler = random.Random(0)  # seeded: tests see the same samples every run
         self.rules: dict[int, tuple[int, int]] = {}
         self.node: dict[NodeCounter, tuple[int, int]] = {c: (0, 0) for c in NodeCounter}
         self._callback: Callable[[DropEventRecord], None] | None = None
@@ -198,6 +215,35 @@ class FakeDatapath:
     def node_counters(self) -> dict[NodeCounter, tuple[int, int]]:
         return dict(self.node)
 
+    # ----------------------------------------------------------------- flows
+
+    def set_flow_sample(self, rate: int) -> None:
+        self.cfg.flow_sample = flow_sample_threshold(int(rate))
+
+    def flow_entries(self) -> tuple[bytes, bytes, int] | None:
+        return (
+            b"".join(self.flows),
+            b"".join(bytes(v) for v in self.flows.values()),
+            len(self.flows),
+        )
+
+    def _sample_flow(self, frame: bytes, ifindex: int, v: Verdict) -> None:
+        """What the program does after deciding: 1 in N packets into the flows map."""
+        threshold = int(self.cfg.flow_sample)
+        if not threshold or self._sampler.getrandbits(32) > threshold:
+            return
+        parsed = parse_frame(frame)
+        if parsed.fields is None or v.reason not in _FLOW_REASONS:
+            return
+        key = bytes(encode_key(FlowKey.of_packet("", parsed.fields), ifindex))
+        now = time.monotonic_ns()
+        val = self.flows.get(key) or FlowRecVal(first_ns=now)
+        val.packets += 1
+        val.bytes += len(frame)
+        val.last_ns = now
+        val.rule_id, val.reason, val.action = v.rule_id, int(v.reason), int(v.rule_action)
+        self.flows[key] = val
+
     # ----------------------------------------------------------------- events
 
     def open_events(self, callback: Callable[[DropEventRecord], None]) -> None:
@@ -231,12 +277,21 @@ class FakeDatapath:
         if decision.reason is not RefReason.RULE or decision.rule_id is None:
             return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
         if decision.action is RuleAction.ALLOW:
-            return Verdict(XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.ALLOW)
+            return Verdict(
+                XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.ALLOW, None, Action.ALLOW
+            )
         if self.cfg.mode == Mode.AUDIT:
             return Verdict(
-                XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.WOULD_DENY, Action.WOULD_DENY
+                XDP_PASS,
+                Reason.RULE,
+                decision.rule_id,
+                NodeCounter.WOULD_DENY,
+                Action.WOULD_DENY,
+                Action.DENY,
             )
-        return Verdict(XDP_DROP, Reason.RULE, decision.rule_id, NodeCounter.DENY, Action.DENY)
+        return Verdict(
+            XDP_DROP, Reason.RULE, decision.rule_id, NodeCounter.DENY, Action.DENY, Action.DENY
+        )
 
     def test_run(
         self, frame: bytes, ifindex: int | None = None, repeat: int = 1
@@ -261,6 +316,7 @@ class FakeDatapath:
             _add(self.node, v.counter, len(frame))
         if v.rule_id:
             _add(self.rules, v.rule_id, len(frame))
+        self._sample_flow(frame, ifindex, v)
         if v.event is not None:
             if self.cfg.events_per_sec == 0:
                 _add(self.node, NodeCounter.EVENTS_SUPPRESSED, 0)

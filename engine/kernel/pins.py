@@ -15,10 +15,12 @@ from engine.kernel.abi import (
     ALL_MAPS,
     EVENTS_RINGBUF_PAGES,
     FAILSAFE_MAX_ENTRIES,
+    FLOWS_ENTRIES,
     LIST_ROOTS_ENTRIES,
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
+    MAP_FLOWS,
     MAP_LIST_ROOTS,
     MAP_NODE_STATS,
     MAP_NODES,
@@ -29,6 +31,7 @@ from engine.kernel.abi import (
     MAP_SRC_ROOTS,
     NODE_COUNTERS,
     NODES_TOTAL,
+    OPTIONAL_MAPS,
     PROG_PIN,
     RULE_STATS_ENTRIES,
     SEG_MAX_ENTRIES,
@@ -36,6 +39,8 @@ from engine.kernel.abi import (
     SRC_ROOTS_ENTRIES,
     Config,
     Counter,
+    FlowRecKey,
+    FlowRecVal,
     ListRoots,
     Node,
     RateLimit,
@@ -71,6 +76,7 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
+    MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
 }
 
 
@@ -104,6 +110,8 @@ def open_maps(pin_root: str) -> dict[str, Map]:
     try:
         for name in ALL_MAPS:
             path = os.path.join(pin_root, name)
+            if not os.path.exists(path) and name in OPTIONAL_MAPS:
+                continue  # an older build: `infw reload` adds it
             if not os.path.exists(path):
                 raise DatapathError(
                     f"{path} is missing: the pins under {pin_root} are incomplete",
@@ -119,6 +127,8 @@ def open_maps(pin_root: str) -> dict[str, Map]:
 
 def check_layout(maps: Mapping[str, Map]) -> None:
     for name, spec in MAP_SPECS.items():
+        if name not in maps and name in OPTIONAL_MAPS:
+            continue
         info = maps[name].info
         got = MapSpec(info.key_size, info.value_size, info.max_entries)
         if got != spec:
@@ -135,8 +145,8 @@ def check_existing_pins(pin_root: str) -> None:
         return
     maps = {n: Map.open_pinned(os.path.join(pin_root, n)) for n in present}
     try:
-        if len(present) != len(ALL_MAPS):
-            missing = sorted(set(ALL_MAPS) - set(present))
+        missing = sorted(set(ALL_MAPS) - set(present) - OPTIONAL_MAPS)
+        if missing:
             raise DatapathError(
                 f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",
                 "run `infw detach` to remove them, then attach again",

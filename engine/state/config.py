@@ -19,16 +19,18 @@ from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe,
 from engine.core.model import Protocol
 from engine.core.yamlfile import load_all, read_text
 from engine.errors import FieldError, ValidationError
-from engine.kernel.abi import DEFAULT_PIN_ROOT
+from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, DEFAULT_PIN_ROOT
 
 DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0
 MAX_EVENT_RATE = 10_000_000
+MAX_FLOW_SAMPLE = 65536
 
 KEYS = (
     "failsafe",
     "confirmTimeout",
     "eventRate",
+    "flowSample",
     "metricsListen",
     "stateDir",
     "pinRoot",
@@ -41,6 +43,7 @@ class NodeConfig:
     failsafe: tuple[FailSafe, ...] = DEFAULT_FAILSAFE
     confirm_timeout: float = 60.0  # seconds an interactive apply waits for confirmation
     event_rate: int = 2000  # drop events per second per CPU the kernel emits at most
+    flow_sample: int = DEFAULT_FLOW_SAMPLE  # flows: 1 in N packets sampled; 0 turns it off
     metrics_listen: str = "127.0.0.1:39301"
     state_dir: str = "/var/lib/infw"
     pin_root: str = DEFAULT_PIN_ROOT
@@ -177,6 +180,8 @@ def parse_config(raw: object, document: str = DEFAULT_CONFIG_PATH) -> NodeConfig
         )
     if "eventRate" in raw:
         values["event_rate"] = _int_field(e, "eventRate", raw["eventRate"], 0, MAX_EVENT_RATE)
+    if "flowSample" in raw:
+        values["flow_sample"] = _int_field(e, "flowSample", raw["flowSample"], 0, MAX_FLOW_SAMPLE)
     if "metricsListen" in raw:
         listen = raw["metricsListen"]
         try:
@@ -255,6 +260,7 @@ def config_to_dict(config: NodeConfig) -> dict[str, Any]:
         ],
         "confirmTimeout": config.confirm_timeout,
         "eventRate": config.event_rate,
+        "flowSample": config.flow_sample,
         "metricsListen": config.metrics_listen,
         "stateDir": config.state_dir,
         "pinRoot": config.pin_root,
