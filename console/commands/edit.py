@@ -11,6 +11,7 @@ from typing import Any
 
 from console import render
 from console.commands.context import Context
+from console.commands.flows import dry_run
 from engine.errors import InfwError
 
 
@@ -39,14 +40,20 @@ def _applied(ctx: Context, res: Any) -> int:
 
 
 def cmd_add(ctx: Context, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(ctx, args)
     return _applied(ctx, ctx.engine.add_rule(shlex.join(args.rule), **_edit_kwargs(args)))
 
 
 def cmd_edit(ctx: Context, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(ctx, args)
     return _applied(ctx, ctx.engine.edit_rule(args.id, shlex.join(args.rule), **_edit_kwargs(args)))
 
 
 def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(ctx, args)
     return _applied(ctx, ctx.engine.delete_rule(args.id, **_edit_kwargs(args)))
 
 
@@ -72,6 +79,8 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(ctx, args)
     return _applied(ctx, ctx.engine.apply_file(args.file, **_edit_kwargs(args)))
 
 

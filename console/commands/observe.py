@@ -10,6 +10,7 @@ from typing import Any
 from console import render
 from console.commands.context import Context
 from console.commands.filters import EventFilter
+from console.commands.flows import trace_pcap
 from console.commands.usage import UsageError
 from engine.core.model import Protocol
 from engine.errors import FirewallUnreachable, PrivilegeError
@@ -121,6 +122,18 @@ def _trace_packet_text(args: argparse.Namespace) -> str:
 
 
 def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
+    if args.pcap:
+        return trace_pcap(ctx, args)
+    missing = [
+        flag
+        for flag, value in (("--iface", args.iface), ("--src", args.src), ("--proto", args.proto))
+        if value is None
+    ]
+    if missing:
+        raise UsageError(
+            f"trace needs {', '.join(missing)}",
+            "describe the packet (--iface, --src, --proto ...) or give --pcap FILE",
+        )
     proto = Protocol.parse(args.proto)
     if args.dport is not None and not proto.has_ports:
         raise UsageError(

@@ -23,6 +23,7 @@ from console.commands.edit import (
     cmd_validate,
 )
 from console.commands.filters import FILTER_EXAMPLE, FILTER_KEYS
+from console.commands.flows import cmd_diff, cmd_flows
 from console.commands.help import cmd_help
 from console.commands.lab import cmd_lab
 from console.commands.observe import cmd_events, cmd_metrics, cmd_rules, cmd_stats, cmd_trace
@@ -38,6 +39,37 @@ _EDIT_ARGS = (
         help="seconds until an unconfirmed change reverts (default: the config's, 60; 0: no confirm)",
     ),
     arg("--force", action="store_true", help="override a refusable guard check (never silently)"),
+    arg(
+        "--dry-run",
+        action="store_true",
+        help="apply nothing: show the rule diff and the seen flows whose verdict would change",
+    ),
+)
+# What the impact preview looks at: diff, and every --dry-run.
+_PREVIEW_ARGS = (
+    arg(
+        "--since",
+        type=values.seconds,
+        default=600.0,
+        metavar="S",
+        help="flows seen in the last S seconds (default 600)",
+    ),
+    arg(
+        "--top",
+        type=values.count,
+        default=10,
+        metavar="N",
+        help="list the N busiest flows that change (default 10; totals count all)",
+    ),
+    arg(
+        "--pcap",
+        metavar="CAP",
+        complete="files",
+        help="use this capture (pcap/pcapng) as the traffic instead of the seen flows",
+    ),
+)
+_FLOW_IFACE = arg(
+    "--iface", metavar="IFACE", complete="interfaces", help="only flows arriving on IFACE"
 )
 _RULE_LINE = arg(
     "rule",
@@ -66,9 +98,13 @@ COMMANDS: dict[str, Command] = {
             "add",
             "add one rule (same validation as YAML; commit-confirmed)",
             cmd_add,
-            (_RULE_LINE, *_EDIT_ARGS),
+            (_RULE_LINE, *_EDIT_ARGS, *_PREVIEW_ARGS),
             examples=(
                 ("deny tcp 8000-8080 from 192.0.2.0/24 on eth0 order 10", "drop a port range"),
+                (
+                    "--dry-run deny tcp 443 from 192.0.2.0/24 on eth0 order 5",
+                    "what would it drop of the traffic seen in the last 10 minutes?",
+                ),
                 (
                     "allow icmp type 8 from 198.51.100.0/24 on 'ens*' order 20 firewall ping",
                     "allow pings into object 'ping'",
@@ -93,6 +129,7 @@ COMMANDS: dict[str, Command] = {
                 ),
                 _RULE_LINE,
                 *_EDIT_ARGS,
+                *_PREVIEW_ARGS,
             ),
             examples=(
                 ("3 deny tcp 8000-9000 from 192.0.2.0/24 on eth0 order 10", "widen rule 3's ports"),
@@ -111,8 +148,9 @@ COMMANDS: dict[str, Command] = {
                     help="rule id (see 'rules')",
                 ),
                 *_EDIT_ARGS,
+                *_PREVIEW_ARGS,
             ),
-            examples=(("3", "remove rule 3"),),
+            examples=(("3", "remove rule 3"), ("--dry-run 3", "what would it let through?")),
         ),
         Command(
             "validate",
@@ -143,11 +181,33 @@ COMMANDS: dict[str, Command] = {
                     help="IngressNodeFirewall YAML ('-': stdin)",
                 ),
                 *_EDIT_ARGS,
+                *_PREVIEW_ARGS,
             ),
             examples=(
                 ("rules.yaml", "apply, then 'confirm' within 60 s or it reverts"),
+                ("--dry-run rules.yaml", "the diff and its traffic impact; applies nothing"),
                 ("rules.yaml --confirm-timeout 0", "scripts: apply without a pending confirmation"),
                 ("rules.yaml --confirm-timeout 300", "five minutes to check you can still log in"),
+            ),
+        ),
+        Command(
+            "diff",
+            "what FILE would change: rules by id, and the seen flows whose verdict flips",
+            cmd_diff,
+            (
+                arg(
+                    "file",
+                    metavar="FILE",
+                    complete="yaml_files",
+                    help="IngressNodeFirewall YAML ('-': stdin)",
+                ),
+                *_PREVIEW_ARGS,
+                _FLOW_IFACE,
+            ),
+            examples=(
+                ("rules.yaml", "against the flows of the last 10 minutes"),
+                ("rules.yaml --pcap incident.pcap --iface eth0", "against a capture"),
+                ("--json rules.yaml | jq .traffic.denied_total", "for scripts"),
             ),
         ),
         Command(
@@ -319,27 +379,50 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
+            "flows",
+            "who is hitting the node: top flows by rate, with verdict and rule (sampled)",
+            cmd_flows,
+            (
+                _FLOW_IFACE,
+                arg(
+                    "--verdict",
+                    choices=("allow", "deny"),
+                    metavar="allow|deny",
+                    help="only flows the rules allow / deny",
+                ),
+                arg("--top", type=values.count, metavar="N", help="the N busiest"),
+                arg(
+                    "--since",
+                    type=values.seconds,
+                    metavar="S",
+                    help="seen in the last S seconds (default 600)",
+                ),
+            ),
+            examples=(
+                ("--top 10", "the ten busiest flows"),
+                ("--verdict deny --since 60", "what was dropped in the last minute"),
+                ("--json --iface eth0", "for scripts"),
+            ),
+        ),
+        Command(
             "trace",
             "what happens to a packet: the kernel program and the reference classifier",
             cmd_trace,
             (
                 arg(
                     "--iface",
-                    required=True,
                     metavar="IFACE",
                     complete="interfaces",
-                    help="arriving interface",
+                    help="arriving interface (with --pcap: default the one attached)",
                 ),
                 arg(
                     "--src",
-                    required=True,
                     type=values.address,
                     metavar="ADDR",
-                    help="source address",
+                    help="source address (needed without --pcap)",
                 ),
                 arg(
                     "--proto",
-                    required=True,
                     type=values.protocol,
                     metavar="PROTO",
                     complete="protocols",
@@ -367,6 +450,12 @@ COMMANDS: dict[str, Command] = {
                     help="802.1Q tag (twice for 802.1ad)",
                 ),
                 arg("--fragment", action="store_true", help="a non-first fragment (no L4 header)"),
+                arg(
+                    "--pcap",
+                    metavar="CAP",
+                    complete="files",
+                    help="run every frame of a capture (pcap/pcapng) instead of one built packet",
+                ),
             ),
             examples=(
                 (
@@ -378,6 +467,7 @@ COMMANDS: dict[str, Command] = {
                     "--iface eth0 --src 192.0.2.7 --proto UDP --dport 53 --vlan 100",
                     "a tagged frame",
                 ),
+                ("--pcap incident.pcap --iface eth0", "a capture: verdicts per rule, any mismatch"),
             ),
         ),
         Command(
