@@ -109,6 +109,44 @@ static __always_inline void emit_drop(u32 ifindex, struct config *cfg,
     count(NC_EVENTS_SENT, 0);
 }
 
+/* 1 in N packets (config flow_sample) on average: a per-CPU countdown, reloaded at each
+ * sample with a gap drawn uniformly from 1..2N-1 (mean N) by bpf_get_prandom_u32, so the
+ * random draw and the hash update are paid once per sample, not per packet. The flows map is
+ * shared across CPUs, so its counts add atomically. */
+static __always_inline void sample_flow(u32 ifindex, struct config *cfg, struct packet *pkt,
+                                        u64 len, u8 reason, u32 rule_id, u8 action)
+{
+    u32 n = cfg->flow_sample;
+    if (!n)
+        return;
+    u32 zero = 0;
+    u32 *left = flow_gap.lookup(&zero);
+    if (!left)
+        return;
+    if (*left > 1) {
+        (*left)--;
+        return;
+    }
+    *left = 1 + bpf_get_prandom_u32() % (2 * n - 1);
+    struct flow_key k = {.ifindex = ifindex, .l4proto = pkt->l4proto,
+                         .flags = pkt->nonfirst ? FLOW_FLAG_NONFIRST : 0, .value = pkt->value};
+    __builtin_memcpy(k.addr, pkt->src, 16);
+    u64 now = bpf_ktime_get_ns();
+    struct flow_val *v = flows.lookup(&k);
+    if (v) {
+        __sync_fetch_and_add(&v->packets, 1);
+        __sync_fetch_and_add(&v->bytes, len);
+        v->last_ns = now;
+        v->rule_id = rule_id;
+        v->reason = reason;
+        v->action = action;
+        return;
+    }
+    struct flow_val fresh = {.packets = 1, .bytes = len, .first_ns = now, .last_ns = now,
+                             .rule_id = rule_id, .reason = reason, .action = action};
+    flows.insert(&k, &fresh);
+}
+
 static __always_inline u32 failsafe_bit(u8 proto)
 {
     return proto == IPPROTO_TCP   ? FAILSAFE_TCP
@@ -271,6 +309,7 @@ int infw_xdp(struct xdp_md *ctx)
             if (is_traced(ctx))
                 return traced(ctx, REASON_FAILSAFE, 0, XDP_PASS);
             count(NC_FAILSAFE, len);
+            sample_flow(ifindex, cfg, &pkt, len, REASON_FAILSAFE, 0, 0);
             return XDP_PASS;
         }
     }
@@ -284,6 +323,7 @@ int infw_xdp(struct xdp_md *ctx)
         if (is_traced(ctx))
             return traced(ctx, REASON_NO_MATCH, 0, XDP_PASS);
         count(NC_NO_MATCH, len);
+        sample_flow(ifindex, cfg, &pkt, len, REASON_NO_MATCH, 0, 0);
         return XDP_PASS;
     }
 
@@ -297,6 +337,7 @@ int infw_xdp(struct xdp_md *ctx)
         rc->packets++;
         rc->bytes += len;
     }
+    sample_flow(ifindex, cfg, &pkt, len, REASON_RULE, rule_id, hit >> 16);
     if ((hit >> 16) == ACTION_ALLOW) {
         count(NC_ALLOW, len);
         return XDP_PASS;

@@ -24,7 +24,7 @@
     !defined(REASON_UNPARSED) || !defined(NC_ALLOW) || !defined(NC_DENY) || \
     !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || !defined(NC_NO_MATCH) || \
     !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || !defined(NC_EVENTS_SUPPRESSED) || \
-    !defined(NC_EVENTS_LOST)
+    !defined(NC_EVENTS_LOST) || !defined(FLOWS_ENTRIES) || !defined(FLOW_FLAG_NONFIRST)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -66,7 +66,7 @@ struct config {
     u32 active_gen;
     u32 mode;
     u32 events_per_sec; /* per CPU; 0 disables events */
-    u32 reserved;       /* was the global trace flag; unused (traced packets carry metadata) */
+    u32 flow_sample; /* flows: 1 in N packets sampled; 0 turns sampling off */
     u64 generation;
 };
 
@@ -106,6 +106,26 @@ struct drop_event {
     u8 dst[16];
 };
 
+/* flows: what the rules can tell apart about a packet -> sampled counts and its verdict */
+struct flow_key {
+    u32 ifindex;
+    u8 l4proto;
+    u8 flags;  /* FLOW_FLAG_NONFIRST */
+    u16 value; /* host order: dport, or ICMP type<<8|code; 0 when absent */
+    u8 addr[16];
+};
+
+struct flow_val {
+    u64 packets; /* samples: the estimate is packets x N */
+    u64 bytes;
+    u64 first_ns;
+    u64 last_ns;
+    u32 rule_id;
+    u8 reason;
+    u8 action; /* the deciding rule's ACTION_*, 0 without a rule */
+    u16 pad;
+};
+
 /* bcc has no pinned ring buffer macro: this is BPF_RINGBUF_OUTPUT with a pin path. */
 #define BPF_RINGBUF_PINNED(_name, _num_pages, _pinned)                                       \
     struct _name##_table_t {                                                                 \
@@ -143,6 +163,12 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter, node_stats, NODE_COUNTERS,
 BPF_TABLE_PINNED("array", u32, struct config, config, 1, PIN_ROOT "/config");
 BPF_TABLE_PINNED("percpu_array", u32, struct ratelimit, ratelimit, 1, PIN_ROOT "/ratelimit");
 BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
+/* LRU: a flood of new sources evicts the least recently seen flows, never fails an insert */
+BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, flows, FLOWS_ENTRIES,
+                 PIN_ROOT "/flows");
+/* per CPU: packets left until the next sample (a countdown, so a packet that is not sampled
+ * costs an inlined array read, not a random number) */
+BPF_TABLE_PINNED("percpu_array", u32, u32, flow_gap, 1, PIN_ROOT "/flow_gap");
 
 #ifdef INFW_LAYOUT_CHECK
 /* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace

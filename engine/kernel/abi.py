@@ -26,6 +26,7 @@ MAP_NODES = "nodes"
 MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
 MAP_FLOWS = "flows"
+MAP_FLOW_GAP = "flow_gap"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -39,10 +40,11 @@ ALL_MAPS = (
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
     MAP_FLOWS,
+    MAP_FLOW_GAP,
 )
 # Maps a reload adds to pins of an older build (bcc creates a missing pinned map): their
 # absence is no reason to refuse a reload, and an older build opened as it is lacks them.
-OPTIONAL_MAPS = frozenset({MAP_FLOWS})
+OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP})
 
 # Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -131,9 +133,8 @@ class Config(ct.Structure):
         ("active_gen", ct.c_uint32),
         ("mode", ct.c_uint32),  # Mode
         ("events_per_sec", ct.c_uint32),  # per CPU; 0 disables events
-        # flows: a packet is sampled when bpf_get_prandom_u32() <= this (FLOW_SAMPLE_*); it
-        # holds 2^32/N - 1 for 1 in N, so the program compares instead of dividing; 0 is off.
-        # (The slot once held a global trace flag; traced packets now carry TraceMeta.)
+        # flows: 1 in N packets sampled, 0 off (this slot once held a global trace flag;
+        # traced packets now carry TraceMeta)
         ("flow_sample", ct.c_uint32),
         ("generation", ct.c_uint64),  # rule-set generation number, for display
     ]
@@ -141,7 +142,8 @@ class Config(ct.Structure):
 
 FLOWS_ENTRIES = 65536  # LRU: the least recently seen flow makes room
 FLOW_FLAG_NONFIRST = 1
-DEFAULT_FLOW_SAMPLE = 16  # 1 in 16 packets; config.yaml flowSample
+DEFAULT_FLOW_SAMPLE = 32  # 1 in 32 packets (about +3 ns a packet); config.yaml flowSample
+MAX_FLOW_SAMPLE = 65536  # 2N-1 must fit the gap arithmetic with room to spare
 
 
 class FlowRecKey(ct.Structure):
@@ -169,20 +171,6 @@ class FlowRecVal(ct.Structure):
         ("action", ct.c_uint8),  # Action of the deciding rule, 0 without one
         ("pad", ct.c_uint16),
     ]
-
-
-def flow_sample_threshold(rate: int) -> int:
-    """The config word for 1 in `rate` packets (0: off)."""
-    if rate <= 0:
-        return 0
-    return (1 << 32) // rate - 1
-
-
-def flow_sample_rate(threshold: int) -> int:
-    """Back from the config word to N (0: off)."""
-    if threshold <= 0:
-        return 0
-    return max(1, round((1 << 32) / (threshold + 1)))
 
 
 class RateLimit(ct.Structure):
@@ -315,6 +303,8 @@ def c_defines() -> dict[str, int]:
         "PROTO_OTHER": OTHER_CLASS,
         "TRACE_MAGIC": TRACE_MAGIC,
         "EVENT_FLAG_NONFIRST_FRAGMENT": EVENT_FLAG_NONFIRST_FRAGMENT,
+        "FLOWS_ENTRIES": FLOWS_ENTRIES,
+        "FLOW_FLAG_NONFIRST": FLOW_FLAG_NONFIRST,
     }
     defines |= {f"CLASS_{_CLASS_NAMES[c]}": i for c, i in SEG_CLASS_INDEX.items()}
     defines |= {f"FAILSAFE_{_CLASS_NAMES[p]}": bit for p, bit in FAILSAFE_PROTO_BITS.items()}

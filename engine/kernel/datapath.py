@@ -20,15 +20,16 @@ from engine.kernel.abi import (
     DEFAULT_FLOW_SAMPLE,
     MAP_CONFIG,
     MAP_EVENTS,
+    MAP_FLOW_GAP,
     MAP_FLOWS,
     MAP_NODE_STATS,
     MAP_RULE_STATS,
+    MAX_FLOW_SAMPLE,
     Config,
     DropEventRecord,
     LastVerdict,
     Mode,
     NodeCounter,
-    flow_sample_threshold,
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
@@ -88,7 +89,7 @@ class Datapath:
             if fresh:
                 dp._config.write(
                     events_per_sec=DEFAULT_EVENTS_PER_SEC,
-                    flow_sample=flow_sample_threshold(DEFAULT_FLOW_SAMPLE),
+                    flow_sample=DEFAULT_FLOW_SAMPLE,
                 )
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
@@ -198,7 +199,11 @@ class Datapath:
 
     def set_flow_sample(self, rate: int) -> None:
         """Sample 1 in rate packets into the flows map; 0 stops sampling."""
-        self._config.write(flow_sample=flow_sample_threshold(int(rate)))
+        self._config.write(flow_sample=min(max(0, int(rate)), MAX_FLOW_SAMPLE))
+        gap = self.maps.get(MAP_FLOW_GAP)
+        if gap is not None:
+            # every CPU's countdown restarts, so the new rate holds from the next packet
+            gap.update(bytes(4), bytes(gap.value_size))
 
     def flow_entries(self) -> tuple[bytes, bytes, int] | None:
         """The flows map packed (FlowRecKey, FlowRecVal back to back); None for an older

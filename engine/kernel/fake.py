@@ -30,6 +30,7 @@ from engine.errors import DatapathError, InfwError
 from engine.kernel.abi import (
     DEFAULT_FLOW_SAMPLE,
     EVENT_FLAG_NONFIRST_FRAGMENT,
+    MAX_FLOW_SAMPLE,
     Action,
     Config,
     DropEventRecord,
@@ -38,7 +39,6 @@ from engine.kernel.abi import (
     Mode,
     NodeCounter,
     Reason,
-    flow_sample_threshold,
 )
 from engine.kernel.flowmap import encode_key
 from engine.kernel.seam import XDP_DROP, XDP_PASS, Attachment, Orphan
@@ -123,10 +123,11 @@ class FakeDatapath:
             active_gen=0,
             mode=int(Mode.ENFORCE),
             events_per_sec=1000,
-            flow_sample=flow_sample_threshold(DEFAULT_FLOW_SAMPLE),
+            flow_sample=DEFAULT_FLOW_SAMPLE,
         )
         self.flows: dict[bytes, FlowRecVal] = {}  # packed FlowRecKey -> value, as the map holds
         self._sampler = random.Random(0)  # seeded: tests see the same samples every run
+        self._gap = 0  # packets left until the next sample, as the program counts them
         self.rules: dict[int, tuple[int, int]] = {}
         self.node: dict[NodeCounter, tuple[int, int]] = {c: (0, 0) for c in NodeCounter}
         self._callback: Callable[[DropEventRecord], None] | None = None
@@ -218,7 +219,7 @@ class FakeDatapath:
     # ----------------------------------------------------------------- flows
 
     def set_flow_sample(self, rate: int) -> None:
-        self.cfg.flow_sample = flow_sample_threshold(int(rate))
+        self.cfg.flow_sample = min(max(0, int(rate)), MAX_FLOW_SAMPLE)
 
     def flow_entries(self) -> tuple[bytes, bytes, int] | None:
         return (
@@ -229,9 +230,13 @@ class FakeDatapath:
 
     def _sample_flow(self, frame: bytes, ifindex: int, v: Verdict) -> None:
         """What the program does after deciding: 1 in N packets into the flows map."""
-        threshold = int(self.cfg.flow_sample)
-        if not threshold or self._sampler.getrandbits(32) > threshold:
+        n = int(self.cfg.flow_sample)
+        if not n:
             return
+        if self._gap > 1:
+            self._gap -= 1
+            return
+        self._gap = 1 + self._sampler.randrange(2 * n - 1)  # the program's countdown
         parsed = parse_frame(frame)
         if parsed.fields is None or v.reason not in _FLOW_REASONS:
             return

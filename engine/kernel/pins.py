@@ -20,6 +20,7 @@ from engine.kernel.abi import (
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
+    MAP_FLOW_GAP,
     MAP_FLOWS,
     MAP_LIST_ROOTS,
     MAP_NODE_STATS,
@@ -77,6 +78,7 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
     MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
+    MAP_FLOW_GAP: MapSpec(4, 4, 1),
 }
 
 

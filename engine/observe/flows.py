@@ -16,7 +16,6 @@ from engine.core.impact import DEFAULT_TOP, ImpactPreview, RuleDiff, preview_cha
 from engine.core.model import Action, RuleSet
 from engine.core.replay import NON_IP, KernelAnswer, KernelRun, ReplayReport, replay
 from engine.errors import StateError
-from engine.kernel.abi import flow_sample_rate
 from engine.kernel.flowmap import decode_records
 from engine.kernel.seam import XDP_DROP, LoadedDatapath
 from engine.observe.events import monotonic_to_epoch
@@ -68,7 +67,7 @@ def kernel_snapshot(
     """(flows, sample rate, notes) from the loaded program's flows map."""
     if dp is None:
         return {}, 0, ["no firewall is loaded: no flows are recorded"]
-    rate = flow_sample_rate(int(dp.config().flow_sample))
+    rate = int(dp.config().flow_sample)
     entries = dp.flow_entries()
     if entries is None:
         return (

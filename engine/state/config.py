@@ -19,12 +19,11 @@ from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe,
 from engine.core.model import Protocol
 from engine.core.yamlfile import load_all, read_text
 from engine.errors import FieldError, ValidationError
-from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, DEFAULT_PIN_ROOT
+from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, DEFAULT_PIN_ROOT, MAX_FLOW_SAMPLE
 
 DEFAULT_CONFIG_PATH = "/etc/infw/config.yaml"
 MAX_CONFIRM_TIMEOUT = 86400.0
 MAX_EVENT_RATE = 10_000_000
-MAX_FLOW_SAMPLE = 65536
 
 KEYS = (
     "failsafe",

@@ -61,6 +61,8 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_NODES, ct.c_uint32, layout.Node),
         (layout.MAP_SRC_ROOTS, ct.c_uint32, ct.c_uint32),
         (layout.MAP_LIST_ROOTS, ct.c_uint32, layout.ListRoots),
+        (layout.MAP_FLOWS, layout.FlowRecKey, layout.FlowRecVal),
+        (layout.MAP_FLOW_GAP, ct.c_uint32, ct.c_uint32),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
         ("layout_trace_meta", ct.c_uint32, layout.TraceMeta),
     ],
