@@ -131,7 +131,7 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
     ]
     if missing:
         raise UsageError(
-            f"trace needs {', '.join(missing)}",
+            f"required: {', '.join(missing)} (or --pcap FILE)",
             "describe the packet (--iface, --src, --proto ...) or give --pcap FILE",
         )
     proto = Protocol.parse(args.proto)

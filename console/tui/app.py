@@ -26,13 +26,20 @@ from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDia
 from console.tui.engine_thread import EngineThread
 from console.tui.events_pane import EventLog, EventPane
 from console.tui.facade import EngineLike, EventSourceLike
+from console.tui.flows import (
+    FlowChoice,
+    FlowsScreen,
+    allow_port_values,
+    deny_source_values,
+    flow_trace_fields,
+)
 from console.tui.footer import KeyFooter
 from console.tui.header import DisconnectedBanner, FittedStatic, PendingBanner, StatusHeader
 from console.tui.history import HistoryScreen
 from console.tui.interfaces import AttachScreen, InterfacesScreen
 from console.tui.rule_form import FormValues, RuleForm, free_order
 from console.tui.rules import HIT_MARK, RulesTable
-from console.tui.trace import TraceDialog
+from console.tui.trace import TRACE_PROTOCOLS, TraceDialog, TracePacket
 from engine.core.model import ORDER_MAX, ORDER_MIN
 from engine.core.ruleline import format_rule_line
 from engine.errors import FirewallUnreachable, InfwError
@@ -101,7 +108,8 @@ class InfwApp(App[str]):
         self._sampled_base = 0
         self._last_stats = float("-inf")
         self._pending_gen: int | None = None
-        self._banner_state: tuple[int | None, int] = (None, -1)
+        self._banner_state: tuple[int | None, int, str] = (None, -1, "")
+        self._pending_drops = ""  # what the pending change drops now, from its counters
         self._filter_target = "rules"
         self._expected_pending_end: int | None = None
 
@@ -202,11 +210,12 @@ class InfwApp(App[str]):
         status = self.status
         pending = status.pending if status else None
         left = int(pending.remaining(self.clock()) + 0.999) if pending else -1
-        state = (pending.generation if pending else None, left)
+        drops = self._pending_drops if pending else ""
+        state = (pending.generation if pending else None, left, drops)
         if state == self._banner_state:
             return
         self._banner_state = state
-        self.query_one(PendingBanner).show(state[0], max(left, 0), self.read_only)
+        self.query_one(PendingBanner).show(state[0], max(left, 0), self.read_only, drops)
 
     def refresh_stats(self) -> None:
         try:
@@ -232,8 +241,21 @@ class InfwApp(App[str]):
             self._last_stats = now
         self.table.show(snapshot.rules, live=live)
         self._render_rules_title()
+        self._measure_pending(snapshot)
         totals = snapshot.totals
         self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, self._sampled())
+
+    def _measure_pending(self, snapshot: StatsSnapshot) -> None:
+        status = self.status
+        if status is None or status.pending is None:
+            self._pending_drops = ""
+            return
+        try:
+            drops = self.engine.pending_drops(snapshot)
+        except (InfwError, OSError):
+            drops = None
+        self._pending_drops = drops.text() if drops is not None else ""
+        self.update_banner()
 
     def _set_disconnected(self, exc: Exception) -> None:
         text = exc.message if isinstance(exc, InfwError) else str(exc)
@@ -544,6 +566,37 @@ class InfwApp(App[str]):
             return
         attached = [v.name for v in self.status.interfaces] if self.status else []
         self.push_screen(TraceDialog(self.engine, names, attached[0] if attached else None))
+
+    def action_flows(self) -> None:
+        """k9s-style view switch: the Flows view, back with f; on a flow, d/a open the rule
+        form pre-filled and t traces it."""
+        self.push_screen(FlowsScreen(self.engine, self.clock), self._flow_chosen)
+
+    def _flow_chosen(self, choice: FlowChoice | None) -> None:
+        if choice is None:
+            return
+        flow = choice.flow
+        if choice.kind == "trace":
+            proto, dport, icmp_type, icmp_code = flow_trace_fields(flow)
+            if proto not in TRACE_PROTOCOLS:
+                self.notify(f"{flow.key.match_text()} can't be traced here", severity="warning")
+                return
+            names = sorted(self.engine.interfaces())
+            packet = TracePacket(flow.key.source, proto, dport, icmp_type, icmp_code)
+            self.push_screen(TraceDialog(self.engine, names, flow.key.interface, packet))
+            return
+        if self.read_only:
+            self.notify("this console is read-only", severity="warning")
+            return
+        order = str(free_order(r.order for r in self.table.all_rows))
+        make = deny_source_values if choice.kind == "deny" else allow_port_values
+        form = RuleForm(
+            self.engine,
+            initial=make(flow, order),
+            confirm_timeout=self.confirm_timeout(),
+            other_rule_ids={r.rule_id for r in self.table.all_rows},
+        )
+        self.push_screen(form, partial(self.applied, what="rule added from a flow"))
 
     def action_interfaces(self) -> None:
         self.push_screen(

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from engine.core.impact import ImpactPreview
 from engine.core.model import RuleSet
+from engine.observe.flows import FlowsView, PendingDrops
 from engine.views import (
     ApplyResult,
     DropEvent,
@@ -114,3 +116,9 @@ class EngineLike(Protocol):
     def ruleset(self) -> RuleSet: ...
 
     def interfaces(self) -> dict[str, int]: ...
+
+    def preview(self, proposed: RuleSet, **kwargs: Any) -> ImpactPreview: ...
+
+    def flows(self, **kwargs: Any) -> FlowsView: ...
+
+    def pending_drops(self, snapshot: StatsSnapshot) -> PendingDrops | None: ...

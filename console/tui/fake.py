@@ -15,10 +15,12 @@ from engine.core import crd
 from engine.core.classify import PacketFields, classify, protocol_number
 from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
 from engine.core.guard import Guard, raise_if_refused
+from engine.core.impact import ImpactPreview, preview_change
 from engine.core.model import Action, RuleSet, add_rule, remove_rule
 from engine.core.ruleline import RuleLine, parse_rule_line
 from engine.errors import GuardRefusal, InfwError, StateError
 from engine.observe.events import EventBuffer
+from engine.observe.flows import FlowsView, PendingDrops
 from engine.observe.stats import RateTracker, build_rule_rows
 from engine.state.config import NodeConfig
 from engine.views import (
@@ -438,6 +440,17 @@ class FakeEngine:
         for name in names:
             self._attached.pop(name, None)
         return names
+
+    def preview(self, proposed: RuleSet, **kwargs: Any) -> ImpactPreview:
+        """The rule diff of the change; this fake sees no traffic."""
+        ids = assign_rule_ids(self.ruleset())
+        return preview_change(self.ruleset(), ids, proposed, [], source="fake flows")
+
+    def flows(self, **kwargs: Any) -> FlowsView:
+        return FlowsView((), 0, 600.0, 0, ("the fake engine records no flows",))
+
+    def pending_drops(self, snapshot: StatsSnapshot) -> PendingDrops | None:
+        return None
 
     def trace(
         self,

@@ -186,7 +186,14 @@ class PendingBanner(FittedStatic):
     PendingBanner.-shown { display: block; }
     """
 
-    def show(self, generation: int | None, seconds_left: float, read_only: bool = False) -> None:
+    def show(
+        self,
+        generation: int | None,
+        seconds_left: float,
+        read_only: bool = False,
+        drops: str = "",
+    ) -> None:
+        """drops: what the pending change drops now, measured from its rules' counters."""
         if generation is None:
             self.set_class(False, "-shown")
             return
@@ -197,6 +204,17 @@ class PendingBanner(FittedStatic):
         short_keys = "" if read_only else " — c confirm · r revert"
         self.set_variants(
             lambda: [
+                *(
+                    [
+                        Text(
+                            f"PENDING CONFIRM gen {generation} — {left}{keys} — {drops} "
+                            "(reverts by itself if not confirmed)"
+                        ),
+                        Text(f"PENDING CONFIRM gen {generation} — {left}{short_keys} — {drops}"),
+                    ]
+                    if drops
+                    else []
+                ),
                 Text(
                     f"PENDING CONFIRM gen {generation} — {left}{keys} "
                     "(reverts by itself if not confirmed)"

@@ -87,6 +87,15 @@ KEYS: tuple[Key, ...] = (
         rank=7,
     ),
     Key(
+        "f",
+        "flows",
+        "Flows",
+        "flows view: who is hitting the node, by pkts/s (d deny source, a allow port, t trace; f back)",
+        palette="Flows",
+        palette_help="top flows with verdict and rule",
+        rank=6,
+    ),
+    Key(
         "t",
         "trace",
         "Trace",

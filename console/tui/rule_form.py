@@ -265,6 +265,7 @@ class RuleForm(ModalScreen[ApplyResult | None]):
     RuleForm .field-error { color: $error; padding-left: 14; height: auto; display: none; }
     RuleForm .field-error.-shown { display: block; }
     RuleForm #preview { color: $text-muted; margin-top: 1; height: auto; }
+    RuleForm #impact { height: auto; text-style: bold; }
     RuleForm #general-error { color: $error; height: auto; display: none; }
     RuleForm #general-error.-shown { display: block; }
     RuleForm #buttons { height: auto; margin-top: 1; }
@@ -297,6 +298,8 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         self.guard_line: str | None = None
         self.guard_notes: dict[str, list[str]] = {}
         self._guard_wanted: str | None = None
+        # What the change does to the traffic seen lately (Engine.preview), for the guard's line.
+        self.impact = ""
         self._guard_timer: Timer | None = None
 
     # ------------------------------------------------------------------ layout
@@ -355,6 +358,7 @@ class RuleForm(ModalScreen[ApplyResult | None]):
                 ),
             )
             yield Static(id="preview")
+            yield Static("impact: waiting for a complete rule", id="impact")
             yield Static(id="general-error")
             with Horizontal(id="buttons"):
                 label = (
@@ -453,7 +457,7 @@ class RuleForm(ModalScreen[ApplyResult | None]):
             exit_on_error=False,
         )
 
-    def dry_run(self, line: str) -> tuple[str, dict[str, list[str]]]:
+    def dry_run(self, line: str) -> tuple[str, dict[str, list[str]], str]:
         """What the guard would say to this line; runs in a worker thread, applies nothing.
 
         The would-be rule set is built the way the engine's add_rule / edit_rule build it:
@@ -467,16 +471,17 @@ class RuleForm(ModalScreen[ApplyResult | None]):
                 ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
             )
             self.engine.check(ruleset)
+            impact = self.engine.preview(ruleset).summary()
         except GuardRefusal as exc:
-            return line, place_refusals(exc, "guard would refuse: ", self.other_rule_ids)
+            return line, place_refusals(exc, "guard would refuse: ", self.other_rule_ids), ""
         except ValidationError as exc:
             notes: dict[str, list[str]] = {}
             for fe in exc.errors:
                 notes.setdefault(field_for_path(fe.path), []).append(describe(fe))
-            return line, notes
+            return line, notes, ""
         except (InfwError, OSError):
-            return line, {}  # the guard could not judge it now; Apply will say why
-        return line, {}
+            return line, {}, ""  # the guard could not judge it now; Apply will say why
+        return line, {}, impact
 
     @on(Worker.StateChanged)
     def _guard_answered(self, event: Worker.StateChanged) -> None:
@@ -486,11 +491,15 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         result = worker.result
         if not isinstance(result, tuple):
             return
-        line, notes = result
+        line, notes, impact = result
         if line != self._guard_wanted:
             return  # the fields changed since: a newer dry run is on its way
         self._guard_wanted = None
         self.guard_line, self.guard_notes = line, notes
+        self.impact = impact
+        self.query_one("#impact", Static).update(
+            f"impact: {impact}" if impact else "impact: (the guard refuses this rule)"
+        )
         self.validate()
 
     def _show_error(self, name: str, messages: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -61,6 +63,17 @@ def render_trace(result: TraceResult) -> Text:
     return out
 
 
+@dataclass(frozen=True)
+class TracePacket:
+    """The fields of the dialog, as text (a flow from the Flows view fills them)."""
+
+    src: str
+    proto: str
+    dport: str = ""
+    icmp_type: str = ""
+    icmp_code: str = ""
+
+
 class TraceDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+t", "trace", "Trace")]
     DEFAULT_CSS = """
@@ -79,9 +92,14 @@ class TraceDialog(ModalScreen[None]):
     """
 
     def __init__(
-        self, engine: EngineLike, interfaces: list[str], default_interface: str | None = None
+        self,
+        engine: EngineLike,
+        interfaces: list[str],
+        default_interface: str | None = None,
+        packet: TracePacket | None = None,
     ) -> None:
         super().__init__()
+        self.packet = packet  # given (a flow to trace): filled in and traced at once
         self.engine = engine
         self.interface_names = interfaces
         self.default_interface = default_interface if default_interface in interfaces else None
@@ -106,25 +124,45 @@ class TraceDialog(ModalScreen[None]):
                 )
             with Horizontal(classes="row"):
                 yield Label("Source")
-                yield Input(placeholder="198.51.100.7 or 2001:db8::7", compact=True, id="t-src")
+                yield Input(
+                    self.packet.src if self.packet else "",
+                    placeholder="198.51.100.7 or 2001:db8::7",
+                    compact=True,
+                    id="t-src",
+                )
             with Horizontal(classes="row"):
                 yield Label("Protocol")
                 yield Select(
                     [(p, p) for p in TRACE_PROTOCOLS],
-                    value="TCP",
+                    value=self.packet.proto if self.packet else "TCP",
                     allow_blank=False,
                     compact=True,
                     id="t-proto",
                 )
             with Horizontal(classes="row"):
                 yield Label("Dest port")
-                yield Input(placeholder="e.g. 80", compact=True, id="t-dport")
+                yield Input(
+                    self.packet.dport if self.packet else "",
+                    placeholder="e.g. 80",
+                    compact=True,
+                    id="t-dport",
+                )
             with Horizontal(classes="row"):
                 yield Label("ICMP type")
-                yield Input(placeholder="e.g. 8", compact=True, id="t-type")
+                yield Input(
+                    self.packet.icmp_type if self.packet else "",
+                    placeholder="e.g. 8",
+                    compact=True,
+                    id="t-type",
+                )
             with Horizontal(classes="row"):
                 yield Label("ICMP code")
-                yield Input(placeholder="e.g. 0", compact=True, id="t-code")
+                yield Input(
+                    self.packet.icmp_code if self.packet else "",
+                    placeholder="e.g. 0",
+                    compact=True,
+                    id="t-code",
+                )
             with Horizontal(id="trace-buttons"):
                 yield Button("Trace (enter)", variant="primary", id="trace")
                 yield Button("Close (esc)", id="close")
@@ -132,6 +170,8 @@ class TraceDialog(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#t-src", Input).focus()
+        if self.packet is not None:
+            self.action_trace()
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
