@@ -12,34 +12,9 @@ from console.tui.app import InfwApp
 from console.tui.flows import FlowsScreen
 from console.tui.rule_form import RuleForm
 from console.tui.trace import TraceDialog
-from engine.core.frame import build_frame
 from engine.engine import Engine
-from engine.kernel.fake import FakeKernel
-from engine.state.config import NodeConfig
 from tests.console.tuikit import aio
-
-IFACES = {"lo": 1, "eth0": 2}
-ALLOW_443 = "allow tcp 443 from 192.0.2.0/24 on eth0 order 20"
-
-
-def lab(tmp_path: Path) -> tuple[Engine, FakeKernel]:
-    kernel = FakeKernel(IFACES)
-    engine = Engine(
-        str(tmp_path / "pins"),
-        str(tmp_path / "state"),
-        config=NodeConfig(flow_sample=1),
-        session=None,
-        kernel=kernel,
-    )
-    engine.attach(["eth0"])
-    engine.add_rule(ALLOW_443, confirm_timeout=0)
-    return engine, kernel
-
-
-def send(kernel: FakeKernel, engine: Engine, src: str, port: int, count: int) -> None:
-    dp = kernel.pinned[engine.pin_root]
-    for _ in range(count):
-        dp.send(build_frame(src, "192.0.2.1", 6, dport=port), "eth0")
+from tests.unit.test_engine_flows import flow_lab, send_tcp
 
 
 def app_on(engine: Engine) -> InfwApp:
@@ -48,9 +23,9 @@ def app_on(engine: Engine) -> InfwApp:
 
 @aio
 async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) -> None:
-    engine, kernel = lab(tmp_path)
-    send(kernel, engine, "192.0.2.7", 443, 9)
-    send(kernel, engine, "192.0.2.8", 443, 3)
+    engine, kernel = flow_lab(tmp_path)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 9)
+    send_tcp(kernel, engine, "192.0.2.8", 443, 3)
     app = app_on(engine)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("f")
@@ -82,7 +57,7 @@ async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) ->
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
         assert app.status is not None and app.status.pending is not None
-        send(kernel, engine, "192.0.2.7", 443, 4)
+        send_tcp(kernel, engine, "192.0.2.7", 443, 4)
         app.refresh_stats()
         await pilot.pause()
         assert "dropping" in app._pending_drops and "4 packets" in app._pending_drops
@@ -90,8 +65,8 @@ async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) ->
 
 @aio
 async def test_allow_port_and_trace_from_a_flow(tmp_path: Path) -> None:
-    engine, kernel = lab(tmp_path)
-    send(kernel, engine, "192.0.2.9", 8080, 2)
+    engine, kernel = flow_lab(tmp_path)
+    send_tcp(kernel, engine, "192.0.2.9", 8080, 2)
     app = app_on(engine)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("f")

@@ -22,7 +22,7 @@ ALLOW_443 = "allow tcp 443 from 192.0.2.0/24 on eth0 order 20"
 DENY_443 = "deny tcp 443 from 192.0.2.7/32 on eth0 order 10"
 
 
-def _lab(tmp_path: Path, sample: int = 1) -> tuple[Engine, FakeKernel]:
+def flow_lab(tmp_path: Path, sample: int = 1) -> tuple[Engine, FakeKernel]:
     kernel = FakeKernel(IFACES)
     engine = Engine(
         str(tmp_path / "pins"),
@@ -36,16 +36,16 @@ def _lab(tmp_path: Path, sample: int = 1) -> tuple[Engine, FakeKernel]:
     return engine, kernel
 
 
-def _send(kernel: FakeKernel, engine: Engine, src: str, port: int, count: int) -> None:
+def send_tcp(kernel: FakeKernel, engine: Engine, src: str, port: int, count: int) -> None:
     dp = kernel.pinned[engine.pin_root]
     for _ in range(count):
         dp.send(build_frame(src, "192.0.2.1", 6, dport=port), "eth0")
 
 
 def test_flows_show_what_was_sent_with_verdict_and_rule(tmp_path: Path) -> None:
-    engine, kernel = _lab(tmp_path)
-    _send(kernel, engine, "192.0.2.7", 443, 5)
-    _send(kernel, engine, "192.0.2.8", 80, 2)
+    engine, kernel = flow_lab(tmp_path)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 5)
+    send_tcp(kernel, engine, "192.0.2.8", 80, 2)
     view = engine.flows()
     assert view.sample_rate == 1 and view.accuracy().startswith("every packet")
     by_src = {f.key.source: f for f in view.flows}
@@ -61,8 +61,8 @@ def test_flows_show_what_was_sent_with_verdict_and_rule(tmp_path: Path) -> None:
 
 
 def test_sampled_counts_are_scaled(tmp_path: Path) -> None:
-    engine, kernel = _lab(tmp_path, sample=4)
-    _send(kernel, engine, "192.0.2.7", 443, 4000)
+    engine, kernel = flow_lab(tmp_path, sample=4)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 4000)
     (flow,) = engine.flows().flows
     s = flow.stats
     assert s.rate == 4 and s.packets == 4 * s.samples
@@ -71,9 +71,9 @@ def test_sampled_counts_are_scaled(tmp_path: Path) -> None:
 
 
 def test_dry_run_of_a_deny_names_the_flow_it_drops_and_changes_nothing(tmp_path: Path) -> None:
-    engine, kernel = _lab(tmp_path)
-    _send(kernel, engine, "192.0.2.7", 443, 3)
-    _send(kernel, engine, "192.0.2.8", 443, 3)
+    engine, kernel = flow_lab(tmp_path)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 3)
+    send_tcp(kernel, engine, "192.0.2.8", 443, 3)
     generation = engine.state().generation
     preview = engine.preview_add(DENY_443)
     assert [c.key.source for c in preview.traffic.newly_denied] == ["192.0.2.7"]
@@ -82,14 +82,14 @@ def test_dry_run_of_a_deny_names_the_flow_it_drops_and_changes_nothing(tmp_path:
     # and after the apply, exactly that flow is dropped
     engine.add_rule(DENY_443, confirm_timeout=0)
     before = engine.stats().totals.denied[0]
-    _send(kernel, engine, "192.0.2.7", 443, 1)
-    _send(kernel, engine, "192.0.2.8", 443, 1)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 1)
+    send_tcp(kernel, engine, "192.0.2.8", 443, 1)
     assert engine.stats().totals.denied[0] == before + 1
 
 
 def test_delete_and_edit_previews(tmp_path: Path) -> None:
-    engine, kernel = _lab(tmp_path)
-    _send(kernel, engine, "192.0.2.7", 443, 1)
+    engine, kernel = flow_lab(tmp_path)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 1)
     rid = engine.rule_rows()[0].rule_id
     assert engine.preview_delete(rid).diff.removed[0].rule_id == rid
     edit = engine.preview_edit(rid, "deny tcp 443 from 192.0.2.0/24 order 20")
@@ -98,10 +98,10 @@ def test_delete_and_edit_previews(tmp_path: Path) -> None:
 
 
 def test_pending_banner_measures_the_new_denys_drops(tmp_path: Path) -> None:
-    engine, kernel = _lab(tmp_path)
+    engine, kernel = flow_lab(tmp_path)
     engine.stats()
     engine.add_rule(DENY_443, confirm_timeout=60)
-    _send(kernel, engine, "192.0.2.7", 443, 4)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 4)
     drops = engine.pending_drops(engine.stats())
     assert drops is not None and drops.packets == 4
     assert "dropping" in drops.text()
@@ -110,7 +110,7 @@ def test_pending_banner_measures_the_new_denys_drops(tmp_path: Path) -> None:
 
 
 def test_trace_pcap_and_diff_over_a_capture(tmp_path: Path) -> None:
-    engine, _ = _lab(tmp_path)
+    engine, _ = flow_lab(tmp_path)
     path = tmp_path / "c.pcap"
     wrpcap(
         str(path),
