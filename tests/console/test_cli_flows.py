@@ -68,3 +68,12 @@ def test_diff_against_a_capture_names_the_frames_it_drops(infw: Run, tmp_path: P
     assert trace.returncode == 0 and "4 frames" in trace.stdout
     assert "reference only" in trace.stdout
     assert infw("trace", "--iface", "lo").returncode == 2, "a packet needs --src and --proto"
+
+
+def test_the_repl_has_flows_and_diff(infw: Run, tmp_path: Path) -> None:
+    rules = write(tmp_path, "good.yaml", GOOD)
+    proc = infw(stdin=f"flows --top 3\ndiff {rules}\nhelp flows\nexit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 of 0 flows" in proc.stdout
+    assert "impact: no traffic seen" in proc.stdout
+    assert "--verdict" in proc.stdout
