@@ -574,6 +574,9 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         except InfwError as exc:
             self._show_error(GENERAL, [exc.message + (f" — {exc.fix}" if exc.fix else "")])
             return
+        if self.impact:
+            # The apply step says what the change does to the traffic seen, as it lands.
+            self.app.notify(self.impact, title="impact on the flows seen", timeout=10)
         self.dismiss(result)
 
     def show_refusal(self, exc: GuardRefusal) -> None:

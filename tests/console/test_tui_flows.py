@@ -56,6 +56,7 @@ async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) ->
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
+        assert any("newly denied: 1 flow" in n.message for n in app._notifications)
         assert app.status is not None and app.status.pending is not None
         send_tcp(kernel, engine, "192.0.2.7", 443, 4)
         app.refresh_stats()
