@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from console.format import ago, clock, human_bytes, timestamp
+from engine.core.textsafe import printable
 from engine.errors import InfwError, ValidationError
 from engine.views import (
     ApplyResult,
@@ -151,7 +152,7 @@ def error_lines(exc: InfwError, prog: str = "infw") -> list[str]:
         head = head.rstrip(":")
     fix = exc.fix or ("correct the fields listed below" if isinstance(exc, ValidationError) else "")
     first = f"{prog}: error: {head} — {fix}" if fix else f"{prog}: error: {head}"
-    return [first, *rest]
+    return [printable(line) for line in (first, *rest)]  # file names, values, pids' commands
 
 
 # ------------------------------------------------------------------ views as text
@@ -195,9 +196,11 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
         parts = []
         for iv in st.interfaces:
             if iv.ours:
-                parts.append(f"{iv.name} ({iv.mode}, prog {iv.prog_id})")
+                parts.append(f"{printable(iv.name)} ({iv.mode}, prog {iv.prog_id})")
             else:
-                parts.append(style.paint(f"{iv.name} FOREIGN XDP prog {iv.prog_id}", RED))
+                parts.append(
+                    style.paint(f"{printable(iv.name)} FOREIGN XDP prog {iv.prog_id}", RED)
+                )
         rows.append(("interfaces", ", ".join(parts)))
     else:
         rows.append(("interfaces", "none attached"))
@@ -205,7 +208,7 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
         p = st.pending
         text = (
             f"PENDING generation {p.generation} reverts to {p.previous_generation} in "
-            f"{p.remaining(now):.0f}s unless confirmed (applied by {p.author})"
+            f"{p.remaining(now):.0f}s unless confirmed (applied by {printable(p.author)})"
         )
         rows.append(("confirm", style.paint(text, BOLD + YELLOW)))
         if st.watchdog:
@@ -251,7 +254,7 @@ def rules_text(rows: Sequence[RuleRow], style: Style = PLAIN, now: float | None 
             r.protocol,
             r.match,
             ",".join(r.cidrs),
-            ",".join(r.interfaces),
+            printable(",".join(r.interfaces)),
             str(r.packets),
             human_bytes(r.bytes),
             *_rate_cells(r, now),
@@ -301,7 +304,12 @@ def history_text(items: Sequence[HistoryView]) -> str:
     return table(
         ("GEN", "WHEN", "BY", "CHANGE"),
         (
-            (f"{h.generation}{' *' if h.current else ''}", timestamp(h.time), h.author, h.summary)
+            (
+                f"{h.generation}{' *' if h.current else ''}",
+                timestamp(h.time),
+                printable(h.author),
+                printable(h.summary),
+            )
             for h in items
         ),
         right=(0,),
@@ -332,7 +340,7 @@ def apply_text(
 def event_text(ev: DropEvent, style: Style = PLAIN) -> str:
     parts = [
         clock(ev.time, millis=True),
-        ev.interface.ljust(8),
+        printable(ev.interface).ljust(8),
         style.verdict(ev.verdict.ljust(10)),
         f"rule {ev.rule_id}".ljust(9),
         ev.protocol.ljust(6),
@@ -350,7 +358,7 @@ def trace_text(tr: TraceResult, packet: str, style: Style = PLAIN) -> str:
     def rule(rule_id: int | None) -> str:
         return f"rule {rule_id}" if rule_id else "no rule"
 
-    lines = [f"packet     {packet} on {tr.interface} ({tr.frame_len}-byte frame)"]
+    lines = [f"packet     {packet} on {printable(tr.interface)} ({tr.frame_len}-byte frame)"]
     if tr.kernel_verdict is None:
         lines.append("kernel     not loaded")
     else:

@@ -7,8 +7,10 @@ confirmation counting down. Errors are printed and the REPL carries on.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +39,7 @@ from console.commands import (
     dispatch,
     report_error,
 )
+from engine.core.textsafe import printable
 from engine.views import Status
 
 if TYPE_CHECKING:
@@ -66,12 +69,27 @@ def default_history_path() -> Path:
 
 
 def file_history(path: Path | None = None, err: TextIO = sys.stderr) -> History:
+    """The history file, only if it is a regular file of ours reached without a symlink: a
+    planted link (root's REPL writing through /tmp/x -> /etc/...) or someone else's file would
+    be written to with our rights, or feed us their lines."""
     path = path or default_history_path()
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, flags, 0o600)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        err.write(f"note: no history across sessions ({path}: {exc.strerror})\n")
+        why = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        err.write(f"note: no history across sessions ({printable(str(path))}: {why})\n")
+        return InMemoryHistory()
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        err.write(
+            f"note: no history across sessions ({printable(str(path))}: "
+            "not a regular file owned by you)\n"
+        )
         return InMemoryHistory()
     return FileHistory(str(path))
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from console.format import clock
+from engine.core.textsafe import printable
 from engine.views import DropEvent, RuleRow
 
 VERDICT_STYLE = {
@@ -115,7 +116,7 @@ def event_line(ev: DropEvent, width: int) -> Text:
     narrow = "len" not in widths
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(_cell(clock(ev.time, millis=widths["time"] > 8), widths["time"]) + " ")
-    line.append(_cell(ev.interface, widths["iface"]) + " ", style="cyan")
+    line.append(_cell(printable(ev.interface), widths["iface"]) + " ", style="cyan")
     line.append(_cell(str(ev.rule_id), widths["rule"], right=True) + " ")
     line.append(_cell(ev.verdict, widths["verdict"]) + " ", style=VERDICT_STYLE.get(ev.verdict, ""))
     line.append(_cell(ev.protocol, widths["proto"]) + " ")
@@ -135,7 +136,7 @@ def event_search_text(ev: DropEvent) -> str:
     """What '/' matches an event against."""
     return " ".join(
         (
-            ev.interface,
+            printable(ev.interface),
             str(ev.rule_id),
             ev.verdict,
             ev.protocol,

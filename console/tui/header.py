@@ -12,6 +12,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
+from engine.core.textsafe import printable
 from engine.views import InterfaceView, Status
 
 SEP = " │ "
@@ -59,7 +60,7 @@ def interfaces_text(status: Status, detail: int = 2) -> Text:
         return out
     groups: dict[tuple[str, bool], list[str]] = {}
     for view in views:
-        groups.setdefault((view.mode, view.ours), []).append(view.name)
+        groups.setdefault((view.mode, view.ours), []).append(printable(view.name))
     for i, ((mode, ours), names) in enumerate(groups.items()):
         if i:
             out.append(DOT, style="dim")
@@ -73,7 +74,7 @@ def interfaces_text(status: Status, detail: int = 2) -> Text:
 
 
 def _one_interface(out: Text, view: InterfaceView) -> None:
-    out.append(view.name, style="bold")
+    out.append(printable(view.name), style="bold")
     out.append(" ")
     out.append(view.mode, style="dim")
     if not view.ours:

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from console.format import relative_time
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from engine.core.textsafe import printable
 from engine.errors import InfwError
 
 
@@ -69,9 +70,12 @@ class HistoryScreen(ModalScreen[None]):
                 f"{h.generation}{' ◀' if h.current else ''}", style="bold" if h.current else ""
             )
             summary = Text(
-                h.summary + ("  (current)" if h.current else ""), style="bold" if h.current else ""
+                printable(h.summary) + ("  (current)" if h.current else ""),
+                style="bold" if h.current else "",
             )
-            table.add_row(gen, relative_time(h.time, now), h.author, summary, key=str(h.generation))
+            table.add_row(
+                gen, relative_time(h.time, now), printable(h.author), summary, key=str(h.generation)
+            )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action == "revert" and self.read_only)

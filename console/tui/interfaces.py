@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from engine.core.textsafe import printable
 from engine.errors import GuardRefusal, InfwError
 from engine.views import InterfaceView
 
@@ -111,7 +112,7 @@ class InterfacesScreen(ModalScreen[None]):
         for name, ifindex in sorted(names.items(), key=lambda kv: kv[1]):
             view = self.views.get(name)
             mode = view.mode if view else "none"
-            table.add_row(name, str(ifindex), mode, program_text(view), key=name)
+            table.add_row(printable(name), str(ifindex), mode, program_text(view), key=name)
         if table.row_count:
             table.move_cursor(row=min(selected, table.row_count - 1))
 
@@ -260,7 +261,9 @@ class AttachScreen(ModalScreen[bool]):
                 "Choose the interfaces to protect. infw compiles its XDP program once (a few seconds), "
                 "attaches it and enforces the stored rules (none yet: everything passes until you add rules)."
             )
-            yield SelectionList[str](*[(n, n) for n in names if n != "lo"], id="attach-list")
+            yield SelectionList[str](
+                *[(printable(n), n) for n in names if n != "lo"], id="attach-list"
+            )
             with Horizontal():
                 yield Label("XDP mode")
                 yield Select(

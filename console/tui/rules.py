@@ -18,6 +18,7 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 
 from console.format import human_bytes, human_count, human_rate, relative_time
 from console.tui.cells import VERDICT_STYLE, shorten
+from engine.core.textsafe import printable
 from engine.views import RuleRow
 
 HIT_MARK = "●"
@@ -176,7 +177,7 @@ class RulesTable(DataTable[object]):
             "id": str(row.rule_id),
             "order": Text(str(row.order), justify="right"),
             "firewall": shorten([row.firewall], 14),
-            "interfaces": shorten(list(row.interfaces), 12),
+            "interfaces": shorten([printable(i) for i in row.interfaces], 12),
             "cidrs": shorten(list(row.cidrs), self._cidr_width),
             "proto": row.protocol,
             "match": row.match,

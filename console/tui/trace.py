@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from console.tui.cells import verdict_text
 from console.tui.facade import EngineLike
+from engine.core.textsafe import printable
 from engine.errors import InfwError
 from engine.views import TraceResult
 
@@ -57,7 +58,7 @@ def render_trace(result: TraceResult) -> Text:
             "✗ DISAGREE: the kernel and the reference classifier decided differently",
             style="bold white on red",
         )
-    out.append(f"\nframe: {result.frame_len} bytes on {result.interface}", style="dim")
+    out.append(f"\nframe: {result.frame_len} bytes on {printable(result.interface)}", style="dim")
     for note in result.notes:
         out.append(f"\nnote: {note}", style="dim")
     return out

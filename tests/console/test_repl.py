@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -359,6 +360,24 @@ def test_history_is_kept_in_a_file(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "history"
     repl(engine, "status\nexit\n", history=FileHistory(str(path)))
     assert "status" in path.read_text()
+
+
+def test_history_file_through_a_symlink_or_not_ours_is_not_used(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    link = tmp_path / "history"
+    link.symlink_to(target)
+    err = io.StringIO()
+    assert isinstance(file_history(link, err), InMemoryHistory)
+    assert "it is a symlink" in err.getvalue()
+    mine = tmp_path / "mine"
+    assert isinstance(file_history(mine, io.StringIO()), FileHistory)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o600
+    if os.geteuid() == 0:  # someone else's file: not read, not written
+        os.chown(mine, 65534, 65534)
+        err = io.StringIO()
+        assert isinstance(file_history(mine, err), InMemoryHistory)
+        assert "not a regular file owned by you" in err.getvalue()
 
 
 def test_default_history_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
