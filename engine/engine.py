@@ -419,6 +419,12 @@ class Engine:
         now = time.time()
         dp = self.datapath(required=False) if self.loaded() else None
         if dp is None:
+            if os.path.isdir(self.pin_root) and not os.access(self.pin_root, os.R_OK | os.X_OK):
+                # 'not loaded' would be a lie: the pins may be there, we may not look.
+                raise PrivilegeError(
+                    f"cannot read the pins at {self.pin_root}: permission denied",
+                    "reading the kernel's counters needs root (CAP_BPF): run it with sudo",
+                )
             raise FirewallUnreachable(
                 f"no firewall is loaded at {self.pin_root} (no pins there)",
                 "start one with 'infw attach IFACE' (or 'infw lab up'); "

@@ -691,3 +691,19 @@ def test_lab_without_root_is_exit_4_naming_the_capability(command: list[str]) ->
     assert proc.returncode == 4, proc.stderr
     assert "--lab needs root" in proc.stderr and "CAP_SYS_ADMIN" in proc.stderr
     assert "note:" not in proc.stderr  # one clear error, not a fallback first
+
+
+def test_pins_a_user_may_not_read_are_a_privilege_error_not_not_loaded() -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="infw-clitest-pins-", dir="/tmp"))  # reachable by nobody
+    try:
+        base.chmod(0o755)
+        pins = base / "pins"
+        pins.mkdir(mode=0o700)
+        (pins / "prog").write_text("")
+        proc = as_nobody("--pin-root", str(pins), "--state-dir", str(base / "st"), "stats")
+    finally:
+        shutil.rmtree(base)
+    assert proc.returncode == 4, proc.stderr
+    assert "cannot read the pins" in proc.stderr and "CAP_BPF" in proc.stderr
