@@ -169,10 +169,14 @@ class CompiledTables:
     # trie nodes the array images may use (None: NODES_PER_GEN); tests shrink it to send
     # lookups to the LPM tries
     node_budget: int | None = field(default=None, compare=False)
+    # images laid out by engine.core.incremental (by position, so edits rewrite few nodes)
+    fast_image: FastImages | None = field(default=None, compare=False)
 
     @functools.cached_property
     def fast(self) -> FastImages:
         """The array-trie images of both lookups (built on first use, then kept)."""
+        if self.fast_image is not None:
+            return self.fast_image
         budget = NODES_PER_GEN if self.node_budget is None else self.node_budget
         return fast_images(self, min(budget, NODES_PER_GEN))
 
@@ -411,8 +415,13 @@ class FastImages:
     ]  # list id -> SEG_ROOTS root entries, id < LISTS_PER_GEN
     lpm: tuple[LpmEntry, ...]  # what the source LPM trie must still hold
     segments: tuple[SegmentEntry, ...]  # what the segment LPM trie must still hold
+    # node slot -> packed row, when laid out by position (engine.core.incremental): slots are
+    # then sparse and stable across edits, and `nodes`/`node_count` are unused
+    rows: Mapping[int, bytes] | None = None
 
     def node(self, index: int) -> memoryview:
+        if self.rows is not None:
+            return memoryview(self.rows[index]).cast("I")
         words = memoryview(self.nodes).cast("I")
         return words[index * NODE_ENTRIES : (index + 1) * NODE_ENTRIES]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import array
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from engine.core.compiler import CompiledTables, LpmEntry, SegmentEntry
+from engine.core.compiler import CompiledTables, FastImages, LpmEntry, SegmentEntry
 from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError
 from engine.kernel.abi import (
@@ -57,6 +57,12 @@ class GenerationTables:
         self._failsafe: FailsafePorts | None = None
         # monotonic time of this handle's last generation switch (None: not known here)
         self._switched_at: float | None = None
+        # what this handle last wrote into each generation's half, when that half holds only
+        # array tries laid out by position: the next write there changes only what differs.
+        # Valid while config still shows our last switch (another writer clears it).
+        self._written: dict[int, FastImages] = {}
+        self._last_switch: tuple[int, int] | None = None
+        self.last_write: str = ""  # "delta: N rows" or "full", for benchmarks and tests
 
     def close(self) -> None:
         if self._failsafe is not None:
@@ -85,11 +91,28 @@ class GenerationTables:
         stays as it is until the next write or reclaim(), so the call returns right after the
         switch. On failure before the switch, the inactive generation is emptied again and the
         active one is untouched."""
-        src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
-        roots = self.src_roots()
-        active = self._config.read().active_gen & 1
+        config = self._config.read()
+        active = config.active_gen & 1
         inactive = active ^ 1
         fast = tables.fast
+        if self._last_switch != (config.active_gen, config.generation):
+            self._written.clear()  # someone else switched: our memory of the halves is stale
+        before = self._written.pop(inactive, None)
+        if before is not None and _positional(fast) and _positional(before):
+            self._write_delta(tables, fast, before, inactive, generation)
+        else:
+            self._write_full(tables, fast, inactive, generation)
+        if _positional(fast):
+            self._written[inactive] = fast
+        cfg = self._config.read()
+        self._last_switch = (cfg.active_gen, cfg.generation)
+
+    def _write_full(
+        self, tables: CompiledTables, fast: FastImages, inactive: int, generation: int
+    ) -> None:
+        src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
+        roots = self.src_roots()
+        self.last_write = "full"
         self._empty_generation(inactive)
         new_roots = {
             _root_index(inactive, ifindex, space): entry
@@ -110,7 +133,10 @@ class GenerationTables:
             failsafe.write(grown)
             # nodes and list roots of the inactive half are unreachable until its src roots
             # point at them, and the src roots until the switch
-            _write_nodes(self._maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
+            if fast.rows is not None:
+                _write_rows(self._maps[MAP_NODES], fast.rows, fast.rows.keys(), inactive)
+            else:
+                _write_nodes(self._maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
             _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
@@ -123,14 +149,19 @@ class GenerationTables:
             failsafe.write({p: old_masks.get(p, 0) for p in grown})
             raise
         self._switched_at = time.monotonic()
+        self._settle_failsafe(old_masks, grown, new_masks)
+
+    def _settle_failsafe(
+        self, old: Mapping[int, int], grown: Mapping[int, int], new: Mapping[int, int]
+    ) -> None:
         # The program looks up the fail-safe port before it reads active_gen: a packet that no
         # longer finds a dropped port reads the new generation, so this needs no grace.
-        current = {**old_masks, **grown}
-        failsafe.write(
+        current = {**old, **grown}
+        self.failsafe_ports().write(
             {
-                p: new_masks.get(p, 0)
-                for p in set(current) | set(new_masks)
-                if new_masks.get(p, 0) != current.get(p, 0)
+                p: new.get(p, 0)
+                for p in set(current) | set(new)
+                if new.get(p, 0) != current.get(p, 0)
             }
         )
 
@@ -143,6 +174,49 @@ class GenerationTables:
         size = self._maps[MAP_SRC].key_size
         found.update(_U32.unpack_from(keys, i + 8)[0] for i in range(0, len(keys), size))
         return found
+
+    def _write_delta(
+        self,
+        tables: CompiledTables,
+        fast: FastImages,
+        before: FastImages,
+        inactive: int,
+        generation: int,
+    ) -> None:
+        """The inactive half holds `before` (written by this handle, nothing in its LPM tries):
+        rewrite only the rows, list roots and source roots that differ, then switch. Rows and
+        list roots no longer referenced stay behind unreachable."""
+        assert fast.rows is not None and before.rows is not None
+        new_rows, old_rows = fast.rows, before.rows
+        rows = [
+            s for s, raw in new_rows.items() if (old := old_rows.get(s)) is not raw and old != raw
+        ]
+        lists = {i: r for i, r in fast.list_roots.items() if before.list_roots.get(i) != r}
+        new_roots = {
+            _root_index(inactive, ifindex, space): fast.src_roots.get((ifindex, space), 0)
+            for (ifindex, space) in set(fast.src_roots) | set(before.src_roots)
+            if fast.src_roots.get((ifindex, space), 0) != before.src_roots.get((ifindex, space), 0)
+        }
+        failsafe = self.failsafe_ports()
+        old_masks = failsafe.masks()
+        new_masks = wanted_failsafe(tables)
+        grown = {
+            p: old_masks.get(p, 0) | m for p, m in new_masks.items() if m & ~old_masks.get(p, 0)
+        }
+        self._wait_grace()  # the inactive half was live until the last switch
+        self.last_write = f"delta: {len(rows)} rows, {len(lists)} lists, {len(new_roots)} roots"
+        try:
+            failsafe.write(grown)
+            _write_rows(self._maps[MAP_NODES], new_rows, rows, inactive)
+            _write_list_roots(self._maps[MAP_LIST_ROOTS], lists, inactive)
+            write_words(self.src_roots(), new_roots)
+            self._config.write(active_gen=inactive, generation=generation)
+        except BaseException:
+            # the half is neither old nor new now: the next write empties it first
+            failsafe.write({p: old_masks.get(p, 0) for p in grown})
+            raise
+        self._switched_at = time.monotonic()
+        self._settle_failsafe(old_masks, grown, new_masks)
 
     def reclaim(self) -> None:
         """Empty the generation the last switch left inactive (write does this first anyway):
@@ -157,6 +231,7 @@ class GenerationTables:
         src_keys = _split_src(src)[gen]
         seg_keys = _split_seg(seg)[gen]
         root_idx = _split_roots(roots)[gen]
+        self._written.pop(gen, None)
         self._wait_grace()
         # roots first: from then on nothing of gen is reachable
         write_words(roots, dict.fromkeys(root_idx, 0))
@@ -217,6 +292,23 @@ def _write_nodes(m: Map, nodes: bytes, count: int, gen: int) -> None:
         raise DatapathError(f"{count} trie nodes exceed the {NODES_PER_GEN} of a generation")
     idx = array.array("I", range(gen * NODES_PER_GEN, gen * NODES_PER_GEN + count))
     m.update_batch(idx.tobytes(), nodes[: count * NODE_ENTRIES * 4])
+
+
+def _positional(fast: FastImages) -> bool:
+    """Array tries laid out by position (engine.core.incremental) with nothing in LPM tries."""
+    return fast.rows is not None and not fast.lpm and not fast.segments
+
+
+def _write_rows(m: Map, rows: Mapping[int, bytes], slots: Iterable[int], gen: int) -> None:
+    chosen = sorted(slots)
+    if not chosen:
+        return
+    if chosen[-1] >= NODES_PER_GEN:
+        raise DatapathError(
+            f"trie node slot {chosen[-1]} beyond the {NODES_PER_GEN} of a generation"
+        )
+    idx = array.array("I", (gen * NODES_PER_GEN + s for s in chosen))
+    m.update_batch(idx.tobytes(), b"".join(rows[s] for s in chosen))
 
 
 def _write_list_roots(m: Map, list_roots: Mapping[int, tuple[int, ...]], gen: int) -> None:
