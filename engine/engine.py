@@ -22,12 +22,12 @@ from engine.core.compiler import (
     CompiledTables,
     RuleKey,
     assign_rule_ids,
-    compile_ruleset,
     match_interfaces,
 )
 from engine.core.export import dump_documents, export_documents
 from engine.core.guard import Guard, SshSession, raise_if_refused, session_interface_for
 from engine.core.impact import DEFAULT_TOP, ImpactPreview, diff_rules
+from engine.core.incremental import IncrementalCompiler
 from engine.core.model import (
     ORDER_MAX,
     ORDER_MIN,
@@ -140,6 +140,8 @@ class Engine:
         self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
         # the rule set a watchdog reverts to, read at its start (prepare_rollback)
         self._held_previous: dict[int, StoredState] = {}
+        # edits in a long-lived engine (console, REPL, agent) recompile only what they touch
+        self._compiler = IncrementalCompiler()
 
     # ----------------------------------------------------------------- plumbing
 
@@ -208,7 +210,9 @@ class Engine:
         """Tables of the objects for this node; ids for every stored rule, so an object that is
         not for this node keeps its id (and its counters) until it is."""
         ids = assign_rule_ids(ruleset, previous_ids)
-        tables = compile_ruleset(
+        # incremental from the last compile in this engine where it can be (same interfaces,
+        # fail-safe list and ids), in full otherwise
+        tables = self._compiler.compile(
             self.node_split(ruleset).enforced, ifaces, self.config.failsafe, ids
         )
         return replace(tables, rule_ids=ids)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from engine.core.compiler import CompiledTables, FastImages, LpmEntry, SegmentEntry
+from engine.core.incremental import gc_paused
 from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError
 from engine.kernel.abi import (
@@ -91,6 +92,10 @@ class GenerationTables:
         stays as it is until the next write or reclaim(), so the call returns right after the
         switch. On failure before the switch, the inactive generation is emptied again and the
         active one is untouched."""
+        with gc_paused():
+            self._write(tables, generation)
+
+    def _write(self, tables: CompiledTables, generation: int) -> None:
         config = self._config.read()
         active = config.active_gen & 1
         inactive = active ^ 1
