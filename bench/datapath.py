@@ -8,10 +8,12 @@ and the rules are compiled for `lo`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from bench.result import Figure, not_measured
 from bench.rulesets import (
@@ -24,7 +26,10 @@ from bench.rulesets import (
     SOURCE_V6,
     BulkShape,
     bulk_ruleset,
+    host_v6,
+    net_v6_64,
     rules_hit_at_last,
+    scattered_v4,
 )
 from bench.testrun import Timing, floor_program, measure_interleaved, pinned_on_cpu
 from engine.core.frame import IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, build_frame
@@ -46,6 +51,23 @@ CIDR_COUNTS = (100, 1_000, 10_000, 100_000)  # x 10 rules each, for the plot
 def udp4(src: str = SOURCE_V4, vlan: tuple[int, ...] = ()) -> bytes:
     pad = 64 - (14 + 4 * len(vlan) + 20 + 8)
     return build_frame(src, DEST_V4, 17, dport=HIT_PORT, vlan=vlan, payload_len=pad)
+
+
+def udp6(src: str) -> bytes:
+    return build_frame(src, DEST_V6, 17, dport=HIT_PORT, payload_len=64 - 62)
+
+
+def _host(cidr: str) -> str:
+    return cidr.split("/")[0]
+
+
+# Large tables of other shapes: 1,000 blocks x 100 prefixes x 10 rules, probed at the last block
+LARGE: dict[str, tuple[str, Callable[[int], str], bool]] = {
+    "100k v4 scattered": ("100,000 scattered IPv4 /32s x 10 rules", scattered_v4, True),
+    "100k v6 hosts": ("100,000 IPv6 /128 sources x 10 rules", host_v6, False),
+    "100k v6 /64": ("100,000 IPv6 /64s x 10 rules", net_v6_64, False),
+}
+CAPACITY_CASE = "1,000,000 prefixes"
 
 
 def udp6_ext() -> bytes:
@@ -76,6 +98,9 @@ def _rulesets() -> dict[str, Callable[[], RuleSet]]:
         sets[f"{n} rules"] = partial(rules_hit_at_last, n, Action.DENY, (BLOCK_V4,))
     for c in CIDR_COUNTS:
         sets[f"{c} cidrs"] = partial(bulk_ruleset, BulkShape(blocks=c // 100))
+    for key, (_, cidr, _) in LARGE.items():
+        sets[key] = partial(bulk_ruleset, BulkShape(), cidr=cidr)
+        sets[f"{key} lpm"] = sets[key]
     return sets
 
 
@@ -105,6 +130,14 @@ def _cases() -> list[Case]:
                 name, f"{c} cidrs", udp4(bulk.probe_source(c // 100 - 1)), XDP_DROP, 10, c, "cidrs"
             )
         )
+    last = (bulk.blocks - 1) * bulk.cidrs_per_block
+    for key, (name, cidr, v4) in LARGE.items():
+        src = _host(cidr(last))
+        frame = udp4(src) if v4 else udp6(src)
+        cases.append(Case(name, key, frame, XDP_DROP, 10, bulk.cidrs))
+        cases.append(
+            Case(f"{name}, kernel LPM tries only", f"{key} lpm", frame, XDP_DROP, 10, bulk.cidrs)
+        )
     cases += [
         Case("IPv6 + 2 extension headers (78 B), deny", "1 deny v6", udp6_ext(), XDP_DROP),
         Case("VLAN 802.1Q, deny", "1 deny", udp4(vlan=(100,)), XDP_DROP),
@@ -120,6 +153,7 @@ class Measured:
     floor: Timing
     compile_s: float
     write_s: float
+    bytes_per_prefix: float = 0.0
 
     @property
     def over_ns(self) -> float:
@@ -141,6 +175,8 @@ def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured]
             try:
                 t0 = time.perf_counter()
                 tables = compile_ruleset(rulesets[key](), LO)
+                if key.endswith(" lpm"):  # the same tables with no array nodes: all in LPM tries
+                    tables = dataclasses.replace(tables, node_budget=0)
                 t1 = time.perf_counter()
                 generation += 1
                 dp.write_tables(tables, generation)
@@ -157,11 +193,39 @@ def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured]
                 if got.action != c.action:
                     errors[c.name] = f"wrong verdict: XDP action {got.action}, expected {c.action}"
                     continue
-                results.append(Measured(c, got, timings["floor"], t1 - t0, t2 - t1))
+                results.append(
+                    Measured(
+                        c, got, timings["floor"], t1 - t0, t2 - t1, _bytes_per_prefix(dp, tables)
+                    )
+                )
                 progress(
                     f"  {c.name}: {got.median_ns:.0f} ns (floor {timings['floor'].median_ns:.0f})"
                 )
     return results, errors
+
+
+def _memlock(fd: int) -> int:
+    """Kernel memory charged to a map (fdinfo memlock: actual use for LPM tries since 6.x)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("memlock:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _bytes_per_prefix(dp: Any, tables: Any) -> float:
+    """Map memory the live tables take per source prefix: array-trie nodes used (1 KiB each)
+    plus the LPM tries' memlock (actual use on 6.x kernels; the other generation is reclaimed
+    first, so only the live one counts)."""
+    from engine.kernel.abi import MAP_SEG, MAP_SRC, NODE_ENTRIES
+
+    dp.reclaim()
+    fast = tables.fast
+    nodes = len(fast.rows) if fast.rows is not None else fast.node_count
+    lpm = 0
+    if fast.lpm or fast.segments:
+        lpm = _memlock(dp.maps[MAP_SRC].fd) + _memlock(dp.maps[MAP_SEG].fd)
+    return (nodes * NODE_ENTRIES * 4 + lpm) / max(len(tables.lpm), 1)
 
 
 def run_group(plot_path: str | None = None) -> list[Figure]:
@@ -182,7 +246,11 @@ def run_group(plot_path: str | None = None) -> list[Figure]:
                 compare="difference",
                 target=TARGET,
                 met=m.over_ns <= TARGET_NS,
+                note=f"{m.bytes_per_prefix:.0f} B of map memory per prefix"
+                if m.case.name.startswith("100,000")
+                else "",
                 extra={
+                    "bytes_per_prefix": m.bytes_per_prefix,
                     "runs_ns": m.ours.runs_ns,
                     "floor_runs_ns": m.floor.runs_ns,
                     "frame_bytes": len(m.case.frame),
@@ -196,6 +264,17 @@ def run_group(plot_path: str | None = None) -> list[Figure]:
         )
     for name, err in errors.items():
         figures.append(not_measured(GROUP, name, err, TARGET))
+    from engine.core.compiler import MAX_PREFIXES
+
+    figures.append(
+        not_measured(
+            GROUP,
+            CAPACITY_CASE,
+            f"over the compiler's limit of {MAX_PREFIXES:,} source prefixes per generation "
+            "(capacity goal >= 1,000,000 not met)",
+            TARGET,
+        )
+    )
     if plot_path and results:
         from bench.plot import cost_plot
 

@@ -8,7 +8,7 @@ data and in frames run through BPF_PROG_TEST_RUN, never on a wire.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from engine.core.model import Action, Firewall, IngressBlock, PortRange, Protocol, Rule, RuleSet
@@ -58,6 +58,26 @@ def bulk_cidr(index: int) -> str:
     return f"{BULK_BASE + index}/32"
 
 
+# Large tables of other shapes (rule data and test-run frames only, never on a wire). An odd
+# multiplier spreads consecutive indexes over the whole space, so no two share a /24 or a /48
+# and a multibit trie gets a path of its own for each.
+_SPREAD = 0x9E3779B97F4A7C15
+
+
+def scattered_v4(index: int) -> str:
+    return f"{ipaddress.IPv4Address((index * 0x9E3779B1) % (1 << 32))}/32"
+
+
+def host_v6(index: int) -> str:
+    low = (index * _SPREAD) % (1 << 96)
+    return f"{ipaddress.IPv6Address((0x20010DB8 << 96) | low)}/128"
+
+
+def net_v6_64(index: int) -> str:
+    mid = (index * 0x9E3779B1) % (1 << 32)
+    return f"{ipaddress.IPv6Address((0x20010DB8 << 96) | (mid << 64))}/64"
+
+
 @dataclass(frozen=True)
 class BulkShape:
     """blocks x (cidrs_per_block CIDRs, rules_per_block rules): each CIDR carries its block's rules."""
@@ -80,13 +100,14 @@ class BulkShape:
 
 
 def bulk_ruleset(
-    shape: BulkShape, interfaces: tuple[str, ...] = ("*",), last_action: Action = Action.DENY
+    shape: BulkShape,
+    interfaces: tuple[str, ...] = ("*",),
+    last_action: Action = Action.DENY,
+    cidr: Callable[[int], str] = bulk_cidr,
 ) -> RuleSet:
     blocks: list[IngressBlock] = []
     for b in range(shape.blocks):
-        cidrs = tuple(
-            bulk_cidr(b * shape.cidrs_per_block + c) for c in range(shape.cidrs_per_block)
-        )
+        cidrs = tuple(cidr(b * shape.cidrs_per_block + c) for c in range(shape.cidrs_per_block))
         rules = tuple(_filler(i) for i in range(shape.rules_per_block - 1))
         rules += (hit_rule(shape.rules_per_block, last_action),)
         blocks.append(IngressBlock(cidrs, rules))
