@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
 
 from engine import health
@@ -518,6 +518,9 @@ class Engine:
         summary: str = "apply",
         previous_ids: Mapping[RuleKey, int] | None = None,
         restores: int | None = None,
+        attach: bool = False,
+        attach_mode: str = "auto",
+        progress: Progress = _quiet,
     ) -> ApplyResult:
         """Apply a whole rule set: guard, store, then an atomic switch in the datapath.
 
@@ -543,6 +546,7 @@ class Engine:
                     "reload the rules and retry",
                 )
             tables, forced, warnings = self._check(ruleset, force=force, previous_ids=previous_ids)
+            plan = self._attach_plan(ruleset, force, warnings) if attach else []
             if forced and timeout <= 0:
                 # --force never skips the safety net: a forced change is always confirmable.
                 timeout = self.config.confirm_timeout or 60.0
@@ -550,10 +554,61 @@ class Engine:
             new_state = replace(
                 stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids), restores=restores
             )
+            if plan:
+                merged = tuple(dict.fromkeys((*stored.interfaces, *plan)))
+                new_state = replace(new_state, interfaces=merged, attach_mode=attach_mode)
+                if self._kernel() is None:
+                    # Loading changes no packet: the program runs nowhere until it is attached.
+                    self._load_program(stored, progress)
             with signals_held():
                 return self._commit_and_enforce(
-                    stored, new_state, tables, ruleset, timeout, summary, warnings
+                    stored,
+                    new_state,
+                    tables,
+                    ruleset,
+                    timeout,
+                    summary,
+                    warnings,
+                    _Attach(tuple(plan), attach_mode, force, progress),
                 )
+
+    def _attach_plan(self, ruleset: RuleSet, force: bool, warnings: list[str]) -> list[str]:
+        """The interfaces here that this node's objects name and no infw program of ours filters
+        yet (globs resolved), checked by the guard like `attach`; names that match nothing are
+        reported in warnings."""
+        patterns = self._object_interfaces(ruleset)
+        ifaces = self.interfaces()
+        names = match_interfaces(patterns, ifaces) if patterns else []
+        missing = [p for p in patterns if not match_interfaces([p], ifaces)]
+        if missing:
+            warnings.append(f"no interface here matches {', '.join(missing)}: not attached")
+        dp = self._kernel()
+        if dp is not None:
+            attached = {a[0]: a[4] for a in dp.attached()}
+            foreign = {name: not ours for name, ours in attached.items()}
+            names = [n for n in names if not attached.get(n, False)]
+        else:
+            foreign = {name: True for name in self.kernel.xdp_interfaces()}
+        if not names:
+            return []
+        self._require_root("attach an XDP program (or pass --no-attach to store only)")
+        guard = self.guard()
+        refusals = [r for n in names for r in guard.check_attach(n, foreign.get(n, False))]
+        raise_if_refused(refusals, force)
+        warnings.append(f"attaching to {', '.join(names)}: the interfaces the objects name")
+        return names
+
+    def _load_program(self, stored: StoredState, progress: Progress) -> LoadedDatapath:
+        """Compile and pin the program with the stored rules and mode (attached nowhere yet)."""
+        progress("compiling infw.bpf.c with bcc (a few seconds, once)")
+        dp = self.kernel.load(self.pin_root)
+        self._datapath = dp
+        tables = self._compile(stored.ruleset, self.interfaces(), stored.rule_ids)
+        dp.write_tables(tables, stored.generation)
+        dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
+        dp.set_event_rate(self.config.event_rate)
+        dp.set_flow_sample(self.config.flow_sample)
+        return dp
 
     def _commit_and_enforce(
         self,
@@ -564,6 +619,7 @@ class Engine:
         timeout: float,
         summary: str,
         warnings: list[str],
+        attach: _Attach | None = None,
     ) -> ApplyResult:
         """Intent, store, watchdog, kernel, in that order (signals are held): whatever fails,
         the kernel is touched last, so a failed command never leaves its change live, and a
@@ -571,9 +627,11 @@ class Engine:
         dp = self._kernel()
         if dp is None:
             warnings.append(
-                "no firewall is loaded here: stored only; 'infw attach IFACE' enforces it"
+                "NOT ENFORCED: no firewall is loaded here, the rules are stored only; "
+                "'infw apply FILE' without --no-attach (or 'infw attach IFACE') enforces them"
             )
         pend_view = None
+        attached_now: list[str] = []
         pending: Pending | None = None
         if timeout > 0 and dp is not None:
             # The intent first: if it cannot be recorded, nothing else happens.
@@ -613,8 +671,18 @@ class Engine:
                     pending.author,
                 )
             if dp is not None:
+                # Attached before the switch: for that moment the interface gets the rules that
+                # were in force, as `attach` gives it; then the atomic switch to the new ones.
+                plan = attach or _Attach(())
+                for name in plan.names:
+                    plan.progress(f"attaching to {name}")
+                    dp.attach(name, mode=plan.mode, force=plan.force)
+                    attached_now.append(name)
                 self._enforce(dp, tables, stored.rule_ids, new_state.generation)
         except BaseException:  # Ctrl-C too: the kernel kept the old tables; so does the store
+            for name in attached_now:
+                with contextlib.suppress(InfwError):
+                    dp.detach(name)
             if pending is not None:
                 self._drop_intent(pending.generation)
                 self.kernel.watchdog.stop(watchdog_pid)
@@ -893,10 +961,15 @@ class Engine:
                 ruleset=old.ruleset,
                 rule_ids=dict(tables.rule_ids),
                 restores=pending.previous_generation,
+                interfaces=old.interfaces,
+                attach_mode=old.attach_mode,
             )
             dp = self._kernel()
             if dp is not None:
                 self._enforce(dp, tables, stored.rule_ids, stored.generation + 1)
+                # An unconfirmed change also undoes the attachments it made.
+                for name in self._attached_by(stored, old, dp):
+                    dp.detach(name)
             try:
                 self.store.commit(
                     new_state,
@@ -915,6 +988,14 @@ class Engine:
                     f"{self.state_dir}; the next infw command finishes the revert",
                 ) from exc
         return True
+
+    def _attached_by(self, new: StoredState, old: StoredState, dp: LoadedDatapath) -> list[str]:
+        """Interfaces of ours that `new`'s attach list covers and `old`'s does not."""
+        ifaces = self.interfaces()
+        before = set(match_interfaces(old.interfaces, ifaces)) if old.interfaces else set()
+        after = match_interfaces(new.interfaces, ifaces) if new.interfaces else []
+        ours = {a[0] for a in dp.attached() if a[4]}
+        return [n for n in after if n not in before and n in ours]
 
     def _kernel(self) -> Any:
         """The firewall that runs for this pin root, for a write: the handle already open, the
@@ -1023,15 +1104,7 @@ class Engine:
             ]
             raise_if_refused(refusals, force)
             if dp is None:
-                progress("compiling infw.bpf.c with bcc (a few seconds, once)")
-                dp = self.kernel.load(self.pin_root)
-                self._datapath = dp
-                stored = self.state()
-                tables = self._compile(stored.ruleset, ifaces, stored.rule_ids)
-                dp.write_tables(tables, stored.generation)
-                dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
-                dp.set_event_rate(self.config.event_rate)
-                dp.set_flow_sample(self.config.flow_sample)
+                dp = self._load_program(self.state(), progress)
             for name in names:
                 progress(f"attaching to {name}")
                 dp.attach(name, mode=mode, force=force)
@@ -1089,10 +1162,12 @@ class Engine:
         self._datapath = None
         return attached
 
-    def restore(self, progress: Progress = _quiet) -> Status:
-        """Re-apply the stored state (boot): load, write the stored rules, attach stored interfaces.
-        A change left pending by a console or a boot that came before its confirm is rolled back
-        first: only confirmed rules come back."""
+    def restore(self, progress: Progress = _quiet, *, attach: bool = True) -> Status:
+        """Re-apply the stored state (boot): load, write the stored rules, attach the stored
+        interfaces and (attach) those the objects for this node name, globs resolved; names
+        that match nothing here are reported through progress. A change left pending by a
+        console or a boot that came before its confirm is rolled back first: only confirmed
+        rules come back."""
         self._require_write("restore")
         self._require_root("restore the firewall")
         with self.store.lock():
@@ -1100,7 +1175,8 @@ class Engine:
             if pending is not None and not self.kernel.watchdog.is_running(pending.watchdog_pid):
                 self.rollback_pending(pending.generation, Rollback.RESTORED_UNCONFIRMED)
         stored = self.state()
-        if not stored.interfaces:
+        named = self._object_interfaces(stored.ruleset) if attach else []
+        if not stored.interfaces and not named:
             raise StateError(
                 f"no stored state to restore in {self.state_dir}",
                 "apply rules and attach interfaces first",
@@ -1111,10 +1187,20 @@ class Engine:
             ifaces = self.interfaces()
             tables = self._compile(stored.ruleset, ifaces, stored.rule_ids)
             self._enforce(dp, tables, stored.rule_ids, stored.generation)
-        patterns = [p for p in stored.interfaces if match_interfaces([p], self.interfaces())]
+        ifaces = self.interfaces()
+        wanted = list(dict.fromkeys((*stored.interfaces, *named)))
+        patterns = [p for p in wanted if match_interfaces([p], ifaces)]
+        missing = [p for p in wanted if p not in patterns]
+        if missing:
+            progress(f"no interface here matches {', '.join(missing)}: not attached")
         if patterns:
             self.attach(patterns, mode=stored.attach_mode, progress=progress)
         return self.status()
+
+    def _object_interfaces(self, ruleset: RuleSet) -> list[str]:
+        """The interface names and globs this node's objects name, in order, once each."""
+        enforced = self.node_split(ruleset).enforced
+        return list(dict.fromkeys(i for fw in enforced.firewalls for i in fw.interfaces))
 
     def reload(self, progress: Progress = _quiet) -> Status:
         """Swap in a new build of the program: maps (rules, counters) are reused, and every
@@ -1279,6 +1365,16 @@ def _parse_verdict(text: str) -> Action:
         return Action.parse(text)
     except ValueError:
         raise StateError(f"unknown verdict {text!r}", "use allow or deny") from None
+
+
+@dataclass(frozen=True)
+class _Attach:
+    """What an apply attaches (the interfaces its objects name), and how."""
+
+    names: tuple[str, ...]
+    mode: str = "auto"
+    force: bool = False
+    progress: Progress = _quiet
 
 
 REAP_GRACE_S = 3.0  # past the deadline, a live watchdog is given this long to act itself

@@ -42,7 +42,7 @@ def cmd_detach(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     with ctx.progress() as progress:
-        st = ctx.engine.restore(progress=progress)
+        st = ctx.engine.restore(progress=progress, attach=not args.no_attach)
     ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
     return 0
 

@@ -81,7 +81,12 @@ def cmd_validate(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_apply(ctx: Context, args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(ctx, args)
-    return _applied(ctx, ctx.engine.apply_file(args.file, **_edit_kwargs(args)))
+    # Like the operator's daemon: the objects name their interfaces, apply attaches there.
+    with ctx.progress() as progress:
+        res = ctx.engine.apply_file(
+            args.file, attach=not args.no_attach, progress=progress, **_edit_kwargs(args)
+        )
+    return _applied(ctx, res)
 
 
 def cmd_export(ctx: Context, args: argparse.Namespace) -> int:

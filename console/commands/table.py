@@ -71,6 +71,11 @@ _PREVIEW_ARGS = (
 _FLOW_IFACE = arg(
     "--iface", metavar="IFACE", complete="interfaces", help="only flows arriving on IFACE"
 )
+_NO_ATTACH = arg(
+    "--no-attach",
+    action="store_true",
+    help="store only: don't attach to the interfaces the objects name (nothing new is enforced)",
+)
 _RULE_LINE = arg(
     "rule",
     nargs="+",
@@ -182,9 +187,11 @@ COMMANDS: dict[str, Command] = {
                 ),
                 *_EDIT_ARGS,
                 *_PREVIEW_ARGS,
+                _NO_ATTACH,
             ),
             examples=(
-                ("rules.yaml", "apply, then 'confirm' within 60 s or it reverts"),
+                ("rules.yaml", "apply and attach where the objects say; 'confirm' within 60 s"),
+                ("rules.yaml --no-attach", "store only: nothing is enforced until attached"),
                 ("--dry-run rules.yaml", "the diff and its traffic impact; applies nothing"),
                 ("rules.yaml --confirm-timeout 0", "scripts: apply without a pending confirmation"),
                 ("rules.yaml --confirm-timeout 300", "five minutes to check you can still log in"),
@@ -491,7 +498,11 @@ COMMANDS: dict[str, Command] = {
             "restore",
             "re-apply the stored rules and attachments (boot; the systemd unit runs it)",
             cmd_restore,
-            examples=(("", "bring the firewall back after a reboot"),),
+            (_NO_ATTACH,),
+            examples=(
+                ("", "bring the firewall back after a reboot, on the interfaces the objects name"),
+                ("--no-attach", "only the interfaces attached before"),
+            ),
         ),
         Command(
             "reload",

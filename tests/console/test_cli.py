@@ -157,6 +157,7 @@ def applied_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
             rules,
             "--confirm-timeout",
             "0",
+            "--no-attach",  # the host's lo: never attach in these tests
         ],
         capture_output=True,
         text=True,
@@ -265,7 +266,7 @@ def test_validate_refused_by_the_guard_exits_3(infw: Run, tmp_path: Path) -> Non
 
 def test_export_round_trips(infw: Run, tmp_path: Path) -> None:
     path = write(tmp_path, "good.yaml", GOOD)
-    applied = data(infw("apply", path, "--confirm-timeout", "0", "--json"))
+    applied = data(infw("apply", path, "--confirm-timeout", "0", "--no-attach", "--json"))
     assert applied["generation"] == 1 and applied["rule_count"] == 4 and applied["pending"] is None
     exported = infw("export")
     assert exported.returncode == 0
@@ -275,13 +276,17 @@ def test_export_round_trips(infw: Run, tmp_path: Path) -> None:
     assert infw("export", "--json", "-o", str(tmp_path / "out.json")).returncode == 0
     doc = json.loads((tmp_path / "out.json").read_text())
     assert doc["kind"] == "List" and len(doc["items"]) == 1
-    again = data(infw("apply", str(tmp_path / "out.json"), "--confirm-timeout", "0", "--json"))
+    again = data(
+        infw("apply", str(tmp_path / "out.json"), "--confirm-timeout", "0", "--no-attach", "--json")
+    )
     assert load_yaml(infw("export").stdout).semantic_key() == load_file(path).semantic_key()
     assert again["generation"] in (1, 2)  # an unchanged rule set may or may not make a generation
 
 
 def test_apply_from_stdin_and_history(infw: Run, tmp_path: Path) -> None:
-    proc = infw("apply", "-", "--confirm-timeout", "0", stdin=GOOD.replace("IFACE", "lo"))
+    proc = infw(
+        "apply", "-", "--confirm-timeout", "0", "--no-attach", stdin=GOOD.replace("IFACE", "lo")
+    )
     assert proc.returncode == 0, proc.stderr
     assert "applied generation 1" in proc.stdout
     assert "pending" not in proc.stdout  # nothing is loaded, so there is nothing to confirm
@@ -427,7 +432,7 @@ BAD_INPUT: list[tuple[tuple[str, ...], int, str]] = [
     (("metrics", "--listen", "nowhere"), 2, "--listen 'nowhere'"),
     (("metrics", "--listen", "127.0.0.1:99999"), 2, "port '99999'"),
     (("lab", "sideways"), 2, "invalid choice: 'sideways'"),
-    (("restore",), 1, "no stored state to restore"),
+    (("restore", "--no-attach"), 1, "no stored state to restore"),
     (("help", "nosuch"), 2, "no command 'nosuch'"),
 ]
 
@@ -478,7 +483,10 @@ def test_missing_namespace_says_how_to_fix_it(infw: Run) -> None:
 
 def test_closed_pipe_is_not_an_error(infw: Run, tmp_path: Path) -> None:
     assert (
-        infw("apply", write(tmp_path, "good.yaml", GOOD), "--confirm-timeout", "0").returncode == 0
+        infw(
+            "apply", write(tmp_path, "good.yaml", GOOD), "--confirm-timeout", "0", "--no-attach"
+        ).returncode
+        == 0
     )
     cmd = (
         f"{INFW} --state-dir {tmp_path / 'state'} --pin-root /sys/fs/bpf/infw-clitest-{os.getpid()} "
