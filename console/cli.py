@@ -43,18 +43,24 @@ def connect(
     netns: str | None = None,
     lab: bool = False,
     read_only: bool = False,
+    node_labels: str | None = None,
 ) -> Engine:
     """Open the Engine the options name (engine.connect: one place says what --lab needs)."""
     from engine.connect import ConnectOptions
     from engine.connect import connect as open_engine
 
-    return open_engine(ConnectOptions(pin_root, state_dir, netns, lab, read_only))
+    return open_engine(ConnectOptions(pin_root, state_dir, netns, lab, read_only, node_labels))
 
 
 def _context(args: argparse.Namespace) -> Context:
     def open_engine() -> Engine:
         return connect(
-            args.pin_root, args.state_dir, netns=args.netns, lab=args.lab, read_only=args.read_only
+            args.pin_root,
+            args.state_dir,
+            netns=args.netns,
+            lab=args.lab,
+            read_only=args.read_only,
+            node_labels=getattr(args, "node_labels", None),
         )
 
     def open_lab() -> Engine:

@@ -13,6 +13,7 @@ from engine.kernel.host import HostKernel
 from engine.kernel.netns import NETNS_DIR
 from engine.kernel.seam import Kernel
 from engine.lab.firewall import lab_connection, start_lab_firewall
+from engine.state.config import parse_node_labels
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ConnectOptions:
     netns: str | None = None
     lab: bool = False
     read_only: bool = False
+    node_labels: str | None = None  # 'k=v,k2=v2' (a console flag): wins over the config's
 
 
 def _quiet(_: str) -> None:
@@ -47,7 +49,15 @@ def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
         fix = "start the lab with 'infw lab up'" if options.lab else "see 'ip netns list'"
         raise StateError(f"network namespace {netns!r} does not exist", fix)
     try:
-        return Engine(pin_root, state_dir, read_only=options.read_only, netns=netns, kernel=kernel)
+        labels = parse_node_labels(options.node_labels) if options.node_labels else None
+        return Engine(
+            pin_root,
+            state_dir,
+            read_only=options.read_only,
+            netns=netns,
+            kernel=kernel,
+            node_labels=labels,
+        )
     except OSError as exc:
         if netns and exc.errno in (1, 13):
             raise PrivilegeError(

@@ -50,6 +50,12 @@ def add_connection_options(p: argparse.ArgumentParser, suppress: bool) -> None:
         help="the lab's firewall: its pins, state and namespace infw-node",
     )
     g.add_argument(
+        "--node-labels",
+        default=d(None),
+        metavar="K=V,..",
+        help="this node's labels for spec.nodeSelector (default: nodeLabels in the config)",
+    )
+    g.add_argument(
         "--read-only",
         action="store_true",
         default=d(False),
