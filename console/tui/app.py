@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.text import Text
 from textual import on
@@ -21,6 +21,8 @@ from textual.widgets import Input
 
 from console.format import human_count
 from console.tui import keys
+from console.tui.busy import BusyLine
+from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.cells import rule_summary
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
 from console.tui.engine_thread import EngineThread
@@ -43,7 +45,9 @@ from console.tui.trace import TRACE_PROTOCOLS, TraceDialog, TracePacket
 from engine.core.model import ORDER_MAX, ORDER_MIN
 from engine.core.ruleline import format_rule_line
 from engine.errors import FirewallUnreachable, InfwError
-from engine.views import ApplyResult, StatsSnapshot, Status
+from engine.views import ApplyResult, DropEvent, RuleRow, StatsSnapshot, Status
+
+T = TypeVar("T")
 
 EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm", "revert"})
 NEEDS_RULE = frozenset({"edit", "delete", "reorder"})
@@ -62,7 +66,7 @@ class FilterInput(Input):
             app.close_filter(clear=True)
 
 
-class InfwApp(App[str]):
+class InfwApp(EngineClient, App[str]):
     """The live console over one engine (real, or console.tui.fake.FakeEngine in tests)."""
 
     TITLE = "infw"
@@ -112,6 +116,12 @@ class InfwApp(App[str]):
         self._pending_drops = ""  # what the pending change drops now, from its counters
         self._filter_target = "rules"
         self._expected_pending_end: int | None = None
+        # Refreshes in flight: a tick while one waits starts no second one (no pile-up
+        # behind an engine that is slow or waiting for the state lock).
+        self._fetching: set[str] = set()
+        self._changing: str | None = None  # the change on its way to the engine, if any
+        self._again: set[str] = set()
+        self._after_stats: list[Callable[[], None]] = []  # once the next counters are shown
 
     # ------------------------------------------------------------------ layout
 
@@ -119,6 +129,7 @@ class InfwApp(App[str]):
         yield StatusHeader(id="status-header")
         yield PendingBanner(id="pending-banner")
         yield DisconnectedBanner(id="disconnected")
+        yield BusyLine(getattr(self.engine_thread.wrapped, "lock_holder", None), id="busy")
         yield FittedStatic(id="rules-title")
         yield RulesTable(self.clock, id="rules")
         yield EventPane(id="events")
@@ -134,15 +145,11 @@ class InfwApp(App[str]):
         return self.query_one(EventPane)
 
     def on_mount(self) -> None:
-        self.refresh_status()
-        self.refresh_stats()
-        self.open_events()
         self.table.focus()
+        self.refresh_status(first=True)
+        self.refresh_stats()
         self.set_interval(self.stats_interval, self.tick, name="stats")
         self.set_interval(self.events_interval, self.poll_events, name="events")
-        status = self.status
-        if status is not None and not status.loaded and not self.read_only and self.offer_attach:
-            self.push_screen(AttachScreen(self.engine), self._attach_done)
 
     async def on_unmount(self) -> None:
         self.engine_thread.close()
@@ -161,14 +168,48 @@ class InfwApp(App[str]):
             self.open_events()
         self.check_other_reader()
 
+    def fetch(self, what: str, label: str, fn: Callable[[], T], done: Callable[[T], None]) -> None:
+        """One refresh in a worker. Asked again while one is on its way (an edit's refresh
+        while a tick's waits), it runs once more when that one lands, whose answer may predate
+        the edit and is dropped: never a pile-up, never a stale table after a change."""
+        if what in self._fetching:
+            self._again.add(what)
+            return
+        self._fetching.add(what)
+
+        def arrived(value: T) -> None:
+            self._fetching.discard(what)
+            if what in self._again:
+                self._again.discard(what)
+                self.fetch(what, label, fn, done)
+                return
+            done(value)
+
+        def failed(exc: InfwError | OSError) -> None:
+            self._fetching.discard(what)
+            self._again.discard(what)
+            self._set_disconnected(exc)
+            if what == "events":
+                self.event_source = None
+
+        call_engine(self, label, fn, arrived, failed)
+
     def check_other_reader(self) -> None:
         """Another console reading the same drop events splits them with this one: say so."""
         source = self.event_source
-        try:
-            pid = source.other_reader() if source is not None else None
-        except (InfwError, OSError):
-            pid = None
-        self.event_pane.set_shared_with(pid)
+        if source is None:
+            self.event_pane.set_shared_with(None)
+            return
+
+        def ask() -> int | None:
+            try:
+                return source.other_reader()
+            except (InfwError, OSError):
+                return None
+
+        self.fetch(
+            "reader", "checking for other event readers", ask, self.event_pane.set_shared_with
+        )
 
     def refresh_all(self) -> None:
         self.refresh_status()
@@ -176,12 +217,15 @@ class InfwApp(App[str]):
         if self.event_source is None:
             self.open_events()
 
-    def refresh_status(self) -> None:
-        try:
-            status = self.engine.status()
-        except (InfwError, OSError) as exc:
-            self._set_disconnected(exc)
-            return
+    def refresh_status(self, *, first: bool = False) -> None:
+        self.fetch(
+            "status",
+            "reading the status",
+            self.engine.status,
+            partial(self.show_status, first=first),
+        )
+
+    def show_status(self, status: Status, *, first: bool = False) -> None:
         previous = self.status
         self.status = status
         self.query_one(StatusHeader).show(status)
@@ -205,6 +249,10 @@ class InfwApp(App[str]):
             self._expected_pending_end = None
             self.refresh_bindings()
         self.update_banner()
+        if first:
+            self.open_events()
+            if not status.loaded and not self.read_only and self.offer_attach:
+                self.push_screen(AttachScreen(self.engine), self._attach_done)
 
     def update_banner(self) -> None:
         status = self.status
@@ -218,16 +266,24 @@ class InfwApp(App[str]):
         self.query_one(PendingBanner).show(state[0], max(left, 0), self.read_only, drops)
 
     def refresh_stats(self) -> None:
+        self.fetch("stats", "reading the counters", self._read_stats, self.show_stats)
+
+    def _read_stats(self) -> StatsSnapshot | tuple[FirewallUnreachable, tuple[RuleRow, ...]]:
+        """The counters; with nothing loaded, the stored rules and the reason (worker thread)."""
         try:
-            snapshot = self.engine.stats()
+            return self.engine.stats()
         except FirewallUnreachable as exc:
+            return exc, tuple(self.engine.rule_rows())
+
+    def show_stats(
+        self, snapshot: StatsSnapshot | tuple[FirewallUnreachable, tuple[RuleRow, ...]]
+    ) -> None:
+        if isinstance(snapshot, tuple):
             # Nothing loaded: the stored rules, with the reason where counters would be.
-            self._set_disconnected(exc)
-            self.table.show(tuple(self.engine.rule_rows()), live=False)
+            unreachable, rows = snapshot
+            self._set_disconnected(unreachable)
+            self.table.show(rows, live=False)
             self._render_rules_title()
-            return
-        except (InfwError, OSError) as exc:
-            self._set_disconnected(exc)
             return
         if self.disconnected is not None:
             self.disconnected = None
@@ -244,6 +300,9 @@ class InfwApp(App[str]):
         self._measure_pending(snapshot)
         totals = snapshot.totals
         self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, self._sampled())
+        after, self._after_stats = self._after_stats, []
+        for then in after:
+            then()
 
     def _measure_pending(self, snapshot: StatsSnapshot) -> None:
         status = self.status
@@ -334,26 +393,43 @@ class InfwApp(App[str]):
         status = self.status
         if status is not None and not status.loaded:
             return
-        try:
-            self.event_source = self.engine.open_events(self.events_per_second)
+        if "open-events" in self._fetching:
+            return
+        self._fetching.add("open-events")
+
+        def opened(source: EventSourceLike) -> None:
+            self._fetching.discard("open-events")
+            self.event_source = source
             self._events_error = None
             self._events_opened = self.clock()
             self._first_poll = True
             self.check_other_reader()
-        except (InfwError, OSError) as exc:
+
+        def failed(exc: InfwError | OSError) -> None:
+            self._fetching.discard("open-events")
             self.event_source = None
             self._events_error = exc.message if isinstance(exc, InfwError) else str(exc)
 
+        call_engine(
+            self,
+            "opening the drop events",
+            partial(self.engine.open_events, self.events_per_second),
+            opened,
+            failed,
+        )
+
     def poll_events(self) -> None:
-        self.update_banner()
+        self.update_banner()  # the countdown runs on the clock, whatever the engine does
         source = self.event_source
         if source is None:
             return
-        try:
-            fresh = source.poll(timeout_ms=0)
-        except (InfwError, OSError) as exc:
-            self._set_disconnected(exc)
-            self.event_source = None
+        self.fetch(
+            "events", "reading drop events", partial(source.poll, timeout_ms=0), self.show_events
+        )
+
+    def show_events(self, fresh: list[DropEvent]) -> None:
+        source = self.event_source
+        if source is None:
             return
         if self._first_poll:
             # The ring buffer may hold minutes of drops from before the console opened, read over
@@ -390,8 +466,36 @@ class InfwApp(App[str]):
 
     # ------------------------------------------------------------------ helpers
 
-    def report(self, exc: InfwError, title: str | None = None) -> None:
-        self.notify(exc.fix or " ", title=title or exc.message, severity="error", timeout=10)
+    def report(self, exc: InfwError | OSError, title: str | None = None) -> None:
+        if isinstance(exc, InfwError):
+            message, fix = exc.message, exc.fix
+        else:
+            message, _, fix = error_line(exc).partition(" — ")
+        self.notify(fix or " ", title=title or message, severity="error", timeout=10)
+
+    def change(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        done: Callable[[T], None],
+        failed: Callable[[InfwError | OSError], None] | None = None,
+    ) -> None:
+        """One change at a time, in a worker: a second key while one waits (say, for the state
+        lock) says what it waits for instead of queueing a change the operator can't see."""
+        if self._changing is not None:
+            self.notify(f"still {self._changing}: wait for it to finish", severity="warning")
+            return
+        self._changing = what
+
+        def finished(value: T) -> None:
+            self._changing = None
+            done(value)
+
+        def refused(exc: InfwError | OSError) -> None:
+            self._changing = None
+            (failed or self.report)(exc)
+
+        call_engine(self, what, fn, finished, refused)
 
     def confirm_timeout(self) -> float:
         return float(getattr(self.engine.config, "confirm_timeout", 60.0))
@@ -437,11 +541,14 @@ class InfwApp(App[str]):
         def done(result: ApplyResult | None) -> None:
             self.applied(result, "rule added")
             if result is not None:  # put the cursor on the new rule, to watch it take hits
-                fresh = [r.rule_id for r in self.table.all_rows if r.rule_id not in before]
-                if fresh:
-                    self.table.select_rule_id(min(fresh))
+                self._after_stats.append(partial(self._select_new_rule, before))
 
         self.push_screen(form, done)
+
+    def _select_new_rule(self, before: set[int]) -> None:
+        fresh = [r.rule_id for r in self.table.all_rows if r.rule_id not in before]
+        if fresh:
+            self.table.select_rule_id(min(fresh))
 
     def action_edit(self) -> None:
         row = self.table.selected_rule()
@@ -463,14 +570,13 @@ class InfwApp(App[str]):
         def done(yes: bool | None) -> None:
             if not yes:
                 return
-            try:
-                result = self.engine.delete_rule(
-                    row.rule_id, confirm_timeout=self.confirm_timeout()
-                )
-            except InfwError as exc:
-                self.report(exc)
-                return
-            self.applied(result, f"rule {row.rule_id} deleted")
+            self.change(
+                f"deleting rule {row.rule_id}",
+                partial(
+                    self.engine.delete_rule, row.rule_id, confirm_timeout=self.confirm_timeout()
+                ),
+                partial(self.applied, what=f"rule {row.rule_id} deleted"),
+            )
 
         self.push_screen(
             ConfirmDialog(
@@ -502,37 +608,36 @@ class InfwApp(App[str]):
         line = format_rule_line(
             row.firewall, row.interfaces, row.cidrs, replace(row.rule, order=order)
         )
-        try:
-            result = self.engine.edit_rule(
-                row.rule_id, line, confirm_timeout=self.confirm_timeout()
-            )
-        except InfwError as exc:
-            self.report(exc)
-            return
-        self.applied(result, f"rule {row.rule_id} now order {order}")
-        self.table.select_rule_id(row.rule_id)
+
+        def moved(result: ApplyResult) -> None:
+            self.applied(result, f"rule {row.rule_id} now order {order}")
+            self._after_stats.append(partial(self.table.select_rule_id, row.rule_id))
+
+        self.change(
+            f"moving rule {row.rule_id} to order {order}",
+            partial(
+                self.engine.edit_rule, row.rule_id, line, confirm_timeout=self.confirm_timeout()
+            ),
+            moved,
+        )
 
     def action_confirm(self) -> None:
-        try:
-            self._expected_pending_end = self._pending_gen
-            generation = self.engine.confirm()
-        except InfwError as exc:
-            self.report(exc)
-            return
-        self.notify(f"generation {generation} is kept", title="confirmed")
-        self.refresh_all()
+        def kept(generation: int) -> None:
+            self.notify(f"generation {generation} is kept", title="confirmed")
+            self.refresh_all()
+
+        self._expected_pending_end = self._pending_gen
+        self.change("confirming", self.engine.confirm, kept)
 
     def action_revert(self) -> None:
-        try:
-            self._expected_pending_end = self._pending_gen
-            result = self.engine.revert()
-        except InfwError as exc:
-            self.report(exc)
-            return
-        self.notify(
-            f"back to the previous rules (generation {result.generation})", title="reverted"
-        )
-        self.refresh_all()
+        def reverted(result: ApplyResult) -> None:
+            self.notify(
+                f"back to the previous rules (generation {result.generation})", title="reverted"
+            )
+            self.refresh_all()
+
+        self._expected_pending_end = self._pending_gen
+        self.change("reverting", self.engine.revert, reverted)
 
     def action_mode(self) -> None:
         current = self.status.mode if self.status else "enforce"
@@ -546,26 +651,25 @@ class InfwApp(App[str]):
         def done(yes: bool | None) -> None:
             if not yes:
                 return
-            try:
-                self.engine.set_mode(target)
-            except InfwError as exc:
-                self.report(exc)
-                return
-            self.notify(f"mode is now {target.upper()}", title="mode switched")
-            self.refresh_all()
+
+            def switched(_: str) -> None:
+                self.notify(f"mode is now {target.upper()}", title="mode switched")
+                self.refresh_all()
+
+            self.change(f"switching to {target}", partial(self.engine.set_mode, target), switched)
 
         self.push_screen(
             ConfirmDialog(f"Switch to {target.upper()}?", body, f"Switch to {target}"), done
         )
 
     def action_trace(self) -> None:
-        try:
-            names = sorted(self.engine.interfaces())
-        except InfwError as exc:
-            self.report(exc)
-            return
-        attached = [v.name for v in self.status.interfaces] if self.status else []
-        self.push_screen(TraceDialog(self.engine, names, attached[0] if attached else None))
+        def listed(interfaces: dict[str, int]) -> None:
+            attached = [v.name for v in self.status.interfaces] if self.status else []
+            self.push_screen(
+                TraceDialog(self.engine, sorted(interfaces), attached[0] if attached else None)
+            )
+
+        call_engine(self, "listing interfaces", self.engine.interfaces, listed, self.report)
 
     def action_flows(self) -> None:
         """k9s-style view switch: the Flows view, back with f; on a flow, d/a open the rule
@@ -609,12 +713,10 @@ class InfwApp(App[str]):
         )
 
     def action_export(self) -> None:
-        try:
-            text = self.engine.export_yaml()
-        except InfwError as exc:
-            self.report(exc)
-            return
-        self.push_screen(ExportScreen(text))
+        def exported(text: str) -> None:
+            self.push_screen(ExportScreen(text))
+
+        call_engine(self, "exporting the rules", self.engine.export_yaml, exported, self.report)
 
     def action_help(self) -> None:
         failsafe = (
@@ -708,7 +810,7 @@ class InfwApp(App[str]):
         """q: quit; with a change of ours pending, ask first (quit anyway, confirm and quit)."""
         if isinstance(self.screen, QuitDialog):
             return
-        self.refresh_status()
+        # The last status (at most a refresh old): q answers even while the engine is busy.
         status = self.status
         pending = status.pending if status is not None else None
         if pending is None or self.read_only:
@@ -719,19 +821,29 @@ class InfwApp(App[str]):
             if choice == "quit":
                 self.exit(self.quit_message())
             elif choice == "confirm":
-                try:
-                    self._expected_pending_end = self._pending_gen
-                    generation = self.engine.confirm()
-                except InfwError as exc:
+
+                def confirmed(generation: int) -> None:
+                    self.fetch(
+                        "status",
+                        "reading the status",
+                        self.engine.status,
+                        lambda status: self._quit_confirmed(status, generation),
+                    )
+
+                def failed(exc: InfwError | OSError) -> None:
                     self.report(exc, title="could not confirm: the console stays open")
                     self.refresh_all()
-                    return
-                self.refresh_status()
-                self.exit(self.quit_message(confirmed=generation))
+
+                self._expected_pending_end = self._pending_gen
+                self.change("confirming", self.engine.confirm, confirmed, failed)
 
         self.push_screen(
             QuitDialog(pending.generation, lambda: pending.remaining(self.clock())), done
         )
+
+    def _quit_confirmed(self, status: Status, generation: int) -> None:
+        self.show_status(status)
+        self.exit(self.quit_message(confirmed=generation))
 
     async def action_quit(self) -> None:
         """ctrl+q quits the same way q does (it asks while a change is pending)."""

@@ -12,13 +12,15 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from console.format import relative_time
+from console.tui.calls import EngineClient, call_engine
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
 from engine.core.textsafe import printable
 from engine.errors import InfwError
+from engine.views import ApplyResult
 
 
-class HistoryScreen(ModalScreen[None]):
+class HistoryScreen(EngineClient, ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,h", "close", "Close"),
         Binding("r", "revert", "Revert one generation"),
@@ -94,15 +96,19 @@ class HistoryScreen(ModalScreen[None]):
         def done(yes: bool | None) -> None:
             if not yes:
                 return
-            try:
-                result = self.engine.revert()
-            except InfwError as exc:
-                self.notify(exc.fix or "", title=exc.message, severity="error")
-                return
+            call_engine(self, "reverting", self.engine.revert, reverted, failed)
+
+        def reverted(result: ApplyResult) -> None:
             self.notify(
                 f"now at generation {result.generation} ({result.rule_count} rules)",
                 title="reverted",
             )
             self.reload()
+
+        def failed(exc: InfwError | OSError) -> None:
+            if isinstance(exc, InfwError):
+                self.notify(exc.fix or "", title=exc.message, severity="error")
+            else:
+                self.notify(str(exc), title="revert failed", severity="error")
 
         self.app.push_screen(ConfirmDialog("Revert?", body, "Revert", danger=True), done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Label, Select, SelectionList, Static
 from textual.worker import get_current_worker
 
+from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
 from engine.core.textsafe import printable
@@ -31,8 +33,8 @@ def program_text(view: InterfaceView | None) -> Text:
     return Text(f"FOREIGN (prog {view.prog_id})", style="bold magenta")
 
 
-def error_text(exc: InfwError) -> Text:
-    return Text(f"✗ {exc.message}" + (f" — {exc.fix}" if exc.fix else ""), style="bold red")
+def error_text(exc: InfwError | OSError) -> Text:
+    return Text(f"✗ {error_line(exc)}", style="bold red")
 
 
 class AttachRunner:
@@ -46,7 +48,7 @@ class AttachRunner:
         self.screen.app.call_from_thread(self.status.update, Text(f"… {text}", style="italic"))
 
 
-class InterfacesScreen(ModalScreen[None]):
+class InterfacesScreen(EngineClient, ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,i", "close", "Close"),
         Binding("a", "attach", "Attach"),
@@ -202,14 +204,18 @@ class InterfacesScreen(ModalScreen[None]):
         def done(yes: bool | None) -> None:
             if not yes:
                 return
-            try:
-                detached = self.engine.detach([name])
-            except InfwError as exc:
-                self.query_one("#if-status", Static).update(error_text(exc))
-                return
+            call_engine(
+                self,
+                f"detaching from {name}",
+                partial(self.engine.detach, [name]),
+                detached,
+                lambda exc: self.query_one("#if-status", Static).update(error_text(exc)),
+            )
+
+        def detached(names: list[str]) -> None:
             self.query_one("#if-status", Static).update(
                 Text(
-                    f"✓ detached from {', '.join(detached) or name}: its traffic is no longer filtered",
+                    f"✓ detached from {', '.join(names) or name}: its traffic is no longer filtered",
                     style="bold",
                 )
             )

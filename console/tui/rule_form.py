@@ -23,6 +23,7 @@ from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
+from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
 from engine.core.model import ORDER_MAX, Protocol, add_rule, remove_rule
 from engine.core.ruleline import DEFAULT_FIREWALL, parse_rule_line
@@ -245,7 +246,7 @@ def refusable(exc: GuardRefusal) -> bool:
     )
 
 
-class RuleForm(ModalScreen[ApplyResult | None]):
+class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
     """Add or edit one rule; applies commit-confirmed and shows refusals next to their field."""
 
     BINDINGS = [
@@ -289,6 +290,7 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         self.row = row
         self.initial = initial or (FormValues.from_row(row) if row else FormValues())
         self.confirm_timeout = confirm_timeout
+        self.applying = False  # an Apply is with the engine (it may wait for the state lock)
         self.other_rule_ids = frozenset(other_rule_ids)
         self.guard_delay = guard_delay
         self.touched: set[str] = set()
@@ -556,28 +558,37 @@ class RuleForm(ModalScreen[ApplyResult | None]):
         # The engine answers for itself now: a dry run still on its way must not overwrite it.
         self._cancel_guard()
         self.guard_line, self.guard_notes = None, {}
+        if self.applying:
+            return  # the first Apply is still with the engine
         kwargs = {"confirm_timeout": self.confirm_timeout, "force": force}
-        try:
-            if self.row is None:
-                result = self.engine.add_rule(line, **kwargs)
-            else:
-                result = self.engine.edit_rule(self.row.rule_id, line, **kwargs)
-        except GuardRefusal as exc:
+        if self.row is None:
+            what = "adding the rule"
+            call = partial(self.engine.add_rule, line, **kwargs)
+        else:
+            what = f"editing rule {self.row.rule_id}"
+            call = partial(self.engine.edit_rule, self.row.rule_id, line, **kwargs)
+        self.applying = True
+        call_engine(self, what, call, self._applied, self._refused)
+
+    def _applied(self, result: ApplyResult) -> None:
+        self.applying = False
+        if self.impact:
+            # The apply step says what the change does to the traffic seen, as it lands.
+            self.app.notify(self.impact, title="impact on the flows seen", timeout=10)
+        self.dismiss(result)
+
+    def _refused(self, exc: InfwError | OSError) -> None:
+        self.applying = False
+        if isinstance(exc, GuardRefusal):
             self.show_refusal(exc)
             return
-        except ValidationError as exc:
+        if isinstance(exc, ValidationError):
             for fe in exc.errors:
                 self.errors.setdefault(field_for_path(fe.path), []).append(describe(fe))
             for name, messages in self.errors.items():
                 self._show_error(name, messages)
             return
-        except InfwError as exc:
-            self._show_error(GENERAL, [exc.message + (f" — {exc.fix}" if exc.fix else "")])
-            return
-        if self.impact:
-            # The apply step says what the change does to the traffic seen, as it lands.
-            self.app.notify(self.impact, title="impact on the flows seen", timeout=10)
-        self.dismiss(result)
+        self._show_error(GENERAL, [error_line(exc)])
 
     def show_refusal(self, exc: GuardRefusal) -> None:
         """Put each refusal next to the field it concerns, with its reason and fix."""

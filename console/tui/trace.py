@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from rich.text import Text
 from textual import on
@@ -12,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.cells import verdict_text
 from console.tui.facade import EngineLike
 from engine.core.textsafe import printable
@@ -75,7 +77,7 @@ class TracePacket:
     icmp_code: str = ""
 
 
-class TraceDialog(ModalScreen[None]):
+class TraceDialog(EngineClient, ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+t", "trace", "Trace")]
     DEFAULT_CSS = """
     TraceDialog { align: center middle; }
@@ -200,13 +202,23 @@ class TraceDialog(ModalScreen[None]):
             icmp_code = (
                 _number(self.query_one("#t-code", Input).value, "ICMP code") if icmp else None
             )
-            self.result = self.engine.trace(iface, src, proto, dport, icmp_type, icmp_code)
-        except InfwError as exc:
-            out.update(
-                Text(f"✗ {exc.message}" + (f" — {exc.fix}" if exc.fix else ""), style="bold red")
-            )
-            return
         except ValueError as exc:
             out.update(Text(f"✗ {exc}", style="bold red"))
             return
-        out.update(render_trace(self.result))
+        out.update(Text("… tracing", style="italic"))
+        call_engine(
+            self,
+            "tracing the packet",
+            partial(self.engine.trace, iface, src, proto, dport, icmp_type, icmp_code),
+            self._traced,
+            self._failed,
+        )
+
+    def _traced(self, result: TraceResult) -> None:
+        self.result = result
+        self.query_one("#trace-result", Static).update(render_trace(result))
+
+    def _failed(self, exc: InfwError | OSError) -> None:
+        self.query_one("#trace-result", Static).update(
+            Text(f"✗ {error_line(exc)}", style="bold red")
+        )

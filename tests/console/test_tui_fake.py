@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from textual.coordinate import Coordinate
+from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
-from tuikit import aio, make_app
+from tuikit import aio, make_app, press, refresh, settle
 
-from console.tui.app import InfwApp
 from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
 from console.tui.events_pane import EventLog, EventPane
 from console.tui.fake import FakeEngine
@@ -29,11 +29,10 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:
+async def tick(pilot: Pilot[Any], fake: FakeEngine, seconds: float = 1.0) -> None:
+    await settle(pilot)  # what the app asked at start answers at the clock it asked
     fake.advance(seconds)
-    app.refresh_status()
-    app.refresh_stats()
-    app.poll_events()
+    await refresh(pilot)
 
 
 def row_keys(table: DataTable[object]) -> list[str]:
@@ -52,7 +51,7 @@ def cell(table: DataTable[object], key: str, column: str) -> str:
 async def test_start_shows_header_rules_and_events() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         header = text_of(app.query_one(StatusHeader))
         assert "lab-node" in header and "ENFORCE" in header and "gen 2" in header
@@ -86,7 +85,7 @@ async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.Mon
 
         monkeypatch.setattr(table, "clear", counting_clear)
         for _ in range(3):
-            tick(app, fake)
+            await tick(pilot, fake)
             await pilot.pause()
         assert rebuilt == []
         assert table.selected_key() == key
@@ -104,12 +103,12 @@ async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.Mon
 async def test_sorting_by_key_and_column() -> None:
     app, fake = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         table = app.query_one(RulesTable)
         table.move_cursor(row=2)
         key = table.selected_key()
         assert table.sort_column == "order"
-        await pilot.press("s")
+        await press(pilot, "s")
         assert table.sort_column == "firewall"
         table.set_sort("packets")
         await pilot.pause()
@@ -117,7 +116,7 @@ async def test_sorting_by_key_and_column() -> None:
         packets = [table.rows_by_key[str(k)].packets for k in ordered]
         assert packets == sorted(packets, reverse=True)
         assert table.selected_key() == key  # the cursor follows its rule, not its position
-        await pilot.press("S")
+        await press(pilot, "S")
         ordered = row_keys(table)
         assert [table.rows_by_key[str(k)].packets for k in ordered] == sorted(packets)
         assert "packets▲" in str(
@@ -129,17 +128,17 @@ async def test_sorting_by_key_and_column() -> None:
 async def test_filter_rules_then_clear() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("slash")
+        await press(pilot, "slash")
         bar = app.query_one("#filter", Input)
         assert bar.has_class("-shown") and bar.has_focus
-        await pilot.press(*"udp")
+        await press(pilot, *"udp")
         table = app.query_one(RulesTable)
         assert table.row_count == 1
         assert "filter 'udp'" in text_of(app.query_one("#rules-title", Static))
-        await pilot.press("enter")
+        await press(pilot, "enter")
         assert not bar.has_class("-shown")
         assert table.row_count == 1 and table.has_focus
-        await pilot.press("slash", "escape")
+        await press(pilot, "slash", "escape")
         assert table.row_count == 8
 
 
@@ -147,10 +146,10 @@ async def test_filter_rules_then_clear() -> None:
 async def test_filter_events_when_event_pane_focused() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         log = app.query_one(EventLog)
         log.focus()
-        await pilot.press("slash", *"icmp")
+        await press(pilot, "slash", *"icmp")
         pane = app.query_one(EventPane)
         assert pane.filter_text == "icmp"
         icmp = [e for e in pane.events if "icmp" in e.protocol.lower()]
@@ -162,18 +161,18 @@ async def test_filter_events_when_event_pane_focused() -> None:
 async def test_pause_stops_following() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         log = app.query_one(EventLog)
         shown = len(log.lines)
-        await pilot.press("p")
+        await press(pilot, "p")
         pane = app.query_one(EventPane)
         assert pane.paused
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         assert len(log.lines) == shown
         assert pane.unseen > 0
         assert "PAUSED" in text_of(app.query_one("#events-title", Static))
-        await pilot.press("p")
+        await press(pilot, "p")
         await pilot.pause()
         assert not pane.paused and len(log.lines) == len(pane.events) > shown
 
@@ -191,7 +190,7 @@ async def fill_form(pilot: object, values: dict[str, str]) -> RuleForm:
             assert isinstance(widget, Input)
             widget.focus()
             widget.value = ""
-            await pilot.press(*value) if value else None  # type: ignore[attr-defined]
+            await press(pilot, *value) if value else None  # type: ignore[attr-defined]
     await pilot.pause()  # type: ignore[attr-defined]
     return form
 
@@ -200,7 +199,7 @@ async def fill_form(pilot: object, values: dict[str, str]) -> RuleForm:
 async def test_add_rule_invalid_port_shows_inline_error() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP"})
         await fill_form(pilot, {"ports": "99999"})
         error = form.query_one("#e-ports", Static)
@@ -217,11 +216,11 @@ async def test_add_rule_invalid_port_shows_inline_error() -> None:
 async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = app.screen
         assert isinstance(form, RuleForm)
         assert not form.query_one("#e-cidrs", Static).has_class("-shown")
-        await pilot.press("ctrl+s")
+        await press(pilot, "ctrl+s")
         await pilot.pause()
         assert form.query_one("#e-cidrs", Static).has_class("-shown")
         # interfaces and order come pre-filled (the attached ones, a free order ahead of the rest)
@@ -237,11 +236,11 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         assert app.check_action("confirm", ()) is False
         assert app.check_action("revert", ()) is False
         assert "c" not in app.screen.active_bindings
-        await pilot.press("a")
+        await press(pilot, "a")
         await fill_form(
             pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP", "ports": "8443"}
         )
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
         assert fake.calls[-1][0] == "apply" and fake.calls[-1][2]["confirm_timeout"] == 60.0
@@ -252,10 +251,11 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         assert "c" in app.screen.active_bindings and "r" in app.screen.active_bindings
         fake.clock.advance(18)
         app.poll_events()
+        await settle(pilot)
         await pilot.pause()
         assert "42s left" in text_of(banner)
         assert app.query_one(RulesTable).row_count == 9
-        await pilot.press("c")
+        await press(pilot, "c")
         await pilot.pause()
         assert fake.calls[-1][0] == "confirm"
         assert not banner.has_class("-shown")
@@ -268,9 +268,10 @@ async def test_revert_key_drops_pending_change() -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_all()
+        await settle(pilot)
         await pilot.pause()
         assert app.query_one(RulesTable).row_count == 9
-        await pilot.press("r")
+        await press(pilot, "r")
         await pilot.pause()
         assert fake.calls[-1][0] == "revert"
         assert app.query_one(RulesTable).row_count == 8
@@ -281,11 +282,11 @@ async def test_revert_key_drops_pending_change() -> None:
 async def test_guard_refusal_next_to_field_and_force() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill_form(
             pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
         )
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await pilot.pause()
         assert app.screen is form
         error = form.query_one("#e-ports", Static)
@@ -310,20 +311,20 @@ async def test_edit_delete_and_reorder_selected_rule() -> None:
         table.move_cursor(row=0)
         row = table.selected_rule()
         assert row is not None
-        await pilot.press("e")
+        await press(pilot, "e")
         form = app.screen
         assert isinstance(form, RuleForm) and form.row == row
         assert form.query_one("#f-order", Input).value == str(row.order)
-        await pilot.press("escape")
-        await pilot.press("plus")
+        await press(pilot, "escape")
+        await press(pilot, "plus")
         await pilot.pause()
         assert fake.calls[-1][1] == (f"edit rule {row.rule_id}",)
         moved = next(r for r in table.all_rows if r.rule_id == row.rule_id)
         assert moved.order == row.order + 1
-        await pilot.press("c")
-        await pilot.press("d")
+        await press(pilot, "c")
+        await press(pilot, "d")
         assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("y")
+        await press(pilot, "y")
         await pilot.pause()
         assert all(r.rule_id != row.rule_id for r in table.all_rows)
 
@@ -332,11 +333,11 @@ async def test_edit_delete_and_reorder_selected_rule() -> None:
 async def test_mode_switch_asks_first() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("m")
+        await press(pilot, "m")
         assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("n")
+        await press(pilot, "n")
         assert fake.mode == "enforce"
-        await pilot.press("m", "y")
+        await press(pilot, "m", "y")
         await pilot.pause()
         assert fake.mode == "audit"
         assert "AUDIT" in text_of(app.query_one(StatusHeader))
@@ -346,7 +347,7 @@ async def test_mode_switch_asks_first() -> None:
 async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("t")
+        await press(pilot, "t")
         dialog = app.screen
         assert isinstance(dialog, TraceDialog)
         dialog.query_one("#t-src", Input).value = "192.0.2.5"
@@ -365,22 +366,22 @@ async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
 async def test_history_export_interfaces_and_help() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("h")
+        await press(pilot, "h")
         assert isinstance(app.screen, HistoryScreen)
         assert app.screen.query_one(DataTable).row_count == 2
-        await pilot.press("escape", "i")
+        await press(pilot, "escape", "i")
         assert isinstance(app.screen, InterfacesScreen)
         names = [str(k.value) for k in app.screen.query_one(DataTable).rows]
         assert "ext0" in names and "infw-n1" in names
-        await pilot.press("escape", "y")
+        await press(pilot, "escape", "y")
         assert isinstance(app.screen, ExportScreen)
         assert "IngressNodeFirewall" in app.screen.yaml_text
-        await pilot.press("escape", "question_mark")
+        await press(pilot, "escape", "question_mark")
         assert isinstance(app.screen, HelpScreen)
         keys = [k for k, _ in app.screen.keys]
         for key in ("a", "e", "d", "c", "r", "m", "t", "i", "h", "y", "/", "p", "?", "q", "ctrl+p"):
             assert any(key in k.split(" / ") or k == key for k in keys), key
-        await pilot.press("escape")
+        await press(pilot, "escape")
         assert app.screen is app.screen_stack[0]
 
 
@@ -388,12 +389,12 @@ async def test_history_export_interfaces_and_help() -> None:
 async def test_export_saves_file(tmp_path: Path) -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("y")
+        await press(pilot, "y")
         screen = app.screen
         assert isinstance(screen, ExportScreen)
         target = tmp_path / "rules.yaml"
         screen.query_one("#path", Input).value = str(target)
-        await pilot.press("ctrl+s")
+        await press(pilot, "ctrl+s")
         assert target.read_text() == fake.export_yaml()
 
 
@@ -401,7 +402,7 @@ async def test_export_saves_file(tmp_path: Path) -> None:
 async def test_history_revert() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("h", "r", "y")
+        await press(pilot, "h", "r", "y")
         await pilot.pause()
         assert fake.calls[-1][0] == "apply"  # revert with nothing pending re-applies gen 1
         assert app.screen.query_one(DataTable).row_count == 3
@@ -411,7 +412,7 @@ async def test_history_revert() -> None:
 async def test_quit_says_the_firewall_keeps_running() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("q")
+        await press(pilot, "q")
     assert (
         app.return_value
         == "infw-tui closed; the firewall keeps running (8 rules on infw-n1, infw-n2)"
@@ -425,7 +426,7 @@ async def test_read_only_hides_edit_keys() -> None:
         active = app.screen.active_bindings
         for key in ("a", "e", "d", "m", "c", "r"):
             assert key not in active, key
-        await pilot.press("a")
+        await press(pilot, "a")
         assert app.screen is app.screen_stack[0]
         assert "READ-ONLY" in text_of(app.query_one(StatusHeader))
 
@@ -438,23 +439,26 @@ async def test_disconnected_marker_when_stats_fail() -> None:
             "cannot read the pinned counters", "is the firewall still loaded?"
         )
         app.refresh_stats()
+        await settle(pilot)
         await pilot.pause()
         banner = app.query_one(DisconnectedBanner)
         assert banner.has_class("-shown") and "DISCONNECTED from kernel state" in text_of(banner)
         fake.stats_error = None
         app.refresh_stats()
+        await settle(pilot)
         assert not banner.has_class("-shown")
 
 
 @aio
 async def test_command_palette_lists_actions() -> None:
     app, fake = make_app()
-    async with app.run_test(size=(120, 36)):
+    async with app.run_test(size=(120, 36)) as pilot:
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "infw: Add rule" in titles and "infw: Trace a packet" in titles
         assert "infw: Confirm pending change" not in titles
         fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_status()
+        await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "infw: Confirm pending change" in titles
 
@@ -479,16 +483,16 @@ async def test_attach_screen_when_nothing_is_loaded() -> None:
 async def test_80x24_every_screen_opens() -> None:
     app, fake = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         table = app.query_one(RulesTable)
         shown = {str(c.value) for c in table.columns}
         assert {"id", "order", "cidrs", "action", "packets"} <= shown
         assert "firewall" not in shown  # collapsed at 80 columns
         for key in ("a", "t", "h", "i", "y", "question_mark", "m"):
-            await pilot.press(key)
+            await press(pilot, key)
             await pilot.pause()
             assert app.screen is not app.screen_stack[0], key
-            await pilot.press("escape")
+            await press(pilot, "escape")
             await pilot.pause()
         assert app.screen is app.screen_stack[0]
 

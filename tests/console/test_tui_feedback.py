@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
-from tuikit import aio, make_app
+from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui import main as main_module
 from console.tui.app import InfwApp
@@ -31,11 +31,10 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-def tick(app: InfwApp, fake: FakeEngine) -> None:
+async def tick(pilot: Pilot[Any], fake: FakeEngine) -> None:
+    await settle(pilot)  # what the app asked at start answers at the clock it asked
     fake.advance(1.0)
-    app.refresh_status()
-    app.refresh_stats()
-    app.poll_events()
+    await refresh(pilot)
 
 
 async def wait_for(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -59,7 +58,7 @@ async def fill(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
             assert isinstance(widget, Input)
             widget.focus()
             widget.value = ""
-            await pilot.press(*value)
+            await press(pilot, *value)
     await pilot.pause()
     return form
 
@@ -76,7 +75,7 @@ def shown_text(form: RuleForm, name: str) -> str:
 async def test_guard_refusal_shows_under_ports_while_typing() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill(
             pilot,
             {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "action": "Deny"},
@@ -100,7 +99,7 @@ async def test_guard_refusal_shows_under_ports_while_typing() -> None:
 async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill(
             pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "ports": "2"}
         )
@@ -116,7 +115,7 @@ async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
 async def test_incomplete_or_invalid_form_is_not_put_to_the_guard() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         await fill(pilot, {"protocol": "TCP", "ports": "22"})  # no source CIDRs yet
         await pilot.pause(0.5)
         assert fake.checked == []
@@ -133,7 +132,7 @@ async def test_edit_dry_run_replaces_the_edited_rule() -> None:
         target = next(r for r in table.all_rows if r.match == "8080")
         table.select_rule_id(target.rule_id)
         await pilot.pause()
-        await pilot.press("e")
+        await press(pilot, "e")
         form = await fill(pilot, {"ports": "20-25"})
         assert await wait_for(pilot, lambda: "22/tcp" in shown_text(form, "ports"))
         assert fake.checked[-1].rule_count() == 8  # edited in place, not added
@@ -144,7 +143,7 @@ async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
     # a rule forced in earlier: every change is refused for it, but it is no field of this form
     app, _fake = make_app(rules=(*FAKE_RULES, "deny tcp 22 from 192.0.2.0/24 on infw-n1 order 90"))
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill(
             pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "UDP", "ports": "53"}
         )
@@ -159,7 +158,7 @@ async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
 async def test_medium_width_says_which_columns_are_hidden() -> None:
     app, fake = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         title = text_of(app.query_one("#rules-title", Static))
         assert "4 columns hidden" in title and "widen the terminal" in title
@@ -196,16 +195,19 @@ async def test_event_pane_says_when_another_console_reads_the_events() -> None:
         assert "shared" not in text_of(title)
         fake.other_reader_pid = 4242
         app.tick()
+        await settle(pilot)
         await pilot.pause()
         assert "shared with pid 4242: each console sees part of the events" in text_of(title)
         fake.other_reader_pid = None
         app.tick()
+        await settle(pilot)
         await pilot.pause()
         assert "shared" not in text_of(title)
 
         fake.other_reader_pid = 4242
         await pilot.resize_terminal(80, 24)
         app.tick()
+        await settle(pilot)
         await pilot.pause()
         assert "shared with pid 4242" in text_of(title)
 
@@ -218,6 +220,7 @@ async def pending_app(pilot: Pilot[Any], fake: FakeEngine) -> None:
     app = pilot.app
     assert isinstance(app, InfwApp)
     app.refresh_all()
+    await settle(pilot)
     await pilot.pause()
 
 
@@ -226,21 +229,21 @@ async def test_quit_with_pending_change_asks_and_stays_on_no() -> None:
     app, fake = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await pending_app(pilot, fake)
-        await pilot.press("q")
+        await press(pilot, "q")
         await pilot.pause()
         dialog = app.screen
         assert isinstance(dialog, QuitDialog)
         body = text_of(dialog.query_one("#quit-body", Static))
         assert "Generation 3 is pending and reverts in 60s unless confirmed" in body
         assert "quit anyway? [y/N]" in body
-        await pilot.press("n")
+        await press(pilot, "n")
         await pilot.pause()
         assert not isinstance(app.screen, QuitDialog)
         assert app.return_value is None
-        await pilot.press("ctrl+q")  # Textual's own quit key asks too
+        await press(pilot, "ctrl+q")  # Textual's own quit key asks too
         await pilot.pause()
         assert isinstance(app.screen, QuitDialog)
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await pilot.pause()
     assert app.return_value is None
 
@@ -251,9 +254,9 @@ async def test_quit_anyway_prints_both_lines() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await pending_app(pilot, fake)
         fake.clock.advance(18)
-        await pilot.press("q")
+        await press(pilot, "q")
         await pilot.pause()
-        await pilot.press("y")
+        await press(pilot, "y")
         await pilot.pause()
     assert app.return_value == (
         "infw-tui closed; the firewall keeps running (9 rules on infw-n1, infw-n2)\n"
@@ -270,7 +273,7 @@ async def test_confirm_and_quit() -> None:
     app, fake = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await pending_app(pilot, fake)
-        await pilot.press("q")
+        await press(pilot, "q")
         await pilot.pause()
         assert isinstance(app.screen, QuitDialog)
         app.screen.query_one("#confirm", Button).press()
@@ -288,7 +291,7 @@ async def test_read_only_console_quits_without_asking() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         fake.read_only = False
         await pending_app(pilot, fake)
-        await pilot.press("q")
+        await press(pilot, "q")
         await pilot.pause()
     assert app.return_value is not None and "still pending" in app.return_value
 
@@ -330,11 +333,11 @@ def test_lab_with_netns_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 async def test_late_dry_run_does_not_overwrite_the_apply_refusal() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         form = await fill(
             pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
         )
-        await pilot.press("enter")  # before the debounced dry run has started
+        await press(pilot, "enter")  # before the debounced dry run has started
         await pilot.pause()
         assert shown_text(form, "ports").startswith("✗ refused:")
         await pilot.pause(0.6)

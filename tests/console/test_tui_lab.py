@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
+from tuikit import press
 
 from console.tui.app import InfwApp
 from console.tui.header import PendingBanner
@@ -102,7 +103,7 @@ def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
             await _until(pilot, lambda: total() > before, 15, "counters to move under lab traffic")
             await _until(pilot, lambda: bool(table.hit_keys), 5, "a rule marked as hit")
 
-            await pilot.press("a")
+            await press(pilot, "a")
             form = app.screen
             assert isinstance(form, RuleForm)
             form.query_one("#f-protocol", Select).value = "TCP"
@@ -115,10 +116,10 @@ def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
                 field = form.query_one(f"#f-{name}", Input)
                 field.focus()
                 field.value = ""
-                await pilot.press(*value)
+                await press(pilot, *value)
             await pilot.pause()
             assert form.errors == {}
-            await pilot.press("enter")
+            await press(pilot, "enter")
             await _until(
                 pilot, lambda: not isinstance(app.screen, RuleForm), 10, "the form to apply"
             )
@@ -131,12 +132,12 @@ def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
             assert app.status is not None and app.status.pending is not None
             assert any(TEST_RULE_CIDR in r.cidrs for r in table.all_rows)
 
-            await pilot.press("c")
+            await press(pilot, "c")
             await pilot.pause()
             assert app.engine.pending() is None  # type: ignore[attr-defined]
             assert not app.query_one(PendingBanner).has_class("-shown")
             assert any(TEST_RULE_CIDR in r.cidrs for r in table.all_rows)
-            await pilot.press("q")
+            await press(pilot, "q")
         assert app.return_value is not None and "the firewall keeps running" in app.return_value
 
     asyncio.run(scenario())

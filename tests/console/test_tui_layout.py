@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from rich.text import Text
 from textual.coordinate import Coordinate
+from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
-from tuikit import aio, make_app
+from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui.app import InfwApp
 from console.tui.events_pane import EventPane
@@ -26,11 +27,10 @@ from engine.views import DropEvent
 pytestmark = pytest.mark.console
 
 
-def tick(app: InfwApp, fake: FakeEngine, seconds: float = 1.0) -> None:
+async def tick(pilot: Pilot[Any], fake: FakeEngine, seconds: float = 1.0) -> None:
+    await settle(pilot)  # what the app asked at start answers at the clock it asked
     fake.advance(seconds)
-    app.refresh_status()
-    app.refresh_stats()
-    app.poll_events()
+    await refresh(pilot)
 
 
 def line_of(widget: Static) -> str:
@@ -59,7 +59,7 @@ def many_rules(n: int) -> list[str]:
 async def test_header_fits_and_reads_cleanly(width: int) -> None:
     app, fake = make_app()
     async with app.run_test(size=(width, 24)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         text = line_of(app.query_one(StatusHeader))
         assert len(text) <= width, text
@@ -102,6 +102,7 @@ async def test_footer_at_80_keeps_the_important_keys_and_fits() -> None:
         # a pending change puts confirm and revert in front of the rest
         fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_all()
+        await settle(pilot)
         await pilot.pause()
         await pilot.pause()
         keys = footer_keys(app)
@@ -135,11 +136,11 @@ def test_free_order_goes_ahead_of_the_existing_rules() -> None:
 async def test_new_rule_is_selected_after_add() -> None:
     app, _fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("a")
+        await press(pilot, "a")
         await pilot.pause()
         form = app.screen
         assert isinstance(form, RuleForm)
-        await pilot.press(*"203.0.113.0/24", "enter")
+        await press(pilot, *"203.0.113.0/24", "enter")
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
         row = app.table.selected_rule()
@@ -153,7 +154,7 @@ async def test_new_rule_is_selected_after_add() -> None:
 async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         table = app.query_one(RulesTable)
         writes: list[tuple[str, str]] = []
@@ -167,9 +168,10 @@ async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -
         # the clock moves but no packet arrives: nothing but ages may change
         fake.clock.advance(0.2)
         app.refresh_stats()
+        await settle(pilot)
         await pilot.pause()
         assert writes == []
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         idle = {k for k, r in table.rows_by_key.items() if r.packets == 0}
         assert writes and not any(k in idle for k, _ in writes)
@@ -180,7 +182,7 @@ async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -
 async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
     app, fake = make_app(rules=many_rules(1000))
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         table = app.query_one(RulesTable)
         writes: list[str] = []
@@ -191,7 +193,7 @@ async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
             original(row_key, column_key, value, **kw)
 
         table.update_cell = counting  # type: ignore[method-assign]
-        tick(app, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         assert 0 < len(set(writes)) < 200  # the rows near the viewport, not all 1,000
         last_key = table.coordinate_to_cell_key(Coordinate(table.row_count - 1, 0)).row_key.value
@@ -207,8 +209,8 @@ async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
 async def test_reading_right_after_an_edit_keeps_rates_and_hits() -> None:
     app, fake = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        tick(app, fake)
-        tick(app, fake)
+        await tick(pilot, fake)
+        await tick(pilot, fake)
         await pilot.pause()
         table = app.query_one(RulesTable)
         hits_before = table.hit_keys
@@ -216,6 +218,7 @@ async def test_reading_right_after_an_edit_keeps_rates_and_hits() -> None:
         fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         fake.clock.advance(0.1)  # a fraction of a second later
         app.refresh_all()
+        await settle(pilot)
         await pilot.pause()
         assert table.row_count == 9
         assert table.hit_keys == hits_before
@@ -249,9 +252,11 @@ async def test_first_poll_skips_old_backlog_and_does_not_count_it() -> None:
         original = source.poll
         source.poll = lambda timeout_ms=100: [*old, recent]  # type: ignore[method-assign]
         app.poll_events()
+        await settle(pilot)
         assert app._first_poll  # the backlog may go on in the next poll
         source.poll = lambda timeout_ms=100: [event(now, "192.0.2.11")]  # type: ignore[method-assign]
         app.poll_events()
+        await settle(pilot)
         assert not app._first_poll  # caught up
         source.poll = original
         await pilot.pause()
@@ -260,4 +265,5 @@ async def test_first_poll_skips_old_backlog_and_does_not_count_it() -> None:
         assert pane.counts[2] == 0
         source.buffer.counts.sampled_out += 3  # sampling after catching up is counted
         app.poll_events()
+        await settle(pilot)
         assert pane.counts[2] == 3

@@ -13,6 +13,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 from tuikit import make_app as _make_app
+from tuikit import press, settle
 
 from console.tui.app import InfwApp
 from console.tui.fake import FakeEngine
@@ -34,11 +35,15 @@ def running(
     """Two seconds of scripted traffic, refreshed the way the timers would."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)  # the start's own reading, at the start's clock
         for _ in range(2):
             fake.advance(1.0)
             app.refresh_status()
+            await settle(pilot)
             app.refresh_stats()
+            await settle(pilot)
             app.poll_events()
+            await settle(pilot)
             await pilot.pause()
         if then is not None:
             await then(pilot)
@@ -60,7 +65,9 @@ def test_pending_confirm_banner(snap_compare: SnapCompare, size: tuple[int, int]
         fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         fake.clock.advance(18)
         app.refresh_all()
+        await settle(pilot)
         app.poll_events()
+        await settle(pilot)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=running(fake, app, pending))
@@ -70,7 +77,7 @@ def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
     app, fake = make_app()
 
     async def form(pilot: Pilot[Any]) -> None:
-        await pilot.press("a")
+        await press(pilot, "a")
         screen = app.screen
         assert isinstance(screen, RuleForm)
         screen.query_one("#f-protocol", Select).value = "TCP"
@@ -79,7 +86,7 @@ def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
             field = screen.query_one(f"#f-{name}", Input)
             field.focus()
             field.value = ""
-            await pilot.press(*value)
+            await press(pilot, *value)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, form))
@@ -89,10 +96,10 @@ def test_trace_dialog(snap_compare: SnapCompare) -> None:
     app, fake = make_app()
 
     async def trace(pilot: Pilot[Any]) -> None:
-        await pilot.press("t")
+        await press(pilot, "t")
         app.screen.query_one("#t-src", Input).value = "192.0.2.5"
         app.screen.query_one("#t-dport", Input).value = "8080"
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, trace))
