@@ -37,7 +37,7 @@ async def tick(pilot: Pilot[Any], fake: FakeEngine) -> None:
     await refresh(pilot)
 
 
-async def wait_for(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 5.0) -> bool:
+async def wait_for(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:

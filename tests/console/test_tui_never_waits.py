@@ -95,7 +95,8 @@ async def test_screen_stays_live_while_another_console_holds_the_lock(tmp_path: 
         assert helped and sorted_
 
         gaps = [b - a for a, b in itertools.pairwise(beats)]
-        assert beats and max(gaps) < 1.0, f"the event loop stalled for {max(gaps):.1f}s"
+        # Far below the 10 s a waiting call took on the event loop; loose enough for a busy box.
+        assert beats and max(gaps) < 3.0, f"the event loop stalled for {max(gaps):.1f}s"
         assert seen, "the busy line never showed"
         assert all(f"deleting rule {doomed.rule_id}" in text for text in seen)
         assert any("the state lock is held by pid" in text for text in seen)
