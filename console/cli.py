@@ -22,18 +22,10 @@ from console.commands import (
     report_error,
     run_parsed,
 )
+from engine import lab_connection
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
-
-# The same as infw-tui --lab (console/tui/main.py): the lab's rules survive `lab down`.
-
-
-def lab_connection() -> tuple[str, str, str]:
-    """(pin root, state dir, netns) of the lab's firewall: what --lab means, for every console."""
-    from engine.lab import world as lab
-
-    return lab.LAB_PIN_ROOT, lab.LAB_STATE_DIR, lab.NODE_NS
+    from engine import Engine
 
 
 def connect(
@@ -45,11 +37,10 @@ def connect(
     read_only: bool = False,
     node_labels: str | None = None,
 ) -> Engine:
-    """Open the Engine the options name (engine.connect: one place says what --lab needs)."""
-    from engine.connect import ConnectOptions
-    from engine.connect import connect as open_engine
+    """Open the Engine the options name (Engine.connect); the TUI's options mean the same."""
+    from engine import ConnectOptions, Engine
 
-    return open_engine(ConnectOptions(pin_root, state_dir, netns, lab, read_only, node_labels))
+    return Engine.connect(ConnectOptions(pin_root, state_dir, netns, lab, read_only, node_labels))
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -110,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.json = "--json" in argv
             ctx.verbose = "-v" in argv or "--verbose" in argv
             return report_error(ctx, exc)
-        from engine.kernel.netns import rejoin_host_mounts
+        from engine import rejoin_host_mounts
 
         # Under `ip netns exec` the pins are hidden; rejoin the host's mounts (single-threaded here).
         rejoin_host_mounts(getattr(args, "pin_root", None) or "/sys/fs/bpf/infw")

@@ -13,17 +13,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from console.format import ago, clock, human_bytes, timestamp
-from engine.core.textsafe import printable
-from engine.errors import InfwError, ValidationError
-from engine.views import (
+from engine import (
     ApplyResult,
     DropEvent,
     HistoryView,
+    InfwError,
     RuleRow,
     StatsSnapshot,
     Status,
     TraceResult,
+    ValidationError,
 )
+from engine.core.textsafe import printable
 
 RED, GREEN, YELLOW, BOLD, DIM, RESET = (
     "\x1b[31m",

@@ -39,11 +39,11 @@ from console.commands import (
     dispatch,
     report_error,
 )
+from engine import Status
 from engine.core.textsafe import printable
-from engine.views import Status
 
 if TYPE_CHECKING:
-    from engine.engine import Engine
+    from engine import Engine
 
 EXIT_WORDS = ("exit", "quit")
 RULE_KEYWORDS = ("from", "on", "order", "firewall")

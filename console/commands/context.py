@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from console import render
-from engine.errors import InfwError
+from engine import InfwError
 
 if TYPE_CHECKING:
     from console.commands.usage import ArgParser
-    from engine.engine import Engine
+    from engine import Engine
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from console import render
 from console.commands.context import Context
 from console.commands.flows import dry_run
-from engine.errors import InfwError
+from engine import InfwError
 
 
 def _write_file(path: str, text: str) -> None:

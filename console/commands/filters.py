@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from console.commands.usage import UsageError
 from console.commands.values import protocol, rule_id, vlan
-from engine.views import DropEvent
+from engine import DropEvent, parse_port_range
 
 FILTER_KEYS = ("rule", "proto", "src", "dst", "iface", "verdict", "dport", "sport", "vlan")
 FILTER_EXAMPLE = "rule=3 proto=TCP src=192.0.2.0/24 iface=eth0"
@@ -44,8 +44,6 @@ def _filter_term(key: str, value: str) -> Callable[[DropEvent], bool]:
             raise ValueError(f"verdict {', '.join(sorted(bad))} is not deny or would-deny")
         return lambda ev: ev.verdict in wanted
     if key in ("dport", "sport"):
-        from engine.core.crd import parse_port_range
-
         ranges = [parse_port_range(v) for v in values]
         return lambda ev: (
             (port := getattr(ev, key)) is not None and any(r.contains(port) for r in ranges)

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from typing import Any
 
 from console.commands.context import Context
-
-LAB_RULES = os.path.normpath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
-)
-LAB_ATTACH = "infw-n*"
 
 
 def _lab_text(info: Any) -> str:
@@ -28,6 +22,7 @@ def _lab_text(info: Any) -> str:
 
 
 def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
+    # The lab's namespaces, veths and traffic are not the firewall: no Engine builds them.
     from engine.lab import world as lab
 
     if args.action == "status":
@@ -63,18 +58,11 @@ def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _start_lab_firewall(ctx: Context, progress: Callable[[str], None]) -> list[str]:
-    """What infw-tui --lab does too: a lab without a firewall gets the example rules, attached."""
-    from engine.core import crd
-    from engine.lab.world import LAB_PIN_ROOT
-
-    if ctx.in_repl and getattr(ctx.engine, "pin_root", None) != LAB_PIN_ROOT:
+    """What infw-tui --lab does too (Engine.start_lab_firewall): the example rules, attached."""
+    if ctx.in_repl and not ctx.engine.is_lab():
         # Entering the lab's namespace would move this whole REPL; it only attaches when it is
         # the lab's console already.
         ctx.note("note: this REPL is not the lab's: start 'infw --lab' to attach the lab firewall")
         return []
     engine = ctx.engine if ctx.in_repl or ctx.connect_lab is None else ctx.connect_lab()
-    if engine.loaded():
-        return [v.name for v in engine.status().interfaces if v.ours]
-    progress(f"applying {LAB_RULES}")
-    engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
-    return [v.name for v in engine.attach([LAB_ATTACH], progress=progress)]
+    return engine.start_lab_firewall(progress)

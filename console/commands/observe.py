@@ -12,9 +12,7 @@ from console.commands.context import Context
 from console.commands.filters import EventFilter
 from console.commands.flows import trace_pcap
 from console.commands.usage import UsageError
-from engine.core.model import Protocol
-from engine.errors import FirewallUnreachable, PrivilegeError
-from engine.views import DropEvent
+from engine import DropEvent, FirewallUnreachable, PrivilegeError, TraceRequest, is_loopback
 
 
 def cmd_rules(ctx: Context, args: argparse.Namespace) -> int:
@@ -134,47 +132,19 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
             f"required: {', '.join(missing)} (or --pcap FILE)",
             "describe the packet (--iface, --src, --proto ...) or give --pcap FILE",
         )
-    proto = Protocol.parse(args.proto)
-    if args.dport is not None and not proto.has_ports:
-        raise UsageError(
-            f"--dport does not apply to {proto.value}", "use --dport with TCP, UDP or SCTP"
+    # The engine refuses a packet that cannot exist (RequestError, exit 2) before tracing it.
+    tr = ctx.engine.trace_packet(
+        TraceRequest(
+            args.iface,
+            args.src,
+            args.proto,
+            args.dport,
+            args.icmp_type,
+            args.icmp_code,
+            dst=args.dst,
+            vlan=tuple(args.vlan or ()),
+            fragment=args.fragment,
         )
-    if args.icmp_type is not None and not proto.is_icmp:
-        raise UsageError(
-            f"--icmp-type does not apply to {proto.value}", "use --icmp-type with ICMP or ICMPv6"
-        )
-    if args.icmp_code is not None and args.icmp_type is None:
-        raise UsageError("--icmp-code needs --icmp-type", "e.g. --icmp-type 8 --icmp-code 0")
-    if proto.has_ports and args.dport is None and not args.fragment:
-        raise UsageError(
-            f"a {proto.value} packet needs a destination port", "add --dport N (1-65535)"
-        )
-    v6 = ":" in args.src
-    if (proto is Protocol.ICMP and v6) or (proto is Protocol.ICMPV6 and not v6):
-        other = "ICMPv6" if proto is Protocol.ICMP else "ICMP"
-        raise UsageError(
-            f"{proto.value} does not travel from {args.src}",
-            f"use --proto {other} for this source, or a source of the other IP family",
-        )
-    if args.vlan and len(args.vlan) > 2:
-        raise UsageError(
-            f"{len(args.vlan)} VLAN tags given",
-            "give at most two --vlan (802.1ad outer, then inner)",
-        )
-    if args.dst and (":" in args.dst) != (":" in args.src):
-        raise UsageError(
-            "--src and --dst are of different IP families", "give two IPv4 or two IPv6 addresses"
-        )
-    tr = ctx.engine.trace(
-        args.iface,
-        args.src,
-        proto.value,
-        args.dport,
-        args.icmp_type,
-        args.icmp_code,
-        dst=args.dst,
-        vlan=tuple(args.vlan or ()),
-        fragment=args.fragment,
     )
     ctx.emit(tr.to_json(), lambda: render.trace_text(tr, _trace_packet_text(args), ctx.style))
     if not tr.agree:
@@ -189,11 +159,9 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(ctx: Context, args: argparse.Namespace) -> int:
-    from engine.observe.metrics import is_loopback, serve_metrics
-
     engine = ctx.engine
     listen = args.listen or engine.config.metrics_listen
-    server = serve_metrics(engine, listen, allow_public=args.listen is not None)
+    server = engine.serve_metrics(listen, allow_public=args.listen is not None)
     if not is_loopback(listen):
         ctx.note(
             f"warning: metrics on {listen} are readable by anyone who can reach this node "

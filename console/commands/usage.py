@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from engine.errors import InfwError
+from engine import InfwError
 
 if TYPE_CHECKING:
     from console.commands.spec import Command

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from engine.core.model import Protocol
+from engine import Protocol, split_listen
 
 PROTOCOLS = tuple(p.value for p in Protocol)
 MODES = ("enforce", "audit")
@@ -82,8 +82,6 @@ def count(text: str) -> int:
 
 
 def listen(text: str) -> str:
-    from engine.state.config import split_listen
-
     try:
         split_listen(text)
     except ValueError as exc:

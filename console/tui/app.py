@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,10 +41,15 @@ from console.tui.interfaces import AttachScreen, InterfacesScreen
 from console.tui.rule_form import FormValues, RuleForm, free_order
 from console.tui.rules import HIT_MARK, RulesTable
 from console.tui.trace import TRACE_PROTOCOLS, TraceDialog, TracePacket
-from engine.core.model import ORDER_MAX, ORDER_MIN
-from engine.core.ruleline import format_rule_line
-from engine.errors import FirewallUnreachable, InfwError
-from engine.views import ApplyResult, DropEvent, RuleRow, StatsSnapshot, Status
+from engine import (
+    ApplyResult,
+    DropEvent,
+    FirewallUnreachable,
+    InfwError,
+    RuleRow,
+    StatsSnapshot,
+    Status,
+)
 
 T = TypeVar("T")
 
@@ -592,34 +596,20 @@ class InfwApp(EngineClient, App[str]):
         row = self.table.selected_rule()
         if row is None:
             return
-        taken = {
-            r.order
-            for r in self.table.all_rows
-            if r.firewall == row.firewall
-            and set(r.cidrs) == set(row.cidrs)
-            and r.rule_id != row.rule_id
-        }
-        order = row.order + delta
-        while order in taken:  # never land on (and so replace) a rule of the same block
-            order += delta
-        if not ORDER_MIN <= order <= ORDER_MAX:
-            self.notify(f"order stays within {ORDER_MIN}..{ORDER_MAX}", severity="warning")
-            return
-        line = format_rule_line(
-            row.firewall, row.interfaces, row.cidrs, replace(row.rule, order=order)
-        )
+        engine = self.engine
+        timeout = self.confirm_timeout()
 
-        def moved(result: ApplyResult) -> None:
+        def move() -> tuple[int, ApplyResult]:
+            # The engine picks the order (past every order the block uses, within bounds).
+            order = engine.reorder_target(row.rule_id, delta)
+            return order, engine.reorder_rule(row.rule_id, delta, confirm_timeout=timeout)
+
+        def moved(done: tuple[int, ApplyResult]) -> None:
+            order, result = done
             self.applied(result, f"rule {row.rule_id} now order {order}")
             self._after_stats.append(partial(self.table.select_rule_id, row.rule_id))
 
-        self.change(
-            f"moving rule {row.rule_id} to order {order}",
-            partial(
-                self.engine.edit_rule, row.rule_id, line, confirm_timeout=self.confirm_timeout()
-            ),
-            moved,
-        )
+        self.change(f"moving rule {row.rule_id}", move, moved)
 
     def action_confirm(self) -> None:
         def kept(generation: int) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from engine.views import DropEvent
+from engine import DropEvent
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from textual.widgets import RichLog, Static
 from console.format import human_count
 from console.tui.cells import event_header, event_line, event_search_text
 from console.tui.header import first_fitting
-from engine.views import DropEvent
+from engine import DropEvent
 
 KEEP_EVENTS = 5000  # what the pane remembers (for filters and resume)
 SHOW_LINES = 1000  # what the log widget holds

@@ -8,19 +8,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from engine.core.impact import ImpactPreview
-from engine.core.model import RuleSet
-from engine.observe.flows import FlowsView, PendingDrops
-from engine.views import (
+from engine import (
     ApplyResult,
     DropEvent,
     HistoryView,
     InterfaceView,
     RuleRow,
+    RuleSet,
     StatsSnapshot,
     Status,
+    TraceRequest,
     TraceResult,
 )
+from engine.core.impact import ImpactPreview
+from engine.observe.flows import FlowsView, PendingDrops
 
 
 class EventCountsLike(Protocol):
@@ -75,6 +76,16 @@ class EngineLike(Protocol):
     ) -> ApplyResult: ...
 
     def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[Any, list[str]]: ...
+
+    def check_rule(
+        self, line: str, rule_id: int | None = None, *, force: bool = False
+    ) -> list[str]: ...
+
+    def reorder_target(self, rule_id: int, delta: int) -> int: ...
+
+    def reorder_rule(self, rule_id: int, delta: int, **kwargs: Any) -> ApplyResult: ...
+
+    def trace_packet(self, req: TraceRequest) -> TraceResult: ...
 
     def add_rule(self, line: str, **kwargs: Any) -> ApplyResult: ...
 

@@ -16,8 +16,8 @@ from engine.core.classify import PacketFields, classify, protocol_number
 from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
 from engine.core.guard import Guard, raise_if_refused
 from engine.core.impact import ImpactPreview, preview_change
-from engine.core.model import Action, RuleSet, add_rule, remove_rule
-from engine.core.ruleline import RuleLine, parse_rule_line
+from engine.core.model import ORDER_MAX, ORDER_MIN, Action, RuleSet, add_rule, remove_rule
+from engine.core.ruleline import RuleLine, format_rule_line, parse_rule_line
 from engine.errors import GuardRefusal, InfwError, StateError
 from engine.observe.events import EventBuffer
 from engine.observe.flows import FlowsView, PendingDrops
@@ -33,6 +33,7 @@ from engine.views import (
     RuleRow,
     StatsSnapshot,
     Status,
+    TraceRequest,
     TraceResult,
 )
 
@@ -343,6 +344,51 @@ class FakeEngine:
         parsed = self._parse(line)
         new = add_rule(self._ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
         return self.apply(new, summary=f"add {parsed.firewall} order {parsed.rule.order}", **kwargs)
+
+    def check_rule(
+        self, line: str | RuleLine, rule_id: int | None = None, *, force: bool = False
+    ) -> list[str]:
+        """The dry run of add_rule / edit_rule: the same rule set through check()."""
+        if rule_id is None:
+            parsed = self._parse(line)
+            new = add_rule(
+                self._ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
+            )
+        else:
+            row = self._row(rule_id)
+            parsed = self._parse(line, row.interfaces)
+            new = remove_rule(self._ruleset, row.firewall, row.cidrs, row.order)
+            new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        return self.check(new, force=force)[1]
+
+    def reorder_target(self, rule_id: int, delta: int) -> int:
+        row = self._row(rule_id)
+        taken = {
+            r.order
+            for r in self.rule_rows()
+            if r.firewall == row.firewall
+            and set(r.cidrs) == set(row.cidrs)
+            and r.rule_id != row.rule_id
+        }
+        order = row.order + delta
+        while order in taken:
+            order += delta
+        if not ORDER_MIN <= order <= ORDER_MAX:
+            raise StateError(f"order stays within {ORDER_MIN}..{ORDER_MAX}", "move the other way")
+        return order
+
+    def reorder_rule(self, rule_id: int, delta: int, **kwargs: Any) -> ApplyResult:
+        row = self._row(rule_id)
+        order = self.reorder_target(rule_id, delta)
+        line = format_rule_line(
+            row.firewall, row.interfaces, row.cidrs, replace(row.rule, order=order)
+        )
+        return self.edit_rule(rule_id, line, **kwargs)
+
+    def trace_packet(self, req: TraceRequest) -> TraceResult:
+        return self.trace(
+            req.interface, req.src, req.proto, req.dport, req.icmp_type, req.icmp_code
+        )
 
     def _row(self, rule_id: int) -> RuleRow:
         for row in self.rule_rows():

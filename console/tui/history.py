@@ -15,9 +15,8 @@ from console.format import relative_time
 from console.tui.calls import EngineClient, call_engine
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from engine import ApplyResult, InfwError
 from engine.core.textsafe import printable
-from engine.errors import InfwError
-from engine.views import ApplyResult
 
 
 class HistoryScreen(EngineClient, ModalScreen[None]):

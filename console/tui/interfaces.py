@@ -18,9 +18,8 @@ from textual.worker import get_current_worker
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from engine import GuardRefusal, InfwError, InterfaceView
 from engine.core.textsafe import printable
-from engine.errors import GuardRefusal, InfwError
-from engine.views import InterfaceView
 
 ATTACH_MODES = ("auto", "native", "generic")
 

@@ -10,11 +10,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from console.tui.app import InfwApp
-from engine.errors import InfwError, PrivilegeError
-
-LAB_NETNS = "infw-node"
-LAB_RULES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "lab.yaml")
-LAB_ATTACH = "infw-n*"
+from engine import Engine, InfwError, PrivilegeError
 
 
 def _say(text: str) -> None:
@@ -22,40 +18,9 @@ def _say(text: str) -> None:
 
 
 def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
-    """The lab's engine: bring the lab up if needed, load its example rules, attach its node veths."""
-    from engine.core import crd
-    from engine.engine import Engine
-    from engine.lab import world as lab
-
-    netns = str(getattr(lab, "NODE_NS", LAB_NETNS))
-    if os.geteuid() != 0:
-        raise PrivilegeError(
-            f"the lab lives in network namespace {netns}: entering it needs root (CAP_SYS_ADMIN)",
-            "run infw-tui --lab with sudo",
-        )
-    if read_only:
-        info = lab.lab_status()
-        if not info.up:
-            raise InfwError(
-                f"the lab is not up ({'; '.join(info.problems)})",
-                "run 'infw lab up', or start infw-tui --lab without --read-only",
-            )
-    else:
-        # lab_up is idempotent: it repairs what is missing and (re)starts the traffic.
-        progress("bringing the lab up (namespaces, veths, traffic)…")
-        lab.lab_up(progress=progress)
-    engine = Engine(
-        pin_root=lab.LAB_PIN_ROOT,
-        state_dir=lab.LAB_STATE_DIR,
-        netns=netns,
-        read_only=read_only,
-    )
-    if not engine.loaded() and not read_only:
-        progress(f"applying {os.path.normpath(LAB_RULES)}")
-        engine.apply(crd.load_file(LAB_RULES), confirm_timeout=0, summary="lab rules")
-        progress(f"attaching to {LAB_ATTACH}")
-        engine.attach([LAB_ATTACH], progress=progress)
-    return engine
+    # Any, as before: EngineLike's flows/preview are stated loosely (**kwargs) for the fakes.
+    """The lab's engine (Engine.open_lab): the lab brought up if needed, its firewall attached."""
+    return Engine.open_lab(read_only, progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "--lab picks the lab's namespace, pins and state: drop --netns/--pin-root/--state-dir"
         )
-    from engine.kernel.netns import rejoin_host_mounts
+    from engine import rejoin_host_mounts
 
     # Under `ip netns exec` the pins are hidden; rejoin the host's mounts before any thread starts.
     rejoin_host_mounts(args.pin_root or "/sys/fs/bpf/infw")

@@ -25,10 +25,19 @@ from textual.worker import Worker, WorkerState
 
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
-from engine.core.model import ORDER_MAX, Protocol, add_rule, remove_rule
-from engine.core.ruleline import DEFAULT_FIREWALL, parse_rule_line
-from engine.errors import FieldError, GuardRefusal, InfwError, ValidationError
-from engine.views import ApplyResult, RuleRow
+from engine import (
+    DEFAULT_FIREWALL,
+    ORDER_MAX,
+    ApplyResult,
+    FieldError,
+    GuardRefusal,
+    InfwError,
+    Protocol,
+    RuleRow,
+    ValidationError,
+    parse_rule_line,
+)
+from engine.core.model import add_rule, remove_rule
 
 PROTOCOLS = ("any", "TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -463,7 +472,8 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         """What the guard would say to this line; runs in a worker thread, applies nothing.
 
         The would-be rule set is built the way the engine's add_rule / edit_rule build it:
-        engine.core.model's add_rule (and remove_rule of the edited rule) on the engine's rules."""
+        engine.core.model's add_rule (and remove_rule of the edited rule) on the engine's rules,
+        which the impact preview needs too (Engine.check_rule does not return it yet)."""
         try:
             parsed = parse_rule_line(line, self.row.interfaces if self.row else ())
             ruleset = self.engine.ruleset()

@@ -18,8 +18,8 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 
 from console.format import human_bytes, human_count, human_rate, relative_time
 from console.tui.cells import VERDICT_STYLE, shorten
+from engine import RuleRow
 from engine.core.textsafe import printable
-from engine.views import RuleRow
 
 HIT_MARK = "●"
 

@@ -25,7 +25,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Select
 
 from console.tui.app import InfwApp
-from engine.errors import InfwError
+from engine import InfwError
 
 OUT_DIR = Path(__file__).resolve().parent.parent.parent / "screenshots"
 SIZE = (120, 36)

@@ -16,9 +16,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.cells import verdict_text
 from console.tui.facade import EngineLike
+from engine import InfwError, TraceRequest, TraceResult
 from engine.core.textsafe import printable
-from engine.errors import InfwError
-from engine.views import TraceResult
 
 TRACE_PROTOCOLS = ("TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
 
@@ -209,7 +208,10 @@ class TraceDialog(EngineClient, ModalScreen[None]):
         call_engine(
             self,
             "tracing the packet",
-            partial(self.engine.trace, iface, src, proto, dport, icmp_type, icmp_code),
+            partial(
+                self.engine.trace_packet,
+                TraceRequest(iface, src, proto, dport, icmp_type, icmp_code),
+            ),
             self._traced,
             self._failed,
         )

@@ -41,6 +41,7 @@ from engine.views import (
     RuleRow,
     StatsSnapshot,
     Status,
+    TraceRequest,
     TraceResult,
 )
 
@@ -240,6 +241,20 @@ class FakeEngine:
                 return out
 
         return Source()
+
+    def trace_packet(self, req: TraceRequest) -> TraceResult:
+        Engine.check_trace(req)  # the engine's own refusal of packets that cannot exist
+        return self.trace(
+            req.interface,
+            req.src,
+            req.proto,
+            req.dport,
+            req.icmp_type,
+            req.icmp_code,
+            dst=req.dst,
+            vlan=req.vlan,
+            fragment=req.fragment,
+        )
 
     def trace(
         self,
