@@ -43,8 +43,11 @@ class EngineClient:
     def on_engine_reply(self, message: EngineReply) -> None:
         message.stop()
         # A reply landing while the app shuts down would update widgets already gone.
-        if getattr(getattr(self, "app", None), "_exit", False):
+        app = getattr(self, "app", None)
+        if any(getattr(app, flag, False) for flag in ("_exit", "_closing", "_closed")):
             return
+        if not getattr(self, "is_attached", True):
+            return  # a screen closed meanwhile
         message.callback(message.value)
 
 
