@@ -20,27 +20,27 @@ from textual.widgets import Input
 
 from console.format import human_count
 from console.tui import keys
-from console.tui.busy import BusyLine
 from console.tui.calls import EngineClient, call_engine, error_line
-from console.tui.cells import rule_summary
-from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
 from console.tui.engine_thread import EngineThread
-from console.tui.events_pane import EventLog, EventPane
 from console.tui.facade import EngineLike, EventSourceLike
-from console.tui.flows import (
+from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
+from console.tui.screens.flows import (
     FlowChoice,
     FlowsScreen,
     allow_port_values,
     deny_source_values,
     flow_trace_fields,
 )
-from console.tui.footer import KeyFooter
-from console.tui.header import DisconnectedBanner, FittedStatic, PendingBanner, StatusHeader
-from console.tui.history import HistoryScreen
-from console.tui.interfaces import AttachScreen, InterfacesScreen
-from console.tui.rule_form import FormValues, RuleForm, free_order
-from console.tui.rules import HIT_MARK, RulesTable
-from console.tui.trace import TRACE_PROTOCOLS, TraceDialog, TracePacket
+from console.tui.screens.history import HistoryScreen
+from console.tui.screens.interfaces import AttachScreen, InterfacesScreen
+from console.tui.screens.rule_form import FormValues, RuleForm, free_order
+from console.tui.screens.trace import TRACE_PROTOCOLS, TraceDialog, TracePacket
+from console.tui.widgets.busy import BusyLine
+from console.tui.widgets.cells import rule_summary
+from console.tui.widgets.events_pane import EventLog, EventPane
+from console.tui.widgets.footer import KeyFooter
+from console.tui.widgets.header import DisconnectedBanner, FittedStatic, PendingBanner, StatusHeader
+from console.tui.widgets.rules import HIT_MARK, RulesTable
 from engine import (
     ApplyResult,
     DropEvent,
@@ -75,14 +75,7 @@ class InfwApp(EngineClient, App[str]):
 
     TITLE = "infw"
     ENABLE_COMMAND_PALETTE = True
-    CSS = """
-    Screen { layout: vertical; }
-    #rules-title { height: 1; background: $boost; }
-    RulesTable { height: auto; max-height: 60%; min-height: 5; }
-    EventPane { height: 1fr; }
-    FilterInput { dock: bottom; display: none; margin-bottom: 1; }
-    FilterInput.-shown { display: block; }
-    """
+    CSS_PATH = "infw.tcss"  # every style of the console, in one file
     BINDINGS = keys.BINDINGS
 
     def __init__(

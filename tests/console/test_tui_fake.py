@@ -11,15 +11,21 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
 from tuikit import aio, make_app, press, refresh, settle
 
-from console.tui.dialogs import ConfirmDialog, ExportScreen, HelpScreen
-from console.tui.events_pane import EventLog, EventPane
 from console.tui.fake import FakeEngine
-from console.tui.header import DisconnectedBanner, PendingBanner, StatusHeader
-from console.tui.history import HistoryScreen
-from console.tui.interfaces import AttachScreen, InterfacesScreen
-from console.tui.rule_form import FormValues, RuleForm, build_line, check_values, field_for_path
-from console.tui.rules import RulesTable
-from console.tui.trace import TraceDialog
+from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen
+from console.tui.screens.history import HistoryScreen
+from console.tui.screens.interfaces import AttachScreen, InterfacesScreen
+from console.tui.screens.rule_form import (
+    FormValues,
+    RuleForm,
+    build_line,
+    check_values,
+    field_for_path,
+)
+from console.tui.screens.trace import TraceDialog
+from console.tui.widgets.events_pane import EventLog, EventPane
+from console.tui.widgets.header import DisconnectedBanner, PendingBanner, StatusHeader
+from console.tui.widgets.rules import RulesTable
 from engine.errors import StateError
 
 pytestmark = pytest.mark.console

@@ -17,12 +17,12 @@ from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui import main as main_module
 from console.tui.app import InfwApp
-from console.tui.cells import event_header
-from console.tui.dialogs import QuitDialog
 from console.tui.fake import FAKE_RULES, FakeEngine
 from console.tui.main import build_parser, say_goodbye
-from console.tui.rule_form import RuleForm
-from console.tui.rules import RulesTable
+from console.tui.screens.dialogs import QuitDialog
+from console.tui.screens.rule_form import RuleForm
+from console.tui.widgets.cells import event_header
+from console.tui.widgets.rules import RulesTable
 
 pytestmark = pytest.mark.console
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from textual.widgets import DataTable, Input, Select, Static
 
 from console.tui.app import InfwApp
-from console.tui.flows import FlowsScreen
-from console.tui.rule_form import RuleForm
-from console.tui.trace import TraceDialog
+from console.tui.screens.flows import FlowsScreen
+from console.tui.screens.rule_form import RuleForm
+from console.tui.screens.trace import TraceDialog
 from engine.engine import Engine
 from tests.console.tuikit import aio
 from tests.unit.test_engine_flows import flow_lab, send_tcp

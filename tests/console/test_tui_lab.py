@@ -19,9 +19,9 @@ from textual.widgets import Input, Select
 from tuikit import press
 
 from console.tui.app import InfwApp
-from console.tui.header import PendingBanner
-from console.tui.rule_form import RuleForm
-from console.tui.rules import RulesTable
+from console.tui.screens.rule_form import RuleForm
+from console.tui.widgets.header import PendingBanner
+from console.tui.widgets.rules import RulesTable
 
 pytestmark = [pytest.mark.root, pytest.mark.console, pytest.mark.e2e]
 

@@ -16,12 +16,12 @@ from textual.widgets._footer import FooterKey
 from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui.app import InfwApp
-from console.tui.events_pane import EventPane
 from console.tui.fake import FakeEngine
-from console.tui.footer import KeyFooter
-from console.tui.header import StatusHeader, first_fitting, header_variants
-from console.tui.rule_form import RuleForm, free_order
-from console.tui.rules import RulesTable
+from console.tui.screens.rule_form import RuleForm, free_order
+from console.tui.widgets.events_pane import EventPane
+from console.tui.widgets.footer import KeyFooter
+from console.tui.widgets.header import StatusHeader, first_fitting, header_variants
+from console.tui.widgets.rules import RulesTable
 from engine.views import DropEvent
 
 pytestmark = pytest.mark.console

@@ -14,9 +14,9 @@ from textual.widgets import Static
 from tuikit import aio, settle
 
 from console.tui.app import InfwApp
-from console.tui.busy import BusyLine
-from console.tui.dialogs import ConfirmDialog, HelpScreen
-from console.tui.rules import RulesTable
+from console.tui.screens.dialogs import ConfirmDialog, HelpScreen
+from console.tui.widgets.busy import BusyLine
+from console.tui.widgets.rules import RulesTable
 from engine.engine import Engine
 from engine.kernel.fake import FakeKernel
 from engine.state.config import NodeConfig

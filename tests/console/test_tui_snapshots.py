@@ -17,7 +17,7 @@ from tuikit import press, settle
 
 from console.tui.app import InfwApp
 from console.tui.fake import FakeEngine
-from console.tui.rule_form import RuleForm
+from console.tui.screens.rule_form import RuleForm
 
 pytestmark = pytest.mark.console
 

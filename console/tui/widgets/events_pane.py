@@ -13,8 +13,8 @@ from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
 from console.format import human_count
-from console.tui.cells import event_header, event_line, event_search_text
-from console.tui.header import first_fitting
+from console.tui.widgets.cells import event_header, event_line, event_search_text
+from console.tui.widgets.header import first_fitting
 from engine import DropEvent
 
 KEEP_EVENTS = 5000  # what the pane remembers (for filters and resume)
@@ -28,9 +28,6 @@ class EventLog(RichLog):
     to the end.
     """
 
-    DEFAULT_CSS = """
-    EventLog { height: 1fr; background: $surface; scrollbar-size-vertical: 1; }
-    """
     BINDINGS = [
         Binding("up", "scroll_up", "Up", show=False),
         Binding("down", "scroll_down", "Down", show=False),
@@ -53,12 +50,6 @@ class EventLog(RichLog):
 
 
 class EventPane(Vertical):
-    DEFAULT_CSS = """
-    EventPane { height: 40%; min-height: 6; border-top: solid $primary; }
-    EventPane > #events-title { height: 1; background: $boost; }
-    EventPane > #events-header { height: 1; color: $text-muted; }
-    """
-
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.events: collections.deque[DropEvent] = collections.deque(maxlen=KEEP_EVENTS)

@@ -166,26 +166,12 @@ class FittedStatic(Static):
 class StatusHeader(FittedStatic):
     """One line saying where the console is and what the firewall does right now."""
 
-    DEFAULT_CSS = """
-    StatusHeader { height: 1; background: $panel; color: $text; }
-    """
-
     def show(self, status: Status | None) -> None:
         self.set_variants(lambda: header_variants(status))
 
 
 class PendingBanner(FittedStatic):
     """Shown only while a commit-confirmed change waits; impossible to miss."""
-
-    DEFAULT_CSS = """
-    PendingBanner {
-        height: 1; display: none;
-        background: $warning; color: $background; text-style: bold;
-        content-align: center middle;
-    }
-    PendingBanner.-urgent { background: $error; color: $text; }
-    PendingBanner.-shown { display: block; }
-    """
 
     def show(
         self,
@@ -229,14 +215,6 @@ class PendingBanner(FittedStatic):
 
 class DisconnectedBanner(Static):
     """Shown while the kernel state can't be read: the numbers on screen are stale."""
-
-    DEFAULT_CSS = """
-    DisconnectedBanner {
-        height: auto; max-height: 2; display: none;
-        background: $error; color: $text; text-style: bold;
-    }
-    DisconnectedBanner.-shown { display: block; }
-    """
 
     def show(self, problem: str | None) -> None:
         self.set_class(problem is not None, "-shown")

@@ -14,8 +14,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.tui.calls import EngineClient, call_engine, error_line
-from console.tui.cells import verdict_text
 from console.tui.facade import EngineLike
+from console.tui.widgets.cells import verdict_text
 from engine import InfwError, TraceRequest, TraceResult
 from engine.core.textsafe import printable
 
@@ -78,20 +78,6 @@ class TracePacket:
 
 class TraceDialog(EngineClient, ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+t", "trace", "Trace")]
-    DEFAULT_CSS = """
-    TraceDialog { align: center middle; }
-    TraceDialog > Vertical {
-        width: 84; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $primary; background: $surface; padding: 0 1;
-    }
-    TraceDialog .title { text-style: bold; margin-bottom: 1; }
-    TraceDialog .row { height: 1; }
-    TraceDialog .row Label { width: 12; text-style: bold; }
-    TraceDialog .row Input, TraceDialog .row Select { width: 1fr; }
-    TraceDialog #trace-result { margin-top: 1; height: auto; }
-    TraceDialog Horizontal#trace-buttons { height: auto; margin-top: 1; }
-    TraceDialog Button { margin-right: 2; }
-    """
 
     def __init__(
         self,

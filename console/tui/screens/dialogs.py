@@ -22,16 +22,6 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
-    DEFAULT_CSS = """
-    ConfirmDialog { align: center middle; }
-    ConfirmDialog > Vertical {
-        width: 70; max-width: 100%; height: auto; border: thick $warning;
-        background: $surface; padding: 1 2;
-    }
-    ConfirmDialog .title { text-style: bold; margin-bottom: 1; }
-    ConfirmDialog Horizontal { height: auto; margin-top: 1; }
-    ConfirmDialog Button { margin-right: 2; }
-    """
 
     def __init__(self, title: str, body: str, yes: str = "Yes", *, danger: bool = False) -> None:
         super().__init__()
@@ -68,16 +58,6 @@ class QuitDialog(ModalScreen[str | None]):
         Binding("c", "choose('confirm')", "Confirm and quit"),
         Binding("n,escape", "choose('')", "Stay"),
     ]
-    DEFAULT_CSS = """
-    QuitDialog { align: center middle; }
-    QuitDialog > Vertical {
-        width: 74; max-width: 100%; height: auto; border: thick $warning;
-        background: $surface; padding: 1 2;
-    }
-    QuitDialog .title { text-style: bold; margin-bottom: 1; }
-    QuitDialog Horizontal { height: auto; margin-top: 1; }
-    QuitDialog Button { margin-right: 2; }
-    """
 
     def __init__(
         self, generation: int, remaining: Callable[[], float], *, can_confirm: bool = True
@@ -129,19 +109,6 @@ class ExportScreen(ModalScreen[None]):
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "save", "Save"),
     ]
-    DEFAULT_CSS = """
-    ExportScreen { align: center middle; }
-    ExportScreen > Vertical {
-        width: 100; max-width: 100%; height: 90%; border: thick $primary;
-        background: $surface; padding: 0 1;
-    }
-    ExportScreen .title { text-style: bold; }
-    ExportScreen TextArea { height: 1fr; }
-    ExportScreen Horizontal { height: auto; }
-    ExportScreen Horizontal Label { padding: 0 1 0 0; }
-    ExportScreen Horizontal Input { width: 1fr; }
-    ExportScreen #save-status { height: auto; }
-    """
 
     def __init__(self, yaml_text: str, default_path: str = "infw-rules.yaml") -> None:
         super().__init__()
@@ -191,13 +158,6 @@ class HelpScreen(ModalScreen[None]):
     """Every key, what it does, and the fail-safe list that is always allowed."""
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: 96; max-width: 100%; height: 90%; border: thick $primary;
-        background: $surface; padding: 0 1;
-    }
-    """
 
     def __init__(
         self, keys: Sequence[tuple[str, str]], failsafe: Sequence[str], notes: Sequence[str] = ()

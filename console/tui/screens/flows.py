@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from console.flowtext import FLOW_HEADERS, flow_cells
 from console.tui.facade import EngineLike
-from console.tui.rule_form import FormValues
+from console.tui.screens.rule_form import FormValues
 from engine.core.flows import Flow, protocol_name
 from engine.errors import InfwError
 from engine.observe.flows import FlowsView
@@ -94,12 +94,6 @@ class FlowsScreen(Screen[FlowChoice | None]):
         Binding("t", "choose('trace')", "Trace"),
         Binding("slash", "filter", "Filter"),
     ]
-    DEFAULT_CSS = """
-    FlowsScreen #flows-title { height: 1; background: $boost; }
-    FlowsScreen DataTable { height: 1fr; }
-    FlowsScreen Input { dock: bottom; display: none; margin-bottom: 1; }
-    FlowsScreen Input.-shown { display: block; }
-    """
 
     def __init__(self, engine: EngineLike, clock: Callable[[], float]) -> None:
         super().__init__()

@@ -262,27 +262,6 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "submit", "Apply"),
     ]
-    DEFAULT_CSS = """
-    RuleForm { align: center middle; }
-    RuleForm > VerticalScroll {
-        width: 90; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $primary; background: $surface; padding: 0 1;
-    }
-    RuleForm .title { text-style: bold; }
-    RuleForm .row { height: 1; }
-    RuleForm .row Label { width: 14; text-style: bold; }
-    RuleForm .row Input, RuleForm .row Select { width: 1fr; }
-    RuleForm .field-error { color: $error; padding-left: 14; height: auto; display: none; }
-    RuleForm .field-error.-shown { display: block; }
-    RuleForm #preview { color: $text-muted; margin-top: 1; height: auto; }
-    RuleForm #impact { height: auto; text-style: bold; }
-    RuleForm #general-error { color: $error; height: auto; display: none; }
-    RuleForm #general-error.-shown { display: block; }
-    RuleForm #buttons { height: auto; margin-top: 1; }
-    RuleForm #buttons Button { margin-right: 2; }
-    RuleForm #force { display: none; }
-    RuleForm #force.-shown { display: block; }
-    """
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
 from console.format import human_bytes, human_count, human_rate, relative_time
-from console.tui.cells import VERDICT_STYLE, shorten
+from console.tui.widgets.cells import VERDICT_STYLE, shorten
 from engine import RuleRow
 from engine.core.textsafe import printable
 

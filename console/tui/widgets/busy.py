@@ -16,11 +16,6 @@ HOLDER_EVERY_S = 1.0  # how often to ask who holds the state lock while waiting
 
 
 class BusyLine(Static):
-    DEFAULT_CSS = """
-    BusyLine { height: 1; display: none; background: $warning 40%; text-style: bold; }
-    BusyLine.-shown { display: block; }
-    """
-
     def __init__(
         self, lock_holder: Callable[[], int | None] | None = None, *, id: str | None = None
     ) -> None:

@@ -16,8 +16,8 @@ from textual.widgets import Button, DataTable, Footer, Label, Select, SelectionL
 from textual.worker import get_current_worker
 
 from console.tui.calls import EngineClient, call_engine, error_line
-from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from console.tui.screens.dialogs import ConfirmDialog
 from engine import GuardRefusal, InfwError, InterfaceView
 from engine.core.textsafe import printable
 
@@ -54,18 +54,6 @@ class InterfacesScreen(EngineClient, ModalScreen[None]):
         Binding("d", "detach", "Detach"),
         Binding("f", "force_attach", "Force attach (replace foreign)"),
     ]
-    DEFAULT_CSS = """
-    InterfacesScreen { align: center middle; }
-    InterfacesScreen > Vertical {
-        width: 100; max-width: 100%; height: 90%; border: thick $primary; background: $surface;
-    }
-    InterfacesScreen .title { text-style: bold; padding: 0 1; }
-    InterfacesScreen DataTable { height: 1fr; }
-    InterfacesScreen Horizontal { height: 1; padding: 0 1; }
-    InterfacesScreen Horizontal Label { width: 14; }
-    InterfacesScreen Horizontal Select { width: 20; }
-    InterfacesScreen #if-status { height: auto; padding: 0 1; }
-    """
 
     def __init__(self, engine: EngineLike, read_only: bool = False) -> None:
         super().__init__()
@@ -235,19 +223,6 @@ class AttachScreen(ModalScreen[bool]):
     """Shown at start when no firewall is loaded: choose interfaces to protect, or just look."""
 
     BINDINGS = [Binding("escape", "skip", "Continue without attaching")]
-    DEFAULT_CSS = """
-    AttachScreen { align: center middle; }
-    AttachScreen > Vertical {
-        width: 80; max-width: 100%; height: auto; max-height: 100%; border: thick $primary;
-        background: $surface; padding: 0 1;
-    }
-    AttachScreen .title { text-style: bold; margin-bottom: 1; }
-    AttachScreen SelectionList { height: auto; max-height: 12; }
-    AttachScreen Horizontal { height: auto; margin-top: 1; }
-    AttachScreen Horizontal Label { width: 14; }
-    AttachScreen Button { margin-right: 2; }
-    AttachScreen #attach-status { height: auto; margin-top: 1; }
-    """
 
     def __init__(self, engine: EngineLike, on_done: Callable[[], None] | None = None) -> None:
         super().__init__()

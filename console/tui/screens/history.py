@@ -13,8 +13,8 @@ from textual.widgets import DataTable, Footer, Static
 
 from console.format import relative_time
 from console.tui.calls import EngineClient, call_engine
-from console.tui.dialogs import ConfirmDialog
 from console.tui.facade import EngineLike
+from console.tui.screens.dialogs import ConfirmDialog
 from engine import ApplyResult, InfwError
 from engine.core.textsafe import printable
 
@@ -24,15 +24,6 @@ class HistoryScreen(EngineClient, ModalScreen[None]):
         Binding("escape,q,h", "close", "Close"),
         Binding("r", "revert", "Revert one generation"),
     ]
-    DEFAULT_CSS = """
-    HistoryScreen { align: center middle; }
-    HistoryScreen > Vertical {
-        width: 110; max-width: 100%; height: 90%; border: thick $primary;
-        background: $surface;
-    }
-    HistoryScreen .title { text-style: bold; padding: 0 1; }
-    HistoryScreen DataTable { height: 1fr; }
-    """
 
     def __init__(
         self, engine: EngineLike, clock: Callable[[], float], read_only: bool = False
