@@ -13,6 +13,7 @@
  * maps and their structs are in maps.h.
  */
 #include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
 
 #include "parsing.h"
 #include "maps.h"
@@ -272,6 +273,73 @@ static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt)
     return entry & NODE_FLAG ? 0 : entry;
 }
 
+/* The reply key of a packet, from the reply's side (inbound) or the flow's (outbound, then
+ * remote and local swap). 0 when the packet cannot be part of a tracked flow; *opens says
+ * whether an outbound packet may start one (a TCP SYN, any UDP, an echo request). */
+static __always_inline int reply_key_of(struct hdr_cursor *nh, void *data_end, u32 ifindex,
+                                        struct packet *pkt, int outbound,
+                                        struct reply_key *key, int *opens)
+{
+    if (pkt->nonfirst)
+        return 0;
+    key->ifindex = ifindex;
+    key->family = pkt->family;
+    key->l4proto = pkt->l4proto;
+    u8 proto = pkt->l4proto;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        key->remote_port = outbound ? pkt->dport : pkt->sport;
+        key->local_port = outbound ? pkt->sport : pkt->dport;
+        *opens = 1;
+        if (proto == IPPROTO_TCP && outbound) {
+            int syn = parse_tcp_open(nh, data_end);
+            if (syn < 0)
+                return 0;
+            *opens = syn;
+        }
+    } else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+        u8 want = proto == IPPROTO_ICMP ? (outbound ? ICMP_ECHO : ICMP_ECHOREPLY)
+                                        : (outbound ? ICMPV6_ECHO_REQUEST : ICMPV6_ECHO_REPLY);
+        if (pkt->icmp_type != want || pkt->icmp_code != 0)
+            return 0;
+        int id = parse_echo_id(nh, data_end);
+        if (id < 0)
+            return 0;
+        key->remote_port = id;
+        *opens = 1;
+    } else {
+        return 0;
+    }
+    if (outbound) {
+        __builtin_memcpy(key->remote, pkt->dst, 16);
+        __builtin_memcpy(key->local, pkt->src, 16);
+    } else {
+        __builtin_memcpy(key->remote, pkt->src, 16);
+        __builtin_memcpy(key->local, pkt->dst, 16);
+    }
+    return 1;
+}
+
+/* Does this denied packet answer a flow the node opened on this interface, recently enough? */
+static __always_inline int is_reply(struct hdr_cursor *nh, void *data_end, u32 ifindex,
+                                    struct packet *pkt)
+{
+    u32 zero = 0;
+    struct reply_config *rc = reply_config.lookup(&zero);
+    if (!rc || !rc->enabled)
+        return 0;
+    struct reply_key key = {};
+    int opens = 0;
+    if (!reply_key_of(nh, data_end, ifindex, pkt, 0, &key, &opens))
+        return 0;
+    struct reply_val *v = replies.lookup(&key);
+    if (!v)
+        return 0;
+    u64 timeout = key.l4proto == IPPROTO_TCP   ? rc->tcp_ns
+                  : key.l4proto == IPPROTO_UDP ? rc->udp_ns
+                                               : rc->icmp_ns;
+    return bpf_ktime_get_ns() - v->seen_ns <= timeout;
+}
+
 int infw_xdp(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -288,7 +356,8 @@ int infw_xdp(struct xdp_md *ctx)
 
     /* `infw trace` on a live firewall (is_traced): decide, answer, count nothing */
     struct packet pkt = {};
-    int parsed = parse_packet(data, data_end, &pkt);
+    struct hdr_cursor nh = {.pos = data};
+    int parsed = parse_packet(&nh, data_end, &pkt);
     if (parsed == PARSE_NON_IP) {
         if (is_traced(ctx))
             return traced(ctx, REASON_NONE, 0, XDP_PASS);
@@ -328,6 +397,13 @@ int infw_xdp(struct xdp_md *ctx)
     }
 
     u32 rule_id = hit & 0xffff;
+    /* only where a rule denies: the allow path never looks at the node's own flows */
+    if ((hit >> 16) != ACTION_ALLOW && is_reply(&nh, data_end, ifindex, &pkt)) {
+        if (is_traced(ctx))
+            return traced(ctx, REASON_REPLY, rule_id, XDP_PASS);
+        count(NC_REPLY_ALLOWED, len);
+        return XDP_PASS;
+    }
     if (is_traced(ctx)) {
         u32 pass = (hit >> 16) == ACTION_ALLOW || cfg->mode == MODE_AUDIT;
         return traced(ctx, REASON_RULE, rule_id, pass ? XDP_PASS : XDP_DROP);
@@ -350,4 +426,38 @@ int infw_xdp(struct xdp_md *ctx)
     count(NC_DENY, len);
     emit_drop(ifindex, cfg, &pkt, rule_id, ACTION_DENY, len);
     return XDP_DROP;
+}
+
+/* tc egress (clsact), attached while replies are on: record the reply each outbound flow
+ * expects, refreshing it on every outbound packet of the flow. Never drops anything. */
+int infw_egress(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    u32 ifindex = skb->ifindex;
+    u32 zero = 0;
+    struct reply_config *rc = reply_config.lookup(&zero);
+
+    if (!rc || !rc->enabled)
+        return TC_ACT_OK;
+    struct packet pkt = {};
+    struct hdr_cursor nh = {.pos = data};
+    if (parse_packet(&nh, data_end, &pkt) != PARSE_IP)
+        return TC_ACT_OK;
+    struct reply_key key = {};
+    int opens = 0;
+    if (!reply_key_of(&nh, data_end, ifindex, &pkt, 1, &key, &opens))
+        return TC_ACT_OK;
+    u64 now = bpf_ktime_get_ns();
+    struct reply_val *v = replies.lookup(&key);
+    if (v) {
+        v->seen_ns = now;
+        return TC_ACT_OK;
+    }
+    if (!opens)
+        return TC_ACT_OK;
+    struct reply_val fresh = {.seen_ns = now};
+    if (replies.insert(&key, &fresh) == 0) /* BPF_NOEXIST: one count per flow */
+        count(NC_REPLY_RECORDED, 0);
+    return TC_ACT_OK;
 }

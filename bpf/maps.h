@@ -15,16 +15,18 @@
     !defined(NODE_INDEX_MASK) || !defined(GEN_BIT) || !defined(SRC_KEY_FIXED_BITS) || \
     !defined(SEG_KEY_FIXED_BITS) || !defined(V4_SPACE) || !defined(V6_SPACE) || \
     !defined(PROTO_OTHER) || !defined(TRACE_MAGIC) || !defined(EVENT_FLAG_NONFIRST_FRAGMENT) || \
+    !defined(FLOWS_ENTRIES) || !defined(FLOW_FLAG_NONFIRST) || !defined(REPLIES_MAX_ENTRIES) || \
     !defined(CLASS_TCP) || !defined(CLASS_UDP) || !defined(CLASS_SCTP) || \
     !defined(CLASS_ICMP) || !defined(CLASS_ICMPV6) || !defined(CLASS_OTHER) || \
     !defined(FAILSAFE_TCP) || !defined(FAILSAFE_UDP) || !defined(FAILSAFE_SCTP) || \
     !defined(ACTION_ALLOW) || !defined(ACTION_DENY) || !defined(ACTION_WOULD_DENY) || \
     !defined(MODE_ENFORCE) || !defined(MODE_AUDIT) || !defined(REASON_NONE) || \
     !defined(REASON_FAILSAFE) || !defined(REASON_RULE) || !defined(REASON_NO_MATCH) || \
-    !defined(REASON_UNPARSED) || !defined(NC_ALLOW) || !defined(NC_DENY) || \
-    !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || !defined(NC_NO_MATCH) || \
-    !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || !defined(NC_EVENTS_SUPPRESSED) || \
-    !defined(NC_EVENTS_LOST) || !defined(FLOWS_ENTRIES) || !defined(FLOW_FLAG_NONFIRST)
+    !defined(REASON_UNPARSED) || !defined(REASON_REPLY) || !defined(NC_ALLOW) || \
+    !defined(NC_DENY) || !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || \
+    !defined(NC_NO_MATCH) || !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || \
+    !defined(NC_EVENTS_SUPPRESSED) || !defined(NC_EVENTS_LOST) || !defined(NC_REPLY_ALLOWED) || \
+    !defined(NC_REPLY_RECORDED)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -126,6 +128,31 @@ struct flow_val {
     u16 pad;
 };
 
+/* A reply as it will arrive (tc egress writes the reverse of an outbound packet): remote is
+ * its source, local its destination; ports in host order; ICMP echo: remote_port is the id. */
+struct reply_key {
+    u32 ifindex;
+    u8 family;
+    u8 l4proto;
+    u16 remote_port;
+    u16 local_port;
+    u16 pad;
+    u8 remote[16];
+    u8 local[16];
+};
+
+struct reply_val {
+    u64 seen_ns; /* bpf_ktime_get_ns of the flow's last outbound packet */
+};
+
+struct reply_config {
+    u32 enabled;
+    u32 pad;
+    u64 tcp_ns; /* a reply passes up to this long after the last outbound packet */
+    u64 udp_ns;
+    u64 icmp_ns;
+};
+
 /* bcc has no pinned ring buffer macro: this is BPF_RINGBUF_OUTPUT with a pin path. */
 #define BPF_RINGBUF_PINNED(_name, _num_pages, _pinned)                                       \
     struct _name##_table_t {                                                                 \
@@ -162,6 +189,10 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter, node_stats, NODE_COUNTERS,
                  PIN_ROOT "/node_stats");
 BPF_TABLE_PINNED("array", u32, struct config, config, 1, PIN_ROOT "/config");
 BPF_TABLE_PINNED("percpu_array", u32, struct ratelimit, ratelimit, 1, PIN_ROOT "/ratelimit");
+/* the node's own outbound flows, as their replies will look; LRU: bounded, oldest out first */
+BPF_TABLE_PINNED("lru_hash", struct reply_key, struct reply_val, replies, REPLIES_MAX_ENTRIES,
+                 PIN_ROOT "/replies");
+BPF_TABLE_PINNED("array", u32, struct reply_config, reply_config, 1, PIN_ROOT "/reply_config");
 BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
 /* LRU: a flood of new sources evicts the least recently seen flows, never fails an insert */
 BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, flows, FLOWS_ENTRIES,

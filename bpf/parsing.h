@@ -13,6 +13,8 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <linux/tcp.h>
 
 #define VLAN_MAX_DEPTH 2      /* outer and inner tag (802.1ad + 802.1Q); a third is unparsed */
 #define IPV6_EXT_MAX_CHAIN 8  /* extension headers followed before giving up */
@@ -200,24 +202,45 @@ static __always_inline int parse_l4(struct hdr_cursor *nh, void *data_end, struc
     return PARSE_IP;
 }
 
-static __always_inline int parse_packet(void *data, void *data_end, struct packet *pkt)
+/* The whole parse; nh is left at the L4 header (for the few that read more of it). */
+static __always_inline int parse_packet(struct hdr_cursor *nh, void *data_end,
+                                        struct packet *pkt)
 {
-    struct hdr_cursor nh = {.pos = data};
     int proto;
-    int h_proto = parse_ethhdr_vlan(&nh, data_end, &pkt->vlan);
+    int h_proto = parse_ethhdr_vlan(nh, data_end, &pkt->vlan);
 
     if (h_proto < 0)
         return PARSE_UNPARSED;
     if (h_proto == bpf_htons(ETH_P_IP))
-        proto = parse_iphdr(&nh, data_end, pkt);
+        proto = parse_iphdr(nh, data_end, pkt);
     else if (h_proto == bpf_htons(ETH_P_IPV6))
-        proto = parse_ip6hdr(&nh, data_end, pkt);
+        proto = parse_ip6hdr(nh, data_end, pkt);
     else
         return PARSE_NON_IP;
     if (proto < 0)
         return PARSE_UNPARSED;
     pkt->l4proto = proto;
-    return parse_l4(&nh, data_end, pkt);
+    return parse_l4(nh, data_end, pkt);
+}
+
+/* The id of an ICMP or ICMPv6 echo header at nh, or -1 if the header is shorter. */
+static __always_inline int parse_echo_id(struct hdr_cursor *nh, void *data_end)
+{
+    struct icmphdr *icmph = nh->pos; /* icmp6hdr's echo id sits at the same offset */
+
+    if ((void *)(icmph + 1) > data_end)
+        return -1;
+    return bpf_ntohs(icmph->un.echo.id);
+}
+
+/* Whether the TCP header at nh opens a connection (SYN without ACK); -1 if shorter. */
+static __always_inline int parse_tcp_open(struct hdr_cursor *nh, void *data_end)
+{
+    struct tcphdr *th = nh->pos;
+
+    if ((void *)(th + 1) > data_end)
+        return -1;
+    return th->syn && !th->ack;
 }
 
 #endif /* INFW_PARSING_H */

@@ -18,6 +18,7 @@ from engine import (
     DropEvent,
     HistoryView,
     InfwError,
+    RepliesView,
     RuleRow,
     StatsSnapshot,
     Status,
@@ -168,6 +169,30 @@ def _labels_text(st: Status, style: Style) -> str:
     return text
 
 
+def replies_text(view: RepliesView, style: Style = PLAIN) -> str:
+    state = (
+        style.paint("ON", GREEN) + ": a packet a rule denies passes if it answers a connection "
+        "this node opened on that interface"
+        if view.enabled
+        else "off: replies are decided by the rules like any packet ('replies on' to change)"
+    )
+    rows = [
+        ("replies", state),
+        (
+            "timeouts",
+            f"TCP {view.tcp_timeout:g}s  UDP {view.udp_timeout:g}s  ICMP echo {view.icmp_timeout:g}s"
+            " after the node's last packet (replies: in config.yaml)",
+        ),
+        (
+            "flows",
+            f"{view.held} of {view.capacity} held, {view.recorded} recorded, "
+            f"{view.evicted} evicted (LRU)",
+        ),
+        ("allowed", f"{view.allowed} packets passed as replies"),
+    ]
+    return "\n".join(f"{k:<10} {v}" for k, v in rows)
+
+
 def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows: list[tuple[str, str]] = []
@@ -193,6 +218,12 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
         )
     )
     rows.append(("generation", f"{st.generation}   rules {st.rule_count}"))
+    rows.append(
+        (
+            "replies",
+            "ON (replies to the node's own connections pass a Deny)" if st.replies else "off",
+        )
+    )
     if st.interfaces:
         parts = []
         for iv in st.interfaces:

@@ -53,7 +53,7 @@ from engine.errors import (
     ValidationError,
 )
 from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
-from engine.kernel.abi import DropEventRecord, Mode, NodeCounter
+from engine.kernel.abi import REPLIES_MAX_ENTRIES, DropEventRecord, Mode, NodeCounter
 from engine.kernel.host import HostKernel
 from engine.kernel.seam import Kernel, LoadedDatapath
 from engine.observe import trace as observe_trace
@@ -80,6 +80,7 @@ from engine.views import (
     NodeTotals,
     PendingView,
     Problem,
+    RepliesView,
     RuleRow,
     StatsSnapshot,
     Status,
@@ -286,6 +287,7 @@ class Engine:
             watchdog=wd_text,
             node_labels=None if labels is None else dict(labels),
             not_for_node=tuple(fw.name for fw in split.other_nodes),
+            replies=dp.replies().enabled if dp is not None else self.config.replies.enabled,
         )
 
     def pending(self) -> PendingView | None:
@@ -455,6 +457,8 @@ class Engine:
                 events_sent=pair(NodeCounter.EVENTS_SENT)[0],
                 events_suppressed=pair(NodeCounter.EVENTS_SUPPRESSED)[0],
                 events_lost=pair(NodeCounter.EVENTS_LOST)[0],
+                reply_allowed=pair(NodeCounter.REPLY_ALLOWED),
+                replies_recorded=pair(NodeCounter.REPLY_RECORDED)[0],
             )
             generation = int(dp.config().generation)
         rows = self.rule_rows(counters, self._rates.update(counters, now))
@@ -608,6 +612,7 @@ class Engine:
         dp.set_mode(Mode.AUDIT if stored.mode == "audit" else Mode.ENFORCE)
         dp.set_event_rate(self.config.event_rate)
         dp.set_flow_sample(self.config.flow_sample)
+        dp.set_replies(self.config.replies)
         return dp
 
     def _commit_and_enforce(
@@ -1070,6 +1075,36 @@ class Engine:
                 dp.set_generation(new.generation)
         return mode
 
+    # ----------------------------------------------------------------- replies
+
+    def replies(self) -> RepliesView:
+        """Replies to the node's own connections: on or off, timeouts, the flow table."""
+        dp = self.datapath(required=False) if self.loaded() else None
+        settings = dp.replies() if dp is not None else self.config.replies
+        node = dp.node_counters() if dp is not None else {}
+        held = dp.replies_held() if dp is not None else 0
+        recorded = int(node.get(NodeCounter.REPLY_RECORDED, (0, 0))[0])
+        return RepliesView(
+            enabled=settings.enabled,
+            tcp_timeout=settings.tcp_timeout,
+            udp_timeout=settings.udp_timeout,
+            icmp_timeout=settings.icmp_timeout,
+            held=held,
+            capacity=REPLIES_MAX_ENTRIES,
+            recorded=recorded,
+            evicted=max(0, recorded - held),
+            allowed=int(node.get(NodeCounter.REPLY_ALLOWED, (0, 0))[0]),
+        )
+
+    def set_replies(self, enabled: bool) -> RepliesView:
+        """Let replies to the node's own connections pass a Deny (on) or not (off), on the
+        running firewall, with config.yaml's timeouts. Node-local: the rule files are not
+        touched; the setting lives in the firewall's pins, so a reload keeps it."""
+        self._require_write("switch replies")
+        self._require_root("attach the egress recorder")
+        self.datapath().set_replies(replace(self.config.replies, enabled=enabled))
+        return self.replies()
+
     # ----------------------------------------------------------------- attach
 
     def attach(
@@ -1242,10 +1277,23 @@ class Engine:
         dst: str | None = None,
         vlan: tuple[int, ...] = (),
         fragment: bool = False,
+        sport: int = 40000,
+        reply: bool = False,
     ) -> TraceResult:
-        """Decide a built packet twice: the reference classifier and the loaded kernel program."""
+        """Decide a built packet twice: the reference classifier and the loaded kernel program
+        (reply: explain it as a reply to a connection the node opened)."""
         req = TraceRequest(
-            interface, src, proto, dport, icmp_type, icmp_code, dst, tuple(vlan), fragment
+            interface,
+            src,
+            proto,
+            dport,
+            icmp_type,
+            icmp_code,
+            dst,
+            tuple(vlan),
+            fragment,
+            sport,
+            reply,
         )
         return self._trace(req)
 

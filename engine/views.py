@@ -59,6 +59,7 @@ class Status:
     problems: tuple[Problem, ...] = ()  # empty: nothing wrong; `infw status` exits non-zero
     reverted: str = ""  # what this very status took back (an expired pending change)
     watchdog: str = ""  # "alive pid N", "stopped pid N", "gone (pid N)" while pending
+    replies: bool = False  # replies to the node's own connections pass a Deny (infw replies)
     agent: str = ""  # "running pid N" or "" (not running)
     # nodeSelector: this node's labels (None: unknown, every object applies) and the objects
     # stored for other nodes, not enforced here.
@@ -129,6 +130,26 @@ class NodeTotals:
     events_sent: int = 0
     events_suppressed: int = 0
     events_lost: int = 0
+    reply_allowed: tuple[int, int] = (0, 0)  # a Deny matched a reply to the node's own flow
+    replies_recorded: int = 0  # outbound flows the egress recorder started
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RepliesView:
+    """`infw replies`: the setting, its timeouts and the flow table's bounds."""
+
+    enabled: bool
+    tcp_timeout: float
+    udp_timeout: float
+    icmp_timeout: float
+    held: int  # outbound flows in the table now
+    capacity: int
+    recorded: int  # flows recorded since load
+    evicted: int  # pushed out by the LRU before they expired or were used
+    allowed: int  # packets a Deny matched that passed as replies
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +205,10 @@ class TraceRequest:
     dst: str | None = None
     vlan: tuple[int, ...] = ()
     fragment: bool = False
+    sport: int = 40000
+    # explain it as a reply to a connection the node opened (the reference adds that flow to
+    # the kernel's live table; the kernel answers from its live table alone)
+    reply: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     return 1 if st.problems else 0  # scripts and monitoring see a firewall that is not fine
 
 
+def cmd_replies(ctx: Context, args: argparse.Namespace) -> int:
+    view = (
+        ctx.engine.replies() if args.state is None else ctx.engine.set_replies(args.state == "on")
+    )
+    ctx.emit(view.to_json(), lambda: render.replies_text(view, ctx.style))
+    return 0
+
+
 def cmd_attach(ctx: Context, args: argparse.Namespace) -> int:
     with ctx.progress() as progress:
         views = ctx.engine.attach(

@@ -144,6 +144,8 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
             dst=args.dst,
             vlan=tuple(args.vlan or ()),
             fragment=args.fragment,
+            sport=args.sport,
+            reply=args.reply,
         )
     )
     ctx.emit(tr.to_json(), lambda: render.trace_text(tr, _trace_packet_text(args), ctx.style))

@@ -9,7 +9,14 @@ here, in the order `help` lists them.
 from __future__ import annotations
 
 from console.commands import values
-from console.commands.datapath import cmd_attach, cmd_detach, cmd_reload, cmd_restore, cmd_status
+from console.commands.datapath import (
+    cmd_attach,
+    cmd_detach,
+    cmd_reload,
+    cmd_replies,
+    cmd_restore,
+    cmd_status,
+)
 from console.commands.edit import (
     cmd_add,
     cmd_apply,
@@ -284,6 +291,25 @@ COMMANDS: dict[str, Command] = {
             ),
         ),
         Command(
+            "replies",
+            "show or switch whether replies to the node's own connections pass a Deny",
+            cmd_replies,
+            (
+                arg(
+                    "state",
+                    nargs="?",
+                    choices=("on", "off"),
+                    metavar="on|off",
+                    help="on: the node's DNS answers, downloads... pass a catch-all Deny",
+                ),
+            ),
+            examples=(
+                ("on", "close the node with one Deny, keep what it starts itself working"),
+                ("off", "replies are decided by the rules like any packet"),
+                ("", "show it, the timeouts and the flow table"),
+            ),
+        ),
+        Command(
             "attach",
             "load the firewall if needed (compiles once) and attach it to interfaces",
             cmd_attach,
@@ -462,6 +488,18 @@ COMMANDS: dict[str, Command] = {
                     metavar="CAP",
                     complete="files",
                     help="run every frame of a capture (pcap/pcapng) instead of one built packet",
+                ),
+                arg(
+                    "--sport",
+                    type=values.port,
+                    default=40000,
+                    metavar="N",
+                    help="source port (default 40000; a reply is matched on it)",
+                ),
+                arg(
+                    "--reply",
+                    action="store_true",
+                    help="explain it as a reply to a connection the node opened (replies on)",
                 ),
             ),
             examples=(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from engine.core.cidr import Prefix, parse_address, parse_cidr
@@ -25,6 +25,7 @@ from engine.core.compiler import (
 )
 from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_for
 from engine.core.model import Action, Protocol, Rule, RuleSet
+from engine.core.replies import ReplyFlow, reply_flow
 from engine.kernel.abi import (
     LISTS_PER_GEN,
     NODE_FLAG,
@@ -43,6 +44,7 @@ ICMP_PROTOS = frozenset({1, 58})
 class Reason(enum.StrEnum):
     FAILSAFE = "fail-safe"
     RULE = "rule"
+    REPLY = "reply"  # a Deny matched, but the packet answers a flow the node opened
     NO_MATCH = "no match"
     UNPARSED = "unparsed"
 
@@ -58,6 +60,8 @@ class PacketFields:
     icmp_code: int | None = None
     nonfirst_fragment: bool = False
     dst: str = ""
+    sport: int | None = None  # TCP/UDP/SCTP first fragments: what a reply must match
+    icmp_id: int | None = None  # ICMP/ICMPv6 with a whole echo header
 
     def l4_value(self) -> int:
         """The value the segment trie is keyed on: port, or ICMP type<<8|code, 0 when absent."""
@@ -86,6 +90,11 @@ class Decision:
             return (
                 f"{self.action.value.upper()} by rule {self.rule_id} ({r.firewall} order "
                 f"{r.rule.order}: {r.rule.match_text()} from {', '.join(r.cidrs)})"
+            )
+        if self.reason is Reason.REPLY:
+            return (
+                f"ALLOW as a reply to a connection this node opened (rule {self.rule_id} "
+                "denies it otherwise; replies are on)"
             )
         if self.reason is Reason.UNPARSED:
             return "ALLOW: the frame could not be parsed (counted as unparsed)"
@@ -121,8 +130,12 @@ def classify(
     interface: str,
     pkt: PacketFields,
     failsafe: tuple[FailSafe, ...] = DEFAULT_FAILSAFE,
+    replies: Collection[ReplyFlow] | None = None,
+    ifindex: int = 0,
 ) -> Decision:
-    """Brute force over raw rules: the semantics of DESIGN §2, steps 1-4."""
+    """Brute force over raw rules: the semantics of DESIGN §2, steps 1-4, and with replies on
+    (the node's live outbound flows, as their replies will look; None: off) step 5: a denied
+    packet that answers one of them passes."""
     fs = check_failsafe(failsafe, pkt)
     if fs is not None:
         return Decision(Action.ALLOW, Reason.FAILSAFE, failsafe=fs)
@@ -153,7 +166,18 @@ def classify(
     if best is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
     _, rid, info = best
-    return Decision(info.rule.action, Reason.RULE, rid, info)
+    return _unless_reply(Decision(info.rule.action, Reason.RULE, rid, info), replies, ifindex, pkt)
+
+
+def _unless_reply(
+    decision: Decision, replies: Collection[ReplyFlow] | None, ifindex: int, pkt: PacketFields
+) -> Decision:
+    """A Deny stands unless the packet answers one of the node's own flows (replies on)."""
+    if decision.action is not Action.DENY or replies is None:
+        return decision
+    if reply_flow(ifindex, pkt) not in replies:
+        return decision
+    return Decision(Action.ALLOW, Reason.REPLY, decision.rule_id, decision.rule)
 
 
 def _lpm_scan(entries: tuple[LpmEntry, ...], ifindex: int, addr: int) -> int | None:
@@ -223,6 +247,8 @@ def _decide(
     pkt: PacketFields,
     source: Callable[[int], int | None],
     segment: Callable[[int, int, bool, int], tuple[int, Action] | None],
+    replies: Collection[ReplyFlow] | None,
+    ifindex: int,
 ) -> Decision:
     """Fail-safe, then the source step, then the rule step: the program's order."""
     if (
@@ -240,28 +266,43 @@ def _decide(
     if hit is None:
         return Decision(Action.ALLOW, Reason.NO_MATCH)
     rule_id, action = hit
-    return Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
+    decision = Decision(action, Reason.RULE, rule_id, tables.rules.get(rule_id))
+    return _unless_reply(decision, replies, ifindex, pkt)
 
 
-def lookup(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
+def lookup(
+    tables: CompiledTables,
+    ifindex: int,
+    pkt: PacketFields,
+    replies: Collection[ReplyFlow] | None = None,
+) -> Decision:
     """Walk the compiled images as the XDP program does: fail-safe, source array trie (or LPM),
-    rule array trie (or segment LPM)."""
+    rule array trie (or segment LPM), then for a Deny the node's own flows (replies on)."""
     fast = tables.fast
     return _decide(
         tables,
         pkt,
         lambda addr: fast_source(fast, ifindex, addr),
         lambda lid, cls, nonfirst, value: fast_segment(fast, lid, cls, nonfirst, value),
+        replies,
+        ifindex,
     )
 
 
-def lookup_lpm(tables: CompiledTables, ifindex: int, pkt: PacketFields) -> Decision:
+def lookup_lpm(
+    tables: CompiledTables,
+    ifindex: int,
+    pkt: PacketFields,
+    replies: Collection[ReplyFlow] | None = None,
+) -> Decision:
     """The same decision from the full LPM images alone (the semantics the tries must keep)."""
     return _decide(
         tables,
         pkt,
         lambda addr: _lpm_scan(tables.lpm, ifindex, addr),
         lambda lid, cls, nonfirst, value: _segment_scan(tables.segments, lid, cls, nonfirst, value),
+        replies,
+        ifindex,
     )
 
 

@@ -63,6 +63,7 @@ IPPROTO_ICMPV6 = 58
 IPPROTO_SCTP = 132
 PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP})
 ICMP_PROTOS = frozenset({IPPROTO_ICMP, IPPROTO_ICMPV6})
+ICMP_HLEN = 8  # type, code, checksum and the echo id and sequence
 
 FrameKind = Literal["ip", "non-ip", "unparsed"]
 
@@ -181,6 +182,7 @@ def _parse_l4(
     dport: int | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
+    icmp_id: int | None = None
     if not nonfirst:
         if ipproto in PORT_PROTOS:
             if off + 4 > end:
@@ -190,6 +192,8 @@ def _parse_l4(
             if off + 2 > end:
                 return _unparsed("truncated ICMP header", vlan, family)
             icmp_type, icmp_code = data[off], data[off + 1]
+            if off + ICMP_HLEN <= end:  # a whole echo header: the id a reply is matched on
+                (icmp_id,) = struct.unpack_from("!H", data, off + 4)
     fields = PacketFields(
         src=src,
         ipproto=ipproto,
@@ -198,6 +202,8 @@ def _parse_l4(
         icmp_code=icmp_code,
         nonfirst_fragment=nonfirst,
         dst=dst,
+        sport=sport,
+        icmp_id=icmp_id,
     )
     return ParsedFrame("ip", fields, vlan, family, sport)
 

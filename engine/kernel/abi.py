@@ -14,6 +14,7 @@ import enum
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/infw"
 # Map names: each is pinned as <pin root>/<name>.
 PROG_PIN = "prog"
+EGRESS_PIN = "egress"  # the tc egress program that records the node's own flows
 MAP_SRC = "src_lpm"
 MAP_SEG = "seg_lpm"
 MAP_FAILSAFE = "failsafe"
@@ -27,6 +28,8 @@ MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
 MAP_FLOWS = "flows"
 MAP_FLOW_GAP = "flow_gap"
+MAP_REPLIES = "replies"
+MAP_REPLY_CONFIG = "reply_config"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -41,10 +44,12 @@ ALL_MAPS = (
     MAP_LIST_ROOTS,
     MAP_FLOWS,
     MAP_FLOW_GAP,
+    MAP_REPLIES,
+    MAP_REPLY_CONFIG,
 )
 # Maps a reload adds to pins of an older build (bcc creates a missing pinned map): their
 # absence is no reason to refuse a reload, and an older build opened as it is lacks them.
-OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP})
+OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP, MAP_REPLIES, MAP_REPLY_CONFIG})
 
 # Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -232,6 +237,43 @@ class DropEventRecord(ct.Structure):
 
 EVENT_FLAG_NONFIRST_FRAGMENT = 1
 
+# Replies to the node's own connections (opt-in): tc egress records the reply each outbound
+# flow expects, keyed as the reply will arrive; XDP looks it up only where a rule denies.
+REPLIES_MAX_ENTRIES = 65536  # LRU: the least recently refreshed flow goes first
+# IANA's values; the C side takes the kernel's own names (ICMP_ECHO, ICMPV6_ECHO_REPLY...)
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+
+
+class ReplyKey(ct.Structure):
+    """A reply as it will arrive: remote is its source, local its destination (IPv6 or
+    IPv4-mapped); TCP/UDP ports in host order; ICMP echo: remote_port is the echo id."""
+
+    _fields_ = [
+        ("ifindex", ct.c_uint32),
+        ("family", ct.c_uint8),
+        ("l4proto", ct.c_uint8),
+        ("remote_port", ct.c_uint16),
+        ("local_port", ct.c_uint16),
+        ("pad", ct.c_uint16),
+        ("remote", ct.c_uint8 * 16),
+        ("local", ct.c_uint8 * 16),
+    ]
+
+
+class ReplyVal(ct.Structure):
+    _fields_ = [("seen_ns", ct.c_uint64)]  # bpf_ktime_get_ns of the last outbound packet
+
+
+class ReplyConfig(ct.Structure):
+    _fields_ = [
+        ("enabled", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("tcp_ns", ct.c_uint64),  # how long after the last outbound packet a reply passes
+        ("udp_ns", ct.c_uint64),
+        ("icmp_ns", ct.c_uint64),
+    ]
+
 
 class Action(enum.IntEnum):
     """Segment value action; also the verdict byte of an event."""
@@ -254,6 +296,7 @@ class Reason(enum.IntEnum):
     RULE = 2
     NO_MATCH = 3
     UNPARSED = 4
+    REPLY = 5  # a Deny matched, but the packet answers a flow the node opened
 
 
 class NodeCounter(enum.IntEnum):
@@ -268,6 +311,8 @@ class NodeCounter(enum.IntEnum):
     EVENTS_SENT = 6
     EVENTS_SUPPRESSED = 7  # over the per-CPU rate limit
     EVENTS_LOST = 8  # ring buffer full
+    REPLY_ALLOWED = 9  # a Deny matched a reply to the node's own flow: passed
+    REPLY_RECORDED = 10  # outbound flows recorded (evicted = recorded - entries held)
 
 
 NODE_COUNTERS = 16
@@ -305,6 +350,7 @@ def c_defines() -> dict[str, int]:
         "EVENT_FLAG_NONFIRST_FRAGMENT": EVENT_FLAG_NONFIRST_FRAGMENT,
         "FLOWS_ENTRIES": FLOWS_ENTRIES,
         "FLOW_FLAG_NONFIRST": FLOW_FLAG_NONFIRST,
+        "REPLIES_MAX_ENTRIES": REPLIES_MAX_ENTRIES,
     }
     defines |= {f"CLASS_{_CLASS_NAMES[c]}": i for c, i in SEG_CLASS_INDEX.items()}
     defines |= {f"FAILSAFE_{_CLASS_NAMES[p]}": bit for p, bit in FAILSAFE_PROTO_BITS.items()}

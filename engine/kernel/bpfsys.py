@@ -100,6 +100,7 @@ def lib() -> ct.CDLL:
         "bpf_free_ringbuf": (None, [vp]),
         "bpf_xdp_attach": (i32, [i32, i32, u32, vp]),
         "bpf_xdp_detach": (i32, [i32, u32, vp]),
+        "bpf_xdp_query_id": (i32, [i32, i32, ct.POINTER(u32)]),
     }
     for name, (restype, argtypes) in protos.items():
         fn = getattr(handle, name)
@@ -612,3 +613,12 @@ def xdp_detach(ifindex: int, flags: int, old_prog_fd: int | None = None) -> None
     _check(
         lib().bpf_xdp_detach(ifindex, flags, ct.byref(opts)), f"detach XDP from ifindex {ifindex}"
     )
+
+
+def xdp_query_id(ifindex: int, flags: int) -> int:
+    """The id of the program attached in the mode flags name (0: none)."""
+    prog_id = ct.c_uint32(0)
+    _check(
+        lib().bpf_xdp_query_id(ifindex, flags, ct.byref(prog_id)), f"query XDP on ifindex {ifindex}"
+    )
+    return prog_id.value

@@ -15,14 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.compiler import CompiledTables
-from engine.kernel import bpfsys, counters, links, loader, pins
+from engine.core.replies import ReplyFlow, ReplySettings
+from engine.errors import DatapathError
+from engine.kernel import bpfsys, counters, links, loader, pins, replies
 from engine.kernel.abi import (
     DEFAULT_FLOW_SAMPLE,
+    EGRESS_PIN,
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FLOW_GAP,
     MAP_FLOWS,
     MAP_NODE_STATS,
+    MAP_REPLIES,
+    MAP_REPLY_CONFIG,
     MAP_RULE_STATS,
     MAX_FLOW_SAMPLE,
     Config,
@@ -49,9 +54,18 @@ DEFAULT_EVENTS_PER_SEC = 1000
 class Datapath:
     """One loaded firewall, found by its pin root. Holds fds only; close() releases them."""
 
-    def __init__(self, pin_root: str, prog_fd: int, maps: dict[str, Map], bpf: Any = None) -> None:
+    def __init__(
+        self,
+        pin_root: str,
+        prog_fd: int,
+        maps: dict[str, Map],
+        bpf: Any = None,
+        egress_fd: int | None = None,
+    ) -> None:
         self.pin_root = pin_root
         self.prog_fd = prog_fd
+        # the tc egress program recording the node's own flows (None: pinned by an older build)
+        self.egress_fd = egress_fd
         self.maps = maps
         self._bpf = bpf  # kept while alive: bcc closes its fds when collected
         self._info = bpfsys.prog_info(prog_fd)
@@ -71,7 +85,8 @@ class Datapath:
         prog_fd = pins.open_prog(pin_root)
         if prog_fd is None:
             return None
-        return cls(pin_root, prog_fd, pins.open_maps(pin_root))
+        egress_fd = pins.open_prog(pin_root, EGRESS_PIN)
+        return cls(pin_root, prog_fd, pins.open_maps(pin_root), egress_fd=egress_fd)
 
     @classmethod
     def load(
@@ -83,9 +98,12 @@ class Datapath:
         fresh = not pins.maps_pinned(pin_root)
         bpf = loader.compile_program(pin_root, source_path)
         fn = loader.load_function(bpf)
+        egress = loader.load_function(bpf, links.EGRESS_NAME, "SCHED_CLS")
         old_fd = pins.open_prog(pin_root)
         try:
-            dp = cls(pin_root, pins.pin_prog(pin_root, fn.fd), pins.open_maps(pin_root), bpf)
+            egress_fd = pins.pin_prog(pin_root, egress.fd, EGRESS_PIN)
+            prog_fd = pins.pin_prog(pin_root, fn.fd)
+            dp = cls(pin_root, prog_fd, pins.open_maps(pin_root), bpf, egress_fd)
             if fresh:
                 dp._config.write(
                     events_per_sec=DEFAULT_EVENTS_PER_SEC,
@@ -93,6 +111,7 @@ class Datapath:
                 )
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
+                dp._follow_replies()
         finally:
             if old_fd is not None:
                 os.close(old_fd)
@@ -106,6 +125,9 @@ class Datapath:
         if self.prog_fd >= 0:
             os.close(self.prog_fd)
             self.prog_fd = -1
+        if self.egress_fd is not None:
+            os.close(self.egress_fd)
+            self.egress_fd = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -144,11 +166,67 @@ class Datapath:
     def attach(self, ifname: str, mode: str = "auto", force: bool = False) -> str:
         """Attach to ifname; returns the mode used (native or generic). Replaces an older infw
         program atomically; a foreign program only with force."""
-        return links.attach(self.prog_fd, self.prog_id, ifname, mode, force)
+        used = links.attach(self.prog_fd, self.prog_id, ifname, mode, force)
+        if self.replies().enabled:
+            links.attach_egress(links.ifindex_of(ifname), self._egress())
+        return used
 
     def detach(self, ifname: str) -> None:
         """Remove our program from ifname; a foreign program there is left alone (and named)."""
         links.detach(self.prog_id, ifname)
+        links.detach_egress(links.ifindex_of(ifname))
+
+    # ----------------------------------------------------------------- replies
+
+    def replies(self) -> ReplySettings:
+        """Whether replies to the node's own flows pass a Deny, and their timeouts."""
+        m = self.maps.get(MAP_REPLY_CONFIG)
+        return ReplySettings() if m is None else replies.read_settings(m)
+
+    def set_replies(self, settings: ReplySettings) -> None:
+        """Write the settings, and put the egress recorder on every interface running our
+        program (replies on) or take it off (off). Flows recorded stay until they expire."""
+        m = self.maps.get(MAP_REPLY_CONFIG)
+        if m is None or self.egress_fd is None:
+            raise DatapathError(
+                "the loaded firewall is an older build without replies",
+                "run `infw reload` to load the current build (rules and counters are kept)",
+            )
+        ours = [a.ifindex for a in scan_attached() if a.prog_id == self.prog_id]
+        if settings.enabled:
+            for ifindex in ours:  # recording starts before a reply can pass
+                links.attach_egress(ifindex, self.egress_fd)
+            replies.write_settings(m, settings)
+        else:
+            replies.write_settings(m, settings)
+            for ifindex in ours:
+                links.detach_egress(ifindex)
+
+    def reply_flows(self) -> frozenset[ReplyFlow]:
+        """The node's outbound flows whose replies pass now (replies on or not)."""
+        m = self.maps.get(MAP_REPLIES)
+        return frozenset() if m is None else replies.live_flows(m, self.replies())
+
+    def replies_held(self) -> int:
+        """Outbound flows the table holds now (recorded - held = evicted by the LRU)."""
+        m = self.maps.get(MAP_REPLIES)
+        return 0 if m is None else replies.held(m)
+
+    def _egress(self) -> int:
+        if self.egress_fd is None:
+            raise DatapathError(
+                "the loaded firewall is an older build without replies",
+                "run `infw reload` to load the current build (rules and counters are kept)",
+            )
+        return self.egress_fd
+
+    def _follow_replies(self) -> None:
+        """After a reload: the new egress program replaces the old one where replies run."""
+        if self.egress_fd is None or not self.replies().enabled:
+            return
+        for att in scan_attached():
+            if att.prog_id == self.prog_id:
+                links.attach_egress(att.ifindex, self.egress_fd)
 
     # ----------------------------------------------------------------- config
 

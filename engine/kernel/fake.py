@@ -26,6 +26,7 @@ from engine.core.compiler import CompiledTables
 from engine.core.flows import FlowKey
 from engine.core.frame import parse_frame
 from engine.core.model import Action as RuleAction
+from engine.core.replies import ReplyFlow, ReplySettings, expected_reply
 from engine.errors import DatapathError, InfwError
 from engine.kernel.abi import (
     DEFAULT_FLOW_SAMPLE,
@@ -132,6 +133,8 @@ class FakeDatapath:
         self.node: dict[NodeCounter, tuple[int, int]] = {c: (0, 0) for c in NodeCounter}
         self._callback: Callable[[DropEventRecord], None] | None = None
         self._queued: list[DropEventRecord] = []
+        self.reply_settings = ReplySettings()
+        self.outbound: set[ReplyFlow] = set()  # what the egress recorder holds (no expiry)
 
     # ----------------------------------------------------------------- attach
 
@@ -276,7 +279,10 @@ class FakeDatapath:
             return Verdict(XDP_PASS, Reason.UNPARSED, counter=NodeCounter.UNPARSED)
         if self.tables is None:
             return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
-        decision = lookup(self.tables, ifindex, parsed.fields)
+        replies = self.outbound if self.reply_settings.enabled else None
+        decision = lookup(self.tables, ifindex, parsed.fields, replies)
+        if decision.reason is RefReason.REPLY:
+            return Verdict(XDP_PASS, Reason.REPLY, decision.rule_id or 0, NodeCounter.REPLY_ALLOWED)
         if decision.reason is RefReason.FAILSAFE:
             return Verdict(XDP_PASS, Reason.FAILSAFE, counter=NodeCounter.FAILSAFE)
         if decision.reason is not RefReason.RULE or decision.rule_id is None:
@@ -309,6 +315,30 @@ class FakeDatapath:
             0,
         )
 
+    def replies(self) -> ReplySettings:
+        return self.reply_settings
+
+    def set_replies(self, settings: ReplySettings) -> None:
+        self.reply_settings = settings
+
+    def replies_held(self) -> int:
+        return len(self.outbound)
+
+    def reply_flows(self) -> frozenset[ReplyFlow]:
+        return frozenset(self.outbound)
+
+    def send_out(self, frame: bytes, ifname: str, tcp_open: bool = True) -> None:
+        """A packet the node sends on ifname: with replies on, the egress recorder notes the
+        reply it expects (tcp_open: a TCP SYN)."""
+        parsed = parse_frame(frame)
+        ifindex = self.kernel.links.get(ifname)
+        if not self.reply_settings.enabled or parsed.fields is None or ifindex is None:
+            return
+        flow = expected_reply(ifindex, parsed.fields, tcp_open)
+        if flow is not None and flow not in self.outbound:
+            self.outbound.add(flow)
+            _add(self.node, NodeCounter.REPLY_RECORDED, 0)
+
     def send(self, frame: bytes, ifname: str) -> int:
         """A packet arriving on ifname: counted, and a drop event queued for a deny. Returns
         the XDP action. An interface without our program lets everything through uncounted."""
@@ -319,7 +349,7 @@ class FakeDatapath:
         v = self.decide(frame, ifindex)
         if v.counter is not None:
             _add(self.node, v.counter, len(frame))
-        if v.rule_id:
+        if v.rule_id and v.reason is not Reason.REPLY:  # a reply is the flow's, not the rule's
             _add(self.rules, v.rule_id, len(frame))
         self._sample_flow(frame, ifindex, v)
         if v.event is not None:

@@ -3,6 +3,7 @@ attached where, and attaching, replacing and detaching ours without touching for
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from dataclasses import dataclass
@@ -169,3 +170,75 @@ def detach(prog_id: int, ifname: str) -> None:
             bpfsys.xdp_detach(ifindex, XDP_MODES[att.mode], old_prog_fd=fd)
         finally:
             os.close(fd)
+
+
+# --- tc egress: the filter that records the node's own flows (replies on) ------------------
+
+EGRESS_NAME = "infw_egress"  # the function name; tc shows it as the filter's name
+EGRESS_PRIO = 49152  # infw's filter priority on clsact egress: one filter per interface
+_CLSACT_EGRESS = "ffff:fff3"
+_CLSACT_EGRESS_ID = 0xFFFFFFF3
+
+
+def egress_attached(ifindex: int) -> bool:
+    """Whether infw's egress filter is on ifindex."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        try:
+            filters = ipr.get_filters(index=ifindex, parent=_CLSACT_EGRESS_ID)
+        except OSError:
+            return False  # no clsact qdisc
+    return any(
+        f["info"] >> 16 == EGRESS_PRIO and (f.get_attr("TCA_OPTIONS") or {}) for f in filters
+    )
+
+
+def attach_egress(ifindex: int, prog_fd: int) -> None:
+    """Put (or replace) infw's egress filter on ifindex, adding a clsact qdisc if none."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise DatapathError(
+                    f"cannot add a clsact qdisc to ifindex {ifindex}: {exc}"
+                ) from exc
+        try:
+            ipr.tc(
+                "replace-filter",
+                "bpf",
+                ifindex,
+                ":1",
+                fd=prog_fd,
+                name=EGRESS_NAME,
+                parent=_CLSACT_EGRESS,
+                classid=1,
+                direct_action=True,
+                prio=EGRESS_PRIO,
+            )
+        except NetlinkError as exc:
+            raise DatapathError(
+                f"cannot attach the egress filter to ifindex {ifindex}: {exc}",
+                "replies need tc (clsact) egress on the interface",
+            ) from exc
+
+
+def detach_egress(ifindex: int) -> None:
+    """Remove infw's egress filter from ifindex; the clsact qdisc stays (others may use it)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    if not egress_attached(ifindex):
+        return
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("del-filter", "bpf", ifindex, ":1", parent=_CLSACT_EGRESS, prio=EGRESS_PRIO)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.EINVAL):
+                raise DatapathError(
+                    f"cannot remove the egress filter from ifindex {ifindex}: {exc}"
+                ) from exc

@@ -13,6 +13,7 @@ from engine.errors import DatapathError
 from engine.kernel import bpfsys
 from engine.kernel.abi import (
     ALL_MAPS,
+    EGRESS_PIN,
     EVENTS_RINGBUF_PAGES,
     FAILSAFE_MAX_ENTRIES,
     FLOWS_ENTRIES,
@@ -26,6 +27,8 @@ from engine.kernel.abi import (
     MAP_NODE_STATS,
     MAP_NODES,
     MAP_RATELIMIT,
+    MAP_REPLIES,
+    MAP_REPLY_CONFIG,
     MAP_RULE_STATS,
     MAP_SEG,
     MAP_SRC,
@@ -34,6 +37,7 @@ from engine.kernel.abi import (
     NODES_TOTAL,
     OPTIONAL_MAPS,
     PROG_PIN,
+    REPLIES_MAX_ENTRIES,
     RULE_STATS_ENTRIES,
     SEG_MAX_ENTRIES,
     SRC_MAX_ENTRIES,
@@ -45,6 +49,9 @@ from engine.kernel.abi import (
     ListRoots,
     Node,
     RateLimit,
+    ReplyConfig,
+    ReplyKey,
+    ReplyVal,
     SegKey,
     SegVal,
     SrcKey,
@@ -79,6 +86,8 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
     MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
     MAP_FLOW_GAP: MapSpec(4, 4, 1),
+    MAP_REPLIES: MapSpec(ct.sizeof(ReplyKey), ct.sizeof(ReplyVal), REPLIES_MAX_ENTRIES),
+    MAP_REPLY_CONFIG: MapSpec(4, ct.sizeof(ReplyConfig), 1),
 }
 
 
@@ -91,17 +100,18 @@ def maps_pinned(pin_root: str) -> bool:
     return os.path.exists(os.path.join(pin_root, MAP_CONFIG))
 
 
-def open_prog(pin_root: str) -> int | None:
-    """An fd of the pinned program, or None if none is pinned."""
-    path = os.path.join(pin_root, PROG_PIN)
+def open_prog(pin_root: str, name: str = PROG_PIN) -> int | None:
+    """An fd of the pinned program (or the egress program), or None if none is pinned."""
+    path = os.path.join(pin_root, name)
     return bpfsys.obj_get(path) if os.path.exists(path) else None
 
 
-def pin_prog(pin_root: str, fd: int) -> int:
-    """Pin fd as the program, replacing any older pin; returns a new fd of the pinned program.
-    Pinned under a temporary name and renamed over the old pin, so the path never vanishes."""
-    path = os.path.join(pin_root, PROG_PIN)
-    tmp_path = os.path.join(pin_root, f"{PROG_PIN}_new_{os.getpid()}")  # bpffs: no dots
+def pin_prog(pin_root: str, fd: int, name: str = PROG_PIN) -> int:
+    """Pin fd as the program (or the egress program), replacing any older pin; returns a new
+    fd of it. Pinned under a temporary name and renamed over the old pin, so the path never
+    vanishes."""
+    path = os.path.join(pin_root, name)
+    tmp_path = os.path.join(pin_root, f"{name}_new_{os.getpid()}")  # bpffs: no dots
     bpfsys.obj_pin(fd, tmp_path)
     os.rename(tmp_path, path)
     return bpfsys.obj_get(path)
@@ -161,7 +171,7 @@ def check_existing_pins(pin_root: str) -> None:
 
 def remove_pins(pin_root: str) -> None:
     """Unpin the program and every map, then the pin root itself if nothing else is in it."""
-    for name in (PROG_PIN, *ALL_MAPS, *RETIRED_PINS):
+    for name in (PROG_PIN, EGRESS_PIN, *ALL_MAPS, *RETIRED_PINS):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(pin_root, name))
     with contextlib.suppress(OSError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine.core.compiler import CompiledTables
+from engine.core.replies import ReplyFlow, ReplySettings
 from engine.kernel.abi import Config, DropEventRecord, LastVerdict, Mode, NodeCounter
 
 # (ifname, ifindex, XDP mode, program id, ours) for every XDP program in the namespace.
@@ -81,6 +82,14 @@ class LoadedDatapath(Protocol):
     def test_run(
         self, frame: bytes, ifindex: int | None = None, repeat: int = 1
     ) -> tuple[int, LastVerdict, int]: ...
+
+    def replies(self) -> ReplySettings: ...
+
+    def set_replies(self, settings: ReplySettings) -> None: ...
+
+    def replies_held(self) -> int: ...
+
+    def reply_flows(self) -> frozenset[ReplyFlow]: ...
 
 
 class Watchdog(Protocol):

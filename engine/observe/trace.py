@@ -3,13 +3,15 @@ program (BPF_PROG_TEST_RUN, which counts nothing), with the deciding rule (DESIG
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Collection, Mapping
 
 from engine.core.classify import PacketFields, Reason, classify, lookup, protocol_number
 from engine.core.compiler import compile_ruleset
 from engine.core.failsafe import FailSafe
-from engine.core.frame import build_frame
+from engine.core.frame import build_frame, parse_frame
 from engine.core.model import Action, Protocol
+from engine.core.replies import ReplyFlow, reply_flow
 from engine.errors import RequestError, StateError
 from engine.kernel.abi import Reason as KernelReason
 from engine.kernel.seam import XDP_DROP, LoadedDatapath
@@ -21,6 +23,7 @@ KERNEL_REASONS: dict[int, str] = {
     KernelReason.RULE: Reason.RULE.value,
     KernelReason.NO_MATCH: Reason.NO_MATCH.value,
     KernelReason.UNPARSED: Reason.UNPARSED.value,
+    KernelReason.REPLY: Reason.REPLY.value,
 }
 
 
@@ -104,22 +107,47 @@ def trace(
         frag,
         dst,
     )
-    ref = classify(stored.ruleset, stored.rule_ids, req.interface, pkt, failsafe)
-    tables = compile_ruleset(stored.ruleset, ifaces, failsafe, stored.rule_ids)
-    compiled = lookup(tables, ifaces[req.interface], pkt)
-    notes: list[str] = []
-    if (compiled.action, compiled.rule_id) != (ref.action, ref.rule_id):
-        notes.append("the compiled tables disagree with the reference: please report this")
     frame = build_frame(
         req.src,
         dst,
         ipproto,
         dport=req.dport,
+        sport=req.sport,
         icmp_type=req.icmp_type,
         icmp_code=req.icmp_code,
         vlan=req.vlan,
         nonfirst_fragment=frag,
     )
+    parsed = parse_frame(frame).fields
+    if parsed is not None:  # what a reply is matched on: the source port, the echo id
+        pkt = dataclasses.replace(pkt, sport=parsed.sport, icmp_id=parsed.icmp_id)
+    ifindex = ifaces[req.interface]
+    notes: list[str] = []
+    replies_on = datapath is not None and datapath.replies().enabled
+    live: frozenset[ReplyFlow] | None = None
+    if datapath is not None and replies_on:
+        live = datapath.reply_flows()
+    table: Collection[ReplyFlow] | None = live
+    if req.reply:
+        flow = reply_flow(ifindex, pkt)
+        if flow is None:
+            notes.append("this packet cannot be a reply (TCP/UDP, or an ICMP echo reply)")
+        elif not replies_on:
+            notes.append("replies are off here (`infw replies on`): a reply is decided as any")
+        else:
+            table = (live or frozenset()) | {flow}
+            if live is not None and flow not in live:
+                notes.append(
+                    "the node has no such flow open now: the reference assumes one, the kernel "
+                    "answers from its live table"
+                )
+    ref = classify(stored.ruleset, stored.rule_ids, req.interface, pkt, failsafe, table, ifindex)
+    tables = compile_ruleset(stored.ruleset, ifaces, failsafe, stored.rule_ids)
+    compiled = lookup(tables, ifindex, pkt, table)
+    if (compiled.action, compiled.rule_id) != (ref.action, ref.rule_id):
+        notes.append("the compiled tables disagree with the reference: please report this")
+    # the kernel is held to the reference over its own live table
+    same = lookup(tables, ifindex, pkt, live) if table is not live else compiled
     k_verdict = k_reason = None
     k_rule: int | None = None
     if datapath is not None:
@@ -127,16 +155,17 @@ def trace(
         k_rule = int(last.rule_id) or None
         k_reason = KERNEL_REASONS.get(int(last.reason), "unknown")
         k_verdict = "DENY" if xdp_action == XDP_DROP else "ALLOW"
-        if xdp_action != XDP_DROP and k_reason == "rule" and ref.action is Action.DENY:
+        if xdp_action != XDP_DROP and k_reason == "rule" and same.action is Action.DENY:
             k_verdict = "WOULD DENY"
         notes.append("the traced packet is marked: it counts nothing and logs no event")
     else:
         notes.append("no firewall is loaded: only the reference classifier answered")
     ref_verdict = ref.action.value.upper()
+    same_verdict = same.action.value.upper()
     agree = k_verdict is None or (
-        k_rule == ref.rule_id
-        and k_reason == ref.reason.value
-        and (k_verdict == ref_verdict or (k_verdict == "WOULD DENY" and ref_verdict == "DENY"))
+        k_rule == same.rule_id
+        and k_reason == same.reason.value
+        and (k_verdict == same_verdict or (k_verdict == "WOULD DENY" and same_verdict == "DENY"))
     )
     return TraceResult(
         req.interface,

@@ -17,6 +17,7 @@ from engine.core.crd import _Collector as _Errors  # one error collector for rul
 from engine.core.crd import _int_field, parse_port_range
 from engine.core.failsafe import DEFAULT_FAILSAFE, MAX_FAILSAFE_PORTS, FailSafe, failsafe_ports
 from engine.core.model import Protocol
+from engine.core.replies import ReplySettings
 from engine.core.yamlfile import load_all, read_text
 from engine.errors import FieldError, ValidationError
 from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, DEFAULT_PIN_ROOT, MAX_FLOW_SAMPLE
@@ -34,7 +35,10 @@ KEYS = (
     "stateDir",
     "pinRoot",
     "nodeLabels",
+    "replies",
 )
+REPLY_KEYS = ("enabled", "tcpTimeout", "udpTimeout", "icmpTimeout")
+MAX_REPLY_TIMEOUT = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class NodeConfig:
     pin_root: str = DEFAULT_PIN_ROOT
     # The node's labels, for spec.nodeSelector; None: unknown, so every object applies.
     node_labels: Mapping[str, str] | None = field(default=None, hash=False)
+    # replies to the node's own connections under a Deny: set when the firewall is loaded;
+    # `infw replies on|off` changes the running firewall
+    replies: ReplySettings = field(default_factory=ReplySettings)
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -205,9 +212,41 @@ def parse_config(raw: object, document: str = DEFAULT_CONFIG_PATH) -> NodeConfig
         values["pin_root"] = pin
     if raw.get("nodeLabels") is not None:  # null: unknown, like leaving it out
         values["node_labels"] = _labels(e, "nodeLabels", raw["nodeLabels"])
+    if "replies" in raw:
+        values["replies"] = _replies(e, raw["replies"])
     if e.errors:
         raise ValidationError(e.errors)
     return NodeConfig(**values)
+
+
+def _replies(e: _Errors, raw: object) -> ReplySettings | None:
+    if not isinstance(raw, dict):
+        e.add(
+            "replies",
+            raw,
+            f"must be a mapping of {', '.join(REPLY_KEYS)}",
+            "e.g. replies: {enabled: true, udpTimeout: 30}",
+        )
+        return None
+    for key in raw:
+        if key not in REPLY_KEYS:
+            e.add(f"replies.{key}", raw[key], "unknown field", f"allowed: {', '.join(REPLY_KEYS)}")
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        e.add("replies.enabled", enabled, "must be true or false")
+        return None
+    timeouts = {
+        name: _seconds(e, f"replies.{key}", raw[key], MAX_REPLY_TIMEOUT)
+        for key, name in (
+            ("tcpTimeout", "tcp_timeout"),
+            ("udpTimeout", "udp_timeout"),
+            ("icmpTimeout", "icmp_timeout"),
+        )
+        if key in raw
+    }
+    if any(v is None for v in timeouts.values()):
+        return None
+    return ReplySettings(enabled, **{k: v for k, v in timeouts.items() if v is not None})
 
 
 def _labels(e: _Errors, path: str, raw: object) -> dict[str, str] | None:

@@ -427,7 +427,13 @@ def test_stats_events_and_trace_render() -> None:
     assert "kernel and reference agree" in out
     assert (
         "trace",
-        ("eth0", "192.0.2.7", "TCP", 8080, {"dst": None, "vlan": (), "fragment": False}),
+        (
+            "eth0",
+            "192.0.2.7",
+            "TCP",
+            8080,
+            {"dst": None, "vlan": (), "fragment": False, "sport": 40000, "reply": False},
+        ),
     ) in fake.calls
 
 

@@ -44,7 +44,9 @@ def test_plain_ipv4_tcp() -> None:
     parsed = parse(ETH / IP(src="192.0.2.7", dst="10.0.0.1") / TCP(sport=1234, dport=8080))
     assert parsed.kind == "ip" and parsed.family == 4 and parsed.vlan == 0
     assert parsed.sport == 1234
-    assert parsed.fields == PacketFields(src="192.0.2.7", dst="10.0.0.1", ipproto=6, dport=8080)
+    assert parsed.fields == PacketFields(
+        src="192.0.2.7", dst="10.0.0.1", ipproto=6, dport=8080, sport=1234
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,180 @@
+"""Replies to the node's own flows, kernel against reference: random rule sets, random frames
+and a random table of outbound flows (exact replies and near misses) through BPF_PROG_TEST_RUN
+must get the verdict engine.core.classify gives with that table as input."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.core.classify import Reason, classify, lookup
+from engine.core.compiler import compile_ruleset
+from engine.core.frame import build_frame, parse_frame
+from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
+from engine.core.replies import ReplyFlow, ReplySettings, reply_flow
+from engine.kernel.abi import MAP_REPLIES, NodeCounter
+from engine.kernel.abi import Reason as KernelReason
+from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
+from tests.kernel.test_differential import frames_for
+from tests.unit.strategies import tricky_rulesets
+
+pytestmark = [pytest.mark.root, pytest.mark.kernel]
+
+XDP_DROP, XDP_PASS = 1, 2
+ON = ReplySettings(enabled=True)
+KERNEL_REASON = {
+    Reason.FAILSAFE: KernelReason.FAILSAFE,
+    Reason.RULE: KernelReason.RULE,
+    Reason.NO_MATCH: KernelReason.NO_MATCH,
+    Reason.REPLY: KernelReason.REPLY,
+}
+
+
+@pytest.fixture(scope="module")
+def dp() -> Iterator[Any]:
+    reason = kernel_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from engine.kernel.datapath import Datapath
+
+    os.makedirs(PIN_BASE, exist_ok=True)
+    d = Datapath.load(os.path.join(PIN_BASE, "replies"))
+    try:
+        yield d
+    finally:
+        d.unload()
+
+
+def set_table(dp: Any, flows: set[ReplyFlow], age_s: float = 0.0) -> None:
+    from engine.kernel import replies
+
+    m = dp.maps[MAP_REPLIES]
+    for key in list(m.keys()):
+        m.delete(key)
+    replies.record(m, flows, age_s)
+
+
+def near_miss(flow: ReplyFlow) -> ReplyFlow:
+    """The same flow but for one field: a forged reply must not pass."""
+    return dataclasses.replace(flow, remote_port=flow.remote_port ^ 1)
+
+
+def verdict(dp: Any, frame: bytes) -> tuple[int, KernelReason, int]:
+    action, last, _ = dp.test_run(frame, LO_IFINDEX)
+    return action, KernelReason(last.reason), last.rule_id
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_kernel_agrees_with_reference_on_random_outbound_tables(
+    dp: Any, data: st.DataObject
+) -> None:
+    ruleset = data.draw(tricky_rulesets())
+    tables = compile_ruleset(ruleset, {"lo": LO_IFINDEX})
+    dp.write_tables(tables, dp.generation() + 1)
+    frames = data.draw(st.lists(frames_for(ruleset), min_size=1, max_size=12))
+    flows: set[ReplyFlow] = set()
+    for frame in frames:
+        parsed = parse_frame(frame)
+        flow = reply_flow(LO_IFINDEX, parsed.fields) if parsed.fields else None
+        if flow is not None:
+            flows.add(data.draw(st.sampled_from([flow, flow, near_miss(flow)])))
+    set_table(dp, flows)
+    for enabled in (True, False):
+        dp.set_replies(ReplySettings(enabled=enabled))
+        for frame in frames:
+            parsed = parse_frame(frame)
+            if parsed.kind != "ip" or parsed.fields is None:
+                continue
+            table = flows if enabled else None
+            want = lookup(tables, LO_IFINDEX, parsed.fields, table)
+            brute = classify(
+                ruleset, tables.rule_ids, "lo", parsed.fields, tables.failsafe, table, LO_IFINDEX
+            )
+            assert (brute.action, brute.reason, brute.rule_id) == (
+                want.action,
+                want.reason,
+                want.rule_id,
+            )
+            drop = want.reason is Reason.RULE and want.action is Action.DENY
+            expected = (
+                XDP_DROP if drop else XDP_PASS,
+                KERNEL_REASON[want.reason],
+                want.rule_id or 0,
+            )
+            assert verdict(dp, frame) == expected, f"{parsed} replies {enabled}"
+    dp.set_replies(ReplySettings())
+
+
+DENY_ALL = RuleSet(
+    (Firewall("deny", ("lo",), (IngressBlock(("0.0.0.0/0", "::/0"), (Rule(1, Action.DENY),)),)),)
+)
+
+
+def udp_answer(sport: int = 53) -> bytes:
+    return build_frame("192.0.2.53", "192.0.2.1", 17, dport=40000, sport=sport)
+
+
+def test_a_reply_passes_until_its_timeout_and_counts(dp: Any) -> None:
+    dp.write_tables(compile_ruleset(DENY_ALL, {"lo": LO_IFINDEX}), dp.generation() + 1)
+    fields = parse_frame(udp_answer()).fields
+    assert fields is not None
+    flow = reply_flow(LO_IFINDEX, fields)
+    assert flow is not None
+    dp.set_replies(dataclasses.replace(ON, udp_timeout=5.0))
+    try:
+        set_table(dp, {flow}, age_s=1.0)
+        assert verdict(dp, udp_answer())[:2] == (XDP_PASS, KernelReason.REPLY)
+        assert verdict(dp, udp_answer(sport=54))[:2] == (XDP_DROP, KernelReason.RULE)
+        before = dp.node_counters()[NodeCounter.REPLY_ALLOWED][0]
+        from engine.kernel import bpfsys
+
+        result = bpfsys.prog_test_run(dp.prog_fd, udp_answer(), 3, LO_IFINDEX)  # counted
+        assert result.retval == XDP_PASS
+        assert dp.node_counters()[NodeCounter.REPLY_ALLOWED][0] == before + 3
+        set_table(dp, {flow}, age_s=6.0)  # older than the UDP timeout
+        assert verdict(dp, udp_answer())[:2] == (XDP_DROP, KernelReason.RULE)
+    finally:
+        dp.set_replies(ReplySettings())
+    set_table(dp, {flow})
+    assert verdict(dp, udp_answer())[:2] == (XDP_DROP, KernelReason.RULE)  # replies off
+
+
+def test_echo_replies_match_by_id_and_an_allow_never_looks(dp: Any) -> None:
+    dp.write_tables(compile_ruleset(DENY_ALL, {"lo": LO_IFINDEX}), dp.generation() + 1)
+    reply = build_frame("192.0.2.9", "192.0.2.1", 1, icmp_type=0, icmp_code=0)
+    fields = parse_frame(reply).fields
+    assert fields is not None and fields.icmp_id == 0x1234
+    flow = reply_flow(LO_IFINDEX, fields)
+    assert flow is not None
+    dp.set_replies(ON)
+    try:
+        set_table(dp, {near_miss(flow)})
+        assert verdict(dp, reply)[:2] == (XDP_DROP, KernelReason.RULE)
+        set_table(dp, {flow})
+        assert verdict(dp, reply)[:2] == (XDP_PASS, KernelReason.REPLY)
+        request = build_frame("192.0.2.9", "192.0.2.1", 1, icmp_type=8, icmp_code=0)
+        assert verdict(dp, request)[:2] == (XDP_DROP, KernelReason.RULE)  # not a reply type
+        allow = RuleSet(
+            (
+                Firewall(
+                    "allow",
+                    ("lo",),
+                    (IngressBlock(("0.0.0.0/0",), (Rule(1, Action.ALLOW, Protocol.ICMP),)),),
+                ),
+            )
+        )
+        dp.write_tables(compile_ruleset(allow, {"lo": LO_IFINDEX}), dp.generation() + 1)
+        assert verdict(dp, reply)[:2] == (XDP_PASS, KernelReason.RULE)  # allowed by its rule
+    finally:
+        dp.set_replies(ReplySettings())
