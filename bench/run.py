@@ -63,6 +63,12 @@ def _console() -> list[Figure]:
     return console.run_group()
 
 
+def _replies() -> list[Figure]:
+    from bench import replies
+
+    return replies.run_group()
+
+
 def _impact() -> list[Figure]:
     from bench import impact
 
@@ -77,6 +83,7 @@ GROUPS: dict[str, Callable[[], list[Figure]]] = {
     "edits": _edits,
     "console": _console,
     "impact": _impact,
+    "replies": _replies,
 }
 
 

@@ -103,6 +103,7 @@ class EngineCollector:
             ("failsafe", t.failsafe),
             ("no_match", t.no_match),
             ("unparsed", t.unparsed),
+            ("reply_allowed", t.reply_allowed),
         )
         packets = CounterMetricFamily(
             "infw_node_packets", "Packets seen by the firewall, by result", labels=("result",)

@@ -178,3 +178,21 @@ def test_echo_replies_match_by_id_and_an_allow_never_looks(dp: Any) -> None:
         assert verdict(dp, reply)[:2] == (XDP_PASS, KernelReason.RULE)  # allowed by its rule
     finally:
         dp.set_replies(ReplySettings())
+
+
+def test_a_reload_keeps_the_setting_and_the_flows(dp: Any) -> None:
+    from engine.kernel.datapath import Datapath
+
+    fields = parse_frame(udp_answer()).fields
+    assert fields is not None
+    flow = reply_flow(LO_IFINDEX, fields)
+    assert flow is not None
+    dp.set_replies(dataclasses.replace(ON, udp_timeout=12.0))
+    set_table(dp, {flow})
+    try:
+        with Datapath.load(dp.pin_root) as again:  # what `infw reload` does
+            assert again.replies() == dataclasses.replace(ON, udp_timeout=12.0)
+            assert again.reply_flows() == {flow}
+            assert again.egress_fd is not None
+    finally:
+        dp.set_replies(ReplySettings())

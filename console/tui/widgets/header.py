@@ -111,6 +111,9 @@ def header_variants(status: Status | None) -> list[Text]:
             line.append(f" (netns {status.netns})", style="dim")
         line.append(SEP, style="dim")
         line.append_text(mode_text(status.mode, short=short_mode))
+        if status.replies:  # the node's own replies pass a Deny: worth a glance
+            line.append(DOT, style="dim")
+            line.append("replies" if short_mode else "replies on", style="bold")
         line.append(SEP, style="dim")
         line.append(f"gen {status.generation}")
         line.append(DOT, style="dim")
