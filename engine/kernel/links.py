@@ -183,12 +183,13 @@ _CLSACT_EGRESS_ID = 0xFFFFFFF3
 def egress_attached(ifindex: int) -> bool:
     """Whether infw's egress filter is on ifindex."""
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
         try:
             filters = ipr.get_filters(index=ifindex, parent=_CLSACT_EGRESS_ID)
-        except OSError:
-            return False  # no clsact qdisc
+        except (OSError, NetlinkError):  # NetlinkError is no OSError
+            return False  # no clsact qdisc, or the interface is gone
     return any(
         f["info"] >> 16 == EGRESS_PRIO and (f.get_attr("TCA_OPTIONS") or {}) for f in filters
     )
