@@ -35,11 +35,13 @@ screenshots: bootstrap
 clean-lab:
 	$(VENV)/bin/infw lab down
 
-# Put infw and infw-tui on PATH and install the boot-time restore unit (does not enable it).
+# Put infw and infw-tui on PATH and install the boot-time restore and agent units (not enabled).
 install: bootstrap
 	ln -sfn $(CURDIR)/$(VENV)/bin/infw /usr/local/bin/infw
 	ln -sfn $(CURDIR)/$(VENV)/bin/infw-tui /usr/local/bin/infw-tui
 	install -m 0644 deploy/infw-restore.service /etc/systemd/system/infw-restore.service
+	install -m 0644 deploy/infw-agent.service /etc/systemd/system/infw-agent.service
 	install -d -m 0755 /etc/infw
 	[ -e /etc/infw/config.yaml ] || install -m 0644 deploy/config.yaml /etc/infw/config.yaml
-	@echo "installed; enable the boot restore with: systemctl daemon-reload && systemctl enable infw-restore"
+	@echo "installed; enable the boot restore and the agent with:"
+	@echo "  systemctl daemon-reload && systemctl enable --now infw-restore infw-agent"

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -288,7 +289,14 @@ class Engine:
             node_labels=None if labels is None else dict(labels),
             not_for_node=tuple(fw.name for fw in split.other_nodes),
             replies=dp.replies().enabled if dp is not None else self.config.replies.enabled,
+            agent=self._agent_text(),
         )
+
+    def _agent_text(self) -> str:
+        from engine.agent import agent_pid
+
+        pid = agent_pid(self.pin_root)
+        return f"running pid {pid}" if pid else ""
 
     def pending(self) -> PendingView | None:
         with contextlib.suppress(InfwError):  # status reports a failed take-over itself
@@ -1158,11 +1166,17 @@ class Engine:
     def detach(self, patterns: Sequence[str] | None = None) -> list[str]:
         """Detach from matching interfaces; with none given, detach everywhere and remove pins."""
         self._require_write("detach")
-        if not self.loaded():
-            return []
-        dp = self.datapath()
-        attached = [name for name, _, _, _, ours in dp.attached() if ours]
-        if patterns:
+        # Under the store lock, kernel and store together: the agent (which follows the stored
+        # patterns under the same lock) never sees the program gone and the pattern still there.
+        with self.store.lock():
+            if not self.loaded():
+                return []
+            dp = self.datapath()
+            attached = [name for name, _, _, _, ours in dp.attached() if ours]
+            if not patterns:
+                dp.unload()
+                self._datapath = None
+                return attached
             names = match_interfaces(patterns, {n: 0 for n in attached})
             if not names:
                 raise StateError(
@@ -1171,31 +1185,82 @@ class Engine:
                 )
             for name in names:
                 dp.detach(name)
-            with self.store.lock():
-                stored = self.state()
-                # A stored glob that covered a detached name is replaced by the names it still
-                # covers, so restore does not attach the detached interface again.
-                gone = set(names)
-                kept_list: list[str] = []
-                for p in stored.interfaces:
-                    covered = match_interfaces([p], {n: 0 for n in attached})
-                    if p in patterns or gone & set(covered):
-                        kept_list.extend(n for n in covered if n not in gone)
-                    else:
-                        kept_list.append(p)
-                kept = tuple(dict.fromkeys(kept_list))
-                if kept != stored.interfaces:
-                    new = self.store.commit(
-                        replace(stored, interfaces=kept),
-                        expected_generation=stored.generation,
-                        author=author(),
-                        summary=f"detach {', '.join(patterns)}",
-                    )
-                    dp.set_generation(new.generation)
+            stored = self.state()
+            # A stored glob that covered a detached name is replaced by the names it still
+            # covers, so restore does not attach the detached interface again.
+            gone = set(names)
+            kept_list: list[str] = []
+            for p in stored.interfaces:
+                covered = match_interfaces([p], {n: 0 for n in attached})
+                if p in patterns or gone & set(covered):
+                    kept_list.extend(n for n in covered if n not in gone)
+                else:
+                    kept_list.append(p)
+            kept = tuple(dict.fromkeys(kept_list))
+            if kept != stored.interfaces:
+                new = self.store.commit(
+                    replace(stored, interfaces=kept),
+                    expected_generation=stored.generation,
+                    author=author(),
+                    summary=f"detach {', '.join(patterns)}",
+                )
+                dp.set_generation(new.generation)
             return names
-        dp.unload()
-        self._datapath = None
-        return attached
+
+    def follow_interfaces(self) -> list[str]:
+        """One sweep of the node agent (engine.agent), also safe to run by hand: take back an
+        expired pending change whose watchdog failed; give every interface that a stored attach
+        pattern names the tables for its current ifindex, then the program. Returns what it did.
+
+        Tables are rewritten only while the kernel and the store name the same generation: in a
+        drift (a revert the store could not record) the store's rules are the wrong ones."""
+        self._require_write("follow interfaces")
+        done: list[str] = []
+        reverted = self._reap_expired()
+        if reverted:
+            done.append(reverted)
+        with self.store.lock():
+            stored = self.state()
+            dp = self._kernel() if stored.interfaces else None
+            if dp is None:
+                return done
+            try:
+                done += self._follow(dp, stored)
+            finally:
+                # The agent must not keep a handle: a `detach` removes the pins, and a held
+                # handle would let the next sweep put the program back.
+                self._datapath = None
+                dp.close()
+        return done
+
+    def _follow(self, dp: Any, stored: StoredState) -> list[str]:
+        done: list[str] = []
+        ifaces = self.interfaces()
+        names = match_interfaces(stored.interfaces, ifaces)
+        attached = {name: ours for name, _, _, _, ours in dp.attached()}
+        kernel_gen = int(dp.config().generation)
+        if kernel_gen == stored.generation:
+            tables = self._compile(stored.ruleset, ifaces, stored.rule_ids)
+            missing = {e.ifindex for e in tables.lpm} - dp.table_ifindexes()
+            if missing:
+                self._enforce(dp, tables, stored.rule_ids, stored.generation)
+                gone = sorted(n for n, i in ifaces.items() if i in missing)
+                done.append(f"tables written for {', '.join(gone)} (new ifindex)")
+        for name in names:
+            if name in attached and not attached[name]:
+                continue  # a foreign program: never replaced without --force (status names it)
+            if name not in attached:
+                mode = dp.attach(name, mode=stored.attach_mode)
+                done.append(f"attached to {name} ({mode})")
+        return done
+
+    def follow(self, stop: threading.Event, say: Callable[[str], None]) -> None:
+        """Run the node agent until stop is set (`infw agent`)."""
+        from engine import agent
+
+        self._require_write("run the agent")
+        self._require_root("follow interfaces")
+        agent.run(self, stop, say)
 
     def restore(self, progress: Progress = _quiet, *, attach: bool = True) -> Status:
         """Re-apply the stored state (boot): load, write the stored rules, attach the stored

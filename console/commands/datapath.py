@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 from dataclasses import asdict
 
 from console import render
@@ -52,6 +55,19 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     with ctx.progress() as progress:
         st = ctx.engine.restore(progress=progress, attach=not args.no_attach)
     ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    return 0
+
+
+def cmd_agent(ctx: Context, args: argparse.Namespace) -> int:
+    """Follow the interfaces until SIGTERM or Ctrl-C (the systemd unit runs this)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def say(text: str) -> None:
+        ctx.note(f"infw agent: {text}")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        ctx.engine.follow(stop, say)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from console.commands import values
 from console.commands.datapath import (
+    cmd_agent,
     cmd_attach,
     cmd_detach,
     cmd_reload,
@@ -541,6 +542,13 @@ COMMANDS: dict[str, Command] = {
                 ("", "bring the firewall back after a reboot, on the interfaces the objects name"),
                 ("--no-attach", "only the interfaces attached before"),
             ),
+        ),
+        Command(
+            "agent",
+            "follow the interfaces: re-attach where they appear, return or are recreated "
+            "(the infw-agent unit runs it)",
+            cmd_agent,
+            examples=(("", "keep the firewall on its interfaces with no console running"),),
         ),
         Command(
             "reload",

@@ -181,7 +181,6 @@ def test_watchdog_stopped_is_taken_over_and_removed(node: FaultNode) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15: infw agent not landed yet")
 def test_agent_takes_over_a_dead_watchdog_with_no_console(node: FaultNode) -> None:
     node.start_old()
     node.spawn("agent")
@@ -215,7 +214,6 @@ def test_console_killed_mid_apply_leaves_one_whole_rule_set(node: FaultNode) -> 
 # ------------------------------------------------------------------------- interfaces
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15: infw agent not landed yet")
 def test_interface_moved_away_and_back_is_filtered_by_the_agent(node: FaultNode) -> None:
     node.start_old()
     node.spawn("agent")
@@ -226,7 +224,6 @@ def test_interface_moved_away_and_back_is_filtered_by_the_agent(node: FaultNode)
     assert_healthy(node, "new")
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15: infw agent not landed yet")
 def test_interface_deleted_and_recreated_is_filtered_by_the_agent(node: FaultNode) -> None:
     node.start_old()
     node.spawn("agent")
@@ -238,7 +235,6 @@ def test_interface_deleted_and_recreated_is_filtered_by_the_agent(node: FaultNod
     assert_healthy(node, "old")
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15: infw agent not landed yet")
 def test_interface_renamed_into_the_objects_is_filtered_by_the_agent(node: FaultNode) -> None:
     node.start_old()
     node.spawn("agent")
@@ -250,6 +246,18 @@ def test_interface_renamed_into_the_objects_is_filtered_by_the_agent(node: Fault
     sh("ip", "-n", node.ns, "link", "set", "infw-fq", "name", NODE_IF)
     node.configure_node_end()
     assert node.wait_rules("old", 1.5), "the renamed interface was not filtered"
+
+
+def test_agent_never_undoes_a_detach(node: FaultNode) -> None:
+    node.start_old()
+    node.spawn("agent")
+    node.ok("detach", NODE_IF)
+    time.sleep(2.5)  # two sweeps and the link events of the detach
+    assert node.xdp_prog_id() is None and node.rules_in_force() == "none"
+    node.ok("attach", NODE_IF)
+    node.ok("detach")  # everything: unloaded, pins removed
+    time.sleep(2.5)
+    assert node.xdp_prog_id() is None and node.rules_in_force() == "none"
 
 
 def test_interface_back_without_agent_is_reported_and_restore_repairs(node: FaultNode) -> None:

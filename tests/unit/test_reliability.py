@@ -1,0 +1,98 @@
+"""Issue #15 on the fake kernel (no root): the order of a change, take-over of a stopped
+watchdog, status problems (orphaned, watchdog, drift, unfiltered), adoption, following
+interfaces. tests/e2e/test_faults.py checks the same with real packets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.engine import Engine
+from engine.errors import InfwError
+from engine.kernel.fake import FakeKernel
+from engine.state.config import NodeConfig
+
+RULE = "deny tcp 8000 from 192.0.2.0/24 on eth0 order 10"
+
+
+def make(tmp_path: Path, kernel: FakeKernel) -> Engine:
+    engine = Engine(
+        str(tmp_path / "pins"), str(tmp_path / "state"), config=NodeConfig(), session=None,
+        kernel=kernel,
+    )  # fmt: skip
+    engine.attach(["eth0"])
+    return engine
+
+
+def kinds(engine: Engine) -> set[str]:
+    return {p.kind for p in engine.status().problems}
+
+
+def test_a_healthy_firewall_has_no_problems(tmp_path: Path) -> None:
+    engine = make(tmp_path, FakeKernel())
+    engine.add_rule(RULE, confirm_timeout=0)
+    st = engine.status()
+    assert not st.problems and st.generation == st.store_generation
+
+
+def test_pins_removed_is_orphaned_and_a_write_adopts_it(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    kernel.remove_pins(engine.pin_root)
+    engine._datapath = None
+    assert "orphaned" in kinds(engine)
+    result = engine.add_rule(RULE, confirm_timeout=0)
+    assert not result.warnings, "not 'stored only': the orphan was adopted"
+    assert kernel.open(engine.pin_root) is not None
+    assert not engine.status().problems
+
+
+def test_a_change_whose_watchdog_cannot_start_leaves_kernel_store_and_history(
+    tmp_path: Path,
+) -> None:
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    before = engine.state().generation
+    history = engine.store.generations()
+    kernel.watchdog.fail_to_start = True
+    with pytest.raises(InfwError):
+        engine.add_rule(RULE, confirm_timeout=10)
+    assert engine.state().generation == before
+    assert engine.store.generations() == history, "no phantom history entry"
+    assert engine.store.get_pending() is None
+    assert kernel.open(engine.pin_root).config().generation == before  # type: ignore[union-attr]
+
+
+def test_a_stopped_watchdog_is_reported_then_taken_over_after_the_grace(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    result = engine.add_rule(RULE, confirm_timeout=10)
+    pid = engine.store.get_pending().watchdog_pid  # type: ignore[union-attr]
+    kernel.watchdog.stopped.add(pid)
+    assert "watchdog" in kinds(engine)
+    pending = engine.store.get_pending()
+    assert pending is not None
+    # Past deadline + grace: the next look reverts, kernel first, and says so.
+    engine.store.set_pending(
+        type(pending)(pending.generation, pending.previous_generation, time.time() - 4, pid, "t")
+    )
+    st = engine.status()
+    assert st.reverted and st.pending is None and not st.problems
+    assert engine.state().ruleset.rule_count() == 0
+    assert st.generation == st.store_generation == result.generation + 1
+    assert kernel.watchdog.state(pid) == "gone"
+
+
+def test_a_recreated_interface_is_unfiltered_until_followed(tmp_path: Path) -> None:
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    engine.add_rule(RULE, confirm_timeout=0)
+    del kernel.xdp["eth0"]
+    kernel.links["eth0"] = 9  # deleted and created again: a new ifindex, no program
+    assert "unfiltered" in kinds(engine)
+    done = engine.follow_interfaces()
+    assert any("attached to eth0" in d for d in done) and any("tables" in d for d in done)
+    assert not engine.status().problems
+    assert engine.follow_interfaces() == []  # nothing more to do
