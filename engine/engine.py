@@ -211,7 +211,7 @@ class Engine:
     ) -> CompiledTables:
         """Tables of the objects for this node; ids for every stored rule, so an object that is
         not for this node keeps its id (and its counters) until it is."""
-        ids = assign_rule_ids(ruleset, previous_ids)
+        ids = assign_rule_ids(ruleset, previous_ids, self.state().next_rule_id)
         # incremental from the last compile in this engine where it can be (same interfaces,
         # fail-safe list and ids), in full otherwise
         tables = self._compiler.compile(

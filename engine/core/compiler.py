@@ -19,6 +19,7 @@ import array
 import fnmatch
 import functools
 import heapq
+import itertools
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -76,9 +77,14 @@ def iter_rules(ruleset: RuleSet) -> Iterable[tuple[Firewall, int, IngressBlock, 
 
 
 def assign_rule_ids(
-    ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = None
+    ruleset: RuleSet, previous: Mapping[RuleKey, int] | None = None, first_new: int = 1
 ) -> dict[RuleKey, int]:
-    """Stable ids: a rule keeps its id (and so its counters) while its key is unchanged."""
+    """Stable ids: a rule keeps its id (and so its counters) while its key is unchanged.
+
+    New rules take ids from first_new up (the store's high-water mark), so an id is not handed
+    out again while others are free: a `delete ID` read from a stale listing cannot remove a
+    newer rule that happens to have inherited it. Freed ids below come back only when the top
+    of the range is used up."""
     previous = previous or {}
     keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
     ids: dict[RuleKey, int] = {}
@@ -92,13 +98,15 @@ def assign_rule_ids(
     # Ids freed by this very edit stay unused until the next one, so no packet of the old
     # generation counts into a new rule's fresh counter.
     used = set(ids.values()) | set(previous.values())
-    next_id = 1
+    start = max(1, min(first_new, MAX_RULE_ID + 1))
+    fresh = (
+        i for i in itertools.chain(range(start, MAX_RULE_ID + 1), range(1, start)) if i not in used
+    )
     for key in keys:
         if key in ids:
             continue
-        while next_id in used:
-            next_id += 1
-        if next_id > MAX_RULE_ID:
+        next_id = next(fresh, None)
+        if next_id is None:
             raise LimitError(
                 [
                     FieldError(
@@ -111,7 +119,6 @@ def assign_rule_ids(
                 ]
             )
         ids[key] = next_id
-        used.add(next_id)
     return ids
 
 

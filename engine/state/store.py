@@ -67,6 +67,8 @@ class StoredState:
     # The generation whose rules a revert or rollback brought back (kept through later mode or
     # attach generations), so the next revert steps back past it, not forward again.
     restores: int | None = field(default=None, compare=False)
+    # The lowest rule id never handed out: ids are not reused (see assign_rule_ids).
+    next_rule_id: int = field(default=1, compare=False)
     kind: ChangeKind = field(default=ChangeKind.CHANGE, compare=False)
 
 
@@ -244,6 +246,7 @@ def _encode_state(state: StoredState) -> dict[str, Any]:
         "author": state.author,
         "summary": state.summary,
         "restores": state.restores,
+        "next_rule_id": state.next_rule_id,
         "kind": state.kind.value,
         "mode": state.mode,
         "interfaces": list(state.interfaces),
@@ -278,6 +281,7 @@ def _decode_state(raw: object) -> StoredState:
         author=str(raw.get("author", "")),
         summary=str(raw.get("summary", "")),
         restores=raw["restores"] if isinstance(raw.get("restores"), int) else None,
+        next_rule_id=_next_rule_id(raw),
         kind=_decode_kind(raw.get("kind")),
     )
 
@@ -288,6 +292,14 @@ def _decode_kind(raw: object) -> ChangeKind:
         return ChangeKind(str(raw))
     except ValueError:
         return ChangeKind.CHANGE
+
+
+def _next_rule_id(raw: dict[str, Any]) -> int:
+    """Stored by newer builds; older state files: one past the highest id in use."""
+    value = raw.get("next_rule_id")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return max(_decode_ids(raw["rule_ids"]).values(), default=0) + 1
 
 
 class Store:
@@ -521,6 +533,7 @@ class Store:
             # Any history file above the current generation is from a commit that never reached
             # state.json (a crash between the two writes): it was never in force, so reuse it.
             generation = expected_generation + 1
+            top = max(state.rule_ids.values(), default=0) + 1
             new = replace(
                 state,
                 generation=generation,
@@ -528,6 +541,7 @@ class Store:
                 author=printable(author),
                 summary=printable(summary),  # summaries embed file names
                 kind=kind,
+                next_rule_id=max(state.next_rule_id, top),
             )
             text = json.dumps(_encode_state(new)) + "\n"
             self._write_text(self._history_path(generation), text)

@@ -96,3 +96,20 @@ def test_a_recreated_interface_is_unfiltered_until_followed(tmp_path: Path) -> N
     assert any("attached to eth0" in d for d in done) and any("tables" in d for d in done)
     assert not engine.status().problems
     assert engine.follow_interfaces() == []  # nothing more to do
+
+
+def test_rule_ids_are_not_reused_after_a_rule_disappears(tmp_path: Path) -> None:
+    """A `delete ID` read from a stale listing must not hit another console's newer rule."""
+    engine = make(tmp_path, FakeKernel())
+    engine.add_rule(RULE, confirm_timeout=0)
+    (first,) = [r.rule_id for r in engine.rule_rows()]
+    engine.delete_rule(first, confirm_timeout=0)
+    engine.add_rule(RULE.replace("8000", "9000"), confirm_timeout=0)
+    (second,) = [r.rule_id for r in engine.rule_rows()]
+    assert second != first
+    again = Engine(engine.pin_root, engine.state_dir, config=NodeConfig(), session=None,
+                   kernel=engine.kernel)  # fmt: skip
+    again.delete_rule(second, confirm_timeout=0)
+    again.add_rule(RULE.replace("8000", "9001"), confirm_timeout=0)
+    (third,) = [r.rule_id for r in again.rule_rows()]
+    assert third not in (first, second), "the high-water mark is stored, not kept in memory"
