@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Collection
 
-from engine.errors import DatapathError
+from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
 from engine.kernel.abi import ALL_MAPS, PROG_PIN
 from engine.kernel.links import prog_name, scan_attached
@@ -21,13 +21,18 @@ from engine.kernel.loader import PROG_NAME
 from engine.kernel.pinroot import ensure_pin_root
 from engine.kernel.seam import Orphan
 
+BPFFS = "/sys/fs/bpf"
+
 
 def find_orphans(pinned_prog_id: int | None, names: Collection[str] | None = None) -> list[Orphan]:
     """infw programs attached here (to one of `names`, when given) other than the pinned one."""
     by_prog: dict[int, list[str]] = {}
     named: dict[int, bool] = {}
+    pinned = pinned_prog_ids()  # another firewall's program (another --pin-root) is no orphan
     for att in scan_attached():
         if att.prog_id == pinned_prog_id or (names is not None and att.ifname not in names):
+            continue
+        if att.prog_id in pinned:
             continue
         if att.prog_id not in named:
             try:
@@ -37,6 +42,35 @@ def find_orphans(pinned_prog_id: int | None, names: Collection[str] | None = Non
         if named[att.prog_id]:
             by_prog.setdefault(att.prog_id, []).append(att.ifname)
     return [Orphan(pid, tuple(sorted(ifs))) for pid, ifs in sorted(by_prog.items())]
+
+
+def pinned_prog_ids(bpffs: str = BPFFS) -> set[int]:
+    """Ids of the infw programs pinned anywhere under bpffs (one or two levels down, where pin
+    roots live): those belong to a firewall, whatever their pin root."""
+    found: set[int] = set()
+    try:
+        tops = [os.path.join(bpffs, n) for n in os.listdir(bpffs)]
+    except OSError:
+        return found
+    dirs = [d for d in tops if os.path.isdir(d)]
+    for top in list(dirs):
+        with contextlib.suppress(OSError):
+            dirs += [p for n in os.listdir(top) if os.path.isdir(p := os.path.join(top, n))]
+    for d in dirs:
+        path = os.path.join(d, PROG_PIN)
+        if not os.path.exists(path):
+            continue
+        try:
+            fd = bpfsys.obj_get(path)
+        except (DatapathError, PrivilegeError):
+            continue
+        try:
+            found.add(bpfsys.prog_info(fd).id)
+        except DatapathError:
+            pass
+        finally:
+            os.close(fd)
+    return found
 
 
 def adopt(pin_root: str, prog_id: int) -> None:
