@@ -254,6 +254,8 @@ class FakeEngine:
             dst=req.dst,
             vlan=req.vlan,
             fragment=req.fragment,
+            sport=req.sport,
+            reply=req.reply,
         )
 
     def trace(
