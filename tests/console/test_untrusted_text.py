@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 from console import render
-from console.tui.cells import event_line
-from console.tui.header import interfaces_text
-from console.tui.trace import render_trace
+from console.tui.screens.trace import render_trace
+from console.tui.widgets.cells import event_line
+from console.tui.widgets.header import interfaces_text
 from engine.errors import FieldError, ValidationError
 from engine.views import DropEvent, HistoryView, InterfaceView, PendingView, Status, TraceResult
 
