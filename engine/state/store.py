@@ -2,12 +2,19 @@
 the pending-confirmation marker, and the lock that keeps two consoles from losing an edit.
 
 Layout of the state directory (0700, files 0600, every write atomic: temp file, fsync, rename,
-fsync of the directory). The rules are kept as the operator's CRD documents (firewall_to_dict)
-inside JSON, which is YAML too: PyYAML takes seconds for 100,000 CIDRs where json takes 50 ms.
+fsync of the directory). The rules are kept in the operator's CRD form inside JSON (PyYAML takes
+seconds for 100,000 CIDRs where json takes 50 ms). A generation names its ingress blocks in
+content-addressed packs (engine.state.packs), so a commit writes the blocks it changed and a
+small index, not every CIDR again; a kill at any point leaves the old generation or the new one:
+packs are written (and fsynced) before the index that names them, and state.json's rename is
+the commit point.
     state.json              the current generation (the commit point)
     history/000042.json     every generation ever committed, with who and why
+    blocks/<sha256>.json    packs of ingress blocks, never rewritten (format 2)
     pending.json            an apply waiting for confirmation (every console polls it)
     lock                    flock(2) target; holds the pid of the holder
+
+Format 1 (every rule inline in each generation file) is still read; commits write format 2.
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.compiler import RuleKey
-from engine.core.crd import firewall_to_dict, parse_port_range
-from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
+from engine.core.model import Firewall, RuleSet
 from engine.core.textsafe import printable
 from engine.errors import InfwError, PrivilegeError, StateError
+from engine.state.packs import CorruptPack, Packs, block_from_dict
 
-FORMAT = 1
+FORMAT = 2  # what commits write
+READ_FORMATS = (1, 2)  # 1: every rule inline in each generation file
 MODES = ("enforce", "audit")
 ATTACH_MODES = ("auto", "native", "generic")
 LOCK_TIMEOUT = 10.0
@@ -191,21 +199,6 @@ def _decode_ids(raw: object) -> dict[RuleKey, int]:
     return out
 
 
-def _rule_from_dict(raw: dict[str, Any]) -> Rule:
-    protocol = ports = icmp_type = icmp_code = None
-    pc = raw.get("protocolConfig")
-    if pc is not None:
-        protocol = Protocol(pc["protocol"])
-        sub = pc.get(protocol.crd_key) or {}
-        if "ports" in sub:
-            ports = parse_port_range(sub["ports"])
-        icmp_type, icmp_code = sub.get("icmpType"), sub.get("icmpCode")
-    for value in (raw["order"], icmp_type, icmp_code):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"bad number {value!r} in rule {raw!r}")
-    return Rule(raw["order"], Action(raw["action"]), protocol, ports, icmp_type, icmp_code)
-
-
 def _ruleset_from_docs(docs: object) -> RuleSet:
     """The inverse of firewall_to_dict for files this module wrote (root-only, so trusted):
     shapes are checked, values are not re-validated (netaddr would cost a second per 100k CIDRs)."""
@@ -214,14 +207,7 @@ def _ruleset_from_docs(docs: object) -> RuleSet:
     firewalls: list[Firewall] = []
     for doc in docs:
         meta, spec = doc["metadata"], doc["spec"]
-        blocks: list[IngressBlock] = []
-        for block in spec["ingress"]:
-            cidrs = block["sourceCIDRs"]
-            if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
-                raise ValueError(f"bad sourceCIDRs {cidrs!r}")
-            blocks.append(
-                IngressBlock(tuple(cidrs), tuple(_rule_from_dict(r) for r in block["rules"]))
-            )
+        blocks = [block_from_dict(block) for block in spec["ingress"]]
         interfaces = spec["interfaces"]
         if not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces):
             raise ValueError(f"bad interfaces {interfaces!r}")
@@ -238,7 +224,65 @@ def _ruleset_from_docs(docs: object) -> RuleSet:
     return RuleSet(tuple(firewalls))
 
 
-def _encode_state(state: StoredState) -> dict[str, Any]:
+def _encode_state(state: StoredState, packs: Packs) -> dict[str, Any]:
+    """Format 2: the blocks go to packs (only those not stored yet are written); the generation
+    names them and keeps each block's rule ids beside its reference."""
+    blocks = [block for fw in state.ruleset.firewalls for block in fw.ingress]
+    refs = packs.store(blocks)
+    names = list(dict.fromkeys(name for name, _ in refs))
+    number = {name: i for i, name in enumerate(names)}
+    rule_ids = state.rule_ids
+    firewalls: list[dict[str, Any]] = []
+    # Placed ids need no list of their own when no key can be placed twice (names, block
+    # CIDRs within an object, orders within a block all distinct) and every id was placed.
+    fws = state.ruleset.firewalls
+    emitted, unique = 0, len({fw.name for fw in fws}) == len(fws)
+    at = 0
+    for fw in fws:
+        ids: list[list[int]] = []
+        keys: set[tuple[str, ...]] = set()
+        for block in fw.ingress:
+            skey = packs.sorted_cidrs(block)
+            keys.add(skey)
+            flat: list[int] = []
+            for rule in block.rules:
+                rid = rule_ids.get((fw.name, skey, rule.order))
+                if rid is not None:
+                    flat += (rule.order, rid)
+            emitted += len(flat) // 2
+            unique = unique and len({r.order for r in block.rules}) == len(block.rules)
+            ids.append(flat)
+        unique = unique and len(keys) == len(fw.ingress)
+        out: dict[str, Any] = {"metadata": {"name": fw.name, **dict(fw.extra_metadata)}}
+        if fw.node_selector:
+            out["nodeSelector"] = dict(fw.node_selector)
+        out["interfaces"] = list(fw.interfaces)
+        out["blocks"] = [[number[name], index] for name, index in refs[at : at + len(fw.ingress)]]
+        out["ids"] = ids
+        firewalls.append(out)
+        at += len(fw.ingress)
+    return {
+        **_encode_head(state),
+        "packs": names,
+        "firewalls": firewalls,
+        # ids whose key names no block (a revert's old ids kept for their counters): as format 1
+        "rule_ids": []
+        if unique and emitted == len(rule_ids)
+        else _encode_ids(_unplaced_ids(state)),
+    }
+
+
+def _unplaced_ids(state: StoredState) -> dict[RuleKey, int]:
+    placed = {
+        (fw.name, tuple(sorted(b.source_cidrs)), r.order)
+        for fw in state.ruleset.firewalls
+        for b in fw.ingress
+        for r in b.rules
+    }
+    return {k: v for k, v in state.rule_ids.items() if k not in placed}
+
+
+def _encode_head(state: StoredState) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "generation": state.generation,
@@ -251,29 +295,68 @@ def _encode_state(state: StoredState) -> dict[str, Any]:
         "mode": state.mode,
         "interfaces": list(state.interfaces),
         "attach_mode": state.attach_mode,
-        "rule_ids": _encode_ids(state.rule_ids),
-        "ruleset": [firewall_to_dict(fw) for fw in state.ruleset.firewalls],
     }
 
 
-def _decode_state(raw: object) -> StoredState:
+def _names(raw: object, what: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise ValueError(f"{what} is not a list of names")
+    return raw
+
+
+def _decode_v2(raw: dict[str, Any], packs: Packs) -> tuple[RuleSet, dict[RuleKey, int]]:
+    names = _names(raw["packs"], "packs")
+    rule_ids: dict[RuleKey, int] = {}
+    firewalls: list[Firewall] = []
+    for f in raw["firewalls"]:
+        meta = f["metadata"]
+        name = str(meta["name"])
+        blocks = tuple(packs.blocks(names[p])[i] for p, i in f["blocks"])
+        ids = f["ids"]
+        if len(ids) != len(blocks):
+            raise ValueError(f"{name}: {len(ids)} id lists for {len(blocks)} blocks")
+        for block, flat in zip(blocks, ids, strict=True):
+            if not all(type(v) is int for v in flat) or len(flat) % 2:
+                raise ValueError(f"{name}: bad rule ids {flat!r}")
+            skey = packs.sorted_cidrs(block)
+            for j in range(0, len(flat), 2):
+                rule_ids[(name, skey, flat[j])] = flat[j + 1]
+        firewalls.append(
+            Firewall(
+                name,
+                tuple(_names(f["interfaces"], "interfaces")),
+                blocks,
+                dict(f.get("nodeSelector") or {}),
+                {k: v for k, v in meta.items() if k != "name"},
+            )
+        )
+    rule_ids.update(_decode_ids(raw["rule_ids"]))
+    return RuleSet(tuple(firewalls)), rule_ids
+
+
+def _decode_state(raw: object, packs: Packs) -> StoredState:
     if not isinstance(raw, dict):
         raise ValueError("not a JSON object")
-    if raw.get("format") != FORMAT:
-        raise ValueError(f"unknown format {raw.get('format')!r} (this infw reads format {FORMAT})")
+    if raw.get("format") not in READ_FORMATS:
+        raise ValueError(
+            f"unknown format {raw.get('format')!r} (this infw reads formats "
+            f"{', '.join(map(str, READ_FORMATS))})"
+        )
     generation = raw["generation"]
     if not isinstance(generation, int) or generation < 1:
         raise ValueError(f"bad generation {generation!r}")
     mode, attach_mode = raw["mode"], raw["attach_mode"]
     if mode not in MODES or attach_mode not in ATTACH_MODES:
         raise ValueError(f"bad mode {mode!r} or attach_mode {attach_mode!r}")
-    interfaces = raw["interfaces"]
-    if not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces):
-        raise ValueError("interfaces is not a list of names")
+    interfaces = _names(raw["interfaces"], "interfaces")
+    if raw["format"] == 1:
+        ruleset, rule_ids = _ruleset_from_docs(raw["ruleset"]), _decode_ids(raw["rule_ids"])
+    else:
+        ruleset, rule_ids = _decode_v2(raw, packs)
     return StoredState(
         generation=generation,
-        ruleset=_ruleset_from_docs(raw["ruleset"]),
-        rule_ids=_decode_ids(raw["rule_ids"]),
+        ruleset=ruleset,
+        rule_ids=rule_ids,
         mode=mode,
         interfaces=tuple(interfaces),
         attach_mode=attach_mode,
@@ -281,7 +364,7 @@ def _decode_state(raw: object) -> StoredState:
         author=str(raw.get("author", "")),
         summary=str(raw.get("summary", "")),
         restores=raw["restores"] if isinstance(raw.get("restores"), int) else None,
-        next_rule_id=_next_rule_id(raw),
+        next_rule_id=_next_rule_id(raw, rule_ids),
         kind=_decode_kind(raw.get("kind")),
     )
 
@@ -294,12 +377,12 @@ def _decode_kind(raw: object) -> ChangeKind:
         return ChangeKind.CHANGE
 
 
-def _next_rule_id(raw: dict[str, Any]) -> int:
+def _next_rule_id(raw: dict[str, Any], rule_ids: Mapping[RuleKey, int]) -> int:
     """Stored by newer builds; older state files: one past the highest id in use."""
     value = raw.get("next_rule_id")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    return max(_decode_ids(raw["rule_ids"]).values(), default=0) + 1
+    return max(rule_ids.values(), default=0) + 1
 
 
 class Store:
@@ -313,14 +396,23 @@ class Store:
         self.pending_path = self.root / PENDING_FILE
         self.lock_path = self.root / LOCK_FILE
         self.history_dir = self.root / HISTORY_DIR
+        self.packs = Packs(self.root, self._write_text)
+        # The last text read or written per generation file and what it decodes to: an equal
+        # text is the same generation (the packs it names never change), so polling consoles
+        # and a commit's own checks decode nothing twice.
+        self._decoded: dict[Path, tuple[str, StoredState]] = {}
 
     # -- files ---------------------------------------------------------------------------
 
     def _ensure_dirs(self) -> None:
-        if self.history_dir.is_dir() and self.root.stat().st_mode & 0o077 == 0:
+        if (
+            self.history_dir.is_dir()
+            and self.packs.dir.is_dir()
+            and self.root.stat().st_mode & 0o077 == 0
+        ):
             return  # nothing to create or tighten (and a read-only state dir stays lockable)
         try:
-            for path in (self.root, self.history_dir):
+            for path in (self.root, self.history_dir, self.packs.dir):
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if path.stat().st_uid == os.getuid():
                     path.chmod(0o700)  # a directory created by hand may be wider
@@ -349,20 +441,27 @@ class Store:
                 os.unlink(tmp)
             raise _os_error(path, exc, "write") from exc
 
-    def _read_json(self, path: Path) -> object | None:
-        """None when the file does not exist; StateError when it cannot be read or parsed."""
+    def _read_text(self, path: Path) -> str | None:
+        """None when the file does not exist; StateError when it cannot be read."""
         try:
-            text = path.read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise _os_error(path, exc, "read") from exc
         except UnicodeDecodeError as exc:
             raise self._corrupt(path, "not UTF-8 text") from exc
+
+    def _parse_json(self, path: Path, text: str) -> object:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise self._corrupt(path, f"not valid JSON ({exc})") from exc
+
+    def _read_json(self, path: Path) -> object | None:
+        """None when the file does not exist; StateError when it cannot be read or parsed."""
+        text = self._read_text(path)
+        return None if text is None else self._parse_json(path, text)
 
     def _corrupt(self, path: Path, why: str) -> StateError:
         return StateError(
@@ -372,13 +471,29 @@ class Store:
         )
 
     def _read_state(self, path: Path) -> StoredState | None:
-        raw = self._read_json(path)
-        if raw is None:
+        text = self._read_text(path)
+        if text is None:
             return None
+        known = self._decoded.get(path)
+        if known is not None and known[0] == text:
+            return known[1]
+        raw = self._parse_json(path, text)
         try:
-            return _decode_state(raw)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            state = _decode_state(raw, self.packs)
+        except CorruptPack as exc:
+            raise self._corrupt(path, f"the block pack {exc.path} {exc.why}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise self._corrupt(path, f"unexpected content ({exc!r})") from exc
+        assert isinstance(raw, dict)  # _decode_state checked it
+        self._remember(path, text, state, raw.get("packs") or [])
+        return state
+
+    def _remember(self, path: Path, text: str, state: StoredState, packs: list[str]) -> None:
+        if len(self._decoded) >= 4 and path not in self._decoded:
+            self._decoded.clear()  # a few files at a time are read: state.json and a history entry
+        self._decoded[path] = (text, state)
+        if path == self.state_path:
+            self.packs.retain(packs)
 
     def _history_path(self, generation: int) -> Path:
         return self.history_dir / f"{generation:06d}.json"
@@ -543,7 +658,9 @@ class Store:
                 kind=kind,
                 next_rule_id=max(state.next_rule_id, top),
             )
-            text = json.dumps(_encode_state(new)) + "\n"
+            new = replace(new, rule_ids=dict(new.rule_ids))  # the caller's dict stays the caller's
+            encoded = _encode_state(new, self.packs)  # writes the blocks not stored yet
+            text = json.dumps(encoded) + "\n"
             self._write_text(self._history_path(generation), text)
             try:
                 self._write_text(self.state_path, text)  # the commit point
@@ -552,6 +669,7 @@ class Store:
                 with contextlib.suppress(OSError):
                     os.unlink(self._history_path(generation))
                 raise
+            self._remember(self.state_path, text, new, encoded["packs"])
             return new
 
     def uncommit(self, generation: int) -> None:
@@ -586,13 +704,17 @@ class Store:
     def _stored_generation(self) -> int:
         """The current generation without decoding the rules (commit runs this every time)."""
         path = self.state_path
-        raw = self._read_json(path)
-        if raw is None:
+        text = self._read_text(path)
+        if text is None:
             gens = self.generations()
             if not gens:
                 return 0
             path = self._history_path(gens[-1])
-            raw = self._read_json(path)
+            text = self._read_text(path)
+        known = self._decoded.get(path)
+        if known is not None and known[0] == text:
+            return known[1].generation
+        raw = self._parse_json(path, text) if text is not None else None
         generation = raw.get("generation") if isinstance(raw, dict) else None
         if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
             raise self._corrupt(path, f"no valid generation ({generation!r})")

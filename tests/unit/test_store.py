@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import stat
 import time
+from dataclasses import replace
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 
 from engine.core.compiler import assign_rule_ids
 from engine.core.crd import load_yaml
+from engine.core.export import firewall_to_dict
 from engine.core.model import Action, Rule, RuleSet, add_rule
 from engine.errors import StateError
+from engine.state.packs import MAX_PACKS, forget_cached_packs
 from engine.state.store import Pending, Store, StoredState, author
 
 RULES = """
@@ -90,10 +93,18 @@ def test_commit_round_trips_and_is_private(tmp_path: Path) -> None:
     root = tmp_path / "state"
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "history").stat().st_mode) == 0o700
-    for path in (root / "state.json", root / "history" / "000001.json"):
+    (pack,) = (root / "blocks").iterdir()
+    assert stat.S_IMODE((root / "blocks").stat().st_mode) == 0o700
+    for path in (root / "state.json", root / "history" / "000001.json", pack):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(os.listdir(root)) == ["history", "lock", "state.json"]  # no temp files left
+    # no temp files left
+    assert sorted(os.listdir(root)) == ["blocks", "history", "lock", "state.json"]
     assert store.load_generation(1) == new
+    forget_cached_packs()  # as another process reads it: from the files alone
+    again = Store(root).load()
+    assert again == new and again.rule_ids == state.rule_ids
+    assert again.ruleset.firewalls[0].extra_metadata == {"labels": {"team": "edge"}}
+    assert (again.time, again.author, again.summary) == (new.time, new.author, new.summary)
 
 
 def test_empty_ruleset_round_trips(tmp_path: Path) -> None:
@@ -165,10 +176,217 @@ def test_structurally_wrong_state_is_corrupt(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.commit(make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="one")
     raw = json.loads((tmp_path / "state.json").read_text())
-    raw["ruleset"][0]["spec"]["ingress"][0]["rules"][0]["action"] = "Maybe"
+    raw["firewalls"][0]["blocks"][0] = [7, 0]  # a pack the generation does not name
     (tmp_path / "state.json").write_text(json.dumps(raw))
     with pytest.raises(StateError, match="corrupt"):
         store.load()
+
+
+def test_a_damaged_or_missing_pack_is_corrupt_not_misread(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit(make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="one")
+    (pack,) = (tmp_path / "blocks").iterdir()
+    pack.write_text(pack.read_text().replace('"Deny"', '"Allow"'))  # valid JSON, other rules
+    forget_cached_packs()
+    with pytest.raises(StateError, match=f"corrupt: the block pack {pack} its content does not"):
+        Store(tmp_path).load()
+    pack.unlink()
+    forget_cached_packs()
+    with pytest.raises(StateError, match="cannot be read"):
+        Store(tmp_path).load()
+
+
+def test_a_pack_removed_by_hand_is_written_again(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    rs = load_yaml(RULES)
+    store.commit(make_state(rs), expected_generation=0, author="a", summary="one")
+    (pack,) = (tmp_path / "blocks").iterdir()
+    pack.unlink()  # this process still knows its blocks; the next commit must not name it
+    store.commit(make_state(rs), expected_generation=1, author="a", summary="two")
+    forget_cached_packs()
+    loaded = Store(tmp_path).load()
+    assert loaded is not None and loaded.generation == 2 and loaded.ruleset == rs
+
+
+def _format1(state: StoredState) -> dict[str, object]:
+    """A generation file as infw wrote it before packs: every rule inline."""
+    return {
+        "format": 1,
+        "generation": state.generation,
+        "time": 1.0,
+        "author": "old",
+        "summary": "written by format 1",
+        "restores": None,
+        "kind": "change",
+        "mode": state.mode,
+        "interfaces": list(state.interfaces),
+        "attach_mode": state.attach_mode,
+        "rule_ids": [[[n, list(c), o], rid] for (n, c, o), rid in state.rule_ids.items()],
+        "ruleset": [firewall_to_dict(fw) for fw in state.ruleset.firewalls],
+    }
+
+
+def test_format_1_state_is_read_and_migrated_on_write(tmp_path: Path) -> None:
+    rs = load_yaml(RULES)
+    old = replace(make_state(rs, mode="audit", interfaces=("eth0",)), generation=1)
+    (tmp_path / "history").mkdir(mode=0o700)
+    text = json.dumps(_format1(old))
+    (tmp_path / "history" / "000001.json").write_text(text)
+    (tmp_path / "state.json").write_text(text)
+    store = Store(tmp_path)
+    loaded = store.load()
+    assert loaded == old and loaded is not None and loaded.rule_ids == old.rule_ids
+    assert loaded.next_rule_id == max(old.rule_ids.values()) + 1  # derived: format 1 had none
+    assert [h.summary for h in store.history()] == ["written by format 1"]
+    edited = add_rule(rs, "web", ("eth0", "ens*"), ("10.0.0.0/8",), Rule(1, Action.DENY))
+    store.commit(
+        StoredState(0, edited, assign_rule_ids(edited, loaded.rule_ids), mode="audit"),
+        expected_generation=1,
+        author="a",
+        summary="edit",
+    )
+    assert json.loads((tmp_path / "state.json").read_text())["format"] == 2
+    forget_cached_packs()
+    store = Store(tmp_path)
+    assert store.load_generation(1) == old  # the old generation file is left as it was
+    new = store.load()
+    assert new is not None and new.ruleset == edited and new.generation == 2
+    assert {k: v for k, v in new.rule_ids.items() if k in old.rule_ids} == old.rule_ids
+
+
+def test_ids_whose_keys_name_no_block_are_kept(tmp_path: Path) -> None:
+    rs = load_yaml(RULES)
+    ids = {**assign_rule_ids(rs), ("gone", ("10.0.0.0/8",), 3): 77}
+    store = Store(tmp_path)
+    store.commit(StoredState(0, rs, ids), expected_generation=0, author="a", summary="x")
+    forget_cached_packs()
+    loaded = Store(tmp_path).load()
+    assert loaded is not None and loaded.rule_ids == ids
+
+
+def test_an_edit_writes_only_the_block_it_changed(tmp_path: Path) -> None:
+    rs = RuleSet()
+    for i in range(40):
+        rs = add_rule(rs, "web", ("eth0",), (f"10.{i}.0.0/16",), Rule(1, Action.DENY))
+    store = Store(tmp_path)
+    first = store.commit(make_state(rs), expected_generation=0, author="a", summary="x")
+    edited = add_rule(rs, "web", ("eth0",), ("10.7.0.0/16",), Rule(2, Action.ALLOW))
+    store.commit(
+        StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+        expected_generation=1,
+        author="a",
+        summary="y",
+    )
+    packs = sorted((tmp_path / "blocks").iterdir(), key=lambda p: p.stat().st_size)
+    assert len(packs) == 2
+    assert len(json.loads(packs[0].read_text())) == 1  # the edit's pack: the one changed block
+    assert len(json.loads(packs[1].read_text())) == 40
+    forget_cached_packs()
+    store = Store(tmp_path)
+    assert store.load_generation(1).ruleset == rs
+    loaded = store.load()
+    assert loaded is not None and loaded.ruleset == edited
+
+
+def test_many_edits_fold_small_packs_and_keep_every_generation(tmp_path: Path) -> None:
+    rs = RuleSet()
+    for i in range(50):
+        rs = add_rule(rs, "web", ("eth0",), (f"10.{i}.0.0/16",), Rule(1, Action.DENY))
+    store = Store(tmp_path)
+    state = store.commit(make_state(rs), expected_generation=0, author="a", summary="bulk")
+    sets = {1: rs}
+    for i in range(MAX_PACKS + 5):
+        rs = add_rule(rs, "web", ("eth0",), (f"10.{i}.0.0/16",), Rule(2 + i, Action.ALLOW))
+        state = store.commit(
+            StoredState(0, rs, assign_rule_ids(rs, state.rule_ids)),
+            expected_generation=state.generation,
+            author="a",
+            summary=f"edit {i}",
+        )
+        sets[state.generation] = rs
+        named = json.loads((tmp_path / "state.json").read_text())["packs"]
+        assert len(named) <= MAX_PACKS
+    forget_cached_packs()
+    store = Store(tmp_path)
+    for generation, expected in sets.items():
+        assert store.load_generation(generation).ruleset == expected
+
+
+class _Killed(BaseException):
+    """A kill -9 at one point of a commit: no handler below the test catches it."""
+
+
+def _commit_steps(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
+    """Count (or kill at) the commit's durable steps: every fsync and rename."""
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def step(name: str) -> None:
+        if kill_at is not None and len(steps) == kill_at:
+            raise _Killed(name)
+        steps.append(name)
+
+    def fsync(fd: int) -> None:
+        step("fsync")
+        real_fsync(fd)
+
+    def rename(src: str, dst: str) -> None:
+        step(f"rename {os.path.basename(dst)}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", rename)
+    return steps
+
+
+def test_a_kill_at_any_step_of_a_commit_leaves_the_old_or_the_new_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = load_yaml(RULES)
+    edited = add_rule(base, "web", ("eth0", "ens*"), ("203.0.113.0/24",), Rule(9, Action.DENY))
+
+    def setup(root: Path) -> tuple[Store, StoredState]:
+        store = Store(root)
+        return store, store.commit(make_state(base), expected_generation=0, author="a", summary="x")
+
+    store, first = setup(tmp_path / "count")
+    steps = _commit_steps(monkeypatch, None)
+    second = store.commit(
+        StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+        expected_generation=1,
+        author="a",
+        summary="y",
+    )
+    monkeypatch.undo()
+    assert len(steps) >= 6, steps  # pack, history and state.json: each fsynced and renamed
+    for kill_at in range(len(steps)):
+        root = tmp_path / f"kill{kill_at}"
+        store, first = setup(root)
+        _commit_steps(monkeypatch, kill_at)
+        with pytest.raises(_Killed):
+            store.commit(
+                StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+                expected_generation=1,
+                author="a",
+                summary="y",
+            )
+        monkeypatch.undo()
+        forget_cached_packs()  # what a new process finds on disk
+        after = Store(root)
+        loaded = after.load()
+        assert loaded is not None
+        assert loaded in (first, second), f"killed before {steps[kill_at]}: a mix"
+        assert loaded.rule_ids == (first if loaded == first else second).rule_ids
+        for generation in after.generations():  # a history entry never names a lost pack
+            after.load_generation(generation)
+        # and the store goes on: the next commit builds on what survived
+        again = after.commit(
+            StoredState(0, edited, assign_rule_ids(edited, loaded.rule_ids)),
+            expected_generation=loaded.generation,
+            author="a",
+            summary="retry",
+        )
+        assert again.generation == loaded.generation + 1
 
 
 def test_lost_state_file_falls_back_to_history(tmp_path: Path) -> None:
