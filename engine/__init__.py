@@ -11,11 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test compares)
+    from engine.base import Progress
     from engine.connect import ConnectOptions
     from engine.core.crd import parse_port_range
     from engine.core.model import ORDER_MAX, ORDER_MIN, Action, Protocol, RuleSet
     from engine.core.ruleline import DEFAULT_FIREWALL, format_rule_line, parse_rule_line
-    from engine.engine import Engine, EventSource, Progress
+    from engine.engine import Engine
     from engine.errors import (
         ConfirmExpired,
         DatapathError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test co
     from engine.kernel.abi import DEFAULT_PIN_ROOT
     from engine.kernel.netns import rejoin_host_mounts
     from engine.lab.firewall import LAB_RULES, lab_connection
+    from engine.observe.event_source import EventSource
     from engine.observe.metrics import is_loopback
     from engine.state.config import NodeConfig, split_listen
     from engine.views import (
@@ -50,11 +52,12 @@ if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test co
     )
 
 _HOMES: dict[str, tuple[str, ...]] = {
+    "engine.base": ("Progress",),
     "engine.connect": ("ConnectOptions",),
     "engine.core.crd": ("parse_port_range",),
     "engine.core.model": ("ORDER_MAX", "ORDER_MIN", "Action", "Protocol", "RuleSet"),
     "engine.core.ruleline": ("DEFAULT_FIREWALL", "format_rule_line", "parse_rule_line"),
-    "engine.engine": ("Engine", "EventSource", "Progress"),
+    "engine.engine": ("Engine",),
     "engine.errors": (
         "ConfirmExpired",
         "DatapathError",
@@ -71,6 +74,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "engine.kernel.abi": ("DEFAULT_PIN_ROOT",),
     "engine.kernel.netns": ("rejoin_host_mounts",),
     "engine.lab.firewall": ("LAB_RULES", "lab_connection"),
+    "engine.observe.event_source": ("EventSource",),
     "engine.observe.metrics": ("is_loopback",),
     "engine.state.config": ("NodeConfig", "split_listen"),
     "engine.views": (

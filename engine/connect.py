@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.base import Progress, no_progress
 from engine.engine import Engine
 from engine.errors import InfwError, PrivilegeError, StateError
 from engine.kernel.host import HostKernel
@@ -26,10 +26,6 @@ class ConnectOptions:
     lab: bool = False
     read_only: bool = False
     node_labels: str | None = None  # 'k=v,k2=v2' (a console flag): wins over the config's
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
@@ -69,7 +65,7 @@ def connect(options: ConnectOptions, *, kernel: Kernel | None = None) -> Engine:
 
 def open_lab(
     read_only: bool = False,
-    progress: Callable[[str], None] = _quiet,
+    progress: Progress = no_progress,
     *,
     kernel: Kernel | None = None,
 ) -> Engine:

@@ -1,0 +1,120 @@
+"""Flows and the impact preview through the Engine: who is hitting this node, and what a
+change would drop before it lands (DESIGN §5)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from engine.base import Change
+from engine.core.impact import DEFAULT_TOP, ImpactPreview, diff_rules
+from engine.core.model import Action, RuleSet
+from engine.core.replay import ReplayReport
+from engine.core.ruleline import RuleLine
+from engine.errors import StateError
+from engine.observe.flows import (
+    DEFAULT_WINDOW,
+    FlowsView,
+    PendingDrops,
+    capture_flows,
+    pending_drops,
+    replay_capture,
+)
+from engine.observe.flows import preview as flow_preview
+from engine.state.rule_edits import RuleEdits
+from engine.views import StatsSnapshot
+
+
+class FlowViews(RuleEdits):
+    """Flows, replays and impact previews."""
+
+    def flows(
+        self,
+        *,
+        since: float | None = None,
+        interface: str | None = None,
+        verdict: str | None = None,
+        top: int | None = None,
+    ) -> FlowsView:
+        """The kernel's sampled flows, busiest first; a console that calls again gets rates
+        from the difference (the first call: each flow's average since first seen)."""
+        wanted = None if verdict is None else _parse_verdict(verdict)
+        dp = self.datapath(required=False) if self.loaded() else None
+        ifnames = {v: k for k, v in self.interfaces().items()}
+        return self._flow_reader.read(
+            dp, ifnames, since=since, interface=interface, verdict=wanted, top=top
+        )
+
+    def set_flow_sample(self, rate: int) -> None:
+        """Sample 1 in rate packets into the flows map (0: off), until the next reload."""
+        self._require_write("change flow sampling")
+        self.datapath().set_flow_sample(rate)
+
+    def preview(
+        self,
+        proposed: RuleSet,
+        *,
+        capture: str | None = None,
+        interface: str | None = None,
+        since: float = DEFAULT_WINDOW,
+        top: int = DEFAULT_TOP,
+    ) -> ImpactPreview:
+        """What replacing the rules by `proposed` does: the rule diff and, over the flows seen
+        in the last `since` seconds (or every frame of a capture), the verdicts that change."""
+        # Only the objects for this node decide its packets, before and after the change.
+        stored = self._for_this_node(self.state())
+        proposed = self.node_split(proposed).enforced
+        ifaces = self.interfaces()
+        if capture is not None:
+            report = replay_capture(capture, stored, ifaces, self.config.failsafe, None, interface)
+            flows = capture_flows(report)
+            source = f"capture {os.path.basename(capture)}, {report.frames} frames"
+        else:
+            view = self.flows(since=since, interface=interface)
+            flows = list(view.flows)
+            source = f"flows of the last {since:.0f}s"
+            if view.sample_rate > 1:
+                source += f", 1 in {view.sample_rate} sampled"
+        return flow_preview(
+            stored, proposed, flows, ifaces, self.config.failsafe, top=top, source=source
+        )
+
+    def preview_add(self, line: str | RuleLine, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._added(line), **kwargs)
+
+    def preview_edit(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._edited(rule_id, line), **kwargs)
+
+    def preview_delete(self, rule_id: int, **kwargs: Any) -> ImpactPreview:
+        return self._preview_change(self._deleted(rule_id), **kwargs)
+
+    def _preview_change(self, change: Change, **kwargs: Any) -> ImpactPreview:
+        """The dry run of an edit: the rule set it would apply, checked, then previewed."""
+        ruleset, _ = change(self.state())
+        self.check(ruleset, force=bool(kwargs.pop("force", False)))
+        return self.preview(ruleset, **kwargs)
+
+    def trace_pcap(self, path: str, interface: str | None = None) -> ReplayReport:
+        """Every frame of a capture through the loaded program (marked: counts nothing) and
+        the reference; the frames where they differ are listed."""
+        dp = self.datapath() if self.loaded() else None
+        stored = self._for_this_node(self.state())
+        return replay_capture(path, stored, self.interfaces(), self.config.failsafe, dp, interface)
+
+    def pending_drops(self, snapshot: StatsSnapshot) -> PendingDrops | None:
+        """While a change is pending: what its new or newly denying rules drop now, measured
+        from their counters in `snapshot`."""
+        p = self.store.get_pending()
+        if p is None:
+            return None
+        before = self._generation_state(p.previous_generation)
+        after = self.state()
+        diff = diff_rules(before.ruleset, before.rule_ids, after.ruleset, after.rule_ids)
+        return pending_drops(diff, snapshot.rules)
+
+
+def _parse_verdict(text: str) -> Action:
+    try:
+        return Action.parse(text)
+    except ValueError:
+        raise StateError(f"unknown verdict {text!r}", "use allow or deny") from None
