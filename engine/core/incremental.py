@@ -292,12 +292,14 @@ class IncrementalCompiler:
         self.budget = min(budget, NODES_PER_GEN)
         self._reset()
         self.last: CompiledTables | None = None
-        # views of earlier compiles that may still be read (by reference: they compare by value)
-        self._views: list[weakref.ref[LazyEntries]] = []
         self.last_delta: Delta | None = None
         self.full_compiles = 0
 
     def _reset(self) -> None:
+        # Views of earlier compiles keep the mapping they read: a reset replaces it rather than
+        # changing it, so they must not be told of changes to the new one (a view told that its
+        # keys were absent before would lose them: the fake kernel's tables emptied).
+        self._views: list[weakref.ref[LazyEntries]] = []
         self.interfaces: dict[str, int] = {}
         self.failsafe: tuple[FailSafe, ...] = ()
         self.rule_ids: dict[RuleKey, int] = {}

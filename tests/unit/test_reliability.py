@@ -113,3 +113,44 @@ def test_rule_ids_are_not_reused_after_a_rule_disappears(tmp_path: Path) -> None
     again.add_rule(RULE.replace("8000", "9001"), confirm_timeout=0)
     (third,) = [r.rule_id for r in again.rule_rows()]
     assert third not in (first, second), "the high-water mark is stored, not kept in memory"
+
+
+OTHER_NODE = """
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: elsewhere}
+spec:
+  nodeSelector: {matchLabels: {zone: b}}
+  interfaces: [eth0]
+  ingress:
+  - sourceCIDRs: [198.51.100.0/24]
+    rules: [{order: 1, action: Deny}]
+"""
+
+
+def test_a_long_lived_engine_keeps_the_kernels_tables_across_full_compiles(
+    tmp_path: Path,
+) -> None:
+    """The console, the REPL and the agent compile again and again in one engine; a compile
+    from scratch (here every one: an object for another node keeps the ids apart) must not
+    empty the tables an earlier one handed to the kernel (the fake holds them by reference, a
+    view of the compiler's mapping)."""
+    from engine.core.crd import load_yaml
+    from engine.core.frame import build_frame
+    from engine.kernel.seam import XDP_DROP
+
+    kernel = FakeKernel()
+    engine = Engine(
+        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
+        config=NodeConfig(node_labels={"zone": "a"}),
+    )  # fmt: skip
+    engine.attach(["eth0"])
+    engine.apply(load_yaml(OTHER_NODE), confirm_timeout=0)
+    engine.add_rule(RULE, confirm_timeout=0)
+    dp = kernel.pinned[engine.pin_root]
+    frame = build_frame("192.0.2.9", "192.0.2.1", 6, dport=8000)
+    for _ in range(3):
+        engine.restore()
+        assert dp.table_ifindexes() == {kernel.links["eth0"]}
+        assert dp.send(frame, "eth0") == XDP_DROP
+        assert not engine.status().problems
