@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import firewall_skip_reason
-from tests.e2e.faultnode import NEW, NODE_IF, FaultNode, fault_node, process_state, sh
+from tests.e2e.faultnode import NEW, NODE_IF, OLD, FaultNode, fault_node, process_state, sh
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
@@ -149,17 +149,30 @@ def test_state_dir_read_only_while_pending_reverts_the_kernel(node: FaultNode) -
 # ------------------------------------------------------------------------- watchdog
 
 
+def assert_taken_over_now(node: FaultNode, pending: dict) -> None:
+    """The status that takes a change back shows the view after it, and says what it did."""
+    code, status = node.status()
+    assert status["reverted"] and f"generation {pending['generation']}" in status["reverted"]
+    assert status["pending"] is None and status["watchdog"] == "", status
+    assert code == 0 and not status["problems"], status
+    # kernel and store both at the revert's generation, one past the unconfirmed one
+    assert status["generation"] == status["store_generation"] == pending["generation"] + 1
+    assert_healthy(node, "old")
+
+
 def test_watchdog_killed_is_taken_over_after_the_grace(node: FaultNode) -> None:
     node.start_old()
     pending = node.apply_new_pending(3)
     os.kill(pending["watchdog_pid"], signal.SIGKILL)
     code, status = node.status()
+    # before: not "reverts in 3s" as if all were well
     assert code != 0 and "watchdog" in problems(status), status
+    assert status["pending"]["generation"] == pending["generation"]
+    assert status["watchdog"] == "gone", status
     assert node.rules_in_force() == "new"  # still pending: nothing reverted early
     wait_past(pending["deadline"], GRACE + 0.5)
-    code, status = node.status()  # the next command takes over
-    assert status["pending"] is None and status["reverted"], status
-    assert_healthy(node, "old")
+    assert node.rules_in_force() == "new", "a dead watchdog reverted nothing by itself"
+    assert_taken_over_now(node, pending)  # the next command takes over
 
 
 def test_watchdog_stopped_is_taken_over_and_removed(node: FaultNode) -> None:
@@ -170,9 +183,10 @@ def test_watchdog_stopped_is_taken_over_and_removed(node: FaultNode) -> None:
     try:
         code, status = node.status()
         assert code != 0 and "watchdog" in problems(status), status
+        assert status["watchdog"] == f"stopped pid {pid}", status
         wait_past(pending["deadline"], GRACE + 0.5)
-        node.status()
-        assert_healthy(node, "old")
+        assert node.rules_in_force() == "new", "a stopped watchdog reverted nothing by itself"
+        assert_taken_over_now(node, pending)
         assert wait_for(lambda: process_state(pid) in (None, "Z"), 2.0), "hung watchdog left"
         # A confirm after the take-over is too late, not "being reverted" forever.
         assert node.infw("confirm").code == 5
@@ -271,6 +285,19 @@ def test_interface_back_without_agent_is_reported_and_restore_repairs(node: Faul
         assert all(i["ours"] for i in status["interfaces"]), status
     node.ok("restore")
     assert_healthy(node, "new")
+
+
+def test_restore_attaches_where_the_objects_name_globs_resolved(node: FaultNode) -> None:
+    """A node that stored rules and runs no program (a boot, a --no-attach apply): restore
+    loads it and attaches to the interfaces the objects name (a glob resolved), reporting the
+    name that matches nothing here."""
+    text = OLD.replace(f"interfaces: [{NODE_IF}]", 'interfaces: ["infw-f*", infw-nothere]')
+    node.ok("apply", node.rules_file(text, "old.yaml"), "--no-attach", "--confirm-timeout", "0")
+    assert node.xdp_prog_id() is None and node.rules_in_force() == "none"
+    run = node.ok("restore")
+    assert "infw-nothere" in run.out + run.err, (run.out, run.err)
+    assert node.xdp_prog_id() is not None
+    assert_healthy(node, "old")
 
 
 @pytest.mark.xfail(strict=True, reason="issue #15: kernel unconfigured counter not landed yet")
