@@ -66,7 +66,7 @@ def proto_class(ipproto: int) -> int:
 
 
 def rule_key(firewall: str, block: IngressBlock, rule: Rule) -> RuleKey:
-    return (firewall, tuple(sorted(block.source_cidrs)), rule.order)
+    return (firewall, block.sorted_cidrs, rule.order)
 
 
 def iter_rules(ruleset: RuleSet) -> Iterable[tuple[Firewall, int, IngressBlock, int, Rule]]:
@@ -86,15 +86,26 @@ def assign_rule_ids(
     newer rule that happens to have inherited it. Freed ids below come back only when the top
     of the range is used up."""
     previous = previous or {}
-    keys = [rule_key(fw.name, b, r) for fw, _, b, _, r in iter_rules(ruleset)]
+    keys = [
+        (fw.name, b.sorted_cidrs, r.order)  # rule_key, with the CIDRs sorted once per block
+        for fw in ruleset.firewalls
+        for b in fw.ingress
+        for r in b.rules
+    ]
     ids: dict[RuleKey, int] = {}
     claimed: set[int] = set()
+    missing: list[RuleKey] = []  # in rule order: fresh ids go out in that order
     for k in keys:
         # A merged mapping (a revert's old ids over the current ones) may offer one id to two
         # keys; the first keeps it and the other gets a fresh id.
-        if k in previous and previous[k] not in claimed:
-            ids[k] = previous[k]
-            claimed.add(previous[k])
+        rid = previous.get(k)
+        if rid is not None and rid not in claimed:
+            ids[k] = rid
+            claimed.add(rid)
+        else:
+            missing.append(k)
+    if not missing:
+        return ids
     # Ids freed by this very edit stay unused until the next one, so no packet of the old
     # generation counts into a new rule's fresh counter.
     used = set(ids.values()) | set(previous.values())
@@ -102,9 +113,9 @@ def assign_rule_ids(
     fresh = (
         i for i in itertools.chain(range(start, MAX_RULE_ID + 1), range(1, start)) if i not in used
     )
-    for key in keys:
+    for key in missing:
         if key in ids:
-            continue
+            continue  # the same key twice (equal blocks): one id
         next_id = next(fresh, None)
         if next_id is None:
             raise LimitError(

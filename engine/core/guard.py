@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import netaddr
 
+from engine.core.blockmemo import BlockMemo
 from engine.core.classify import PacketFields, Reason, classify, rule_matches
 from engine.core.compiler import RuleKey, assign_rule_ids, iter_rules, rule_key
 from engine.core.failsafe import FAILSAFE_CONFIG_HINT, FailSafe
@@ -112,6 +113,28 @@ def _overlap(a: PortRange, b: PortRange) -> PortRange | None:
     return PortRange(low, high) if low <= high else None
 
 
+def _failsafe_hits(block: IngressBlock, failsafe: object) -> tuple[tuple[int, list[str]], ...]:
+    """(index, what it covers) of each Deny rule in block whose port range takes in a fail-safe
+    port: the per-block part of the check, remembered per block (an edit re-checks what it
+    changed, not 10,000 rules)."""
+    assert isinstance(failsafe, tuple)
+    out = []
+    for index, rule in enumerate(block.rules):
+        if rule.action is not Action.DENY or rule.protocol is None or rule.ports is None:
+            continue
+        hits = []
+        for fs in failsafe:
+            common = _overlap(rule.ports, fs.ports) if fs.protocol is rule.protocol else None
+            if common is not None:
+                hits.append(f"{common}/{fs.protocol.value.lower()} ({fs.purpose})")
+        if hits:
+            out.append((index, hits))
+    return tuple(out)
+
+
+_FAILSAFE_HITS = BlockMemo(_failsafe_hits)
+
+
 def _candidates(ruleset: RuleSet, ifname: str, pkt: PacketFields) -> RuleSet:
     """Only the rules that could decide `pkt` on `ifname`, in their original relative order.
 
@@ -166,16 +189,14 @@ class Guard:
         A Deny without ports (protocol-only or protocol-less) names no port: fail-safe traffic
         still passes it in the datapath, so it is not refused (see `failsafe_notes`)."""
         out: list[Refusal] = []
-        for fw, _, block, _, rule in iter_rules(new):
-            if rule.action is not Action.DENY or rule.protocol is None or rule.ports is None:
-                continue
-            hits = []
-            for fs in self.failsafe:
-                common = _overlap(rule.ports, fs.ports) if fs.protocol is rule.protocol else None
-                if common is not None:
-                    hits.append(f"{common}/{fs.protocol.value.lower()} ({fs.purpose})")
-            if not hits:
-                continue
+        found = [
+            (fw, block, index, hits)
+            for fw in new.firewalls
+            for block in fw.ingress
+            for index, hits in _FAILSAFE_HITS(block, self.failsafe)
+        ]
+        for fw, block, index, hits in found:
+            rule = block.rules[index]
             label = rule_label(fw, block, rule)
             which = "passes" if len(hits) == 1 else "pass"
             out.append(

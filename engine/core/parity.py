@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
+from engine.core.blockmemo import BlockMemo
 from engine.core.cidr import Prefix, parse_cidr
 from engine.core.failsafe import OPERATOR_FAILSAFE, FailSafe
-from engine.core.model import Action, Protocol, Rule, RuleSet
+from engine.core.model import Action, IngressBlock, Protocol, Rule, RuleSet
 
 OPERATOR_ORDER_SLOTS = 100  # its daemon indexes a 100-slot array by order: 100 and up fail there
 EXAMPLES = 3
@@ -110,8 +111,20 @@ def meaning_notes(ruleset: RuleSet) -> list[str]:
 def operator_failsafe_refusals(ruleset: RuleSet, node: tuple[FailSafe, ...]) -> list[str]:
     """Deny rules the operator's webhook refuses for its fail-safe ports where this node's own
     list (the guard's) does not hold those ports: infw enforces them, the cluster would not."""
+    return [
+        f"{fw.name} {', '.join(block.source_cidrs)} order {order}: it covers {', '.join(hits)}"
+        for fw in ruleset.firewalls
+        for block in fw.ingress
+        for order, hits in _OPERATOR_FAILSAFE_HITS(block, node)
+    ]
+
+
+def _operator_failsafe_hits(block: IngressBlock, node: object) -> tuple[tuple[int, list[str]], ...]:
+    """(order, ports) of the block's Deny rules that operator_failsafe_refusals names; kept per
+    block object (BlockMemo), as it runs on every edit."""
+    assert isinstance(node, tuple)
     out = []
-    for name, cidrs, rule in _rules(ruleset):
+    for rule in block.rules:
         ports = rule.ports
         if rule.action is not Action.DENY or ports is None:
             continue
@@ -127,5 +140,8 @@ def operator_failsafe_refusals(ruleset: RuleSet, node: tuple[FailSafe, ...]) -> 
             )
         ]
         if hits:
-            out.append(f"{name} {', '.join(cidrs)} order {rule.order}: it covers {', '.join(hits)}")
-    return out
+            out.append((rule.order, hits))
+    return tuple(out)
+
+
+_OPERATOR_FAILSAFE_HITS = BlockMemo(_operator_failsafe_hits)

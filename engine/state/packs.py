@@ -70,8 +70,8 @@ class _Known:
     """What one state directory's packs hold, as far as this process has seen them."""
 
     packs: dict[str, tuple[IngressBlock, ...]] = field(default_factory=dict)
-    # id(block) -> (block, where, sorted CIDRs): the block is held so its id is not reused
-    by_id: dict[int, tuple[IngressBlock, Ref, tuple[str, ...]]] = field(default_factory=dict)
+    # id(block) -> (block, where): the block is held so its id is not reused
+    by_id: dict[int, tuple[IngressBlock, Ref]] = field(default_factory=dict)
     by_value: dict[IngressBlock, Ref] = field(default_factory=dict)
 
 
@@ -121,13 +121,6 @@ class Packs:
         self._learn(name, blocks)
         return blocks
 
-    def sorted_cidrs(self, block: IngressBlock) -> tuple[str, ...]:
-        """The block's CIDRs sorted (the rule-id key's form), cached with the block."""
-        hit = self._known.by_id.get(id(block))
-        if hit is not None and hit[0] is block:
-            return hit[2]
-        return tuple(sorted(block.source_cidrs))
-
     def _learn(self, name: str, blocks: tuple[IngressBlock, ...]) -> None:
         known = self._known
         with _GUARD:
@@ -135,7 +128,7 @@ class Packs:
             for index, block in enumerate(blocks):
                 ref = (name, index)
                 known.by_value.setdefault(block, ref)
-                known.by_id[id(block)] = (block, ref, tuple(sorted(block.source_cidrs)))
+                known.by_id[id(block)] = (block, ref)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine.core.blockmemo import BlockMemo
 from engine.core.compiler import RuleKey
 from engine.core.model import Firewall, RuleSet
 from engine.core.textsafe import printable
@@ -242,7 +243,7 @@ def _encode_state(state: StoredState, packs: Packs) -> dict[str, Any]:
         ids: list[list[int]] = []
         keys: set[tuple[str, ...]] = set()
         for block in fw.ingress:
-            skey = packs.sorted_cidrs(block)
+            skey = block.sorted_cidrs
             keys.add(skey)
             flat: list[int] = []
             for rule in block.rules:
@@ -250,7 +251,7 @@ def _encode_state(state: StoredState, packs: Packs) -> dict[str, Any]:
                 if rid is not None:
                     flat += (rule.order, rid)
             emitted += len(flat) // 2
-            unique = unique and len({r.order for r in block.rules}) == len(block.rules)
+            unique = unique and _ORDERS_UNIQUE(block, None)
             ids.append(flat)
         unique = unique and len(keys) == len(fw.ingress)
         out: dict[str, Any] = {"metadata": {"name": fw.name, **dict(fw.extra_metadata)}}
@@ -272,9 +273,12 @@ def _encode_state(state: StoredState, packs: Packs) -> dict[str, Any]:
     }
 
 
+_ORDERS_UNIQUE = BlockMemo(lambda block, _: len({r.order for r in block.rules}) == len(block.rules))
+
+
 def _unplaced_ids(state: StoredState) -> dict[RuleKey, int]:
     placed = {
-        (fw.name, tuple(sorted(b.source_cidrs)), r.order)
+        (fw.name, b.sorted_cidrs, r.order)
         for fw in state.ruleset.firewalls
         for b in fw.ingress
         for r in b.rules
@@ -318,7 +322,7 @@ def _decode_v2(raw: dict[str, Any], packs: Packs) -> tuple[RuleSet, dict[RuleKey
         for block, flat in zip(blocks, ids, strict=True):
             if not all(type(v) is int for v in flat) or len(flat) % 2:
                 raise ValueError(f"{name}: bad rule ids {flat!r}")
-            skey = packs.sorted_cidrs(block)
+            skey = block.sorted_cidrs
             for j in range(0, len(flat), 2):
                 rule_ids[(name, skey, flat[j])] = flat[j + 1]
         firewalls.append(
