@@ -8,10 +8,7 @@ from typing import TYPE_CHECKING
 from console.render import PLAIN, Style, ago, human_bytes, table
 
 if TYPE_CHECKING:
-    from engine.core.flows import Flow
-    from engine.core.impact import ImpactPreview
-    from engine.core.replay import ReplayReport
-    from engine.observe.flows import FlowsView
+    from engine import Flow, FlowsView, ImpactPreview, ReplayReport
 
 
 def flow_cells(f: Flow, now: float | None = None) -> tuple[str, ...]:

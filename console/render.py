@@ -24,8 +24,8 @@ from engine import (
     Status,
     TraceResult,
     ValidationError,
+    printable,
 )
-from engine.core.textsafe import printable
 
 RED, GREEN, YELLOW, BOLD, DIM, RESET = (
     "\x1b[31m",

@@ -39,8 +39,7 @@ from console.commands import (
     dispatch,
     report_error,
 )
-from engine import Status
-from engine.core.textsafe import printable
+from engine import Status, printable
 
 if TYPE_CHECKING:
     from engine import Engine

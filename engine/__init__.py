@@ -14,8 +14,12 @@ if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test co
     from engine.base import Progress
     from engine.connect import ConnectOptions
     from engine.core.crd import parse_port_range
+    from engine.core.flows import Flow, protocol_name
+    from engine.core.impact import ImpactPreview
     from engine.core.model import ORDER_MAX, ORDER_MIN, Action, Protocol, RuleSet
+    from engine.core.replay import ReplayReport
     from engine.core.ruleline import DEFAULT_FIREWALL, format_rule_line, parse_rule_line
+    from engine.core.textsafe import printable
     from engine.engine import Engine
     from engine.errors import (
         ConfirmExpired,
@@ -33,7 +37,9 @@ if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test co
     from engine.kernel.abi import DEFAULT_PIN_ROOT
     from engine.kernel.netns import rejoin_host_mounts
     from engine.lab.firewall import LAB_RULES, lab_connection
+    from engine.lab.world import LabInfo, lab_down, lab_status, lab_up
     from engine.observe.event_source import EventSource
+    from engine.observe.flows import FlowsView, PendingDrops
     from engine.observe.metrics import is_loopback
     from engine.state.config import NodeConfig, split_listen
     from engine.views import (
@@ -55,8 +61,12 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "engine.base": ("Progress",),
     "engine.connect": ("ConnectOptions",),
     "engine.core.crd": ("parse_port_range",),
+    "engine.core.flows": ("Flow", "protocol_name"),
+    "engine.core.impact": ("ImpactPreview",),
     "engine.core.model": ("ORDER_MAX", "ORDER_MIN", "Action", "Protocol", "RuleSet"),
+    "engine.core.replay": ("ReplayReport",),
     "engine.core.ruleline": ("DEFAULT_FIREWALL", "format_rule_line", "parse_rule_line"),
+    "engine.core.textsafe": ("printable",),
     "engine.engine": ("Engine",),
     "engine.errors": (
         "ConfirmExpired",
@@ -74,7 +84,10 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "engine.kernel.abi": ("DEFAULT_PIN_ROOT",),
     "engine.kernel.netns": ("rejoin_host_mounts",),
     "engine.lab.firewall": ("LAB_RULES", "lab_connection"),
+    # the lab's namespaces, veths and traffic: not the firewall, so no Engine call builds them
+    "engine.lab.world": ("LabInfo", "lab_down", "lab_status", "lab_up"),
     "engine.observe.event_source": ("EventSource",),
+    "engine.observe.flows": ("FlowsView", "PendingDrops"),
     "engine.observe.metrics": ("is_loopback",),
     "engine.state.config": ("NodeConfig", "split_listen"),
     "engine.views": (

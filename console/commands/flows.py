@@ -11,7 +11,7 @@ from console import flowtext
 from console.commands.context import Context
 
 if TYPE_CHECKING:
-    from engine.core.impact import ImpactPreview
+    from engine import ImpactPreview
 
 
 def cmd_flows(ctx: Context, args: argparse.Namespace) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from console.commands.context import Context
 
+if TYPE_CHECKING:
+    from engine import LabInfo
 
-def _lab_text(info: Any) -> str:
+
+def _lab_text(info: LabInfo) -> str:
     lines = [f"lab is {'up' if info.up else 'DOWN'}: node namespace {info.node_ns}"]
     for c in info.clients:
         lines.append(
@@ -23,19 +26,19 @@ def _lab_text(info: Any) -> str:
 
 def cmd_lab(ctx: Context, args: argparse.Namespace) -> int:
     # The lab's namespaces, veths and traffic are not the firewall: no Engine builds them.
-    from engine.lab import world as lab
+    from engine import lab_down, lab_status, lab_up
 
     if args.action == "status":
-        info = lab.lab_status()
+        info = lab_status()
         ctx.emit(info.as_dict(), lambda: _lab_text(info))
         return 0 if info.up else 1
     if args.action == "down":
         with ctx.progress() as progress:
-            removed = lab.lab_down(progress=progress)
+            removed = lab_down(progress=progress)
         ctx.emit({"removed": removed}, "lab removed" if removed else "no lab to remove")
         return 0
     with ctx.progress() as progress:
-        info = lab.lab_up(
+        info = lab_up(
             rate=args.rate, traffic=not args.no_traffic, clients=args.clients, progress=progress
         )
         attached: list[str] = []

@@ -11,8 +11,11 @@ from typing import Any, Protocol
 from engine import (
     ApplyResult,
     DropEvent,
+    FlowsView,
     HistoryView,
+    ImpactPreview,
     InterfaceView,
+    PendingDrops,
     RuleRow,
     RuleSet,
     StatsSnapshot,
@@ -20,8 +23,6 @@ from engine import (
     TraceRequest,
     TraceResult,
 )
-from engine.core.impact import ImpactPreview
-from engine.observe.flows import FlowsView, PendingDrops
 
 
 class EventCountsLike(Protocol):
@@ -75,8 +76,6 @@ class EngineLike(Protocol):
         summary: str = ...,
     ) -> ApplyResult: ...
 
-    def check(self, ruleset: RuleSet, *, force: bool = False) -> tuple[Any, list[str]]: ...
-
     def check_rule(
         self, line: str, rule_id: int | None = None, *, force: bool = False
     ) -> list[str]: ...
@@ -128,7 +127,9 @@ class EngineLike(Protocol):
 
     def interfaces(self) -> dict[str, int]: ...
 
-    def preview(self, proposed: RuleSet, **kwargs: Any) -> ImpactPreview: ...
+    def preview_add(self, line: str, **kwargs: Any) -> ImpactPreview: ...
+
+    def preview_edit(self, rule_id: int, line: str, **kwargs: Any) -> ImpactPreview: ...
 
     def flows(self, **kwargs: Any) -> FlowsView: ...
 

@@ -492,6 +492,21 @@ class FakeEngine:
         ids = assign_rule_ids(self.ruleset())
         return preview_change(self.ruleset(), ids, proposed, [], source="fake flows")
 
+    def preview_add(self, line: str, **kwargs: Any) -> ImpactPreview:
+        self.check_rule(line)
+        parsed = self._parse(line)
+        new = add_rule(self._ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        return self.preview(new)
+
+    def preview_edit(self, rule_id: int, line: str, **kwargs: Any) -> ImpactPreview:
+        self.check_rule(line, rule_id)
+        row = self._row(rule_id)
+        parsed = self._parse(line, row.interfaces)
+        new = remove_rule(self._ruleset, row.firewall, row.cidrs, row.order)
+        return self.preview(
+            add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
+        )
+
     def flows(self, **kwargs: Any) -> FlowsView:
         return FlowsView((), 0, 600.0, 0, ("the fake engine records no flows",))
 

@@ -14,13 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker
 
 from console.flowtext import FLOW_HEADERS, flow_cells
+from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
 from console.tui.screens.rule_form import FormValues
-from engine.core.flows import Flow, protocol_name
-from engine.errors import InfwError
-from engine.observe.flows import FlowsView
+from engine import Flow, FlowsView, InfwError, protocol_name
 
 REFRESH_S = 1.0
 VERDICT_STYLE = {"DENY": "bold red", "ALLOW": "green"}
@@ -85,7 +85,7 @@ def flow_search_text(flow: Flow) -> str:
     return " ".join((flow.key.text(), s.verdict_text(), f"rule {s.rule_id}")).lower()
 
 
-class FlowsScreen(Screen[FlowChoice | None]):
+class FlowsScreen(EngineClient, Screen[FlowChoice | None]):
     BINDINGS = [
         Binding("f", "back", "Rules"),
         Binding("escape", "back", "Rules", show=False),
@@ -102,6 +102,7 @@ class FlowsScreen(Screen[FlowChoice | None]):
         self.view: FlowsView | None = None
         self.filter_text = ""
         self.shown: list[Flow] = []
+        self._reading: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(" Flows", id="flows-title")
@@ -117,13 +118,19 @@ class FlowsScreen(Screen[FlowChoice | None]):
         self.query_one(DataTable).focus()
 
     def refresh_flows(self) -> None:
-        try:
-            self.view = self.engine.flows()
-        except (InfwError, OSError) as exc:
-            text = exc.message if isinstance(exc, InfwError) else str(exc)
-            self.query_one("#flows-title", Static).update(f" Flows: {text}")
+        """Ask the engine for the flows in a worker; a read still on its way is not doubled."""
+        if self._reading is not None and not self._reading.is_finished:
             return
+        self._reading = call_engine(
+            self, "reading the flows", self.engine.flows, self._got_flows, self._flows_failed
+        )
+
+    def _got_flows(self, view: FlowsView) -> None:
+        self.view = view
         self._show_flows()
+
+    def _flows_failed(self, exc: InfwError | OSError) -> None:
+        self.query_one("#flows-title", Static).update(f" Flows: {error_line(exc)}")
 
     def _show_flows(self) -> None:
         view = self.view

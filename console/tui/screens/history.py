@@ -15,8 +15,7 @@ from console.format import relative_time
 from console.tui.calls import EngineClient, call_engine
 from console.tui.facade import EngineLike
 from console.tui.screens.dialogs import ConfirmDialog
-from engine import ApplyResult, InfwError
-from engine.core.textsafe import printable
+from engine import ApplyResult, InfwError, printable
 
 
 class HistoryScreen(EngineClient, ModalScreen[None]):

@@ -18,8 +18,7 @@ from textual.worker import get_current_worker
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
 from console.tui.screens.dialogs import ConfirmDialog
-from engine import GuardRefusal, InfwError, InterfaceView
-from engine.core.textsafe import printable
+from engine import GuardRefusal, InfwError, InterfaceView, printable
 
 ATTACH_MODES = ("auto", "native", "generic")
 

@@ -2,8 +2,10 @@
 
 The form builds the one-line rule form (engine.ruleline) from its fields, so what it accepts is
 exactly what the REPL and CLI accept; each FieldError is shown under the field it names. Once the
-line parses, the engine's guard judges the would-be rule set as a dry run (Engine.check, which
-applies nothing) a moment after the last keystroke, and its refusals appear under their field too.
+line parses, the engine judges the edit as a dry run a moment after the last keystroke
+(Engine.check_rule and preview_add/preview_edit: the same conflict checks and guard as the real
+apply, which applies nothing): its refusals appear under their field, its impact on the flows
+seen and its warnings (parity with the operator, as the CLI prints them) under the fields.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from engine import (
     ValidationError,
     parse_rule_line,
 )
-from engine.core.model import add_rule, remove_rule
 
 PROTOCOLS = ("any", "TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -217,6 +218,17 @@ def check_values(
     return build_line(v), errors
 
 
+def shown_warnings(line: str, warnings: Iterable[str]) -> list[str]:
+    """Each warning once, without the rule line it quotes (the form shows that line already)."""
+    prefix = f"rule '{line}': "
+    out: list[str] = []
+    for w in warnings:
+        text = w.removeprefix(prefix)
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def describe(fe: FieldError) -> str:
     text = f"{fe.problem} (got {fe.value!r})" if fe.value not in (None, "") else fe.problem
     return f"{text}; {fe.fix}" if fe.fix and not fe.fix.startswith("syntax:") else text
@@ -290,6 +302,8 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         self._guard_wanted: str | None = None
         # What the change does to the traffic seen lately (Engine.preview), for the guard's line.
         self.impact = ""
+        # What the dry run warned of (as the CLI prints them): shown under the impact line.
+        self.warnings: list[str] = []
         self._guard_timer: Timer | None = None
 
     # ------------------------------------------------------------------ layout
@@ -349,6 +363,7 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
             )
             yield Static(id="preview")
             yield Static("impact: waiting for a complete rule", id="impact")
+            yield Static(id="warnings")
             yield Static(id="general-error")
             with Horizontal(id="buttons"):
                 label = (
@@ -414,6 +429,9 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         if not complete:
             self._cancel_guard()
             self.guard_line, self.guard_notes = None, {}
+            if self.warnings:
+                self.warnings = []
+                self._show_warnings()
         elif line != self.guard_line and line != self._guard_wanted:
             self._schedule_guard(line)
         for name in (*FIELDS, GENERAL):
@@ -447,32 +465,29 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
             exit_on_error=False,
         )
 
-    def dry_run(self, line: str) -> tuple[str, dict[str, list[str]], str]:
-        """What the guard would say to this line; runs in a worker thread, applies nothing.
-
-        The would-be rule set is built the way the engine's add_rule / edit_rule build it:
-        engine.core.model's add_rule (and remove_rule of the edited rule) on the engine's rules,
-        which the impact preview needs too (Engine.check_rule does not return it yet)."""
+    def dry_run(self, line: str) -> tuple[str, dict[str, list[str]], str, list[str]]:
+        """What the real apply would say to this line, asked of the engine; runs in a worker
+        thread, applies nothing: its refusals per field, the impact on the flows seen lately,
+        and the warnings (where the rule means something else in the operator, say)."""
+        rule_id = self.row.rule_id if self.row is not None else None
         try:
-            parsed = parse_rule_line(line, self.row.interfaces if self.row else ())
-            ruleset = self.engine.ruleset()
-            if self.row is not None:
-                ruleset = remove_rule(ruleset, self.row.firewall, self.row.cidrs, self.row.order)
-            ruleset = add_rule(
-                ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
-            )
-            self.engine.check(ruleset)
-            impact = self.engine.preview(ruleset).summary()
+            # The line's own admission and parity notes, then the checks of the would-be rule
+            # set (the edit's conflicts, the guard, the node): Engine.check_rule
+            warnings = [*parse_rule_line(line).warnings, *self.engine.check_rule(line, rule_id)]
+            if rule_id is None:
+                preview = self.engine.preview_add(line)
+            else:
+                preview = self.engine.preview_edit(rule_id, line)
         except GuardRefusal as exc:
-            return line, place_refusals(exc, "guard would refuse: ", self.other_rule_ids), ""
+            return line, place_refusals(exc, "guard would refuse: ", self.other_rule_ids), "", []
         except ValidationError as exc:
             notes: dict[str, list[str]] = {}
             for fe in exc.errors:
                 notes.setdefault(field_for_path(fe.path), []).append(describe(fe))
-            return line, notes, ""
+            return line, notes, "", []
         except (InfwError, OSError):
-            return line, {}, ""  # the guard could not judge it now; Apply will say why
-        return line, {}, impact
+            return line, {}, "", []  # the guard could not judge it now; Apply will say why
+        return line, {}, preview.summary(), shown_warnings(line, warnings)
 
     @on(Worker.StateChanged)
     def _guard_answered(self, event: Worker.StateChanged) -> None:
@@ -482,16 +497,23 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         result = worker.result
         if not isinstance(result, tuple):
             return
-        line, notes, impact = result
+        line, notes, impact, warnings = result
         if line != self._guard_wanted:
             return  # the fields changed since: a newer dry run is on its way
         self._guard_wanted = None
         self.guard_line, self.guard_notes = line, notes
         self.impact = impact
+        self.warnings = warnings
         self.query_one("#impact", Static).update(
             f"impact: {impact}" if impact else "impact: (the guard refuses this rule)"
         )
+        self._show_warnings()
         self.validate()
+
+    def _show_warnings(self) -> None:
+        target = self.query_one("#warnings", Static)
+        target.set_class(bool(self.warnings), "-shown")
+        target.update("\n".join(f"⚠ warning: {w}" for w in self.warnings))
 
     def _show_error(self, name: str, messages: list[str]) -> None:
         target = self.query_one("#general-error" if name == GENERAL else f"#e-{name}", Static)

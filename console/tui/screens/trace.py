@@ -16,8 +16,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
 from console.tui.widgets.cells import verdict_text
-from engine import InfwError, TraceRequest, TraceResult
-from engine.core.textsafe import printable
+from engine import InfwError, TraceRequest, TraceResult, printable
 
 TRACE_PROTOCOLS = ("TCP", "UDP", "SCTP", "ICMP", "ICMPv6")
 

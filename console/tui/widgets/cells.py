@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from rich.text import Text
 
 from console.format import clock
-from engine import DropEvent, RuleRow
-from engine.core.textsafe import printable
+from engine import DropEvent, RuleRow, printable
 
 VERDICT_STYLE = {
     "DENY": "bold red",

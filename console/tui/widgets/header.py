@@ -12,8 +12,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import Static
 
-from engine import InterfaceView, Status
-from engine.core.textsafe import printable
+from engine import InterfaceView, Status, printable
 
 SEP = " │ "
 DOT = " · "

@@ -18,8 +18,7 @@ from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotEx
 
 from console.format import human_bytes, human_count, human_rate, relative_time
 from console.tui.widgets.cells import VERDICT_STYLE, shorten
-from engine import RuleRow
-from engine.core.textsafe import printable
+from engine import RuleRow, printable
 
 HIT_MARK = "●"
 
