@@ -13,7 +13,7 @@ from console.tui.screens.flows import FlowsScreen
 from console.tui.screens.rule_form import RuleForm
 from console.tui.screens.trace import TraceDialog
 from engine.engine import Engine
-from tests.console.tuikit import aio
+from tests.console.tuikit import aio, settle
 from tests.unit.test_engine_flows import flow_lab, send_tcp
 
 
@@ -29,7 +29,7 @@ async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) ->
     app = app_on(engine)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("f")
-        await pilot.pause()
+        await settle(pilot)  # the flows come back from a worker
         screen = app.screen
         assert isinstance(screen, FlowsScreen)
         assert [f.key.source for f in screen.shown] == ["192.0.2.7", "192.0.2.8"]
@@ -71,7 +71,7 @@ async def test_allow_port_and_trace_from_a_flow(tmp_path: Path) -> None:
     app = app_on(engine)
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("f")
-        await pilot.pause()
+        await settle(pilot)  # the flows come back from a worker
         await pilot.press("a")
         await pilot.pause()
         form = app.screen
@@ -81,7 +81,7 @@ async def test_allow_port_and_trace_from_a_flow(tmp_path: Path) -> None:
         assert form.query_one("#f-action", Select).value == "Allow"
         await pilot.press("escape")
         await pilot.press("f")
-        await pilot.pause()
+        await settle(pilot)  # the flows come back from a worker
         await pilot.press("t")
         await pilot.pause()
         dialog = app.screen
