@@ -528,6 +528,24 @@ def _segment_trie(segs: list[tuple[int, int, ListRule]], pool: _NodePool) -> int
         return 0
     if len(segs) == 1 and segs[0][0] == 0 and segs[0][1] == VALUE_MAX:
         return seg_leaf(segs[0][2])
+    root, children = seg_rows(segs)
+    if not pool.fits(1 + len(children)):
+        return None
+    for block, row in children.items():
+        root[block] = pool.add(row)
+    return pool.add(root)
+
+
+def seg_leaf(rule: ListRule) -> int:
+    return SEG_ACTION_CODES[rule.action] << 16 | rule.rule_id
+
+
+def seg_rows(
+    segs: list[tuple[int, int, ListRule]],
+) -> tuple[list[int], dict[int, list[int]]]:
+    """A segment trie's root row and its second-level rows by block (value>>8): a range that
+    covers whole blocks is one root entry per block, the rest fills entries of the block's row.
+    The full and the incremental compiler both lay a trie out from these."""
     root = [0] * NODE_ENTRIES
     children: dict[int, list[int]] = {}
     for low, high, rule in segs:
@@ -538,19 +556,10 @@ def _segment_trie(segs: list[tuple[int, int, ListRule]], pool: _NodePool) -> int
             if low & 0xFF == 0 and end & 0xFF == 0xFF:
                 root[block] = leaf
             else:
-                children.setdefault(block, [0] * NODE_ENTRIES)[low & 0xFF : (end & 0xFF) + 1] = [
-                    leaf
-                ] * (end - low + 1)
+                row = children.setdefault(block, [0] * NODE_ENTRIES)
+                row[low & 0xFF : (end & 0xFF) + 1] = [leaf] * (end - low + 1)
             low = end + 1
-    if not pool.fits(1 + len(children)):
-        return None
-    for block, row in children.items():
-        root[block] = pool.add(row)
-    return pool.add(root)
-
-
-def seg_leaf(rule: ListRule) -> int:
-    return SEG_ACTION_CODES[rule.action] << 16 | rule.rule_id
+    return root, children
 
 
 def class_ranges(

@@ -55,6 +55,7 @@ from engine.core.compiler import (
     match_interfaces,
     rule_key,
     seg_leaf,
+    seg_rows,
     space_of,
 )
 from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_ports
@@ -875,19 +876,7 @@ class IncrementalCompiler:
             if len(segs) == 1 and segs[0][0] == 0 and segs[0][1] == VALUE_MAX:
                 roots[ri] = seg_leaf(segs[0][2])
                 continue
-            root = [0] * NODE_ENTRIES
-            children: dict[int, list[int]] = {}
-            for low, high, rule in segs:
-                leaf = seg_leaf(rule)
-                while low <= high:
-                    block = low >> 8
-                    end = min(high, block << 8 | 0xFF)
-                    if low & 0xFF == 0 and end & 0xFF == 0xFF:
-                        root[block] = leaf
-                    else:
-                        row = children.setdefault(block, [0] * NODE_ENTRIES)
-                        row[low & 0xFF : (end & 0xFF) + 1] = [leaf] * (end - low + 1)
-                    low = end + 1
+            root, children = seg_rows(segs)
             for block, row in children.items():
                 slot = self.slots.of[("g", lid, ri, block)]
                 self.rows[slot] = _pack(row)
