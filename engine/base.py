@@ -21,7 +21,7 @@ from engine.kernel.seam import Kernel, LoadedDatapath
 from engine.observe.flows import FlowReader
 from engine.observe.stats import RateTracker
 from engine.state.config import NodeConfig, load_config
-from engine.state.store import Store, StoredState
+from engine.state.store import Store, StoredState, author
 
 Progress = Callable[[str], None]
 # An edit: the stored state -> (the rule set to apply, its history summary).
@@ -192,6 +192,16 @@ class EngineBase:
             *(i for fw in stored.ruleset.firewalls for i in fw.interfaces),
         ]
         return match_interfaces(patterns, self.interfaces()) if patterns else []
+
+    def _commit_setting(
+        self, dp: LoadedDatapath, stored: StoredState, new: StoredState, summary: str
+    ) -> None:
+        """Store a change of the node's settings (mode, attach list), not of its rules, and
+        stamp the kernel with its generation so status finds the two in step."""
+        committed = self.store.commit(
+            new, expected_generation=stored.generation, author=author(), summary=summary
+        )
+        dp.set_generation(committed.generation)
 
     @staticmethod
     def _enforce(

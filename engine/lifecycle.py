@@ -13,7 +13,7 @@ from engine.core.compiler import match_interfaces
 from engine.core.guard import raise_if_refused
 from engine.errors import StateError
 from engine.observe.snapshot import Snapshot
-from engine.state.store import StoredState, author
+from engine.state.store import StoredState
 from engine.state.transaction import Rollback
 from engine.views import InterfaceView, Status
 
@@ -60,13 +60,12 @@ class Lifecycle(Snapshot):
             stored = self.state()
             merged = tuple(dict.fromkeys((*stored.interfaces, *patterns)))
             if merged != stored.interfaces or stored.attach_mode != mode:
-                new = self.store.commit(
+                self._commit_setting(
+                    dp,
+                    stored,
                     replace(stored, interfaces=merged, attach_mode=mode),
-                    expected_generation=stored.generation,
-                    author=author(),
-                    summary=f"attach {', '.join(patterns)}",
+                    f"attach {', '.join(patterns)}",
                 )
-                dp.set_generation(new.generation)
         return [v for v in self.status().interfaces if v.name in names]
 
     def detach(self, patterns: Sequence[str] | None = None) -> list[str]:
@@ -104,13 +103,9 @@ class Lifecycle(Snapshot):
                     kept_list.append(p)
             kept = tuple(dict.fromkeys(kept_list))
             if kept != stored.interfaces:
-                new = self.store.commit(
-                    replace(stored, interfaces=kept),
-                    expected_generation=stored.generation,
-                    author=author(),
-                    summary=f"detach {', '.join(patterns)}",
+                self._commit_setting(
+                    dp, stored, replace(stored, interfaces=kept), f"detach {', '.join(patterns)}"
                 )
-                dp.set_generation(new.generation)
             return names
 
     def follow_interfaces(self) -> list[str]:

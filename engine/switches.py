@@ -9,7 +9,6 @@ from engine.base import EngineBase
 from engine.core.guard import raise_if_refused
 from engine.errors import StateError
 from engine.kernel.abi import REPLIES_MAX_ENTRIES, Mode, NodeCounter
-from engine.state.store import author
 from engine.views import RepliesView
 
 
@@ -31,13 +30,7 @@ class Switches(EngineBase):
             dp = self.datapath()
             dp.set_mode(Mode.AUDIT if mode == "audit" else Mode.ENFORCE)
             if stored.mode != mode:
-                new = self.store.commit(
-                    replace(stored, mode=mode),
-                    expected_generation=stored.generation,
-                    author=author(),
-                    summary=f"mode {mode}",
-                )
-                dp.set_generation(new.generation)
+                self._commit_setting(dp, stored, replace(stored, mode=mode), f"mode {mode}")
         return mode
 
     def replies(self) -> RepliesView:
