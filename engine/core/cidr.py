@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 
 import netaddr
@@ -13,6 +14,23 @@ MAPPED_V4_PREFIX = 0xFFFF << 32  # ::ffff:0:0/96
 
 class CidrError(ValueError):
     """A CIDR is malformed; the message says what it should look like."""
+
+
+# A dotted quad as every parser here reads it alike (no leading zeros, ASCII digits): the fast
+# path for the common case; anything else goes to netaddr or ipaddress, whose answers for these
+# strings are the same numbers. Big rule files hold 100,000 CIDRs, parsed at admission and again
+# by the compiler.
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_V4_LENGTH = re.compile(r"3[0-2]|[12]?[0-9]")
+
+
+def _quad(addr: str) -> int | None:
+    match = _DOTTED_QUAD.fullmatch(addr)
+    if match is None:
+        return None
+    a, b, c, d = match.groups()
+    return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
 
 
 @dataclass(frozen=True, order=True)
@@ -47,12 +65,43 @@ class Prefix:
         return f"{netaddr.IPAddress(self.value, 6)}/{self.length}"
 
 
-@functools.lru_cache(maxsize=1 << 18)  # compile re-parses what validation parsed
+# parse_cidr's answers by text: the compiler and the parity notes parse what admission read, and
+# admission puts its own answers in (remember_cidr), so 100,000 CIDRs are parsed once.
+_PARSED: dict[str, Prefix] = {}
+PARSED_MAX = 1 << 18
+
+
 def parse_cidr(text: str) -> Prefix:
     """Parse 'a.b.c.d/n' or 'x::/n' strictly: host bits set is an error naming the network."""
+    hit = _PARSED.get(text)
+    if hit is not None:
+        return hit
+    prefix = _parse_cidr(text)
+    remember_cidr(text, prefix)
+    return prefix
+
+
+def remember_cidr(text: str, prefix: Prefix) -> None:
+    """Record parse_cidr(text) == prefix (the caller knows it: text is str(prefix))."""
+    if len(_PARSED) >= PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[text] = prefix
+
+
+def forget_parsed_cidrs() -> None:
+    _PARSED.clear()
+
+
+def _parse_cidr(text: str) -> Prefix:
     raw = str(text).strip()
     if "/" not in raw:
         raise CidrError("a CIDR needs a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32")
+    addr, _, length = raw.partition("/")
+    quad = _quad(addr) if _V4_LENGTH.fullmatch(length) else None
+    if quad is not None:
+        plen = int(length)
+        if not quad & ((1 << (32 - plen)) - 1):  # host bits set: netaddr words the error below
+            return Prefix(MAPPED_V4_PREFIX | quad, plen + 96, True)
     try:
         net = netaddr.IPNetwork(raw)
     except (netaddr.AddrFormatError, ValueError, TypeError) as exc:
@@ -110,6 +159,10 @@ def parse_operator_cidr(text: object) -> OperatorCidr:
     if not isinstance(text, str):
         raise CidrError("a CIDR is a string, e.g. 192.0.2.0/24 or 2001:db8::/32")
     addr, slash, length = text.partition("/")
+    if slash and length.isascii() and length.isdigit():
+        quad = _quad(addr)  # a plain dotted quad: nothing below could refuse it but its length
+        if quad is not None:
+            return _operator_v4(quad, int(length))
     if not slash:
         raise CidrError("a CIDR needs a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32")
     if any(ch.isspace() for ch in text) or "%" in addr:
@@ -120,15 +173,22 @@ def parse_operator_cidr(text: object) -> OperatorCidr:
         ip = ipaddress.ip_address(addr)
     except ValueError as exc:
         raise CidrError(f"not an IP address ({exc})") from exc
-    width = 32 if ip.version == 4 else 128
-    plen = int(length)
-    if plen > width:
-        raise CidrError(f"prefix length {plen} is more than the {width} bits of the address")
-    value = int(ip)
-    host = bool(value & ((1 << (width - plen)) - 1))
-    value &= ~((1 << (width - plen)) - 1)
     if ip.version == 4:
-        return OperatorCidr(Prefix(MAPPED_V4_PREFIX | value, plen + 96, True), host, False)
+        return _operator_v4(int(ip), int(length))
+    plen = int(length)
+    if plen > 128:
+        raise CidrError(f"prefix length {plen} is more than the 128 bits of the address")
+    value = int(ip)
+    host = bool(value & ((1 << (128 - plen)) - 1))
+    value &= ~((1 << (128 - plen)) - 1)
     if plen >= 96 and (value >> 32) == 0xFFFF:
         return OperatorCidr(Prefix(MAPPED_V4_PREFIX | (value & 0xFFFFFFFF), plen, True), host, True)
     return OperatorCidr(Prefix(value, plen, False), host, False)
+
+
+def _operator_v4(value: int, plen: int) -> OperatorCidr:
+    if plen > 32:
+        raise CidrError(f"prefix length {plen} is more than the 32 bits of the address")
+    host = bool(value & ((1 << (32 - plen)) - 1))
+    value &= ~((1 << (32 - plen)) - 1)
+    return OperatorCidr(Prefix(MAPPED_V4_PREFIX | value, plen + 96, True), host, False)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.core.cidr import CidrError, parse_operator_cidr
+from engine.core.cidr import CidrError, parse_operator_cidr, remember_cidr
 from engine.core.export import firewall_to_dict
 from engine.core.failsafe import OPERATOR_FAILSAFE
 from engine.core.model import (
@@ -74,6 +74,12 @@ RULE_KEYS = ("order", "protocolConfig", "action")
 TOP_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 SELECTOR_KEYS = ("matchLabels", "matchExpressions")
 EXPRESSION_KEYS = ("key", "operator", "values")
+# The enums' members looked up once: iterating an Enum costs microseconds, and a big file asks
+# for every one of its 10,000 rules.
+_PROTOCOLS = tuple((p, p.crd_key) for p in Protocol)
+PROTOCOL_CONFIG_KEYS = ("protocol", *(key for _, key in _PROTOCOLS))
+_PROTOCOL_BY_VALUE = {p.value: p for p in Protocol}
+_ACTION_BY_VALUE = {a.value: a for a in Action}
 
 
 @dataclass(frozen=True)
@@ -256,8 +262,7 @@ def _parse_protocol_config(
         c.add(path, pc, "must be a mapping like {protocol: TCP, tcp: {ports: 80}}")
         return False, None, None, None, None
     before = len(c.errors)
-    keys = ("protocol", *(p.crd_key for p in Protocol))
-    _unknown_keys(c, path, pc, keys)
+    _unknown_keys(c, path, pc, PROTOCOL_CONFIG_KEYS)
     if not _present(pc, "protocol"):
         c.add(
             f"{path}.protocol",
@@ -269,8 +274,8 @@ def _parse_protocol_config(
     text = pc["protocol"]
     protocol: Protocol | None = None
     if text != "":
-        match = [p for p in Protocol if p.value == text]
-        if not match:
+        found = _PROTOCOL_BY_VALUE.get(text) if isinstance(text, str) else None
+        if found is None:
             near = [
                 p.value
                 for p in Protocol
@@ -283,13 +288,13 @@ def _parse_protocol_config(
                 f"write {near[0]}" if near else 'use TCP, UDP, SCTP, ICMP, ICMPv6 or ""',
             )
             return False, None, None, None, None
-        protocol = match[0]
-    for other in Protocol:
-        if other is not protocol and _present(pc, other.crd_key):
+        protocol = found
+    for other, other_key in _PROTOCOLS:
+        if other is not protocol and _present(pc, other_key):
             c.add(
-                f"{path}.{other.crd_key}",
-                pc[other.crd_key],
-                f"'{other.crd_key}' is forbidden unless protocol is {other.value}",
+                f"{path}.{other_key}",
+                pc[other_key],
+                f"'{other_key}' is forbidden unless protocol is {other.value}",
                 f"use '{protocol.crd_key}:'" if protocol else "remove it, or set the protocol",
             )
     ports = icmp_type = icmp_code = None
@@ -350,8 +355,9 @@ def _parse_rule(c: _Collector, path: str, raw: object, node_forms: bool) -> Rule
                 "refuses to load a rule without one, so write action: Allow",
             )
     else:
-        match = [a for a in Action if a.value == raw["action"]]
-        if not match:
+        text = raw["action"]
+        chosen = _ACTION_BY_VALUE.get(text) if isinstance(text, str) else None
+        if chosen is None:
             near = [
                 a.value
                 for a in Action
@@ -365,7 +371,7 @@ def _parse_rule(c: _Collector, path: str, raw: object, node_forms: bool) -> Rule
             )
             action = None
         else:
-            action = match[0]
+            action = chosen
     ok, protocol, ports, icmp_type, icmp_code = _parse_protocol_config(
         c, f"{path}.protocolConfig", raw.get("protocolConfig"), node_forms
     )
@@ -413,7 +419,7 @@ def _parse_entry(
     before = len(c.errors)
     _unknown_keys(c, path, raw, ENTRY_KEYS)
     cidrs_raw = raw.get("sourceCIDRs")
-    cidrs: list[str] = []
+    cidrs: dict[str, None] = {}  # in the order written, each network once
     texts: list[str] = []
     if not isinstance(cidrs_raw, list) or not cidrs_raw:
         c.add(
@@ -430,6 +436,8 @@ def _parse_entry(
                 c.add(f"{path}.sourceCIDRs[{i}]", text, str(exc))
                 continue
             normal = str(parsed.prefix)
+            if parsed.prefix.is_v4 and not parsed.mapped:
+                remember_cidr(normal, parsed.prefix)  # what parse_cidr says of it: no 2nd parse
             if parsed.mapped:
                 c.warn(
                     f"{path}.sourceCIDRs[{i}]",
@@ -442,8 +450,7 @@ def _parse_entry(
                     f"{text} has host bits set: it means {normal}, here and in the operator",
                 )
             texts.append(str(text))
-            if normal not in cidrs:
-                cidrs.append(normal)
+            cidrs[normal] = None
     rules_raw = raw.get("rules")
     rules: list[Rule] = []
     orders: set[int] = set()
@@ -763,8 +770,13 @@ def _cross_object_orders(parsed: list[tuple[str, _Parsed]]) -> list[FieldError]:
     nodeSelector also lists, when the two entries share an order."""
     errors: list[FieldError] = []
     seen: dict[tuple[str, str], list[tuple[str, _Entry]]] = {}
-    for label, p in parsed:
-        sel = _selector_key(p.firewall.node_selector)
+    selectors = [_selector_key(p.firewall.node_selector) for _, p in parsed]
+    names: dict[str, set[str]] = {}
+    for sel, (_, p) in zip(selectors, parsed, strict=True):
+        names.setdefault(sel, set()).add(p.firewall.name)
+    for sel, (label, p) in zip(selectors, parsed, strict=True):
+        if len(names[sel]) < 2:
+            continue  # no other object shares its nodeSelector: nothing to compare with
         reported: set[tuple[str, str]] = set()
         for entry in p.entries:
             for text in entry.cidr_texts:

@@ -59,7 +59,7 @@ from engine.core.compiler import (
     space_of,
 )
 from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_ports
-from engine.core.model import RuleSet
+from engine.core.model import HashedTuple, RuleSet
 from engine.kernel.abi import (
     LISTS_PER_GEN,
     NODE_ENTRIES,
@@ -706,7 +706,8 @@ class IncrementalCompiler:
                     for order, ri, lr in self.blocks[(fw_name, bi)].placed:
                         ranked.append(((order, -qlen, fw_name, bi, ri), lr))
                 ranked.sort(key=lambda e: e[0])
-                merged = cache[members] = tuple(lr for _, lr in ranked)
+                # hashed once: every prefix sharing it looks it up by content below
+                merged = cache[members] = HashedTuple(lr for _, lr in ranked)
                 if len(merged) > MAX_RULES_PER_SOURCE:
                     _limit(
                         f"rules for source {sk[1]}",

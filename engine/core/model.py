@@ -120,10 +120,10 @@ class Rule:
         return self.protocol.value
 
 
-class SortedCidrs(tuple[str, ...]):
-    """A block's CIDRs sorted, as rule-id keys hold them, with its hash kept: every rule's key is
-    looked up several times per edit, and a block's tuple may hold thousands of CIDRs. Equal,
-    and hashed alike, to the plain tuple."""
+class HashedTuple(tuple):
+    """A tuple that keeps its hash: for big tuples used as dict keys again and again (a block's
+    sorted CIDRs in every rule-id key, a merged rule list shared by 100 prefixes). Equal, and
+    hashed alike, to the plain tuple."""
 
     _hash: int
 
@@ -133,6 +133,10 @@ class SortedCidrs(tuple[str, ...]):
         except AttributeError:
             self._hash = tuple.__hash__(self)
             return self._hash
+
+
+class SortedCidrs(HashedTuple, tuple[str, ...]):
+    """A block's CIDRs sorted, as rule-id keys hold them."""
 
 
 @dataclass(frozen=True)
