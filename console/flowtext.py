@@ -50,6 +50,7 @@ def impact_text(preview: ImpactPreview, style: Style = PLAIN) -> str:
         lines.append(f"{style.verdict('ALLOW')} newly: {change.text()}")
     lines += [line for line in preview.traffic.lines() if line.startswith("...")]
     lines.append(f"impact: {preview.summary()}")
+    lines += [f"warning: {w}" for w in preview.warnings]
     return "\n".join(lines)
 
 

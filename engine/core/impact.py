@@ -362,6 +362,8 @@ class ImpactPreview:
     diff: RuleDiff
     traffic: TrafficImpact
     proposed_ids: Mapping[RuleKey, int] = field(default_factory=dict, compare=False)
+    # what the apply of this change would warn of (an edit's dry run sets them)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def summary(self) -> str:
         """One line: what the form and the apply step show."""
@@ -375,6 +377,7 @@ class ImpactPreview:
             "diff": self.diff.to_json(),
             "traffic": self.traffic.to_json(),
             "summary": self.summary(),
+            "warnings": list(self.warnings),
         }
 
 

@@ -4,6 +4,7 @@ change would drop before it lands (DESIGN §5)."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from engine.base import Change
@@ -21,7 +22,7 @@ from engine.observe.flows import (
     replay_capture,
 )
 from engine.observe.flows import preview as flow_preview
-from engine.state.rule_edits import RuleEdits
+from engine.state.rule_edits import RuleChange, RuleEdits
 from engine.views import StatsSnapshot
 
 
@@ -89,10 +90,12 @@ class FlowViews(RuleEdits):
         return self._preview_change(self._deleted(rule_id), **kwargs)
 
     def _preview_change(self, change: Change, **kwargs: Any) -> ImpactPreview:
-        """The dry run of an edit: the rule set it would apply, checked, then previewed."""
+        """The dry run of an edit: the rule set it would apply, checked, then previewed, with
+        the warnings the apply would give (the rule line's own first)."""
         ruleset, _ = change(self.state())
-        self.check(ruleset, force=bool(kwargs.pop("force", False)))
-        return self.preview(ruleset, **kwargs)
+        _, warnings = self.check(ruleset, force=bool(kwargs.pop("force", False)))
+        notes = change.warnings if isinstance(change, RuleChange) else ()
+        return replace(self.preview(ruleset, **kwargs), warnings=(*notes, *warnings))
 
     def trace_pcap(self, path: str, interface: str | None = None) -> ReplayReport:
         """Every frame of a capture through the loaded program (marked: counts nothing) and

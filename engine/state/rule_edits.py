@@ -3,6 +3,7 @@ applied under the store lock, so two consoles never lose an edit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -17,34 +18,54 @@ from engine.state.store import StoredState
 from engine.views import ApplyResult, RuleRow
 
 
+class RuleChange:
+    """A one-rule Change that keeps the warnings of the line it resolved (its admission and
+    operator-parity notes, as validate gives them for a file), so the apply, the dry run and
+    the preview of the edit report them as the CLI does for a file."""
+
+    def __init__(self, build: Callable[[StoredState], tuple[RuleSet, str, RuleLine]]) -> None:
+        self._build = build
+        self.warnings: tuple[str, ...] = ()
+
+    def __call__(self, stored: StoredState) -> tuple[RuleSet, str]:
+        ruleset, summary, parsed = self._build(stored)
+        self.warnings = parsed.warnings
+        return ruleset, summary
+
+
 class RuleEdits(EditTransaction):
     """Edits of one rule, by its line or its id."""
 
     def add_rule(self, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
-        return self._edit(self._added(line), **kwargs)
+        return self._noted(self._added(line), **kwargs)
 
-    def _added(self, line: str | RuleLine) -> Change:
-        def change(stored: StoredState) -> tuple[RuleSet, str]:
+    def _noted(self, change: RuleChange, **kwargs: Any) -> ApplyResult:
+        result = self._edit(change, **kwargs)
+        return replace(result, warnings=(*change.warnings, *result.warnings))
+
+    def _added(self, line: str | RuleLine) -> RuleChange:
+        def change(stored: StoredState) -> tuple[RuleSet, str, RuleLine]:
             parsed = self._resolve_line(stored, line)
             self._refuse_conflict(stored, parsed, None)
             new = add_rule(
                 stored.ruleset, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule
             )
             crd.check_ruleset(new, f"rule in {parsed.firewall}")  # the webhook's order check
-            return new, f"add {parsed.firewall} order {parsed.rule.order}"
+            return new, f"add {parsed.firewall} order {parsed.rule.order}", parsed
 
-        return change
+        return RuleChange(change)
 
     def check_rule(
         self, line: str | RuleLine, rule_id: int | None = None, *, force: bool = False
     ) -> list[str]:
         """The dry run of add_rule (or, with rule_id, edit_rule): the same rule set those would
         apply, through the same conflict checks and guard; applies nothing. Raises what the
-        apply would raise (ValidationError, GuardRefusal); returns its warnings."""
+        apply would raise (ValidationError, GuardRefusal); returns its warnings (the line's
+        own, then the check's)."""
         change = self._added(line) if rule_id is None else self._edited(rule_id, line)
         ruleset, _ = change(self.state())
         _, warnings = self.check(ruleset, force=force)
-        return warnings
+        return [*change.warnings, *warnings]
 
     @staticmethod
     def _resolve_line(
@@ -60,19 +81,20 @@ class RuleEdits(EditTransaction):
             return parsed
         fw = stored.ruleset.firewall(parsed.firewall)
         interfaces = fw.interfaces if fw else stored.interfaces
-        if not interfaces:
-            raise ValidationError(
-                [
-                    FieldError(
-                        f"rule '{line}'",
-                        "spec.interfaces",
-                        None,
-                        "missing",
-                        "add 'on IFACE' (a name or glob, e.g. on eth0)",
-                    )
-                ]
-            )
-        return replace(parsed, interfaces=interfaces)
+        if interfaces:
+            # parsed again with the interfaces it takes: the stand-in's warnings are not its own
+            return parse_rule_line(line, tuple(interfaces), default_firewall=default_fw)
+        raise ValidationError(
+            [
+                FieldError(
+                    f"rule '{line}'",
+                    "spec.interfaces",
+                    None,
+                    "missing",
+                    "add 'on IFACE' (a name or glob, e.g. on eth0)",
+                )
+            ]
+        )
 
     @staticmethod
     def _refuse_conflict(stored: StoredState, parsed: RuleLine, row: RuleRow | None) -> None:
@@ -114,19 +136,19 @@ class RuleEdits(EditTransaction):
         return change
 
     def edit_rule(self, rule_id: int, line: str | RuleLine, **kwargs: Any) -> ApplyResult:
-        return self._edit(self._edited(rule_id, line), **kwargs)
+        return self._noted(self._edited(rule_id, line), **kwargs)
 
-    def _edited(self, rule_id: int, line: str | RuleLine) -> Change:
-        def change(stored: StoredState) -> tuple[RuleSet, str]:
+    def _edited(self, rule_id: int, line: str | RuleLine) -> RuleChange:
+        def change(stored: StoredState) -> tuple[RuleSet, str, RuleLine]:
             row = self._find_rule(rule_id, stored)
             parsed = self._resolve_line(stored, line, row)
             self._refuse_conflict(stored, parsed, row)
             new = remove_rule(stored.ruleset, row.firewall, row.cidrs, row.order)
             new = add_rule(new, parsed.firewall, parsed.interfaces, parsed.cidrs, parsed.rule)
             crd.check_ruleset(new, f"rule {rule_id}")
-            return new, f"edit rule {rule_id}"
+            return new, f"edit rule {rule_id}", parsed
 
-        return change
+        return RuleChange(change)
 
     def reorder_target(self, rule_id: int, delta: int) -> int:
         """The order a move by delta lands on: past every order its block already uses, so a

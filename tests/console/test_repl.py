@@ -323,6 +323,18 @@ def test_add_edit_delete_change_the_store(engine: Engine) -> None:
     assert engine.rule_rows() == []
 
 
+def test_add_and_its_dry_run_print_the_parity_warnings(engine: Engine) -> None:
+    line = "deny tcp 80-90 from 198.51.100.7/24 on eth0 order 150"
+    out, err, _ = repl(engine, f"add --dry-run {line}\nexit\n")
+    assert "dry run: nothing was applied" in out + err and engine.rule_rows() == []
+    for text in ("has host bits set", "orders 1-99", "end port"):
+        assert any(text in ln for ln in out.splitlines() if ln.startswith("warning:")), text
+    out, err, _ = repl(engine, f"add {line}\nexit\n")
+    assert "applied generation 1" in out, err
+    warned = [ln for ln in out.splitlines() if "warning:" in ln]
+    assert any("host bits set" in ln for ln in warned) and any("end port" in ln for ln in warned)
+
+
 def test_bad_input_prints_the_error_and_the_repl_continues(with_rules: Engine) -> None:
     before = with_rules.export_yaml()
     script = (

@@ -3,9 +3,9 @@
 The form builds the one-line rule form (engine.ruleline) from its fields, so what it accepts is
 exactly what the REPL and CLI accept; each FieldError is shown under the field it names. Once the
 line parses, the engine judges the edit as a dry run a moment after the last keystroke
-(Engine.check_rule and preview_add/preview_edit: the same conflict checks and guard as the real
-apply, which applies nothing): its refusals appear under their field, its impact on the flows
-seen and its warnings (parity with the operator, as the CLI prints them) under the fields.
+(Engine.preview_add / preview_edit: the same conflict checks and guard as the real apply, which
+applies nothing): its refusals appear under their field, its impact on the flows seen and its
+warnings (parity with the operator, as the CLI prints them) under the fields.
 """
 
 from __future__ import annotations
@@ -471,9 +471,8 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         and the warnings (where the rule means something else in the operator, say)."""
         rule_id = self.row.rule_id if self.row is not None else None
         try:
-            # The line's own admission and parity notes, then the checks of the would-be rule
-            # set (the edit's conflicts, the guard, the node): Engine.check_rule
-            warnings = [*parse_rule_line(line).warnings, *self.engine.check_rule(line, rule_id)]
+            # the edit's conflicts, the guard and the node, as the apply checks them; the
+            # warnings are the line's own admission and parity notes, then the check's
             if rule_id is None:
                 preview = self.engine.preview_add(line)
             else:
@@ -487,7 +486,7 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
             return line, notes, "", []
         except (InfwError, OSError):
             return line, {}, "", []  # the guard could not judge it now; Apply will say why
-        return line, {}, preview.summary(), shown_warnings(line, warnings)
+        return line, {}, preview.summary(), shown_warnings(line, preview.warnings)
 
     @on(Worker.StateChanged)
     def _guard_answered(self, event: Worker.StateChanged) -> None:
