@@ -236,6 +236,10 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
         rows.append(("interfaces", ", ".join(parts)))
     else:
         rows.append(("interfaces", "none attached"))
+    if st.loaded:
+        rows.append(
+            ("agent", st.agent or "not running: no interface that appears or returns is followed")
+        )
     if st.pending is not None:
         p = st.pending
         text = (

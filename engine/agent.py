@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.errors import InfwError, StateError
 from engine.kernel.ringbuf import lock_holders, run_lock_path
+from engine.views import Problem
 
 SWEEP_PERIOD = 1.0  # seconds between sweeps when no link event comes
 SETTLE = 0.05  # link events come in bursts (new link, then up, then addresses): sweep once
@@ -31,6 +32,28 @@ def agent_pid(pin_root: str) -> int | None:
     """The pid of the agent following the firewall at pin_root, None when none runs."""
     holders = lock_holders(run_lock_path(pin_root, "agent"))
     return min(holders) if holders else None
+
+
+def agent_health(pin_root: str) -> tuple[str, Problem | None]:
+    """The agent as `status` shows it ("running pid N", "" when none runs), and a problem when
+    it holds its lock but cannot act: a stopped (SIGSTOP, traced) agent follows nothing, and
+    no other agent can start while it holds the lock."""
+    pid = agent_pid(pin_root)
+    if pid is None:
+        return "", None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        state = "?"
+    if state not in ("T", "t"):
+        return f"running pid {pid}", None
+    return f"stopped pid {pid}", Problem(
+        "agent",
+        f"the agent (pid {pid}) is stopped: it follows no interface and takes over nothing, "
+        "and holds the lock another agent would need",
+        f"kill -CONT {pid} (or systemctl restart infw-agent)",
+    )
 
 
 def _take_lock(pin_root: str) -> int:

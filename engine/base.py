@@ -185,12 +185,11 @@ class EngineBase:
         return self.datapath()
 
     def _named_interfaces(self) -> list[str]:
-        """Interfaces here that the stored attach patterns or the objects name."""
+        """Interfaces here that the stored attach patterns or this node's objects name (an
+        object for other nodes names nothing here: restore would not attach it, so status must
+        not call it unfiltered)."""
         stored = self.state()
-        patterns = [
-            *stored.interfaces,
-            *(i for fw in stored.ruleset.firewalls for i in fw.interfaces),
-        ]
+        patterns = [*stored.interfaces, *self._object_interfaces(stored.ruleset)]
         return match_interfaces(patterns, self.interfaces()) if patterns else []
 
     def _commit_setting(

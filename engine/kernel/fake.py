@@ -71,15 +71,23 @@ class FakeWatchdog:
         self.armed: dict[int, tuple[int, float]] = {}  # pid -> (generation, deadline)
         self.fail_to_start = False
         self.stopped: set[int] = set()  # as if SIGSTOPped: alive, but never acts
+        self.labels: dict[int, dict[str, str] | None] = {}  # pid -> the node labels it was given
         self._pids = itertools.count(FAKE_PID_BASE)
 
     def spawn(
-        self, state_dir: str, pin_root: str, generation: int, deadline: float, netns: str | None
+        self,
+        state_dir: str,
+        pin_root: str,
+        generation: int,
+        deadline: float,
+        netns: str | None,
+        node_labels: Mapping[str, str] | None = None,
     ) -> int:
         if self.fail_to_start:
             raise InfwError("the confirm watchdog did not start: told to fail", "a test said so")
         pid = next(self._pids)
         self.armed[pid] = (generation, deadline)
+        self.labels[pid] = None if node_labels is None else dict(node_labels)
         return pid
 
     def is_running(self, pid: int) -> bool:

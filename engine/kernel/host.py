@@ -4,7 +4,7 @@ detached watchdog process. bcc is imported only when a firewall is opened or loa
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from engine.kernel.abi import PROG_PIN
 from engine.kernel.seam import LoadedDatapath, Orphan
@@ -14,11 +14,19 @@ class HostWatchdog:
     """The watchdog as a detached process (engine.state.watchdog)."""
 
     def spawn(
-        self, state_dir: str, pin_root: str, generation: int, deadline: float, netns: str | None
+        self,
+        state_dir: str,
+        pin_root: str,
+        generation: int,
+        deadline: float,
+        netns: str | None,
+        node_labels: Mapping[str, str] | None = None,
     ) -> int:
         from engine.state.watchdog import spawn_watchdog
 
-        return spawn_watchdog(state_dir, pin_root, generation, deadline, netns)
+        return spawn_watchdog(
+            state_dir, pin_root, generation, deadline, netns, node_labels=node_labels
+        )
 
     def is_running(self, pid: int) -> bool:
         from engine.state.watchdog import is_running

@@ -9,7 +9,7 @@ unit and console tests without root.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,9 +96,16 @@ class Watchdog(Protocol):
     """The process apart from the console that reverts an unconfirmed apply (DESIGN §4)."""
 
     def spawn(
-        self, state_dir: str, pin_root: str, generation: int, deadline: float, netns: str | None
+        self,
+        state_dir: str,
+        pin_root: str,
+        generation: int,
+        deadline: float,
+        netns: str | None,
+        node_labels: Mapping[str, str] | None = None,
     ) -> int:
-        """Start a watchdog for generation; returns its pid (raises if it did not start)."""
+        """Start a watchdog for generation; returns its pid (raises if it did not start).
+        node_labels: the console's, so the revert compiles the objects for this node."""
         ...
 
     def is_running(self, pid: int) -> bool:

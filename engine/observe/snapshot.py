@@ -69,6 +69,8 @@ class Snapshot(EditTransaction):
             )
             if problem is not None:
                 problems.append(problem)
+        agent_text, agent_problem = self._agent_health()
+        problems += [agent_problem] if agent_problem is not None else []
         named = self._named_interfaces()
         orphans = self.kernel.orphans(dp.prog_id if dp is not None else None, named)
         problems += health.orphan_problems(orphans)
@@ -99,14 +101,13 @@ class Snapshot(EditTransaction):
             node_labels=None if labels is None else dict(labels),
             not_for_node=tuple(fw.name for fw in split.other_nodes),
             replies=dp.replies().enabled if dp is not None else self.config.replies.enabled,
-            agent=self._agent_text(),
+            agent=agent_text,
         )
 
-    def _agent_text(self) -> str:
-        from engine.agent import agent_pid
+    def _agent_health(self) -> tuple[str, Problem | None]:
+        from engine.agent import agent_health
 
-        pid = agent_pid(self.pin_root)
-        return f"running pid {pid}" if pid else ""
+        return agent_health(self.pin_root)
 
     def ruleset(self) -> RuleSet:
         return self.state().ruleset

@@ -152,9 +152,14 @@ class EditTransaction(EngineBase):
             new_state = replace(
                 stored, ruleset=ruleset, rule_ids=dict(tables.rule_ids), restores=restores
             )
+            if attach:
+                # The objects' own names and globs, not only what matches now: the agent and
+                # restore then follow an interface that appears, returns or is recreated.
+                named = self._object_interfaces(ruleset)
+                merged = tuple(dict.fromkeys((*stored.interfaces, *named)))
+                new_state = replace(new_state, interfaces=merged)
             if plan:
-                merged = tuple(dict.fromkeys((*stored.interfaces, *plan)))
-                new_state = replace(new_state, interfaces=merged, attach_mode=attach_mode)
+                new_state = replace(new_state, attach_mode=attach_mode)
                 if self._kernel() is None:
                     # Loading changes no packet: the program runs nowhere until it is attached.
                     self._load_program(stored, progress)
@@ -257,6 +262,8 @@ class EditTransaction(EngineBase):
                     new_state.generation,
                     pending.deadline,
                     self.netns,
+                    # the revert compiles this node's objects, as this change did
+                    self.config.node_labels,
                 )
                 pending = replace(pending, watchdog_pid=watchdog_pid)
                 try:

@@ -12,13 +12,14 @@ console killed with SIGKILL or an SSH session that drops does not take it down.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from engine.checkout import ROOT
@@ -94,14 +95,17 @@ def spawn_watchdog(
     deadline: float,
     netns: str | None,
     *,
+    node_labels: Mapping[str, str] | None = None,
     rollback_hook: str | None = None,
 ) -> int:
     """Start a detached watchdog for `generation`; returns its pid.
 
     The child forks once more and the middle process exits at once, so the watchdog is not our
-    child (no zombie, not in our process group or session). rollback_hook ("module:function",
-    called as function(state_dir, pin_root, generation)) replaces Engine.rollback_pending:
-    tests use it."""
+    child (no zombie, not in our process group or session). node_labels are the console's (a
+    --node-labels flag wins over the config's): the revert compiles this node's objects only,
+    as the change did; None means unknown (every object applies). rollback_hook
+    ("module:function", called as function(state_dir, pin_root, generation)) replaces
+    Engine.rollback_pending: tests use it."""
     Path(state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -116,6 +120,8 @@ def spawn_watchdog(
         str(generation),
         "--deadline",
         repr(float(deadline)),
+        "--node-labels-json",
+        json.dumps(None if node_labels is None else dict(node_labels)),
     ]
     if netns:
         cmd += ["--netns", netns]

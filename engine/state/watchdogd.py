@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -45,12 +46,19 @@ def _load_hook(spec: str) -> RollbackHook:
     return func
 
 
-def _engine_rollback(state_dir: str, pin_root: str, generation: int) -> Callable[[], None]:
+def _engine_rollback(
+    state_dir: str, pin_root: str, generation: int, labels: dict[str, str] | None
+) -> Callable[[], None]:
     """Engine.rollback_pending, prepared at the start: the previous rule set is read and the
-    firewall's fds are opened now, so that the revert needs neither the disk nor the pins."""
-    from engine.engine import Engine  # pulls in the kernel layer: only in the watchdog
+    firewall's fds are opened now, so that the revert needs neither the disk nor the pins.
+    labels: the console's node labels, so the revert compiles the objects the change did."""
+    from dataclasses import replace
 
-    engine = Engine(pin_root=pin_root, state_dir=state_dir)
+    from engine.engine import Engine  # pulls in the kernel layer: only in the watchdog
+    from engine.state.config import load_config
+
+    config = replace(load_config(), node_labels=labels)
+    engine = Engine(pin_root=pin_root, state_dir=state_dir, config=config)
     engine.prepare_rollback(generation)
 
     def rollback() -> None:
@@ -68,6 +76,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generation", type=int, required=True)
     parser.add_argument("--deadline", type=float, required=True, help="epoch seconds")
     parser.add_argument("--netns", default=None)
+    parser.add_argument(
+        "--node-labels-json", default="null", help="the console's node labels (null: unknown)"
+    )
     parser.add_argument("--rollback-hook", default=None, help="module:function, for tests")
     parser.add_argument("--daemonize", action="store_true")
     return parser.parse_args(argv)
@@ -91,7 +102,12 @@ def _prepare(args: argparse.Namespace) -> Callable[[], None]:
     if args.rollback_hook:
         hook = _load_hook(args.rollback_hook)
         return lambda: hook(args.state_dir, args.pin_root, args.generation)
-    return _engine_rollback(args.state_dir, args.pin_root, args.generation)
+    labels = json.loads(args.node_labels_json)
+    if labels is not None and not (
+        isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
+    ):
+        raise ValueError(f"--node-labels-json: a mapping of strings, not {labels!r}")
+    return _engine_rollback(args.state_dir, args.pin_root, args.generation, labels)
 
 
 def main(argv: list[str] | None = None) -> int:

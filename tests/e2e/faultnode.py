@@ -104,6 +104,7 @@ class FaultNode:
         self._children: list[subprocess.Popen[str]] = []
         self._sockets: dict[int, socket.socket] = {}
         self._mounted = False
+        self.global_args: list[str] = []  # options every infw command gets (--node-labels ...)
 
     def build(self) -> None:
         self.state_dir.mkdir(parents=True)
@@ -194,14 +195,17 @@ class FaultNode:
                 got += 1
         return got
 
-    def delivered(self, port: int, count: int = 5) -> int:
-        """Send count datagrams from the client to port on the node; how many arrived."""
+    def delivered(
+        self, port: int, count: int = 5, *, client: str | None = None, dst: str = NODE_V4
+    ) -> int:
+        """Send count datagrams from the client (or the namespace `client`) to port on the
+        node's address dst; how many arrived."""
         self._drain(port)
-        with in_namespace(self.client_ns):
+        with in_namespace(client or self.client_ns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             for i in range(count):
-                sock.sendto(f"probe {i}".encode(), (NODE_V4, port))
+                sock.sendto(f"probe {i}".encode(), (dst, port))
         finally:
             sock.close()
         got = 0
@@ -212,10 +216,11 @@ class FaultNode:
         time.sleep(0.05)  # and nothing more arrives
         return got + self._drain(port)
 
-    def rules_in_force(self) -> str:
+    def rules_in_force(self, **via: str) -> str:
         """Judged by packets alone: "old", "new", "none" (everything passes), "closed" (both
-        ports dropped: OLD plus the added deny) or "mixed (a, b)" (part of a burst passed)."""
-        counts = (self.delivered(OPEN_PORT), self.delivered(SHUT_PORT))
+        ports dropped: OLD plus the added deny) or "mixed (a, b)" (part of a burst passed).
+        via: client= and dst= of delivered(), for a second link."""
+        counts = (self.delivered(OPEN_PORT, **via), self.delivered(SHUT_PORT, **via))
         if not set(counts) <= {0, 5}:
             return f"mixed {counts}"
         verdicts = {
@@ -239,7 +244,7 @@ class FaultNode:
     def argv(self, *args: str) -> list[str]:
         return [
             sys.executable, "-m", "console.cli", "--pin-root", self.pin_root,
-            "--state-dir", str(self.state_dir), "--netns", self.ns, *args,
+            "--state-dir", str(self.state_dir), "--netns", self.ns, *self.global_args, *args,
         ]  # fmt: skip
 
     def infw(self, *args: str, timeout: float = 120, user: str | None = None) -> Run:

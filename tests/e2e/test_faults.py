@@ -10,6 +10,7 @@ the reverse, so `rules_in_force()` tells old, new, none and mixed apart by packe
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -188,11 +189,48 @@ def test_watchdog_stopped_is_taken_over_and_removed(node: FaultNode) -> None:
         assert node.rules_in_force() == "new", "a stopped watchdog reverted nothing by itself"
         assert_taken_over_now(node, pending)
         assert wait_for(lambda: process_state(pid) in (None, "Z"), 2.0), "hung watchdog left"
-        # A confirm after the take-over is too late, not "being reverted" forever.
+        # A confirm after the take-over is too late, not "being reverted" forever, and edits
+        # are taken again.
         assert node.infw("confirm").code == 5
+        node.ok(*ADD_NEW, "--confirm-timeout", "0")
+        assert node.rules_in_force() == "closed"
     finally:
         if process_state(pid) == "T":
             os.kill(pid, signal.SIGKILL)
+
+
+ELSEWHERE = f"""
+---
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {{name: elsewhere}}
+spec:
+  nodeSelector: {{matchLabels: {{zone: b}}}}
+  interfaces: [{NODE_IF}]
+  ingress:
+  - sourceCIDRs: [198.51.100.0/24]
+    rules:
+    - order: 1
+      protocolConfig: {{protocol: UDP, udp: {{ports: "7001-7002"}}}}
+      action: Deny
+"""
+
+
+def test_watchdog_revert_enforces_only_this_nodes_objects(node: FaultNode) -> None:
+    """Both rule sets carry an object for other nodes (zone b) that would close both ports:
+    the watchdog's revert compiles what the change did, this node's objects only."""
+    node.global_args = ["--node-labels", "zone=a"]
+    node.ok("attach", NODE_IF)
+    node.ok("apply", node.rules_file(OLD + ELSEWHERE, "old.yaml"), "--confirm-timeout", "0")
+    assert node.rules_in_force() == "old"
+    new = node.rules_file(NEW + ELSEWHERE, "new.yaml")
+    node.ok("apply", new, "--confirm-timeout", "3")
+    assert node.rules_in_force() == "new"
+    deadline = json.loads((node.state_dir / "pending.json").read_text())["deadline"]
+    wait_past(deadline)
+    assert node.wait_rules("old", 2.0), "the revert enforced another node's object"
+    status = assert_healthy(node, "old")
+    assert status["not_for_node"] == ["elsewhere"], status
 
 
 def test_agent_takes_over_a_dead_watchdog_with_no_console(node: FaultNode) -> None:
@@ -260,6 +298,46 @@ def test_interface_renamed_into_the_objects_is_filtered_by_the_agent(node: Fault
     sh("ip", "-n", node.ns, "link", "set", "infw-fq", "name", NODE_IF)
     node.configure_node_end()
     assert node.wait_rules("old", 1.5), "the renamed interface was not filtered"
+
+
+def test_an_interface_that_appears_under_an_objects_glob_is_filtered_by_the_agent(
+    node: FaultNode,
+) -> None:
+    """apply keeps the objects' own names and globs as the attach patterns: a link created
+    later that the glob covers is attached and filtered by the agent, with no console."""
+    text = OLD.replace(f"interfaces: [{NODE_IF}]", 'interfaces: ["infw-f*"]')
+    node.ok("apply", node.rules_file(text, "old.yaml"), "--confirm-timeout", "0")
+    assert node.rules_in_force() == "old"
+    node.spawn("agent")
+    # a second link, its far end in the spare namespace as a second client (same subnet:
+    # no reverse-path filter, so only the firewall decides)
+    for conf in ("all", "default"):
+        sh("ip", "netns", "exec", node.ns, "sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0")
+    sh("ip", "-n", node.ns, "link", "add", "infw-fz", "type", "veth", "peer", "name",
+       "infw-fy", "netns", node.away_ns)  # fmt: skip
+    sh("ip", "-n", node.ns, "addr", "add", "198.51.100.9/32", "dev", "infw-fz")
+    sh("ip", "-n", node.ns, "link", "set", "infw-fz", "up")
+    sh("ip", "-n", node.away_ns, "addr", "add", "198.51.100.10/24", "dev", "infw-fy")
+    sh("ip", "-n", node.away_ns, "link", "set", "infw-fy", "up")
+    via = {"client": node.away_ns, "dst": "198.51.100.9"}
+    assert wait_for(lambda: node.rules_in_force(**via) == "old", 3.0), node.rules_in_force(**via)
+    assert_healthy(node, "old")
+
+
+def test_agent_stopped_is_reported_and_follows_again_when_continued(node: FaultNode) -> None:
+    node.start_old()
+    agent = node.spawn("agent")
+    assert wait_for(lambda: node.status()[1]["agent"] == f"running pid {agent.pid}", 10.0)
+    os.kill(agent.pid, signal.SIGSTOP)
+    code, status = node.status()
+    # not "running": a stopped agent follows nothing
+    assert code != 0 and "agent" in problems(status), status
+    assert status["agent"] == f"stopped pid {agent.pid}", status
+    os.kill(agent.pid, signal.SIGCONT)
+    node.move_away()
+    node.move_back()
+    assert node.wait_rules("old", 1.5), "the continued agent did not follow"
+    assert_healthy(node, "old")
 
 
 def test_agent_never_undoes_a_detach(node: FaultNode) -> None:

@@ -57,7 +57,11 @@ def test_a_fresh_nodes_first_apply_drops_on_the_named_interfaces(tmp_path: Path)
     assert dp.send(tcp(8080), "eth1") == XDP_PASS, "eth1 is not named"
     text = "\n".join(result.warnings)
     assert "attaching to eth0, ens3" in text and "wlan0" in text, "the missing one is reported"
-    assert engine.state().interfaces == ("eth0", "ens3")
+    # the objects' own names and globs are stored, so the agent and restore follow them
+    assert engine.state().interfaces == ("eth0", "ens*", "wlan0")
+    kernel.links["wlan0"] = 7  # appears later
+    assert any("attached to wlan0" in d for d in engine.follow_interfaces())
+    assert kernel.pinned[engine.pin_root].send(tcp(8080), "wlan0") == XDP_DROP
     # Applying again attaches nothing new and compiles nothing.
     engine.apply(load_yaml(RULES.replace("IFACES", "eth0")), confirm_timeout=0, attach=True)
     assert kernel.loads == 1

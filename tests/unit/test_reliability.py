@@ -4,6 +4,7 @@ interfaces. tests/e2e/test_faults.py checks the same with real packets."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -154,3 +155,66 @@ def test_a_long_lived_engine_keeps_the_kernels_tables_across_full_compiles(
         assert dp.table_ifindexes() == {kernel.links["eth0"]}
         assert dp.send(frame, "eth0") == XDP_DROP
         assert not engine.status().problems
+
+
+def test_an_object_for_another_node_names_no_interface_here(tmp_path: Path) -> None:
+    """status must not call an interface unfiltered that only another node's object names:
+    restore would not attach it, so the problem could never be repaired."""
+    from engine.core.crd import load_yaml
+
+    kernel = FakeKernel({"lo": 1, "eth0": 2, "eth1": 3})
+    engine = Engine(
+        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
+        config=NodeConfig(node_labels={"zone": "a"}),
+    )  # fmt: skip
+    engine.attach(["eth0"])
+    engine.apply(load_yaml(OTHER_NODE.replace("[eth0]", "[eth1]")), confirm_timeout=0)
+    engine.restore()
+    assert "eth1" not in kernel.xdp
+    assert not engine.status().problems
+
+
+def test_the_watchdog_is_given_the_node_labels_the_change_was_compiled_with(
+    tmp_path: Path,
+) -> None:
+    kernel = FakeKernel()
+    engine = Engine(
+        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
+        config=NodeConfig(node_labels={"zone": "a"}),
+    )  # fmt: skip
+    engine.attach(["eth0"])
+    engine.add_rule(RULE, confirm_timeout=10)
+    pid = engine.store.get_pending().watchdog_pid  # type: ignore[union-attr]
+    assert kernel.watchdog.labels[pid] == {"zone": "a"}
+
+
+def test_a_stopped_agent_is_not_reported_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import subprocess
+
+    from engine import agent
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        monkeypatch.setattr(agent, "lock_holders", lambda path: {child.pid})
+        assert agent.agent_health("/sys/fs/bpf/infw-x") == (f"running pid {child.pid}", None)
+        os.kill(child.pid, signal.SIGSTOP)
+        assert wait_state(child.pid, "T")
+        text, problem = agent.agent_health("/sys/fs/bpf/infw-x")
+        assert text == f"stopped pid {child.pid}"
+        assert problem is not None and f"kill -CONT {child.pid}" in problem.fix
+    finally:
+        child.kill()
+        child.wait()
+    monkeypatch.setattr(agent, "lock_holders", lambda path: set())
+    assert agent.agent_health("/sys/fs/bpf/infw-x") == ("", None)
+
+
+def wait_state(pid: int, want: str, timeout: float = 2.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == want:
+                return True
+        time.sleep(0.01)
+    return False
