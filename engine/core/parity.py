@@ -19,6 +19,9 @@ from engine.core.model import Action, IngressBlock, Protocol, Rule, RuleSet
 OPERATOR_ORDER_SLOTS = 100  # its daemon indexes a 100-slot array by order: 100 and up fail there
 EXAMPLES = 3
 
+# rules as (object name, the entry's sourceCIDRs, rule): what a single-rule edit touched
+Focus = frozenset[tuple[str, tuple[str, ...], Rule]]
+
 NOTES = {
     "order": "order {what} is 100 or more: the operator's daemon keeps orders 1-99 only and "
     "fails to load the node's rules; here it works",
@@ -81,10 +84,81 @@ def nested_pairs(ruleset: RuleSet, limit: int = EXAMPLES) -> tuple[list[tuple[st
     return pairs, count
 
 
-def meaning_notes(ruleset: RuleSet) -> list[str]:
-    """One line per kind of difference with the operator's datapath (examples and a count)."""
+def nested_around(
+    ruleset: RuleSet, focus: Focus, limit: int = EXAMPLES
+) -> tuple[list[tuple[str, str]], int]:
+    """nested_pairs for a single-rule edit: the pairs with a prefix of a focus rule, on one of
+    its object's interface patterns. One pass over the prefixes there (no sort): two prefixes
+    nest when their first min(length) bits agree, so an edit costs a scan, not a sort."""
+    objects = {fw.name: fw for fw in ruleset.firewalls}
+    mine: dict[str, set[Prefix]] = defaultdict(set)  # interface pattern -> focus prefixes
+    for name, cidrs, _ in focus:
+        for iface in objects[name].interfaces if name in objects else ():
+            mine[iface].update(parse_cidr(c) for c in cidrs)
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[Prefix, Prefix]] = set()
+    for fw in ruleset.firewalls:
+        targets = [
+            (p, p.value, p.length, p.is_v4)
+            for p in set().union(*(mine.get(i, ()) for i in fw.interfaces))
+        ]
+        if not targets:
+            continue
+        for block in fw.ingress:
+            if not block.rules:
+                continue
+            for text in block.source_cidrs:
+                q = parse_cidr(text)
+                for p, value, length, is_v4 in targets:
+                    shortest = min(length, q.length)
+                    if (
+                        q.is_v4 is not is_v4
+                        or q.length == length
+                        or (q.value ^ value) >> (128 - shortest)
+                    ):
+                        continue
+                    pair = (q, p) if q.length < length else (p, q)
+                    if pair not in seen:
+                        seen.add(pair)
+                        if len(pairs) < limit:
+                            pairs.append((str(pair[0]), str(pair[1])))
+    return pairs, len(seen)
+
+
+def changed_rules(old: RuleSet, new: RuleSet) -> Focus:
+    """The rules of new that old does not hold as they are (added, edited or moved). An edit
+    shares every untouched object and entry with the rule set it came from, so those are
+    skipped by identity: the cost is the touched object's, not the rule set's."""
+    out: set[tuple[str, tuple[str, ...], Rule]] = set()
+    for fw in new.firewalls:
+        before = old.firewall(fw.name)
+        if before is fw:
+            continue
+        kept = {id(b) for b in before.ingress} if before else set()
+        for block in fw.ingress:
+            if id(block) in kept:
+                continue
+            cidrs = set(block.source_cidrs)
+            prior = next(
+                (
+                    b
+                    for b in (before.ingress if before else ())
+                    if len(b.source_cidrs) == len(cidrs) and set(b.source_cidrs) == cidrs
+                ),
+                None,
+            )
+            known = set(prior.rules) if prior is not None else set()
+            out.update((fw.name, block.source_cidrs, r) for r in block.rules if r not in known)
+    return frozenset(out)
+
+
+def meaning_notes(ruleset: RuleSet, focus: Focus | None = None) -> list[str]:
+    """One line per kind of difference with the operator's datapath (examples and a count).
+    focus (see changed_rules): only what concerns those rules, for a single-rule edit: the same
+    notes an apply of the whole file prints about them, without repeating the others'."""
     found: dict[str, list[str]] = defaultdict(list)
-    for name, cidrs, rule in _rules(ruleset):
+    rules = _rules(ruleset) if focus is None else sorted(focus, key=lambda f: (f[0], f[2].order))
+    for name, cidrs, rule in rules:
         label = f"{name} order {rule.order}"
         if rule.order >= OPERATOR_ORDER_SLOTS:
             found["order"].append(f"{rule.order} ({name})")
@@ -96,7 +170,7 @@ def meaning_notes(ruleset: RuleSet) -> list[str]:
             found["family"].append(f"{label} ({rule.protocol}) for the other family's sources")
         if rule.protocol is None:
             found["any"].append(label)
-    pairs, count = nested_pairs(ruleset)
+    pairs, count = nested_pairs(ruleset) if focus is None else nested_around(ruleset, focus)
     notes = []
     for kind, items in found.items():
         more = f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ""

@@ -30,6 +30,9 @@ class RuleLine:
     interfaces_given: bool = field(default=True, compare=False)
     # What the rule means here that the operator reads otherwise (admitted all the same).
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # Of those, the admission's (host bits, globs, names): what the line says of itself; the
+    # rest are operator-parity notes, which an edit recomputes among the stored rules.
+    admission: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _err(line: str, path: str, value: object, problem: str, fix: str = "") -> ValidationError:
@@ -130,9 +133,15 @@ def parse_rule_line(
     if errors or fw is None:
         raise ValidationError(errors)
     block = fw.ingress[0]
-    warnings += meaning_notes(RuleSet((fw,)))
+    admission = tuple(warnings)
     return RuleLine(
-        fw.name, fw.interfaces, block.source_cidrs, block.rules[0], bool(ifaces), tuple(warnings)
+        fw.name,
+        fw.interfaces,
+        block.source_cidrs,
+        block.rules[0],
+        bool(ifaces),
+        (*admission, *meaning_notes(RuleSet((fw,)))),
+        admission,
     )
 
 

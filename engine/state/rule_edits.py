@@ -10,6 +10,7 @@ from typing import Any
 from engine.base import Change
 from engine.core import crd
 from engine.core.model import ORDER_MAX, ORDER_MIN, RuleSet, add_rule, remove_rule, rule_conflict
+from engine.core.parity import changed_rules, meaning_notes
 from engine.core.ruleline import DEFAULT_FIREWALL, RuleLine, format_rule_line, parse_rule_line
 from engine.errors import FieldError, StateError, ValidationError
 from engine.observe.stats import build_rule_rows
@@ -29,7 +30,7 @@ class RuleChange:
 
     def __call__(self, stored: StoredState) -> tuple[RuleSet, str]:
         ruleset, summary, parsed = self._build(stored)
-        self.warnings = parsed.warnings
+        self.warnings = _line_warnings(stored.ruleset, ruleset, parsed)
         return ruleset, summary
 
 
@@ -195,3 +196,11 @@ class RuleEdits(EditTransaction):
                 ]
             )
         return order
+
+
+def _line_warnings(old: RuleSet, new: RuleSet, parsed: RuleLine) -> tuple[str, ...]:
+    """What `apply` of the resulting file would print about the rule a line added or changed:
+    the line's admission warnings, and the operator-parity notes about that rule among the
+    stored ones (a prefix it nests in or around included), not the untouched rules' notes."""
+    notes = meaning_notes(new, changed_rules(old, new))
+    return tuple(dict.fromkeys((*parsed.admission, *notes)))
