@@ -129,6 +129,16 @@ spec:
 """
 
 
+def in_zone_a(tmp_path: Path, kernel: FakeKernel) -> Engine:
+    """An engine on a node labelled zone=a, attached to eth0."""
+    engine = Engine(
+        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
+        config=NodeConfig(node_labels={"zone": "a"}),
+    )  # fmt: skip
+    engine.attach(["eth0"])
+    return engine
+
+
 def test_a_long_lived_engine_keeps_the_kernels_tables_across_full_compiles(
     tmp_path: Path,
 ) -> None:
@@ -141,11 +151,7 @@ def test_a_long_lived_engine_keeps_the_kernels_tables_across_full_compiles(
     from engine.kernel.seam import XDP_DROP
 
     kernel = FakeKernel()
-    engine = Engine(
-        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
-        config=NodeConfig(node_labels={"zone": "a"}),
-    )  # fmt: skip
-    engine.attach(["eth0"])
+    engine = in_zone_a(tmp_path, kernel)
     engine.apply(load_yaml(OTHER_NODE), confirm_timeout=0)
     engine.add_rule(RULE, confirm_timeout=0)
     dp = kernel.pinned[engine.pin_root]
@@ -163,11 +169,7 @@ def test_an_object_for_another_node_names_no_interface_here(tmp_path: Path) -> N
     from engine.core.crd import load_yaml
 
     kernel = FakeKernel({"lo": 1, "eth0": 2, "eth1": 3})
-    engine = Engine(
-        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
-        config=NodeConfig(node_labels={"zone": "a"}),
-    )  # fmt: skip
-    engine.attach(["eth0"])
+    engine = in_zone_a(tmp_path, kernel)
     engine.apply(load_yaml(OTHER_NODE.replace("[eth0]", "[eth1]")), confirm_timeout=0)
     engine.restore()
     assert "eth1" not in kernel.xdp
@@ -178,11 +180,7 @@ def test_the_watchdog_is_given_the_node_labels_the_change_was_compiled_with(
     tmp_path: Path,
 ) -> None:
     kernel = FakeKernel()
-    engine = Engine(
-        str(tmp_path / "pins"), str(tmp_path / "state"), session=None, kernel=kernel,
-        config=NodeConfig(node_labels={"zone": "a"}),
-    )  # fmt: skip
-    engine.attach(["eth0"])
+    engine = in_zone_a(tmp_path, kernel)
     engine.add_rule(RULE, confirm_timeout=10)
     pid = engine.store.get_pending().watchdog_pid  # type: ignore[union-attr]
     assert kernel.watchdog.labels[pid] == {"zone": "a"}
