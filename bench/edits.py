@@ -216,6 +216,52 @@ def nft_bulk(world: VethWorld, ruleset: RuleSet) -> dict[str, float]:
     return {"apply_s": elapsed, "bytes": float(len(text))}
 
 
+def engine_bulk(pin_root: str, ruleset: RuleSet, frame: bytes, fd: int) -> dict[str, float]:
+    """End to end, what `infw apply FILE` does on a node whose program is loaded: read and parse
+    the YAML (hostile-input reader), the operator's admission, guard, fsynced store commit,
+    compile, map write; with nothing parsed before in this process, as in a fresh CLI."""
+    from engine.core import yamlfile
+    from engine.core.cidr import forget_parsed_cidrs
+    from engine.core.crd import dump_yaml
+    from engine.engine import Engine
+    from engine.state.config import NodeConfig
+
+    text = dump_yaml(ruleset)
+    with (
+        tempfile.TemporaryDirectory(prefix="infw-bench-state-") as state,
+        tempfile.NamedTemporaryFile("w", prefix="infw-bench-", suffix=".yaml") as f,
+    ):
+        f.write(text)
+        f.flush()
+        eng = Engine(
+            pin_root,
+            state,
+            config=NodeConfig(pin_root=pin_root, state_dir=state),
+            session=None,
+            interfaces=lambda: {"lo": 1},
+        )
+        forget_parsed_cidrs()
+        start = time.perf_counter()
+        cpu = time.process_time()
+        admitted = eng.admit_rules(f.name)
+        admitted_at = time.perf_counter()
+        eng.apply(admitted.ruleset, confirm_timeout=0, summary="bench bulk")
+        total = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        if test_run(fd, frame, 1)[0] == XDP_PASS:
+            raise RuntimeError("the bulk rule set does not drop the probe")
+    yaml_start = time.perf_counter()
+    yamlfile.load_all(text, "bench")  # the reader alone, for the split
+    return {
+        "total_s": total,
+        "admit_s": admitted_at - start,
+        "yaml_s": time.perf_counter() - yaml_start,
+        "apply_s": total - (admitted_at - start),
+        "cpu_s": cpu,
+        "bytes": float(len(text)),
+    }
+
+
 def infw_bulk(dp: object, ruleset: RuleSet) -> dict[str, float]:
     from engine.core import crd
     from engine.core.compiler import compile_ruleset
@@ -276,6 +322,7 @@ def run_group() -> list[Figure]:
                 "engine edit on bulk",
                 lambda: engine_edit(pin_root("ed"), big_edit, frame, dp.prog_fd),
             )
+            attempt("engine bulk", lambda: engine_bulk(pin_root("ed"), big_edit, frame, dp.prog_fd))
         world.up()
         attempt("nft edit", lambda: nft_edit(world, small))
         attempt("nft bulk", lambda: nft_bulk(world, big))
@@ -353,6 +400,40 @@ def run_group() -> list[Figure]:
         ENGINE_TARGET_S,
         _cpu(results.get("engine edit on bulk")),
     )
+    e2e = results.get("engine bulk")
+    nft_bulk_result = results.get("nft bulk")
+    case = f"bulk apply {shape.rules:,} rules / {shape.cidrs:,} CIDRs from YAML, end to end"
+    if e2e is not None:
+        figures.append(
+            Figure(
+                GROUP,
+                case,
+                e2e["total_s"],
+                "s",
+                reference=nft_bulk_result["apply_s"] if nft_bulk_result else None,
+                reference_name="nft -f (sets + rules)" if nft_bulk_result else "",
+                compare="ratio",
+                target=f"< {BULK_TARGET_S:g} s",
+                met=e2e["total_s"] < BULK_TARGET_S,
+                note=(
+                    f"read + YAML + admission {e2e['admit_s']:.2f} s (the YAML reader alone "
+                    f"{e2e['yaml_s']:.2f} s), Engine.apply {e2e['apply_s']:.2f} s (guard, "
+                    f"fsynced store, compile, map write); CPU {e2e['cpu_s']:.2f} s; "
+                    f"{e2e['bytes'] / 1e6:.1f} MB of YAML"
+                ),
+                extra={
+                    "ours": e2e,
+                    "peer": nft_bulk_result,
+                    "peer_error": errors.get("nft bulk", ""),
+                },
+            )
+        )
+    else:
+        figures.append(
+            not_measured(
+                GROUP, case, errors.get("engine bulk", "did not run"), f"< {BULK_TARGET_S:g} s"
+            )
+        )
     bulk = results.get("infw bulk")
     if bulk is not None:
         total = bulk["compile_s"] + bulk["write_s"]
@@ -360,14 +441,15 @@ def run_group() -> list[Figure]:
         figures.append(
             Figure(
                 GROUP,
-                f"bulk apply {shape.rules:,} rules / {shape.cidrs:,} CIDRs (compile + write)",
+                f"bulk apply {shape.rules:,} rules / {shape.cidrs:,} CIDRs (Datapath only: "
+                "full compile + write of a parsed rule set)",
                 total,
                 "s",
                 reference=peer["apply_s"] if peer else None,
                 reference_name="nft -f (sets + rules)" if peer else "",
                 compare="ratio",
-                target=f"< {BULK_TARGET_S:g} s",
-                met=total < BULK_TARGET_S,
+                target="(context: the kernel side of the row above)",
+                met=None,
                 note=(
                     f"compile {bulk['compile_s']:.2f} s + map write {bulk['write_s']:.2f} s; "
                     f"YAML parse before it {bulk['parse_s']:.2f} s"
@@ -379,9 +461,8 @@ def run_group() -> list[Figure]:
         figures.append(
             not_measured(
                 GROUP,
-                "bulk apply",
+                "bulk apply (Datapath only)",
                 errors.get("infw bulk", "did not run"),
-                f"< {BULK_TARGET_S:g} s",
             )
         )
     for name in ("nft edit", "nft bulk", "nft edit on bulk"):

@@ -98,6 +98,8 @@ def go_scalar(text: str) -> object:
         if _DOT_FLOAT.fullmatch(text):
             return float(text)
     elif first.isdigit() or first in ("+", "-"):
+        if "/" in text or ":" in text:
+            return text  # no number of Go's has these: a CIDR, an address, a time of day
         plain = text.replace("_", "")
         if plain.isascii():
             number = _go_int(plain)
@@ -243,52 +245,83 @@ class _Reader:
             )
         return float(value) if kind == "float" else value  # type: ignore[arg-type]
 
+    # sequence and mapping read plain scalars (most of a file) inline, as value() would: an
+    # untagged, unanchored scalar is one node, typed by go_scalar unless it is quoted.
+
     def sequence(self) -> list[object]:
         items: list[object] = []
         self.stack.append(items)
-        value, nxt, end = self.value, self.next, ev.SequenceEndEvent
+        value, nxt, end, scalar = self.value, self.next, ev.SequenceEndEvent, ev.ScalarEvent
         while True:
             event = nxt()
-            if type(event) is end:
+            kind = type(event)
+            if kind is scalar and event.anchor is None and event.tag is None:
+                self.nodes += 1
+                if self.nodes > MAX_NODES:
+                    raise self.too_many(event)
+                items.append(event.value if event.style else go_scalar(event.value))
+            elif kind is end:
                 break
-            items.append(value(event))
+            else:
+                items.append(value(event))
         self.stack.pop()
         return items
 
     def mapping(self) -> dict[str, object]:
         explicit: dict[str, object] = {}
         merged: dict[str, object] = {}
-        lines: dict[str, int] = {}
+        marks: dict[str, Any] = {}  # key as written -> where it was (for the duplicate's error)
         current: list[Any] = [""]
         self.stack.append(current)
         self.mappings.add(id(current))
+        value, nxt, end, scalar = self.value, self.next, ev.MappingEndEvent, ev.ScalarEvent
         while True:
-            key_event = self.next()
-            if type(key_event) is ev.MappingEndEvent:
+            key_event = nxt()
+            kind = type(key_event)
+            if kind is scalar and key_event.anchor is None and key_event.tag is None:
+                self.nodes += 1
+                if self.nodes > MAX_NODES:
+                    raise self.too_many(key_event)
+                # Strict decoding compares keys as written: `80` and "80" are the same key.
+                raw = key_event.value
+                key = raw if key_event.style else go_scalar(raw)
+            elif kind is end:
                 break
-            if not isinstance(key_event, (ev.ScalarEvent, ev.AliasEvent)):
-                raise self.fail(key_event, "a mapping key must be a plain value", "use a string")
-            key = self.value(key_event)
-            if isinstance(key, (list, dict)):
-                raise self.fail(key_event, "a mapping key must be a plain value", "use a string")
+            else:
+                if kind is not scalar and kind is not ev.AliasEvent:
+                    raise self.fail(
+                        key_event, "a mapping key must be a plain value", "use a string"
+                    )
+                key = value(key_event)
+                if isinstance(key, (list, dict)):
+                    raise self.fail(
+                        key_event, "a mapping key must be a plain value", "use a string"
+                    )
+                raw = key_event.value if kind is scalar else _key_text(key)
             if key is MERGE:
                 current[0] = "<<"
-                value_event = self.next()
-                self.merge(value_event, self.value(value_event), merged)
+                value_event = nxt()
+                self.merge(value_event, value(value_event), merged)
                 continue
-            # Strict decoding compares keys as written: `80` and "80" are the same key.
-            raw = key_event.value if type(key_event) is ev.ScalarEvent else _key_text(key)
-            if raw in lines:
+            if raw in marks:
+                first = marks[raw]
                 raise self.fail(
                     key_event,
-                    f"duplicate key {raw!r} (first at line {lines[raw]})",
+                    f"duplicate key {raw!r} (first at line {first.line + 1 if first else 0})",
                     "keep one of them: Kubernetes refuses duplicate keys",
                     raw,
                 )
-            lines[raw] = key_event.start_mark.line + 1 if key_event.start_mark else 0
+            marks[raw] = key_event.start_mark
             text = key if type(key) is str else _key_text(key)
             current[0] = text
-            explicit[text] = self.value(self.next())
+            event = nxt()
+            if type(event) is scalar and event.anchor is None and event.tag is None:
+                self.nodes += 1
+                if self.nodes > MAX_NODES:
+                    raise self.too_many(event)
+                explicit[text] = event.value if event.style else go_scalar(event.value)
+            else:
+                explicit[text] = value(event)
         self.stack.pop()
         self.mappings.discard(id(current))
         return {**merged, **explicit} if merged else explicit
