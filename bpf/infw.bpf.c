@@ -402,6 +402,9 @@ int infw_xdp(struct xdp_md *ctx)
         if (is_traced(ctx))
             return traced(ctx, REASON_REPLY, rule_id, XDP_PASS);
         count(NC_REPLY_ALLOWED, len);
+        /* the flow shows the Deny it got past (rule and action) with REASON_REPLY; the rule's
+         * own counter stays for what the rule decided */
+        sample_flow(ifindex, cfg, &pkt, len, REASON_REPLY, rule_id, hit >> 16);
         return XDP_PASS;
     }
     if (is_traced(ctx)) {

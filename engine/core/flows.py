@@ -150,6 +150,8 @@ class FlowStats:
             return "ALLOW (fail-safe)"
         if self.reason is Reason.NO_MATCH:
             return "ALLOW (no match)"
+        if self.reason is Reason.REPLY:
+            return "ALLOW (reply)"  # its rule denies it; it answers a flow the node opened
         return self.action.value.upper()
 
 

@@ -61,7 +61,7 @@ class Verdict:
     rule_action: int = 0  # the deciding rule's Action (0 without a rule), as flows record it
 
 
-_FLOW_REASONS = frozenset({Reason.FAILSAFE, Reason.RULE, Reason.NO_MATCH})
+_FLOW_REASONS = frozenset({Reason.FAILSAFE, Reason.RULE, Reason.NO_MATCH, Reason.REPLY})
 
 
 class FakeWatchdog:
@@ -290,7 +290,14 @@ class FakeDatapath:
         replies = self.outbound if self.reply_settings.enabled else None
         decision = lookup(self.tables, ifindex, parsed.fields, replies)
         if decision.reason is RefReason.REPLY:
-            return Verdict(XDP_PASS, Reason.REPLY, decision.rule_id or 0, NodeCounter.REPLY_ALLOWED)
+            # only a Deny looks for replies: the flow records that rule's action, as the program
+            return Verdict(
+                XDP_PASS,
+                Reason.REPLY,
+                decision.rule_id or 0,
+                NodeCounter.REPLY_ALLOWED,
+                rule_action=Action.DENY,
+            )
         if decision.reason is RefReason.FAILSAFE:
             return Verdict(XDP_PASS, Reason.FAILSAFE, counter=NodeCounter.FAILSAFE)
         if decision.reason is not RefReason.RULE or decision.rule_id is None:

@@ -20,6 +20,7 @@ _REASONS: dict[int, RefReason] = {
     Reason.FAILSAFE: RefReason.FAILSAFE,
     Reason.RULE: RefReason.RULE,
     Reason.NO_MATCH: RefReason.NO_MATCH,
+    Reason.REPLY: RefReason.REPLY,
 }
 _MAPPED_V4 = b"\0" * 10 + b"\xff\xff"
 
@@ -68,9 +69,10 @@ def encode_key(key: FlowKey, ifindex: int) -> FlowRecKey:
 def decode_value(val: FlowRecVal, rate: int, clock_offset: float) -> FlowStats:
     """Scale the samples by rate; kernel times (monotonic ns) become epoch seconds."""
     reason = _REASONS.get(int(val.reason), RefReason.NO_MATCH)
-    action = (
-        RuleAction.DENY if int(val.action) in (Action.DENY, Action.WOULD_DENY) else RuleAction.ALLOW
-    )
+    # val.action is the deciding rule's; a reply got past its Deny, so the flow passed (as the
+    # reference classifier decides it: ALLOW, reason reply, that rule)
+    denied = int(val.action) in (Action.DENY, Action.WOULD_DENY) and reason is not RefReason.REPLY
+    action = RuleAction.DENY if denied else RuleAction.ALLOW
     rule_id = int(val.rule_id) or None
     return stats_from_samples(
         int(val.packets),

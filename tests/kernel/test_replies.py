@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 
 from engine.core.classify import Reason, classify, lookup
 from engine.core.compiler import compile_ruleset
+from engine.core.flows import FlowKey
 from engine.core.frame import build_frame, parse_frame
 from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
 from engine.core.replies import ReplyFlow, ReplySettings, reply_flow
-from engine.kernel.abi import MAP_REPLIES, NodeCounter
+from engine.kernel import bpfsys
+from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, MAP_REPLIES, NodeCounter
 from engine.kernel.abi import Reason as KernelReason
+from engine.kernel.flowmap import decode_records
 from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
 from tests.kernel.test_differential import frames_for
 from tests.unit.strategies import tricky_rulesets
@@ -137,8 +140,6 @@ def test_a_reply_passes_until_its_timeout_and_counts(dp: Any) -> None:
         assert verdict(dp, udp_answer())[:2] == (XDP_PASS, KernelReason.REPLY)
         assert verdict(dp, udp_answer(sport=54))[:2] == (XDP_DROP, KernelReason.RULE)
         before = dp.node_counters()[NodeCounter.REPLY_ALLOWED][0]
-        from engine.kernel import bpfsys
-
         result = bpfsys.prog_test_run(dp.prog_fd, udp_answer(), 3, LO_IFINDEX)  # counted
         assert result.retval == XDP_PASS
         assert dp.node_counters()[NodeCounter.REPLY_ALLOWED][0] == before + 3
@@ -196,3 +197,32 @@ def test_a_reload_keeps_the_setting_and_the_flows(dp: Any) -> None:
             assert again.egress_fd is not None
     finally:
         dp.set_replies(ReplySettings())
+
+
+def test_a_reply_is_sampled_into_flows_with_the_deny_it_got_past(dp: Any) -> None:
+    tables = compile_ruleset(DENY_ALL, {"lo": LO_IFINDEX})
+    dp.write_tables(tables, dp.generation() + 1)
+    (rule_id,) = tables.rule_ids.values()
+    fields = parse_frame(udp_answer()).fields
+    assert fields is not None
+    flow = reply_flow(LO_IFINDEX, fields)
+    assert flow is not None
+    dp.set_replies(ON)
+    dp.set_flow_sample(1)
+    try:
+        set_table(dp, {flow})
+        before = dp.node_counters()[NodeCounter.REPLY_ALLOWED][0]
+        forged = build_frame("192.0.2.53", "192.0.2.1", 17, dport=40001, sport=53)
+        assert bpfsys.prog_test_run(dp.prog_fd, udp_answer(), 5, LO_IFINDEX).retval == XDP_PASS
+        assert bpfsys.prog_test_run(dp.prog_fd, forged, 2, LO_IFINDEX).retval == XDP_DROP
+        keys, values, count = dp.flow_entries()
+        got = decode_records(keys, values, count, {LO_IFINDEX: "lo"}, 1, 0.0)
+        reply = got[FlowKey("lo", "192.0.2.53", 17, 40000)]
+        assert (reply.packets, reply.reason, reply.rule_id) == (5, Reason.REPLY, rule_id)
+        assert reply.action is Action.ALLOW and reply.verdict_text() == "ALLOW (reply)"
+        denied = got[FlowKey("lo", "192.0.2.53", 17, 40001)]
+        assert (denied.packets, denied.reason, denied.action) == (2, Reason.RULE, Action.DENY)
+        assert dp.node_counters()[NodeCounter.REPLY_ALLOWED][0] == before + 5
+    finally:
+        dp.set_replies(ReplySettings())
+        dp.set_flow_sample(DEFAULT_FLOW_SAMPLE)

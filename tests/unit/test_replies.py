@@ -123,3 +123,31 @@ def test_trace_reply_explains_a_reply_the_node_has_not_opened(tmp_path: Path) ->
     assert traced.kernel_verdict == "DENY" and traced.agree  # no such flow is open
     assert any("no such flow" in n for n in traced.notes)
     assert NodeCounter.REPLY_ALLOWED in engine.datapath().node_counters()
+
+
+def test_a_reply_shows_in_flows_as_allowed_by_reply_with_the_rule_it_got_past(
+    tmp_path: Path,
+) -> None:
+    engine, kernel = make(tmp_path, NodeConfig(replies=ReplySettings(enabled=True), flow_sample=1))
+    engine.attach(["eth0"])
+    engine.add_rule("deny from 0.0.0.0/0 on eth0 order 10", confirm_timeout=0)
+    dp = kernel.pinned[engine.pin_root]
+    dp.send_out(query(), "eth0")
+    for _ in range(3):
+        assert dp.send(answer(), "eth0") == XDP_PASS
+    # not a reply (another port: the flow table keys on the destination port, not the source's)
+    assert dp.send(answer(dport=40002), "eth0") == XDP_DROP
+    (rule_id,) = engine.state().rule_ids.values()
+    by_port = {f.key.dport: f for f in engine.flows().flows}
+    reply = by_port[40001]
+    assert by_port[40002].stats.verdict_text() == "DENY"
+    assert (reply.stats.packets, reply.stats.reason, reply.stats.rule_id) == (
+        3,
+        Reason.REPLY,
+        rule_id,
+    )
+    assert reply.stats.action is Action.ALLOW and reply.stats.verdict_text() == "ALLOW (reply)"
+    assert [f.key.dport for f in engine.flows(verdict="allow").flows] == [40001]
+    # the replies count as the node's "reply allowed", the Deny rule counts only its drop
+    assert engine.stats().totals.reply_allowed[0] == 3
+    assert dp.rules[rule_id][0] == 1
