@@ -196,7 +196,11 @@ static __always_inline u32 node_step(u32 base, u32 entry, u8 b)
     return n ? n->e[b] : 0;
 }
 
-/* (generation, ifindex, source) -> rule-list id, 0 on a miss. */
+/* The tables have nothing for this ifindex: not even a ROOT_EMPTY root. No list id is this. */
+#define NO_TABLES 0xffffffff
+
+/* (generation, ifindex, source) -> rule-list id, 0 on a miss, NO_TABLES when the tables do not
+ * cover the interface at all (ifindexes beyond the root array are never told apart). */
 static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
 {
     u32 space = V6_SPACE;
@@ -215,6 +219,10 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         u32 ri = (gen * 2 + space) * ROOT_IFINDEXES + ifindex;
         u32 *root = src_roots.lookup(&ri);
         entry = root ? *root : 0;
+        if (!entry)
+            return NO_TABLES;
+        if (entry == ROOT_EMPTY)
+            return 0;
     }
     if (entry == ROOT_TRIE) {
         struct src_key sk = {.prefixlen = SRC_KEY_FIXED_BITS + 128, .gen = gen,
@@ -387,11 +395,12 @@ int infw_xdp(struct xdp_md *ctx)
     u32 gen = *(volatile u32 *)&cfg->active_gen & 1;
     u32 list_id = source_list(gen, ifindex, &pkt);
     /* 3. first matching rule of that list for this protocol class and value */
-    u32 hit = list_id ? first_rule(gen, list_id, &pkt) : 0;
+    u32 hit = list_id && list_id != NO_TABLES ? first_rule(gen, list_id, &pkt) : 0;
     if (!hit) {
         if (is_traced(ctx))
             return traced(ctx, REASON_NO_MATCH, 0, XDP_PASS);
-        count(NC_NO_MATCH, len);
+        /* no tables for the interface: passed as no rule matches, but not counted as one */
+        count(list_id == NO_TABLES ? NC_UNCONFIGURED : NC_NO_MATCH, len);
         sample_flow(ifindex, cfg, &pkt, len, REASON_NO_MATCH, 0, 0);
         return XDP_PASS;
     }

@@ -26,7 +26,7 @@
     !defined(NC_DENY) || !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || \
     !defined(NC_NO_MATCH) || !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || \
     !defined(NC_EVENTS_SUPPRESSED) || !defined(NC_EVENTS_LOST) || !defined(NC_REPLY_ALLOWED) || \
-    !defined(NC_REPLY_RECORDED)
+    !defined(NC_REPLY_RECORDED) || !defined(NC_UNCONFIGURED) || !defined(ROOT_EMPTY)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 

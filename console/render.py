@@ -251,6 +251,8 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
             rows.append(("watchdog", st.watchdog))
     if st.reverted:
         rows.append(("reverted", style.paint(st.reverted, BOLD + YELLOW)))
+    if st.unconfigured:
+        rows.append(("unconfigured", style.paint(st.unconfigured, YELLOW)))
     if st.store_generation != st.generation and st.loaded:
         rows.append(("store", f"generation {st.store_generation}"))
     for problem in st.problems:
@@ -316,6 +318,7 @@ def stats_text(snap: StatsSnapshot, style: Style = PLAIN) -> str:
         ("fail-safe passed", t.failsafe),
         ("no rule matched", t.no_match),
         ("unparsed (passed)", t.unparsed),
+        ("unconfigured (passed: no tables)", t.unconfigured),
     ]
     lines.append(
         table(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.core.compiler import CompiledTables
+from engine.kernel.abi import NodeCounter
 from engine.kernel.seam import Orphan
 from engine.state.store import Pending
 from engine.views import InterfaceView, Problem
@@ -92,3 +93,15 @@ def unfiltered_problems(
             )
         )
     return out
+
+
+def unconfigured_text(dp: Any, views: Sequence[InterfaceView]) -> str:
+    """What the kernel passed on interfaces it has the program on but no tables for (counted as
+    unconfigured, never as no match), and which of ours are like that now."""
+    have = dp.table_ifindexes()
+    bare = [v.name for v in views if v.ours and v.ifindex not in have]
+    packets = int(dp.node_counters().get(NodeCounter.UNCONFIGURED, (0, 0))[0])
+    if not bare and not packets:
+        return ""
+    now = f"now without tables: {', '.join(bare)}" if bare else "every interface has tables now"
+    return f"{packets} packets passed unfiltered (no tables for their interface); {now}"

@@ -61,6 +61,9 @@ class Status:
     watchdog: str = ""  # "alive pid N", "stopped pid N", "gone (pid N)" while pending
     replies: bool = False  # replies to the node's own connections pass a Deny (infw replies)
     agent: str = ""  # "running pid N" or "" (not running)
+    # packets passed unfiltered on interfaces with the program but no tables, and which of
+    # ours have none now ("" when neither)
+    unconfigured: str = ""
     # nodeSelector: this node's labels (None: unknown, every object applies) and the objects
     # stored for other nodes, not enforced here.
     node_labels: dict[str, str] | None = None
@@ -132,6 +135,8 @@ class NodeTotals:
     events_lost: int = 0
     reply_allowed: tuple[int, int] = (0, 0)  # a Deny matched a reply to the node's own flow
     replies_recorded: int = 0  # outbound flows the egress recorder started
+    # passed on an interface running the program with no tables for it (not filtered)
+    unconfigured: tuple[int, int] = (0, 0)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,10 +30,12 @@ from engine.kernel.abi import (
     LISTS_PER_GEN,
     NODE_FLAG,
     NODE_INDEX_MASK,
+    ROOT_EMPTY,
     ROOT_IFINDEXES,
     ROOT_TRIE,
     SEG_CLASS_INDEX,
     V4_SPACE,
+    V6_SPACE,
 )
 from engine.kernel.abi import Action as KernelAction
 
@@ -201,6 +203,8 @@ def fast_source(fast: FastImages, ifindex: int, addr: int) -> int | None:
     the root says so (or the ifindex is beyond the root array)."""
     space = space_of(addr)
     entry = fast.src_roots.get((ifindex, space), 0) if ifindex < ROOT_IFINDEXES else ROOT_TRIE
+    if entry in (0, ROOT_EMPTY):
+        return None
     if entry == ROOT_TRIE:
         return _lpm_scan(fast.lpm, ifindex, addr)
     raw = addr.to_bytes(16, "big")[12 if space == V4_SPACE else 0 :]
@@ -209,6 +213,14 @@ def fast_source(fast: FastImages, ifindex: int, addr: int) -> int | None:
             break
         entry = fast.node(entry & NODE_INDEX_MASK)[byte]
     return entry or None
+
+
+def has_tables(fast: FastImages, ifindex: int) -> bool:
+    """Do the tables cover this interface (the program counts its misses as no match), or not
+    at all (counted as unconfigured)? Beyond the root array the program cannot tell: covered."""
+    if ifindex >= ROOT_IFINDEXES:
+        return True
+    return any(fast.src_roots.get((ifindex, space)) for space in (V4_SPACE, V6_SPACE))
 
 
 def _segment_scan(

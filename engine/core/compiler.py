@@ -37,6 +37,7 @@ from engine.kernel.abi import (
     NODES_PER_GEN,
     OTHER_CLASS,
     PROTO_CLASSES,
+    ROOT_EMPTY,
     ROOT_IFINDEXES,
     ROOT_TRIE,
     SEG_CLASS_INDEX,
@@ -629,5 +630,23 @@ def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImag
             list_roots[list_id] = tuple(roots)
     segments = tuple(s for s in tables.segments if s.list_id in slow_lists)
     return FastImages(
-        b"".join(pool.chunks), len(pool.chunks), src_roots, list_roots, tuple(lpm), segments
+        b"".join(pool.chunks),
+        len(pool.chunks),
+        with_empty_roots(src_roots, tables.interfaces.values()),
+        list_roots,
+        tuple(lpm),
+        segments,
     )
+
+
+def with_empty_roots(
+    src_roots: Mapping[tuple[int, int], int], ifindexes: Iterable[int]
+) -> dict[tuple[int, int], int]:
+    """Every space of an interface the tables cover gets a nonzero root (ROOT_EMPTY where it
+    holds no prefix), so a zero root tells the program the interface has no tables at all."""
+    out = {k: v for k, v in src_roots.items() if v}
+    for ifindex in ifindexes:
+        if ifindex < ROOT_IFINDEXES:
+            for space in (V4_SPACE, V6_SPACE):
+                out.setdefault((ifindex, space), ROOT_EMPTY)
+    return out

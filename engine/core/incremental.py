@@ -57,6 +57,7 @@ from engine.core.compiler import (
     seg_leaf,
     seg_rows,
     space_of,
+    with_empty_roots,
 )
 from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_ports
 from engine.core.model import HashedTuple, RuleSet
@@ -900,7 +901,9 @@ class IncrementalCompiler:
         fast = FastImages(
             nodes=b"",
             node_count=0,
-            src_roots={k: v for k, v in self.src_roots.items() if v or k in self.tries},
+            src_roots=with_empty_roots(
+                self.src_roots, (self.interfaces[n] for n in self._selected())
+            ),
             list_roots=dict(self.list_roots),
             lpm=(),
             segments=(),

@@ -72,6 +72,9 @@ SEG_ROOTS = 12  # 6 protocol classes x {first, non-first fragment}
 LIST_ROOTS_ENTRIES = 2 * LISTS_PER_GEN  # [generation][list id]
 NODE_FLAG = 1 << 30  # entry is a node index (relative to its generation's half)
 ROOT_TRIE = 1 << 29  # root entry: look in the LPM trie instead
+# root entry of a space the tables hold no prefix for, on an interface they do cover; a zero
+# root means the tables have nothing for that interface at all (counted as unconfigured)
+ROOT_EMPTY = 1 << 28
 NODE_INDEX_MASK = NODE_FLAG - 1
 V4_SPACE, V6_SPACE = 0, 1  # the two source tries of an interface: IPv4 (mapped) and IPv6
 
@@ -313,6 +316,9 @@ class NodeCounter(enum.IntEnum):
     EVENTS_LOST = 8  # ring buffer full
     REPLY_ALLOWED = 9  # a Deny matched a reply to the node's own flow: passed
     REPLY_RECORDED = 10  # outbound flows recorded (evicted = recorded - entries held)
+    # the program is attached but the tables have nothing for this ifindex (it appeared, or
+    # came back, after the last compile): passed like no match, and counted apart
+    UNCONFIGURED = 11
 
 
 NODE_COUNTERS = 16
@@ -339,6 +345,7 @@ def c_defines() -> dict[str, int]:
         "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
         "NODE_FLAG": NODE_FLAG,
         "ROOT_TRIE": ROOT_TRIE,
+        "ROOT_EMPTY": ROOT_EMPTY,
         "NODE_INDEX_MASK": NODE_INDEX_MASK,
         "GEN_BIT": GEN_BIT,
         "SRC_KEY_FIXED_BITS": SRC_KEY_FIXED_BITS,

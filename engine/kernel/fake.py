@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from engine.core.cidr import parse_address
+from engine.core.classify import Decision, has_tables, lookup
 from engine.core.classify import Reason as RefReason
-from engine.core.classify import lookup
 from engine.core.compiler import CompiledTables
 from engine.core.flows import FlowKey
 from engine.core.frame import parse_frame
@@ -285,10 +285,11 @@ class FakeDatapath:
             return Verdict(XDP_PASS, Reason.NONE)
         if parsed.kind == "unparsed" or parsed.fields is None:
             return Verdict(XDP_PASS, Reason.UNPARSED, counter=NodeCounter.UNPARSED)
-        if self.tables is None:
-            return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
         replies = self.outbound if self.reply_settings.enabled else None
-        decision = lookup(self.tables, ifindex, parsed.fields, replies)
+        if self.tables is None:
+            decision = Decision(RuleAction.ALLOW, RefReason.NO_MATCH)
+        else:
+            decision = lookup(self.tables, ifindex, parsed.fields, replies)
         if decision.reason is RefReason.REPLY:
             # only a Deny looks for replies: the flow records that rule's action, as the program
             return Verdict(
@@ -301,7 +302,9 @@ class FakeDatapath:
         if decision.reason is RefReason.FAILSAFE:
             return Verdict(XDP_PASS, Reason.FAILSAFE, counter=NodeCounter.FAILSAFE)
         if decision.reason is not RefReason.RULE or decision.rule_id is None:
-            return Verdict(XDP_PASS, Reason.NO_MATCH, counter=NodeCounter.NO_MATCH)
+            covered = self.tables is not None and has_tables(self.tables.fast, ifindex)
+            counter = NodeCounter.NO_MATCH if covered else NodeCounter.UNCONFIGURED
+            return Verdict(XDP_PASS, Reason.NO_MATCH, counter=counter)
         if decision.action is RuleAction.ALLOW:
             return Verdict(
                 XDP_PASS, Reason.RULE, decision.rule_id, NodeCounter.ALLOW, None, Action.ALLOW

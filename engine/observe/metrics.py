@@ -104,6 +104,7 @@ class EngineCollector:
             ("no_match", t.no_match),
             ("unparsed", t.unparsed),
             ("reply_allowed", t.reply_allowed),
+            ("unconfigured", t.unconfigured),
         )
         packets = CounterMetricFamily(
             "infw_node_packets", "Packets seen by the firewall, by result", labels=("result",)

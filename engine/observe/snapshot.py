@@ -102,6 +102,7 @@ class Snapshot(EditTransaction):
             not_for_node=tuple(fw.name for fw in split.other_nodes),
             replies=dp.replies().enabled if dp is not None else self.config.replies.enabled,
             agent=agent_text,
+            unconfigured=health.unconfigured_text(dp, views) if dp is not None else "",
         )
 
     def _agent_health(self) -> tuple[str, Problem | None]:
@@ -178,6 +179,7 @@ class Snapshot(EditTransaction):
                 events_lost=pair(NodeCounter.EVENTS_LOST)[0],
                 reply_allowed=pair(NodeCounter.REPLY_ALLOWED),
                 replies_recorded=pair(NodeCounter.REPLY_RECORDED)[0],
+                unconfigured=pair(NodeCounter.UNCONFIGURED),
             )
             generation = int(dp.config().generation)
         rows = self.rule_rows(counters, self._rates.update(counters, now))

@@ -378,7 +378,6 @@ def test_restore_attaches_where_the_objects_name_globs_resolved(node: FaultNode)
     assert_healthy(node, "old")
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15: kernel unconfigured counter not landed yet")
 def test_unconfigured_interface_is_counted_not_passed_as_no_match(node: FaultNode) -> None:
     """An interface with the program but no tables (moved away and back by hand, no agent)
     is counted as unconfigured by the kernel, and status names it."""

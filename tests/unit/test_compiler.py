@@ -530,3 +530,27 @@ def test_fast_images_of_100k_prefixes_are_quick() -> None:
     assert lookup(tables, 1, hit).action is Action.DENY
     miss = PacketFields(src="198.19.134.160", ipproto=17, dport=9)
     assert lookup(tables, 1, miss).reason is Reason.NO_MATCH
+
+
+def test_every_space_of_a_covered_interface_has_a_root_and_others_none() -> None:
+    """A zero root is how the program tells an interface with no tables (unconfigured) from a
+    covered one whose space holds no prefix (ROOT_EMPTY: no match). Both compilers agree."""
+    from engine.core.classify import has_tables
+    from engine.core.incremental import IncrementalCompiler
+
+    rs = RuleSet(
+        (Firewall("a", ("eth0",), (IngressBlock(("192.0.2.0/24",), (Rule(1, Action.DENY),)),)),)
+    )
+    for tables in (
+        compile_ruleset(rs, NODE_INTERFACES),
+        IncrementalCompiler().compile(rs, NODE_INTERFACES),
+    ):
+        roots = tables.fast.src_roots
+        eth0, eth1 = NODE_INTERFACES["eth0"], NODE_INTERFACES["eth1"]
+        assert roots[(eth0, layout.V6_SPACE)] == layout.ROOT_EMPTY
+        assert roots[(eth0, layout.V4_SPACE)] not in (0, layout.ROOT_EMPTY)
+        assert (eth1, layout.V4_SPACE) not in roots and (eth1, layout.V6_SPACE) not in roots
+        assert has_tables(tables.fast, eth0) and not has_tables(tables.fast, eth1)
+        v6 = PacketFields(src="2001:db8::1", ipproto=17, dport=53)
+        assert lookup(tables, eth0, v6).reason is Reason.NO_MATCH
+        assert lookup(tables, eth1, v6).reason is Reason.NO_MATCH

@@ -216,3 +216,23 @@ def wait_state(pid: int, want: str, timeout: float = 2.0) -> bool:
                 return True
         time.sleep(0.01)
     return False
+
+
+def test_an_interface_with_the_program_but_no_tables_counts_unconfigured(tmp_path: Path) -> None:
+    from engine.core.frame import build_frame
+    from engine.kernel.seam import XDP_PASS
+
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    engine.add_rule(RULE, confirm_timeout=0)
+    engine.attach(["lo"])  # attached by hand: no object names lo, so no tables for it
+    dp = kernel.pinned[engine.pin_root]
+    frame = build_frame("192.0.2.9", "192.0.2.1", 6, dport=8000)
+    assert dp.send(frame, "lo") == XDP_PASS  # passed: the decision for an interface with no rules
+    assert dp.send(frame, "eth0") != XDP_PASS  # eth0 has its tables
+    other = build_frame("198.51.100.9", "192.0.2.1", 6, dport=8000)
+    assert dp.send(other, "eth0") == XDP_PASS  # eth0's miss: no match
+    totals = engine.stats().totals
+    assert (totals.unconfigured[0], totals.no_match[0]) == (1, 1)
+    st = engine.status()
+    assert "1 packets passed unfiltered" in st.unconfigured and "lo" in st.unconfigured
