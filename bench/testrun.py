@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -56,15 +56,23 @@ def measure(prog_fd: int, frame: bytes, repeat: int, runs: int) -> Timing:
 
 
 def measure_interleaved(
-    subjects: dict[str, tuple[int, bytes]], repeat: int, runs: int
+    subjects: dict[str, tuple[int, bytes]],
+    repeat: int,
+    runs: int,
+    setup: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, Timing]:
-    """Measure every (prog fd, frame) round-robin, so drift over the run hits all of them alike."""
+    """Measure every (prog fd, frame) round-robin, so drift over the run hits all of them alike.
+    setup[name], where given, runs (untimed) before each run of that subject: a config switch
+    that makes two subjects of one program."""
     per: dict[str, list[int]] = {name: [] for name in subjects}
     actions: dict[str, int] = {}
+    setup = setup or {}
     for fd, frame in subjects.values():
         test_run(fd, frame, min(repeat, 10_000))
     for _ in range(runs):
         for name, (fd, frame) in subjects.items():
+            if name in setup:
+                setup[name]()
             action, ns = test_run(fd, frame, repeat)
             per[name].append(ns)
             actions[name] = action

@@ -199,6 +199,37 @@ static __always_inline u32 node_step(u32 base, u32 entry, u8 b)
 /* The tables have nothing for this ifindex: not even a ROOT_EMPTY root. No list id is this. */
 #define NO_TABLES 0xffffffff
 
+/* ~0 shifted left by s (0..64), in two steps so no shift reaches 64, and byte-swapped to read
+ * as a big-endian word in memory: the mask that keeps a word's top 64 - s bits. */
+static __always_inline u64 be64_keep(u32 s)
+{
+    u64 m = (~0ULL << (s >> 1)) << (s - (s >> 1));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    m = __builtin_bswap64(m);
+#endif
+    return m;
+}
+
+/* The exact-prefix hash: the source masked to the length the root names. A hit is the longest
+ * match (the compiler hashes only prefixes that hold no longer one), so it decides alone. The
+ * masks are computed without branches: each branch here would multiply the verifier's states
+ * over everything that follows. */
+static __always_inline u32 *host_list(u32 gen, u32 ifindex, u32 entry, struct packet *pkt)
+{
+    u32 s = 127 - ((entry & HOST_LEN_MASK) >> HOST_LEN_SHIFT); /* 128 - length: 0..127 */
+    u32 s_hi = (s & 63) & -((s >> 6) & 1); /* bits cleared in the high word: s - 64, or 0 */
+    u32 s_lo = s - s_hi;                    /* in the low word: s, at most 64 */
+    struct host_key hk = {.tag = ifindex << 1 | gen};
+    u64 hi, lo;
+    __builtin_memcpy(&hi, pkt->src, 8);
+    __builtin_memcpy(&lo, pkt->src + 8, 8);
+    hi &= be64_keep(s_hi);
+    lo &= be64_keep(s_lo);
+    __builtin_memcpy(hk.addr, &hi, 8);
+    __builtin_memcpy(hk.addr + 8, &lo, 8);
+    return hosts.lookup(&hk);
+}
+
 /* (generation, ifindex, source) -> rule-list id, 0 on a miss, NO_TABLES when the tables do not
  * cover the interface at all (ifindexes beyond the root array are never told apart). */
 static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
@@ -221,6 +252,12 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         entry = root ? *root : 0;
         if (!entry)
             return NO_TABLES;
+        if (entry & ROOT_HOSTS) {
+            /* a hit is a leaf (a list id): the walk below stops at once and returns it; one
+             * way out for both, so the verifier does not follow the rest twice */
+            u32 *list_id = host_list(gen, ifindex, entry, pkt);
+            entry = list_id ? *list_id : entry & ~(ROOT_HOSTS | HOST_LEN_MASK);
+        }
         if (entry == ROOT_EMPTY)
             return 0;
     }

@@ -26,7 +26,9 @@
     !defined(NC_DENY) || !defined(NC_WOULD_DENY) || !defined(NC_FAILSAFE) || \
     !defined(NC_NO_MATCH) || !defined(NC_UNPARSED) || !defined(NC_EVENTS_SENT) || \
     !defined(NC_EVENTS_SUPPRESSED) || !defined(NC_EVENTS_LOST) || !defined(NC_REPLY_ALLOWED) || \
-    !defined(NC_REPLY_RECORDED) || !defined(NC_UNCONFIGURED) || !defined(ROOT_EMPTY)
+    !defined(NC_REPLY_RECORDED) || !defined(NC_UNCONFIGURED) || !defined(ROOT_EMPTY) || \
+    !defined(ROOT_HOSTS) || !defined(HOST_LEN_SHIFT) || !defined(HOST_LEN_MASK) || \
+    !defined(HOSTS_MAX_ENTRIES)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -36,6 +38,11 @@ struct src_key {
     u8 pad[3];
     u32 ifindex;
     u8 addr[16]; /* IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d) */
+};
+
+struct host_key {
+    u32 tag; /* ifindex << 1 | generation */
+    u8 addr[16]; /* masked to the prefix length the (ifindex, space) root names */
 };
 
 struct seg_key {
@@ -172,6 +179,11 @@ BPF_TABLE_PINNED("lpm_trie", struct src_key, u32, src_lpm, SRC_MAX_ENTRIES,
 BPF_TABLE_PINNED("lpm_trie", struct seg_key, struct seg_val, seg_lpm, SEG_MAX_ENTRIES,
                  PIN_ROOT "/seg_lpm", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("array", u32, struct node, nodes, NODES_TOTAL, PIN_ROOT "/nodes");
+/* exact prefixes of one length per (ifindex, space) that hold no longer prefix (hosts, most
+ * often): a hit is the longest match, so it is looked up before the trie; sized for both
+ * generations, allocated per entry */
+BPF_TABLE_PINNED("hash", struct host_key, u32, hosts, HOSTS_MAX_ENTRIES, PIN_ROOT "/hosts",
+                 BPF_F_NO_PREALLOC);
 /* [generation][space][ifindex] -> root entry of that source trie; userspace reads and writes
  * it through mmap (a batch lookup of every entry would cost ~70 ms per edit) */
 BPF_TABLE_PINNED("array", u32, u32, src_roots, SRC_ROOTS_ENTRIES, PIN_ROOT "/src_roots",

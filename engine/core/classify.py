@@ -27,10 +27,13 @@ from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_for
 from engine.core.model import Action, Protocol, Rule, RuleSet
 from engine.core.replies import ReplyFlow, reply_flow
 from engine.kernel.abi import (
+    HOST_LEN_MASK,
+    HOST_LEN_SHIFT,
     LISTS_PER_GEN,
     NODE_FLAG,
     NODE_INDEX_MASK,
     ROOT_EMPTY,
+    ROOT_HOSTS,
     ROOT_IFINDEXES,
     ROOT_TRIE,
     SEG_CLASS_INDEX,
@@ -203,6 +206,12 @@ def fast_source(fast: FastImages, ifindex: int, addr: int) -> int | None:
     the root says so (or the ifindex is beyond the root array)."""
     space = space_of(addr)
     entry = fast.src_roots.get((ifindex, space), 0) if ifindex < ROOT_IFINDEXES else ROOT_TRIE
+    if entry & ROOT_HOSTS:
+        shift = 128 - (((entry & HOST_LEN_MASK) >> HOST_LEN_SHIFT) + 1)
+        hit = fast.hosts.get((ifindex, addr >> shift << shift))
+        if hit is not None:
+            return hit
+        entry &= ~(ROOT_HOSTS | HOST_LEN_MASK)
     if entry in (0, ROOT_EMPTY):
         return None
     if entry == ROOT_TRIE:

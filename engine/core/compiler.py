@@ -31,6 +31,7 @@ from engine.core.model import Action, Firewall, IngressBlock, Rule, RuleSet
 from engine.errors import FieldError, LimitError
 from engine.kernel.abi import (
     ALL_CLASSES,
+    HOST_LEN_SHIFT,
     LISTS_PER_GEN,
     NODE_ENTRIES,
     NODE_FLAG,
@@ -38,6 +39,7 @@ from engine.kernel.abi import (
     OTHER_CLASS,
     PROTO_CLASSES,
     ROOT_EMPTY,
+    ROOT_HOSTS,
     ROOT_IFINDEXES,
     ROOT_TRIE,
     SEG_CLASS_INDEX,
@@ -52,7 +54,9 @@ VALUE_MAX = (1 << VALUE_BITS) - 1
 
 # Limits, checked before anything is written. Map sizes in the datapath follow from these.
 MAX_RULE_ID = 65535
-MAX_PREFIXES = 131072  # LPM entries per generation
+MAX_PREFIXES = 1_048_576  # source prefixes per generation (arrays, host hash and LPM trie)
+MAX_LPM_PREFIXES = 131072  # of those, what the source LPM trie can hold per generation
+DEEP_V6 = 64  # an IPv6 trie walk longer than DEEP_V6 / 8 steps costs more than the host hash
 MAX_RULES_PER_SOURCE = 4096  # rules in one merged list
 MAX_INTERFACES = 64
 MAX_SEGMENTS = 1_000_000  # segment-trie entries per generation
@@ -437,6 +441,9 @@ class FastImages:
     # node slot -> packed row, when laid out by position (engine.core.incremental): slots are
     # then sparse and stable across edits, and `nodes`/`node_count` are unused
     rows: Mapping[int, bytes] | None = None
+    # exact-prefix hash: (ifindex, prefix value) -> list id, for roots with ROOT_HOSTS (the
+    # prefix length is the root's)
+    hosts: Mapping[tuple[int, int], int] = field(default_factory=dict)
 
     def node(self, index: int) -> memoryview:
         if self.rows is not None:
@@ -493,6 +500,7 @@ def _prefix_trie(entries: list[tuple[int, int, int]], width: int, pool: _NodePoo
         return default
     needed: set[tuple[int, int]] = set()
     children: dict[tuple[int, int], list[int]] = defaultdict(list)
+    room = pool.budget - len(pool.chunks)  # stop counting once past it: 1M hosts need 1M nodes
     for depth, path in at:
         for d in range(depth, -1, -1):
             node = (d, path >> (8 * (depth - d)))
@@ -501,6 +509,8 @@ def _prefix_trie(entries: list[tuple[int, int, int]], width: int, pool: _NodePoo
             needed.add(node)
             if d:
                 children[(d - 1, node[1] >> 8)].append(node[1] & 0xFF)
+        if len(needed) > room:
+            return None
     if not pool.fits(len(needed)):
         return None
     leaves: dict[tuple[int, int], list[int]] = {}
@@ -586,31 +596,46 @@ def class_ranges(
 
 
 def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImages:
-    """Lay out both lookups as array tries within `budget` nodes; whatever does not fit (or has an
-    ifindex or list id beyond the arrays) stays in the LPM tries, so every answer is exact."""
+    """Lay out both lookups as array tries within `budget` nodes, sources that do not fit (or
+    would walk deep) partly in the exact-prefix host hash; whatever is left (or has an ifindex or
+    list id beyond the arrays) stays in the LPM tries, so every answer is exact. A budget of 0
+    means the LPM tries alone, no host hash either."""
     pool = _NodePool(budget)
     spaces: dict[tuple[int, int], list[LpmEntry]] = defaultdict(list)
     for entry in tables.lpm:
         spaces[(entry.ifindex, space_of(entry.prefix.value))].append(entry)
     src_roots: dict[tuple[int, int], int] = {}
     lpm: list[LpmEntry] = []
+    hosts: dict[tuple[int, int], int] = {}
     for (ifindex, space), entries in sorted(spaces.items()):
-        root: int | None = None
-        if ifindex < ROOT_IFINDEXES:
-            if space == V4_SPACE:
-                low32 = (1 << 32) - 1
-                prefixes = [
-                    (e.prefix.value & low32, e.prefix.length - 96, e.list_id) for e in entries
-                ]
-                root = _prefix_trie(prefixes, 32, pool)
-            else:
-                prefixes = [(e.prefix.value, e.prefix.length, e.list_id) for e in entries]
-                root = _prefix_trie(prefixes, 128, pool)
-        if root is None:
+        if ifindex >= ROOT_IFINDEXES:
             lpm.extend(entries)
-            root = ROOT_TRIE
-        if ifindex < ROOT_IFINDEXES:
+            continue
+        if not budget:  # no arrays at all (tests, benchmarks): the kernel LPM tries alone
+            lpm.extend(entries)
+            src_roots[(ifindex, space)] = ROOT_TRIE
+            continue
+        deep = space == V6_SPACE and max(e.prefix.length for e in entries) > DEEP_V6
+        root = None if deep else _source_trie(space, entries, pool)
+        if root is not None:
             src_roots[(ifindex, space)] = root
+            continue
+        # Too many for the arrays, or an IPv6 walk of more than DEEP_V6 / 8 steps: the
+        # prefixes of one length that hold no longer prefix go to the exact-prefix hash
+        # (looked up first: a hit there is the longest match), the rest to a trie, or to the
+        # LPM trie if even the rest does not fit. A deep space first tries hashing the
+        # longest prefixes only (the rest then walks at most DEEP_V6 / 8 steps).
+        for above in (DEEP_V6, 0) if deep else (0,):
+            length, hashed, rest = host_split(entries, above)
+            base = _source_trie(space, rest, pool) if rest else 0
+            if base is not None:
+                break
+        else:
+            lpm.extend(rest)
+            base = ROOT_TRIE
+        for e in hashed:
+            hosts[(ifindex, e.prefix.value)] = e.list_id
+        src_roots[(ifindex, space)] = host_root(length, base) if hashed else base
     list_roots: dict[int, tuple[int, ...]] = {}
     slow_lists: set[int] = set()
     for list_id in sorted(tables.lists):
@@ -629,6 +654,12 @@ def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImag
         if list_id < LISTS_PER_GEN:
             list_roots[list_id] = tuple(roots)
     segments = tuple(s for s in tables.segments if s.list_id in slow_lists)
+    _limit(
+        "source prefixes beyond the arrays and the host hash",
+        len(lpm),
+        MAX_LPM_PREFIXES,
+        "merge CIDRs into wider prefixes",
+    )
     return FastImages(
         b"".join(pool.chunks),
         len(pool.chunks),
@@ -636,7 +667,47 @@ def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImag
         list_roots,
         tuple(lpm),
         segments,
+        hosts=hosts,
     )
+
+
+def _source_trie(space: int, entries: list[LpmEntry], pool: _NodePool) -> int | None:
+    """The (ifindex, space) array trie of these prefixes, or None when it does not fit."""
+    if space == V4_SPACE:
+        low32 = (1 << 32) - 1
+        v4 = [(e.prefix.value & low32, e.prefix.length - 96, e.list_id) for e in entries]
+        return _prefix_trie(v4, 32, pool)
+    return _prefix_trie([(e.prefix.value, e.prefix.length, e.list_id) for e in entries], 128, pool)
+
+
+def host_split(
+    entries: list[LpmEntry], above: int = 0
+) -> tuple[int, list[LpmEntry], list[LpmEntry]]:
+    """(L, the prefixes of length L that hold no longer prefix, the rest) for one (ifindex,
+    space): L is the most common length longer than `above` (ties: the longer). An address in
+    a hashed prefix can match no longer prefix, so the hash answers before the trie."""
+    counts: dict[int, int] = defaultdict(int)
+    for e in entries:
+        if e.prefix.length > above:
+            counts[e.prefix.length] += 1
+    if not counts:
+        return 0, [], list(entries)
+    length = max(counts, key=lambda n: (counts[n], n))
+    shift = 128 - length
+    holding = {e.prefix.value >> shift for e in entries if e.prefix.length > length}
+    hashed: list[LpmEntry] = []
+    rest: list[LpmEntry] = []
+    for e in entries:
+        if e.prefix.length == length and (e.prefix.value >> shift) not in holding:
+            hashed.append(e)
+        else:
+            rest.append(e)
+    return length, hashed, rest
+
+
+def host_root(length: int, base: int) -> int:
+    """A root entry that sends the walk to the host hash at `length` first, then to base."""
+    return ROOT_HOSTS | (length - 1) << HOST_LEN_SHIFT | base
 
 
 def with_empty_roots(

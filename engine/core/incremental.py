@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from engine.core.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
 from engine.core.compiler import (
+    DEEP_V6,
     MAX_INTERFACES,
     MAX_LISTS,
     MAX_PREFIXES,
@@ -437,8 +438,7 @@ class IncrementalCompiler:
             if before == after:
                 continue
             tkey, value, length = _trie_coords(k)
-            if tkey[0] >= ROOT_IFINDEXES:
-                raise _Full("interface beyond the root array")
+            _check_positional(tkey, length)
             trie = self.tries.get(tkey)
             if trie is None:
                 trie = self.tries[tkey] = _SrcTrie(32 if tkey[1] == V4_SPACE else 128)
@@ -793,8 +793,7 @@ class IncrementalCompiler:
         self.tries = {}
         for sk, lid in self.list_of.items():
             tkey, value, length = _trie_coords(sk)
-            if tkey[0] >= ROOT_IFINDEXES:
-                raise _Full("interface beyond the root array")
+            _check_positional(tkey, length)
             trie = self.tries.get(tkey)
             if trie is None:
                 trie = self.tries[tkey] = _SrcTrie(32 if tkey[1] == V4_SPACE else 128)
@@ -925,6 +924,16 @@ class IncrementalCompiler:
         )
         self.last, self.last_delta = tables, delta
         return tables
+
+
+def _check_positional(tkey: TrieKey, length: int) -> None:
+    """What the positional layout cannot hold goes to the full compiler: an interface beyond
+    the root array, or an IPv6 prefix deeper than DEEP_V6 (fast_images hashes those rather than
+    walk up to 16 steps)."""
+    if tkey[0] >= ROOT_IFINDEXES:
+        raise _Full("interface beyond the root array")
+    if tkey[1] == V6_SPACE and length > DEEP_V6:
+        raise _Full("IPv6 prefix deeper than the host-hash threshold")
 
 
 def _trie_coords(sk: SrcKey) -> tuple[TrieKey, int, int]:

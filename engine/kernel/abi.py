@@ -30,6 +30,7 @@ MAP_FLOWS = "flows"
 MAP_FLOW_GAP = "flow_gap"
 MAP_REPLIES = "replies"
 MAP_REPLY_CONFIG = "reply_config"
+MAP_HOSTS = "hosts"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -46,10 +47,11 @@ ALL_MAPS = (
     MAP_FLOW_GAP,
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
+    MAP_HOSTS,
 )
 # Maps a reload adds to pins of an older build (bcc creates a missing pinned map): their
 # absence is no reason to refuse a reload, and an older build opened as it is lacks them.
-OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP, MAP_REPLIES, MAP_REPLY_CONFIG})
+OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP, MAP_REPLIES, MAP_REPLY_CONFIG, MAP_HOSTS})
 
 # Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -75,6 +77,14 @@ ROOT_TRIE = 1 << 29  # root entry: look in the LPM trie instead
 # root entry of a space the tables hold no prefix for, on an interface they do cover; a zero
 # root means the tables have nothing for that interface at all (counted as unconfigured)
 ROOT_EMPTY = 1 << 28
+# root entry flag: look the source up in the exact-prefix hash first (HOST_LEN_* says at which
+# prefix length; the rest of the entry is the trie root for what is not in the hash)
+ROOT_HOSTS = 1 << 31
+HOST_LEN_SHIFT = 21  # bits 21..27 hold the hashed prefix length - 1 (1..128, mapped space)
+HOST_LEN_MASK = 0x7F << HOST_LEN_SHIFT
+# exact-prefix hash: (ifindex, generation, address masked to the root's length) -> list id;
+# both generations, no prealloc (memory per entry actually held)
+HOSTS_MAX_ENTRIES = 2 * 1_048_576
 NODE_INDEX_MASK = NODE_FLAG - 1
 V4_SPACE, V6_SPACE = 0, 1  # the two source tries of an interface: IPv4 (mapped) and IPv6
 
@@ -102,6 +112,13 @@ class SrcKey(ct.Structure):
         ("ifindex", ct.c_uint32),
         ("addr", ct.c_uint8 * 16),
     ]
+
+
+class HostKey(ct.Structure):
+    """hosts key: tag = ifindex << 1 | generation; the address (IPv6, or IPv4-mapped) masked
+    to the length its (ifindex, space) root names."""
+
+    _fields_ = [("tag", ct.c_uint32), ("addr", ct.c_uint8 * 16)]
 
 
 class SegKey(ct.Structure):
@@ -346,6 +363,10 @@ def c_defines() -> dict[str, int]:
         "NODE_FLAG": NODE_FLAG,
         "ROOT_TRIE": ROOT_TRIE,
         "ROOT_EMPTY": ROOT_EMPTY,
+        "ROOT_HOSTS": ROOT_HOSTS,
+        "HOST_LEN_SHIFT": HOST_LEN_SHIFT,
+        "HOST_LEN_MASK": HOST_LEN_MASK,
+        "HOSTS_MAX_ENTRIES": HOSTS_MAX_ENTRIES,
         "NODE_INDEX_MASK": NODE_INDEX_MASK,
         "GEN_BIT": GEN_BIT,
         "SRC_KEY_FIXED_BITS": SRC_KEY_FIXED_BITS,

@@ -17,12 +17,14 @@ from engine.kernel.abi import (
     EVENTS_RINGBUF_PAGES,
     FAILSAFE_MAX_ENTRIES,
     FLOWS_ENTRIES,
+    HOSTS_MAX_ENTRIES,
     LIST_ROOTS_ENTRIES,
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
     MAP_FLOW_GAP,
     MAP_FLOWS,
+    MAP_HOSTS,
     MAP_LIST_ROOTS,
     MAP_NODE_STATS,
     MAP_NODES,
@@ -46,6 +48,7 @@ from engine.kernel.abi import (
     Counter,
     FlowRecKey,
     FlowRecVal,
+    HostKey,
     ListRoots,
     Node,
     RateLimit,
@@ -88,6 +91,7 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_FLOW_GAP: MapSpec(4, 4, 1),
     MAP_REPLIES: MapSpec(ct.sizeof(ReplyKey), ct.sizeof(ReplyVal), REPLIES_MAX_ENTRIES),
     MAP_REPLY_CONFIG: MapSpec(4, ct.sizeof(ReplyConfig), 1),
+    MAP_HOSTS: MapSpec(ct.sizeof(HostKey), 4, HOSTS_MAX_ENTRIES),
 }
 
 

@@ -16,6 +16,7 @@ from engine.kernel.abi import (
     GEN_BIT,
     LISTS_PER_GEN,
     MAP_FAILSAFE,
+    MAP_HOSTS,
     MAP_LIST_ROOTS,
     MAP_NODES,
     MAP_SEG,
@@ -42,6 +43,7 @@ GRACE_S = 0.002
 
 _SRC_KEY = struct.Struct("<IB3xI16s")
 _SEG_KEY = struct.Struct("<IIBB2s")
+_HOST_KEY = struct.Struct("<I16s")
 _SEG_VAL = struct.Struct("<II")
 _U32 = struct.Struct("<I")
 _ACTIONS = {RuleAction.ALLOW: Action.ALLOW, RuleAction.DENY: Action.DENY}
@@ -126,6 +128,8 @@ class GenerationTables:
 
         src_keys, src_vals = _src_image(fast.lpm, inactive)
         seg_keys, seg_vals = _seg_image(fast.segments, inactive)
+        host_keys, host_vals = _host_image(fast.hosts, inactive)
+        hosts = self._hosts_map() if fast.hosts else None
         failsafe = self.failsafe_ports()
         old_masks = failsafe.masks()
         new_masks = wanted_failsafe(tables)
@@ -145,16 +149,29 @@ class GenerationTables:
             _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
+            if hosts is not None:
+                hosts.update_batch(host_keys, host_vals)
             write_words(roots, new_roots)
             self._config.write(active_gen=inactive, generation=generation)
         except BaseException:
             src.delete_batch(src_keys)
             seg.delete_batch(seg_keys)
+            if hosts is not None:
+                hosts.delete_batch(host_keys)
             write_words(roots, dict.fromkeys(new_roots, 0))
             failsafe.write({p: old_masks.get(p, 0) for p in grown})
             raise
         self._switched_at = time.monotonic()
         self._settle_failsafe(old_masks, grown, new_masks)
+
+    def _hosts_map(self) -> Map:
+        hosts = self._maps.get(MAP_HOSTS)
+        if hosts is None:
+            raise DatapathError(
+                "these tables need the host hash, which the loaded (older) program lacks",
+                "infw reload (recompiles the program; counters and pins stay)",
+            )
+        return hosts
 
     def _settle_failsafe(
         self, old: Mapping[int, int], grown: Mapping[int, int], new: Mapping[int, int]
@@ -235,6 +252,8 @@ class GenerationTables:
         roots = self.src_roots()
         src_keys = _split_src(src)[gen]
         seg_keys = _split_seg(seg)[gen]
+        hosts = self._maps.get(MAP_HOSTS)
+        host_keys = _split_hosts(hosts)[gen] if hosts is not None else b""
         root_idx = _split_roots(roots)[gen]
         self._written.pop(gen, None)
         self._wait_grace()
@@ -242,6 +261,8 @@ class GenerationTables:
         write_words(roots, dict.fromkeys(root_idx, 0))
         src.delete_batch(src_keys)
         seg.delete_batch(seg_keys)
+        if hosts is not None:
+            hosts.delete_batch(host_keys)
 
     def _wait_grace(self) -> None:
         """Sleep out what is left of GRACE_S since the last switch. A switch made through
@@ -275,6 +296,17 @@ def _split_seg(seg: Map) -> tuple[bytes, bytes]:
     return b"".join(parts[0]), b"".join(parts[1])
 
 
+def _split_hosts(hosts: Map) -> tuple[bytes, bytes]:
+    """The host hash keys of generation 0 and 1 (the tag's low bit)."""
+    keys, _, count = hosts.items()
+    size = hosts.key_size
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    for i in range(count):
+        key = keys[i * size : (i + 1) * size]
+        parts[key[0] & 1].append(key)
+    return b"".join(parts[0]), b"".join(parts[1])
+
+
 def _split_roots(roots: memoryview) -> tuple[list[int], list[int]]:
     """Indexes of the nonzero src_roots entries of generation 0 and of generation 1."""
     nonzero = nonzero_words(roots, SRC_ROOTS_ENTRIES)
@@ -301,7 +333,7 @@ def _write_nodes(m: Map, nodes: bytes, count: int, gen: int) -> None:
 
 def _positional(fast: FastImages) -> bool:
     """Array tries laid out by position (engine.core.incremental) with nothing in LPM tries."""
-    return fast.rows is not None and not fast.lpm and not fast.segments
+    return fast.rows is not None and not fast.lpm and not fast.segments and not fast.hosts
 
 
 def _write_rows(m: Map, rows: Mapping[int, bytes], slots: Iterable[int], gen: int) -> None:
@@ -334,6 +366,13 @@ def _src_image(lpm: Sequence[LpmEntry], gen: int) -> tuple[bytes, bytes]:
     )
     values = b"".join(_U32.pack(_list_id(e.list_id, gen)) for e in lpm)
     return keys, values
+
+
+def _host_image(hosts: Mapping[tuple[int, int], int], gen: int) -> tuple[bytes, bytes]:
+    keys = b"".join(
+        _HOST_KEY.pack(ifindex << 1 | gen, value.to_bytes(16, "big")) for ifindex, value in hosts
+    )
+    return keys, array.array("I", hosts.values()).tobytes()
 
 
 def _seg_image(segments: Sequence[SegmentEntry], gen: int) -> tuple[bytes, bytes]:

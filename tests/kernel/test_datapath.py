@@ -397,7 +397,10 @@ def test_generation_switch(dp: Any, tables: CompiledTables, budget: int | None) 
     elif budget is None:
         assert (len(fast.lpm), len(fast.segments)) == (0, 0)
     else:
-        assert fast.node_count <= budget and fast.lpm and fast.segments
+        # what the few nodes cannot hold: hosts in the host hash, the rest in the LPM tries
+        assert fast.node_count <= budget and (fast.lpm or fast.hosts) and fast.segments
+    hosts = list(dp.maps[layout.MAP_HOSTS].keys())
+    assert sorted(k[0] & 1 for k in hosts) == [live] * len(fast.hosts)
 
     dp.write_tables(tables, 78)
     assert dp.config().active_gen == start

@@ -65,6 +65,7 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_FLOW_GAP, ct.c_uint32, ct.c_uint32),
         (layout.MAP_REPLIES, layout.ReplyKey, layout.ReplyVal),
         (layout.MAP_REPLY_CONFIG, ct.c_uint32, layout.ReplyConfig),
+        (layout.MAP_HOSTS, layout.HostKey, ct.c_uint32),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
         ("layout_trace_meta", ct.c_uint32, layout.TraceMeta),
     ],

@@ -20,7 +20,7 @@ from engine.core.frame import build_frame, parse_frame
 from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
 from engine.core.replies import ReplyFlow, ReplySettings, reply_flow
 from engine.kernel import bpfsys
-from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, MAP_REPLIES, NodeCounter
+from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, MAP_FLOWS, MAP_REPLIES, NodeCounter
 from engine.kernel.abi import Reason as KernelReason
 from engine.kernel.flowmap import decode_records
 from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
@@ -209,6 +209,9 @@ def test_a_reply_is_sampled_into_flows_with_the_deny_it_got_past(dp: Any) -> Non
     assert flow is not None
     dp.set_replies(ON)
     dp.set_flow_sample(1)
+    flows_map = dp.maps[MAP_FLOWS]
+    for key in list(flows_map.keys()):  # earlier tests' packets may have been sampled
+        flows_map.delete(key)
     try:
         set_table(dp, {flow})
         before = dp.node_counters()[NodeCounter.REPLY_ALLOWED][0]

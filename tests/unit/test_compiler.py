@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from engine.core import classify as classify_mod
 from engine.core import compiler
+from engine.core.cidr import parse_cidr
 from engine.core.classify import PacketFields, Reason, classify, lookup, lookup_lpm
 from engine.core.compiler import (
     VALUE_MAX,
@@ -450,17 +451,20 @@ def test_fast_images_hold_everything_that_fits() -> None:
 
 def test_fast_images_fall_back_per_space_and_list() -> None:
     rs = single_block(
-        ("10.0.0.0/8", "2001:db8::/32"), (Rule(1, Action.DENY, Protocol.TCP, PortRange(80, 80)),)
+        ("10.0.0.0/8", "2001:db8::/32", "2001:db8:1::/48"),
+        (Rule(1, Action.DENY, Protocol.TCP, PortRange(80, 80)),),
     )
     tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=1)
     fast = tables.fast
-    # the IPv4 root fits, the IPv6 chain of four nodes does not, nor do the list's two nodes
+    # the IPv4 root fits; the IPv6 chains do not: the /48 (it holds no longer prefix) goes to
+    # the host hash, the /32 (it holds the /48) to the LPM trie; nor do the list's two nodes fit
     assert fast.src_roots[(1, layout.V4_SPACE)] & layout.NODE_FLAG
-    assert fast.src_roots[(1, layout.V6_SPACE)] == layout.ROOT_TRIE
-    assert [e.prefix.is_v4 for e in fast.lpm] == [False]
+    assert fast.src_roots[(1, layout.V6_SPACE)] == compiler.host_root(48, layout.ROOT_TRIE)
+    assert list(fast.hosts) == [(1, parse_cidr("2001:db8:1::/48").value)]
+    assert [(e.prefix.is_v4, e.prefix.length) for e in fast.lpm] == [(False, 32)]
     assert set(fast.list_roots[1]) == {layout.ROOT_TRIE}
     assert fast.segments == tables.segments
-    for src in ("10.1.2.3", "2001:db8::1", "11.0.0.1"):
+    for src in ("10.1.2.3", "2001:db8::1", "2001:db8:1::1", "2001:db8:2::1", "11.0.0.1"):
         for dport in (79, 80, 81):
             pkt = PacketFields(src=src, ipproto=6, dport=dport)
             want = lookup_lpm(tables, 1, pkt)
@@ -554,3 +558,57 @@ def test_every_space_of_a_covered_interface_has_a_root_and_others_none() -> None
         v6 = PacketFields(src="2001:db8::1", ipproto=17, dport=53)
         assert lookup(tables, eth0, v6).reason is Reason.NO_MATCH
         assert lookup(tables, eth1, v6).reason is Reason.NO_MATCH
+
+
+def test_host_hash_answers_first_and_only_where_no_longer_prefix_exists() -> None:
+    """Many hosts and /64s beyond the arrays: the most common length goes to the host hash
+    unless a prefix holds a longer one (that one stays in the trie, and so does the longer);
+    brute force, the kernel's path and the LPM images agree on hits, misses and neighbours."""
+    v4_hosts = [f"198.18.{i >> 8}.{i & 255}/32" for i in range(0, 1200, 3)]
+    v6_nets = [f"2001:db8:{i:x}::/64" for i in range(300)]
+    inner = ["2001:db8:7::42/128", "2001:db8:9::/80"]  # inside two of the /64s
+    rs = RuleSet(
+        (
+            Firewall(
+                "hosts",
+                ("eth0",),
+                (
+                    IngressBlock(tuple(v4_hosts + v6_nets), (Rule(5, Action.DENY, Protocol.UDP),)),
+                    IngressBlock(tuple(inner), (Rule(3, Action.ALLOW, Protocol.UDP),)),
+                    IngressBlock(
+                        ("198.18.0.0/15", "2001:db8::/32"), (Rule(9, Action.DENY, Protocol.TCP),)
+                    ),
+                ),
+            ),
+        )
+    )
+    tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=3)
+    fast = tables.fast
+    eth0 = NODE_INTERFACES["eth0"]
+    hashed = {value for (_, value) in fast.hosts}
+    assert len(hashed) == len(v4_hosts) + len(v6_nets) - 2
+    assert parse_cidr("2001:db8:7::/64").value not in hashed  # holds the /128
+    assert fast.src_roots[(eth0, layout.V4_SPACE)] & layout.ROOT_HOSTS
+    assert fast.src_roots[(eth0, layout.V6_SPACE)] & layout.ROOT_HOSTS
+    probes = [
+        "198.18.0.0", "198.18.0.1", "198.18.4.173", "198.19.0.1", "10.0.0.1",
+        "2001:db8:7::42", "2001:db8:7::43", "2001:db8:9::1", "2001:db8:9:0:1::1",
+        "2001:db8:12b::1", "2001:db8:12c::1", "2001:db8:ffff::1", "2001:db9::1",
+    ]  # fmt: skip
+    for src in probes:
+        for proto in (6, 17):
+            pkt = PacketFields(src=src, ipproto=proto, dport=53)
+            want = classify(rs, tables.rule_ids, "eth0", pkt, DEFAULT_FAILSAFE)
+            for got in (lookup(tables, eth0, pkt), lookup_lpm(tables, eth0, pkt)):
+                assert (got.action, got.reason, got.rule_id) == (
+                    want.action,
+                    want.reason,
+                    want.rule_id,
+                ), f"{src} proto {proto}: {got.describe()} vs {want.describe()}"
+
+
+def test_a_deep_ipv6_walk_goes_to_the_host_hash_even_when_it_fits() -> None:
+    rs = single_block(("2001:db8::1/128", "2001:db8::/32"), (Rule(1, Action.DENY),))
+    fast = compile_ruleset(rs, NODE_INTERFACES).fast
+    assert fast.src_roots[(1, layout.V6_SPACE)] & layout.ROOT_HOSTS
+    assert list(fast.hosts) == [(1, parse_cidr("2001:db8::1/128").value)]
