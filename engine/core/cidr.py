@@ -23,6 +23,7 @@ class CidrError(ValueError):
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _V4_LENGTH = re.compile(r"3[0-2]|[12]?[0-9]")
+_QUAD_CIDR = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}/([0-9]+)")
 
 
 def _quad(addr: str) -> int | None:
@@ -158,11 +159,11 @@ def parse_operator_cidr(text: object) -> OperatorCidr:
     there, as Go's dtoi reads them); host bits may be set."""
     if not isinstance(text, str):
         raise CidrError("a CIDR is a string, e.g. 192.0.2.0/24 or 2001:db8::/32")
+    quad = _QUAD_CIDR.fullmatch(text)
+    if quad is not None:  # a plain dotted quad: nothing below could refuse it but its length
+        a, b, c, d, length = quad.groups()
+        return _operator_v4(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d), int(length))
     addr, slash, length = text.partition("/")
-    if slash and length.isascii() and length.isdigit():
-        quad = _quad(addr)  # a plain dotted quad: nothing below could refuse it but its length
-        if quad is not None:
-            return _operator_v4(quad, int(length))
     if not slash:
         raise CidrError("a CIDR needs a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32")
     if any(ch.isspace() for ch in text) or "%" in addr:

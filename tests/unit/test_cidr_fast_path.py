@@ -4,6 +4,7 @@ same flags, the same error for every string, the near misses included."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -40,6 +41,7 @@ def _answer(parse: Callable[[str], object], value: str) -> object:
 def _slow(monkeypatch: pytest.MonkeyPatch, parse: Callable[[str], object], value: str) -> object:
     with monkeypatch.context() as m:
         m.setattr(cidr, "_quad", lambda addr: None)
+        m.setattr(cidr, "_QUAD_CIDR", re.compile("(?!)"))  # matches nothing
         cidr.forget_parsed_cidrs()
         try:
             return _answer(parse, value)

@@ -549,3 +549,44 @@ def test_bad_mode_is_refused(tmp_path: Path) -> None:
         Store(tmp_path).commit(
             make_state(RuleSet(), mode="loud"), expected_generation=0, author="a", summary="x"
         )
+
+
+def _commit_forever(state_dir: str, started: Queue[int]) -> None:
+    """Commit until killed: generation g holds exactly g rules, spread over many blocks, so
+    kills land in pack writes, folds, history and state.json writes alike."""
+    store = Store(state_dir)
+    current = store.load()
+    gen = 0 if current is None else current.generation
+    rs = RuleSet() if current is None else current.ruleset
+    ids = {} if current is None else current.rule_ids
+    started.put(gen)
+    while True:
+        cidr = f"10.{gen % 40}.0.0/16"
+        rs = add_rule(rs, "web", ("eth0",), (cidr,), Rule(gen + 1, Action.DENY))
+        ids = assign_rule_ids(rs, ids)
+        gen = store.commit(
+            StoredState(0, rs, ids), expected_generation=gen, author="k", summary=f"g{gen + 1}"
+        ).generation
+
+
+def test_kill_9_during_commits_leaves_whole_generations(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    last = 0
+    for delay in (0.15, 0.4, 0.05, 0.25):
+        started: Queue[int] = ctx.Queue()
+        proc = ctx.Process(target=_commit_forever, args=(str(tmp_path), started))
+        proc.start()
+        assert started.get(timeout=60) == last  # it goes on from what survived
+        time.sleep(delay)
+        proc.kill()
+        proc.join(timeout=30)
+        forget_cached_packs()
+        store = Store(tmp_path)
+        loaded = store.load()
+        assert loaded is not None and loaded.generation >= last
+        assert loaded.ruleset.rule_count() == loaded.generation  # never a mix of two
+        assert len(loaded.rule_ids) == loaded.generation
+        for generation in store.generations()[-5:]:
+            assert store.load_generation(generation).ruleset.rule_count() == generation
+        last = loaded.generation
+    assert last > 20  # the kills came mid-stream, many commits in
