@@ -73,6 +73,8 @@ class EngineBase:
         self._state_cache: tuple[tuple[int, int, int], StoredState] | None = None
         # the rule set a watchdog reverts to, read at its start (prepare_rollback)
         self._held_previous: dict[int, StoredState] = {}
+        # and the pending state itself, so the kernel can be reverted with the disk gone
+        self._held_pending: StoredState | None = None
         # edits in a long-lived engine (console, REPL, agent) recompile only what they touch
         self._compiler = IncrementalCompiler()
 
@@ -144,10 +146,14 @@ class EngineBase:
         ruleset: RuleSet,
         ifaces: Mapping[str, int],
         previous_ids: Mapping[RuleKey, int] | None,
+        next_id: int | None = None,
     ) -> CompiledTables:
         """Tables of the objects for this node; ids for every stored rule, so an object that is
-        not for this node keeps its id (and its counters) until it is."""
-        ids = assign_rule_ids(ruleset, previous_ids, self.state().next_rule_id)
+        not for this node keeps its id (and its counters) until it is. next_id: the store's
+        high-water mark, read from the store when not given."""
+        if next_id is None:
+            next_id = self.state().next_rule_id
+        ids = assign_rule_ids(ruleset, previous_ids, next_id)
         # incremental from the last compile in this engine where it can be (same interfaces,
         # fail-safe list and ids), in full otherwise
         tables = self._compiler.compile(

@@ -74,9 +74,11 @@ class Lifecycle(Snapshot):
         # Under the store lock, kernel and store together: the agent (which follows the stored
         # patterns under the same lock) never sees the program gone and the pattern still there.
         with self.store.lock():
-            if not self.loaded():
+            # an orphan of ours (pins removed) is pinned again first: a detach must not leave
+            # a program filtering that it calls gone
+            dp = self._kernel()
+            if dp is None:
                 return []
-            dp = self.datapath()
             attached = [name for name, _, _, _, ours in dp.attached() if ours]
             if not patterns:
                 dp.unload()

@@ -326,11 +326,32 @@ class EditTransaction(EngineBase):
             )
         previous = self._generation_state(pending.previous_generation)
         self._held_previous = {pending.previous_generation: previous}
+        current = self.state()  # the change commits before its watchdog starts
+        self._held_pending = current if current.generation == generation else None
         if self._kernel() is None:
             raise StateError(
                 f"no firewall is loaded at {self.pin_root}: nothing to revert",
                 "apply with --confirm-timeout 0, or attach first",
             )
+
+    def revert_held(self, generation: int) -> None:
+        """The kernel half of rollback_pending from what prepare_rollback took, touching no
+        file: for the watchdog when the state dir cannot be read, or is not the one the change
+        was recorded in (unmounted, deleted, replaced). The store records it later: the marker
+        there still names the change, so the next command (or the agent) takes it back."""
+        current = self._held_pending
+        if current is None or current.generation != generation:
+            raise StateError(
+                f"generation {generation} was not held at the watchdog's start",
+                "the next infw command takes the change back from the store",
+            )
+        old = next(iter(self._held_previous.values()))
+        dp = self._kernel()  # the handle opened at the start: no pins needed
+        ids = {**current.rule_ids, **old.rule_ids}
+        tables = self._compile(old.ruleset, self.interfaces(), ids, current.next_rule_id)
+        self._enforce(dp, tables, current.rule_ids, current.generation + 1)
+        for name in self._attached_by(current, old, dp):
+            dp.detach(name)
 
     def rollback_pending(self, generation: int, reason: Rollback = Rollback.NOT_CONFIRMED) -> bool:
         """Put back the rule set from before a pending change: the kernel first, then the store.

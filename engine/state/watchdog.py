@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from engine.checkout import ROOT
-from engine.errors import InfwError
+from engine.errors import InfwError, StateError
 from engine.state.store import Pending, Store
 
 POLL = 0.2  # seconds between looks at the pending marker
@@ -167,25 +167,68 @@ def _still_mine(pending: Pending | None, generation: int) -> bool:
     )
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Marker:
+    """The pending marker as the watchdog judges it. Only a marker cleared or replaced in the
+    state dir the change was recorded in means confirmed (or reverted, or superseded): a dir
+    that cannot be read, or that is gone or another one now (unmounted, deleted, recreated),
+    confirms nothing, and the last marker seen stands."""
+
+    def __init__(self, store: Store, log: logging.Logger) -> None:
+        self.store = store
+        self.log = log
+        self.home = _identity(store.root)
+        self.last: Pending | None = None
+        self._said = ""
+
+    def home_lost(self) -> bool:
+        return _identity(self.store.root) != self.home
+
+    def read(self) -> Pending | None:
+        if self.last is not None and self.home_lost():
+            self._say(f"the state dir {self.store.root} is gone or another one: still pending")
+            return self.last
+        try:
+            pending = self.store.get_pending()
+        except InfwError as exc:
+            self._say(f"cannot read the pending marker ({exc}): still pending")
+            return self.last
+        self.last = pending
+        return pending
+
+    def _say(self, text: str) -> None:
+        if text != self._said:  # once per kind, not every poll
+            self.log.warning(text)
+            self._said = text
+
+
 def watch(
     store: Store,
     generation: int,
     deadline: float,
     rollback: Callable[[], None],
     log: logging.Logger,
+    revert_kernel: Callable[[], None] | None = None,
 ) -> bool:
     """Wait for the deadline; roll back if the marker still names this generation and watchdog.
 
     The marker's deadline wins over the argument, so a console can extend the wait by
-    rewriting it. Returns True when a rollback ran."""
+    rewriting it. revert_kernel puts the previous rules in the kernel from memory alone: used
+    when the rollback cannot go through the store (its dir unreadable, gone or replaced) and no
+    console holds the lock, so a disk that fails never keeps the unconfirmed rules live.
+    Returns True when a rollback ran."""
+    marker = _Marker(store, log)
     started = time.monotonic()
     armed = False
     while True:
-        try:
-            pending = store.get_pending()
-        except InfwError as exc:
-            log.warning("cannot read the pending marker: %s", exc)
-            pending = None
+        pending = marker.read()
         if _still_mine(pending, generation):
             assert pending is not None
             if not armed:
@@ -217,21 +260,37 @@ def watch(
         time.ctime(deadline),
     )
     give_up = time.monotonic() + RETRY_FOR
+    kernel_back = False
     while True:
         try:
+            if marker.home_lost():
+                raise StateError(
+                    f"the state dir {store.root} is gone or another one",
+                    "mount it back (or restore it); the next infw command records the revert",
+                )
             rollback()
             log.info("generation %d: rollback done", generation)
             return True
         except InfwError as exc:
-            # Most likely the lock is held by a console mid-apply: try again while still pending.
+            # A console holding the lock (mid-apply) is waited for; anything else is the disk,
+            # and the kernel must not wait for the disk.
+            if revert_kernel is not None and not kernel_back and store.busy_holder() is None:
+                try:
+                    revert_kernel()
+                    kernel_back = True
+                    log.warning(
+                        "generation %d: the store cannot take the rollback (%s): the kernel "
+                        "runs the previous rules again, from memory; the store is behind",
+                        generation,
+                        exc,
+                    )
+                except InfwError as kexc:
+                    log.error("generation %d: kernel revert failed: %s", generation, kexc)
             if time.monotonic() > give_up:
                 log.error("generation %d: rollback failed, giving up: %s", generation, exc)
                 raise
             log.warning("generation %d: rollback failed, retrying: %s", generation, exc)
         time.sleep(RETRY_DELAY)
-        try:
-            if not _still_mine(store.get_pending(), generation):
-                log.info("generation %d: confirmed or replaced while retrying; exiting", generation)
-                return False
-        except InfwError as exc:
-            log.warning("cannot read the pending marker: %s", exc)
+        if not _still_mine(marker.read(), generation):
+            log.info("generation %d: confirmed or replaced while retrying; exiting", generation)
+            return False

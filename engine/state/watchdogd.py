@@ -23,6 +23,9 @@ from types import FrameType
 from engine.state.store import Store
 from engine.state.watchdog import LOG_FILE, MODULE, RollbackHook, watch
 
+# the rollback through the store, and the kernel-only revert from memory (None: a test hook)
+Actions = tuple[Callable[[], None], Callable[[], None] | None]
+
 
 def _daemonize(log_path: Path) -> None:
     """Fork; the parent prints the child's pid and exits. The child keeps stdio on the log."""
@@ -48,7 +51,7 @@ def _load_hook(spec: str) -> RollbackHook:
 
 def _engine_rollback(
     state_dir: str, pin_root: str, generation: int, labels: dict[str, str] | None
-) -> Callable[[], None]:
+) -> Actions:
     """Engine.rollback_pending, prepared at the start: the previous rule set is read and the
     firewall's fds are opened now, so that the revert needs neither the disk nor the pins.
     labels: the console's node labels, so the revert compiles the objects the change did."""
@@ -64,7 +67,10 @@ def _engine_rollback(
     def rollback() -> None:
         engine.rollback_pending(generation)
 
-    return rollback
+    def revert_kernel() -> None:
+        engine.revert_held(generation)
+
+    return rollback, revert_kernel
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,7 +97,7 @@ def _on_term(signum: int, frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-def _prepare(args: argparse.Namespace) -> Callable[[], None]:
+def _prepare(args: argparse.Namespace) -> Actions:
     """Everything that can fail early, done before detaching so that the console hears of it:
     the namespace must exist, and the rollback must have what it needs."""
     if args.netns:
@@ -101,7 +107,7 @@ def _prepare(args: argparse.Namespace) -> Callable[[], None]:
         enter(args.netns)
     if args.rollback_hook:
         hook = _load_hook(args.rollback_hook)
-        return lambda: hook(args.state_dir, args.pin_root, args.generation)
+        return lambda: hook(args.state_dir, args.pin_root, args.generation), None
     labels = json.loads(args.node_labels_json)
     if labels is not None and not (
         isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     log_path = Path(args.state_dir) / LOG_FILE
     try:
-        rollback = _prepare(args)
+        rollback, revert_kernel = _prepare(args)
     except Exception as exc:
         print(f"infw watchdog: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        watch(Store(args.state_dir), args.generation, args.deadline, rollback, log)
+        watch(Store(args.state_dir), args.generation, args.deadline, rollback, log, revert_kernel)
     except Exception:
         log.exception("generation %d: watchdog failed", args.generation)
         return 1

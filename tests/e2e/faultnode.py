@@ -101,6 +101,7 @@ class FaultNode:
         self.away_ns = f"infw-fx{tag}"
         self.pin_root = f"/sys/fs/bpf/infw-f{tag}"
         self.state_dir = base / "state"
+        self._kept = base / "kept"  # the state tmpfs while lose_state_dir has it away
         self._children: list[subprocess.Popen[str]] = []
         self._sockets: dict[int, socket.socket] = {}
         self._mounted = False
@@ -325,6 +326,18 @@ class FaultNode:
         else:
             sh("umount", path)
 
+    def lose_state_dir(self) -> None:
+        """The state dir's disk goes away under infw (a lazy unmount, as of a pulled disk): its
+        path shows the empty directory beneath. A second mount keeps the content, for
+        return_state_dir."""
+        self._kept.mkdir(exist_ok=True)
+        sh("mount", "--bind", str(self.state_dir), str(self._kept))
+        sh("umount", "-l", str(self.state_dir))
+
+    def return_state_dir(self) -> None:
+        sh("mount", "--bind", str(self._kept), str(self.state_dir))
+        sh("umount", "-l", str(self._kept))
+
     def processes(self) -> list[int]:
         """Live processes naming this firewall's pin root (watchdogs, agents)."""
         found = []
@@ -357,6 +370,8 @@ class FaultNode:
             sh("ip", "netns", "del", ns, check=False)
         if self._mounted:
             sh("umount", "-l", str(self.state_dir), check=False)
+            if os.path.ismount(self._kept):
+                sh("umount", "-l", str(self._kept), check=False)
         if os.path.isdir(self.pin_root):
             for name in os.listdir(self.pin_root):
                 with contextlib.suppress(OSError):

@@ -93,6 +93,14 @@ def test_pins_removed_status_reports_the_orphan_and_apply_reaches_the_kernel(
     assert_healthy(node, "new")
 
 
+def test_pins_removed_detach_still_removes_the_firewall(node: FaultNode) -> None:
+    node.start_old()
+    node.remove_pins()
+    run = node.ok("detach")
+    assert NODE_IF in run.out, run.out  # not "no interface" while the orphan filters
+    assert node.xdp_prog_id() is None and node.rules_in_force() == "none"
+
+
 # ------------------------------------------------------------------------- state dir
 
 
@@ -145,6 +153,25 @@ def test_state_dir_read_only_while_pending_reverts_the_kernel(node: FaultNode) -
         node.state_read_only(False)
     assert wait_for(lambda: node.status()[0] == 0, 10.0), node.status()
     assert_healthy(node, "old")
+
+
+def test_state_dir_gone_while_pending_reverts_the_kernel_from_memory(node: FaultNode) -> None:
+    """The state dir vanishes (its disk unmounted) while a change is pending: an empty dir
+    where the marker was is no confirmation. The watchdog reverts the kernel from what it
+    holds, and records the revert once the dir is back."""
+    node.start_old()
+    pending = node.apply_new_pending(4)
+    node.lose_state_dir()
+    try:
+        wait_past(pending["deadline"])
+        assert node.wait_rules("old", 2.0), "a vanished state dir kept the unconfirmed rules"
+        code, _status = node.status()
+        assert code != 0  # the store is not the one the kernel runs: not healthy
+    finally:
+        node.return_state_dir()
+    assert wait_for(lambda: node.status()[0] == 0, 10.0), node.status()
+    status = assert_healthy(node, "old")
+    assert status["store_generation"] == pending["generation"] + 1
 
 
 # ------------------------------------------------------------------------- watchdog

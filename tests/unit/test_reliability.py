@@ -236,3 +236,15 @@ def test_an_interface_with_the_program_but_no_tables_counts_unconfigured(tmp_pat
     assert (totals.unconfigured[0], totals.no_match[0]) == (1, 1)
     st = engine.status()
     assert "1 packets passed unfiltered" in st.unconfigured and "lo" in st.unconfigured
+
+
+def test_detach_with_the_pins_gone_detaches_the_orphan(tmp_path: Path) -> None:
+    """Not "nothing attached" while the orphan keeps filtering: detach takes it back first."""
+    kernel = FakeKernel()
+    engine = make(tmp_path, kernel)
+    engine.add_rule(RULE, confirm_timeout=0)
+    kernel.remove_pins(engine.pin_root)
+    fresh = Engine(engine.pin_root, engine.state_dir, config=NodeConfig(), session=None,
+                   kernel=kernel)  # fmt: skip
+    assert fresh.detach() == ["eth0"]
+    assert kernel.xdp == {} and not fresh.status().problems

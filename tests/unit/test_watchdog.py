@@ -221,3 +221,60 @@ def test_spawn_reports_a_watchdog_that_cannot_start(tmp_path: Path) -> None:
         watchdog.spawn_watchdog(
             str(tmp_path), "/sys/fs/bpf/x", 1, time.time(), "infw-no-such-netns"
         )
+
+
+def test_a_state_dir_gone_or_replaced_is_no_confirmation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state dir unmounted, deleted or recreated while pending: its empty marker confirms
+    nothing. The kernel is reverted from memory at the deadline, and the store records the
+    rollback once the dir is back."""
+    import threading
+
+    monkeypatch.setattr(watchdog, "RETRY_DELAY", 0.05)
+    home = tmp_path / "state"
+    store = Store(home)
+    pend(store, 3, time.time() + 0.6)
+    done: list[str] = []
+    result: list[bool] = []
+
+    def run() -> None:
+        result.append(
+            watchdog.watch(
+                store, 3, time.time() + 99, lambda: done.append("store"), LOG,
+                lambda: done.append("kernel"),
+            )
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(0.3)  # armed
+    home.rename(tmp_path / "away")
+    home.mkdir()  # another, empty state dir at the same path: no marker in it
+    time.sleep(0.6)  # past the deadline
+    assert thread.is_alive(), "an empty state dir was taken for a confirmation"
+    assert done == ["kernel"], "the kernel waits for no disk"
+    home.rmdir()
+    (tmp_path / "away").rename(home)  # the disk is back: the rollback is recorded
+    thread.join(5)
+    assert result == [True] and done == ["kernel", "store"]
+
+
+def test_an_unreadable_marker_is_no_confirmation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    pend(store, 3, time.time() + 0.4)
+    real = store.get_pending
+    reads: list[int] = []
+
+    def failing() -> Pending | None:
+        reads.append(1)
+        if len(reads) > 1:
+            raise StateError("cannot read pending.json: Input/output error", "check the disk")
+        return real()
+
+    monkeypatch.setattr(store, "get_pending", failing)
+    calls: list[int] = []
+    assert watchdog.watch(store, 3, time.time() + 99, lambda: calls.append(1), LOG)
+    assert calls == [1]
