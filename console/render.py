@@ -193,6 +193,20 @@ def replies_text(view: RepliesView, style: Style = PLAIN) -> str:
     return "\n".join(f"{k:<10} {v}" for k, v in rows)
 
 
+def flow_sample_text(st: Status) -> str:
+    """The kernel's flow sampling, and the config's when a load would change it."""
+    n = st.flow_sample
+    if n == 0:
+        text = "sampling off: 'infw flows' shows nothing new"
+    elif n == 1:
+        text = "every packet counted (1 in 1: exact)"
+    else:
+        text = f"1 in {n} packets sampled, counts scaled by {n} ('flows' states the margin)"
+    if st.loaded and st.flow_sample_config != n:
+        text += f"; the config's flowSample {st.flow_sample_config} applies at the next load"
+    return text
+
+
 def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows: list[tuple[str, str]] = []
@@ -224,6 +238,7 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
             "ON (replies to the node's own connections pass a Deny)" if st.replies else "off",
         )
     )
+    rows.append(("flows", flow_sample_text(st)))
     if st.interfaces:
         parts = []
         for iv in st.interfaces:

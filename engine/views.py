@@ -60,6 +60,11 @@ class Status:
     reverted: str = ""  # what this very status took back (an expired pending change)
     watchdog: str = ""  # "alive pid N", "stopped pid N", "gone (pid N)" while pending
     replies: bool = False  # replies to the node's own connections pass a Deny (infw replies)
+    # flows: 1 in N packets sampled into the kernel's flow table (0: off). flow_sample is what
+    # the kernel runs (the config's when nothing is loaded); the config's flowSample is given
+    # to a program when it is loaded, so the two differ after a live change or a config edit.
+    flow_sample: int = 0
+    flow_sample_config: int = 0
     agent: str = ""  # "running pid N" or "" (not running)
     # packets passed unfiltered on interfaces with the program but no tables, and which of
     # ours have none now ("" when neither)

@@ -391,14 +391,16 @@ def preview_change(
     failsafe: tuple[FailSafe, ...] = DEFAULT_FAILSAFE,
     top: int = DEFAULT_TOP,
     source: str = "flows",
+    first_new: int = 1,
 ) -> ImpactPreview:
     """The whole preview of replacing `current` by `proposed`, over these flows.
 
-    Proposed ids are assigned as an apply would (kept where the rule's key is unchanged), so
-    the ids named here are the ones the change will have.
+    Proposed ids are assigned as an apply would (kept where the rule's key is unchanged, new
+    ones from the store's high-water mark `first_new`), so the ids named here are the ones
+    the change will have.
     """
     ifaces = flow_interfaces(flows, interfaces)
-    proposed_ids = assign_rule_ids(proposed, current_ids)
+    proposed_ids = assign_rule_ids(proposed, current_ids, first_new)
     cur = compile_ruleset(current, ifaces, failsafe, current_ids)
     new = compile_ruleset(proposed, ifaces, failsafe, proposed_ids)
     return ImpactPreview(

@@ -128,6 +128,7 @@ def preview(
         failsafe=failsafe,
         top=top,
         source=source,
+        first_new=stored.next_rule_id,
     )
 
 

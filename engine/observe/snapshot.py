@@ -52,12 +52,14 @@ class Snapshot(EditTransaction):
         views: list[InterfaceView] = []
         mode = stored.mode
         generation = stored.generation
+        flow_sample = self.config.flow_sample
         if dp is not None:
             for ifname, ifindex, xmode, prog_id, ours in dp.attached():
                 views.append(InterfaceView(ifname, ifindex, xmode, prog_id, ours))
             cfg = dp.config()
             mode = "audit" if cfg.mode == Mode.AUDIT else "enforce"
             generation = int(cfg.generation)
+            flow_sample = int(cfg.flow_sample)
         pending = self.store.get_pending()
         wd_text = ""
         if pending is not None:
@@ -103,6 +105,8 @@ class Snapshot(EditTransaction):
             replies=dp.replies().enabled if dp is not None else self.config.replies.enabled,
             agent=agent_text,
             unconfigured=health.unconfigured_text(dp, views) if dp is not None else "",
+            flow_sample=flow_sample,
+            flow_sample_config=self.config.flow_sample,
         )
 
     def _agent_health(self) -> tuple[str, Problem | None]:

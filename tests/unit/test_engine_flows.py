@@ -87,6 +87,21 @@ def test_dry_run_of_a_deny_names_the_flow_it_drops_and_changes_nothing(tmp_path:
     assert engine.stats().totals.denied[0] == before + 1
 
 
+def test_the_preview_names_the_id_the_add_will_get(tmp_path: Path) -> None:
+    """Ids are not reused (the store's high-water mark): after a delete, the preview of an add
+    must name the id the add then gets, not the lowest free one."""
+    engine, kernel = flow_lab(tmp_path)
+    engine.delete_rule(engine.rule_rows()[0].rule_id, confirm_timeout=0)
+    engine.add_rule(ALLOW_443, confirm_timeout=0)
+    send_tcp(kernel, engine, "192.0.2.7", 443, 2)
+    preview = engine.preview_add(DENY_443)
+    (added,) = preview.diff.added
+    (change,) = preview.traffic.newly_denied
+    engine.add_rule(DENY_443, confirm_timeout=0)
+    new_id = next(r.rule_id for r in engine.rule_rows() if r.order == 10)
+    assert added.rule_id == change.after.rule_id == new_id
+
+
 def test_delete_and_edit_previews(tmp_path: Path) -> None:
     engine, kernel = flow_lab(tmp_path)
     send_tcp(kernel, engine, "192.0.2.7", 443, 1)
@@ -121,3 +136,18 @@ def test_trace_pcap_and_diff_over_a_capture(tmp_path: Path) -> None:
     preview = engine.preview_add(DENY_443, capture=str(path))
     assert preview.traffic.denied_total.packets == 3
     assert preview.traffic.source.startswith("capture c.pcap")
+
+
+def test_status_shows_the_flow_sample_rate_the_kernel_runs(tmp_path: Path) -> None:
+    from console.render import status_text
+
+    engine, _ = flow_lab(tmp_path, sample=4)
+    st = engine.status()
+    assert (st.flow_sample, st.flow_sample_config) == (4, 4)
+    assert st.to_json()["flow_sample"] == 4
+    assert "1 in 4 packets sampled" in status_text(st) and "next load" not in status_text(st)
+    engine.set_flow_sample(0)  # a live change: the config's rate comes back at the next load
+    st = engine.status()
+    assert (st.flow_sample, st.flow_sample_config) == (0, 4)
+    text = status_text(st)
+    assert "sampling off" in text and "flowSample 4 applies at the next load" in text
