@@ -89,7 +89,8 @@ class CorruptPack(ValueError):
 
 
 class Packs:
-    """The packs of one state directory. `write` is the store's atomic, fsynced file write."""
+    """The packs of one state directory. `write` is the store's atomic, fsynced file write (which
+    makes the pack directory too)."""
 
     def __init__(self, root: Path, write: Callable[[Path, str], None]) -> None:
         self.dir = root / PACK_DIR

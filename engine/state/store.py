@@ -400,7 +400,7 @@ class Store:
         self.pending_path = self.root / PENDING_FILE
         self.lock_path = self.root / LOCK_FILE
         self.history_dir = self.root / HISTORY_DIR
-        self.packs = Packs(self.root, self._write_text)
+        self.packs = Packs(self.root, self._write_pack)
         # The last text read or written per generation file and what it decodes to: an equal
         # text is the same generation (the packs it names never change), so polling consoles
         # and a commit's own checks decode nothing twice.
@@ -409,19 +409,25 @@ class Store:
     # -- files ---------------------------------------------------------------------------
 
     def _ensure_dirs(self) -> None:
-        if (
-            self.history_dir.is_dir()
-            and self.packs.dir.is_dir()
-            and self.root.stat().st_mode & 0o077 == 0
-        ):
+        if self.history_dir.is_dir() and self.root.stat().st_mode & 0o077 == 0:
             return  # nothing to create or tighten (and a read-only state dir stays lockable)
         try:
-            for path in (self.root, self.history_dir, self.packs.dir):
+            for path in (self.root, self.history_dir):
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if path.stat().st_uid == os.getuid():
                     path.chmod(0o700)  # a directory created by hand may be wider
         except OSError as exc:
             raise _os_error(self.root, exc, "create") from exc
+
+    def _write_pack(self, path: Path, text: str) -> None:
+        # The pack directory is made when the first pack is written, not with the state dir:
+        # a format 1 state dir (no packs yet) stays lockable when it is read-only.
+        self._ensure_dirs()
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(path.parent, exc, "create") from exc
+        self._write_text(path, text)
 
     def _write_json(self, path: Path, data: object) -> None:
         self._write_text(path, json.dumps(data) + "\n")  # dumps: only it runs the C encoder

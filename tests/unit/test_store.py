@@ -234,6 +234,9 @@ def test_format_1_state_is_read_and_migrated_on_write(tmp_path: Path) -> None:
     (tmp_path / "history" / "000001.json").write_text(text)
     (tmp_path / "state.json").write_text(text)
     store = Store(tmp_path)
+    with store.lock():  # creates nothing: a read-only format 1 dir stays lockable
+        pass
+    assert not (tmp_path / "blocks").exists()
     loaded = store.load()
     assert loaded == old and loaded is not None and loaded.rule_ids == old.rule_ids
     assert loaded.next_rule_id == max(old.rule_ids.values()) + 1  # derived: format 1 had none
