@@ -24,6 +24,7 @@ from engine.kernel.abi import (
     MAP_SRC_ROOTS,
     NODE_ENTRIES,
     NODES_PER_GEN,
+    ROOT_HOSTS,
     ROOT_IFINDEXES,
     SEG_KEY_FIXED_BITS,
     SRC_KEY_FIXED_BITS,
@@ -120,7 +121,7 @@ class GenerationTables:
         src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
         roots = self.src_roots()
         self.last_write = "full"
-        self._empty_generation(inactive)
+        self._empty_generation(inactive, hosts_next=bool(fast.hosts))
         new_roots = {
             _root_index(inactive, ifindex, space): entry
             for (ifindex, space), entry in fast.src_roots.items()
@@ -245,16 +246,23 @@ class GenerationTables:
         frees its LPM entries now rather than at the next write."""
         self._empty_generation((self._config.read().active_gen & 1) ^ 1)
 
-    def _empty_generation(self, gen: int) -> None:
+    def _empty_generation(self, gen: int, hosts_next: bool = False) -> None:
         """Delete gen's LPM entries and zero its source roots (its nodes and list roots are
-        unreachable without them), after the grace period since the switch away from it."""
+        unreachable without them), after the grace period since the switch away from it.
+
+        The host hash is walked (a few ms over its 2M buckets, even empty) only when a root of
+        gen points to it or the next tables fill it (hosts_next): entries no root points to are
+        never looked up, and any left by a write that died are removed before the next one that
+        could reach them."""
         src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
         roots = self.src_roots()
         src_keys = _split_src(src)[gen]
         seg_keys = _split_seg(seg)[gen]
-        hosts = self._maps.get(MAP_HOSTS)
-        host_keys = _split_hosts(hosts)[gen] if hosts is not None else b""
         root_idx = _split_roots(roots)[gen]
+        hosts = self._maps.get(MAP_HOSTS)
+        if hosts is not None and not (hosts_next or any(roots[i] & ROOT_HOSTS for i in root_idx)):
+            hosts = None
+        host_keys = _split_hosts(hosts)[gen] if hosts is not None else b""
         self._written.pop(gen, None)
         self._wait_grace()
         # roots first: from then on nothing of gen is reachable
