@@ -47,12 +47,17 @@ def test_kernel_agrees_after_each_incremental_edit(kernel: Any, data: st.DataObj
     compiler = IncrementalCompiler()
     ruleset = data.draw(tricky_rulesets(), label="base")
     tables = compiler.compile(ruleset, INTERFACES)
-    for step in range(data.draw(st.integers(2, 5))):
+    positional = 0  # positional writes in a row just before this one
+    for _ in range(data.draw(st.integers(2, 5))):
         Generation.n += 1
         kernel.write_tables(tables, Generation.n)
-        if step >= 2 and tables.fast.rows is not None:
-            # both halves were written by this handle since the compiler started over
+        laid_out = tables.fast.rows is not None
+        if positional >= 2 and laid_out:
+            # both halves hold positional tables this handle wrote: only what differs is written
+            # (an IPv6 prefix longer than /64 sends a compile to the full compiler, and the
+            # write after it to the full path)
             assert kernel.tables.last_write.startswith("delta"), kernel.tables.last_write
+        positional = positional + 1 if laid_out else 0
         for frame in data.draw(st.lists(frames_for(ruleset), min_size=1, max_size=8)):
             assert_agree(kernel, ruleset, tables, frame)
         ruleset = data.draw(edited(ruleset), label="edit")
