@@ -207,7 +207,9 @@ def flow_sample_text(st: Status) -> str:
     return text
 
 
-def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> str:
+def status_text(
+    st: Status, style: Style = PLAIN, now: float | None = None, dropping: str = ""
+) -> str:
     now = time.time() if now is None else now
     rows: list[tuple[str, str]] = []
     node = st.node + (f" (netns {st.netns})" if st.netns else "")
@@ -262,6 +264,8 @@ def status_text(st: Status, style: Style = PLAIN, now: float | None = None) -> s
             f"{p.remaining(now):.0f}s unless confirmed (applied by {printable(p.author)})"
         )
         rows.append(("confirm", style.paint(text, BOLD + YELLOW)))
+        if dropping:
+            rows.append(("dropping", dropping))
         if st.watchdog:
             rows.append(("watchdog", st.watchdog))
     if st.reverted:

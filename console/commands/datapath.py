@@ -14,7 +14,16 @@ from console.commands.context import Context
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
     st = ctx.engine.status()
-    ctx.emit(st.to_json(), lambda: render.status_text(st, ctx.style))
+    out = st.to_json()
+    drops = ""
+    if st.pending is not None and st.loaded:
+        # what the unconfirmed change is dropping, from its Deny rules' counters (#11.3): a
+        # one-shot status has no earlier read to take a rate from, so it says packets
+        pending = ctx.engine.pending_drops(ctx.engine.stats())
+        if pending is not None:
+            out["pending_drops"] = pending.to_json()
+            drops = pending.so_far()
+    ctx.emit(out, lambda: render.status_text(st, ctx.style, dropping=drops))
     return 1 if st.problems else 0  # scripts and monitoring see a firewall that is not fine
 
 

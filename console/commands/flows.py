@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 
 def cmd_flows(ctx: Context, args: argparse.Namespace) -> int:
+    if args.sample is not None:
+        ctx.engine.set_flow_sample(args.sample)
+        ctx.note(
+            f"flows: sampling {'off' if args.sample == 0 else f'1 in {args.sample} packets'} "
+            "from now on (the config's flowSample comes back at the next load)"
+        )
     view = ctx.engine.flows(
         since=args.since, interface=args.iface, verdict=args.verdict, top=args.top
     )

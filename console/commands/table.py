@@ -75,6 +75,14 @@ _PREVIEW_ARGS = (
         complete="files",
         help="use this capture (pcap/pcapng) as the traffic instead of the seen flows",
     ),
+    # every dry run, not only diff: with --pcap on a node of two interfaces the preview asks
+    # which one the capture came in on, and --dry-run had no way to answer
+    arg(
+        "--iface",
+        metavar="IFACE",
+        complete="interfaces",
+        help="only flows arriving on IFACE (with --pcap: the interface the capture came in on)",
+    ),
 )
 _FLOW_IFACE = arg(
     "--iface", metavar="IFACE", complete="interfaces", help="only flows arriving on IFACE"
@@ -217,7 +225,6 @@ COMMANDS: dict[str, Command] = {
                     help="IngressNodeFirewall YAML ('-': stdin)",
                 ),
                 *_PREVIEW_ARGS,
-                _FLOW_IFACE,
             ),
             examples=(
                 ("rules.yaml", "against the flows of the last 10 minutes"),
@@ -431,9 +438,17 @@ COMMANDS: dict[str, Command] = {
                     metavar="S",
                     help="seen in the last S seconds (default 600)",
                 ),
+                arg(
+                    "--sample",
+                    type=values.sample_rate,
+                    metavar="N",
+                    help="from now on sample 1 in N packets (1: every packet, 0: off), until "
+                    "the next load, which takes flowSample from the config",
+                ),
             ),
             examples=(
                 ("--top 10", "the ten busiest flows"),
+                ("--sample 1", "count every packet for a while (exact counts, costs a few ns)"),
                 ("--verdict deny --since 60", "what was dropped in the last minute"),
                 ("--json --iface eth0", "for scripts"),
             ),

@@ -81,6 +81,14 @@ def count(text: str) -> int:
     return int(text)
 
 
+def sample_rate(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"sample rate {text!r} is not a number (N: 1 in N packets; 1 every packet, 0 off)"
+        )
+    return int(text)
+
+
 def listen(text: str) -> str:
     try:
         split_listen(text)

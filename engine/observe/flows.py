@@ -200,6 +200,13 @@ class PendingDrops:
         ids = ", ".join(str(r) for r in self.rule_ids)
         return f"dropping {self.pps:.1f} pkt/s now (rules {ids}; {self.packets} packets)"
 
+    def so_far(self) -> str:
+        """The same without a rate (one read, as a one-shot status has)."""
+        if not self.rule_ids:
+            return "adds no Deny"
+        ids = ", ".join(str(r) for r in self.rule_ids)
+        return f"its Deny rules {ids} have counted {self.packets} packets"
+
     def to_json(self) -> dict[str, Any]:
         return {"rule_ids": list(self.rule_ids), "pps": round(self.pps, 3), "packets": self.packets}
 

@@ -13,6 +13,7 @@ from engine.core.model import Action, RuleSet
 from engine.core.replay import ReplayReport
 from engine.core.ruleline import RuleLine
 from engine.errors import StateError
+from engine.kernel.abi import MAX_FLOW_SAMPLE
 from engine.observe.flows import (
     DEFAULT_WINDOW,
     FlowsView,
@@ -49,6 +50,11 @@ class FlowViews(RuleEdits):
     def set_flow_sample(self, rate: int) -> None:
         """Sample 1 in rate packets into the flows map (0: off), until the next reload."""
         self._require_write("change flow sampling")
+        if not 0 <= rate <= MAX_FLOW_SAMPLE:
+            raise StateError(
+                f"flow sample rate {rate} is out of range",
+                f"give N in 0..{MAX_FLOW_SAMPLE} (1 in N packets; 1 every packet, 0 off)",
+            )
         self.datapath().set_flow_sample(rate)
 
     def preview(

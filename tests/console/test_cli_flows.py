@@ -19,6 +19,8 @@ def test_flows_without_a_firewall_say_why(infw: Run) -> None:
     assert view["flows"] == [] and "no firewall is loaded" in view["notes"][0]
     text = infw("flows")
     assert text.returncode == 0 and "0 of 0 flows" in text.stdout
+    bad = infw("flows", "--sample", "x")
+    assert bad.returncode == 2 and "sample rate 'x' is not a number" in bad.stderr
 
 
 def test_diff_and_dry_run_show_the_change_and_apply_nothing(infw: Run, tmp_path: Path) -> None:

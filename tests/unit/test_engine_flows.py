@@ -120,6 +120,7 @@ def test_pending_banner_measures_the_new_denys_drops(tmp_path: Path) -> None:
     drops = engine.pending_drops(engine.stats())
     assert drops is not None and drops.packets == 4
     assert "dropping" in drops.text()
+    assert drops.so_far().endswith("have counted 4 packets")
     engine.confirm()
     assert engine.pending_drops(engine.stats()) is None
 
@@ -151,3 +152,5 @@ def test_status_shows_the_flow_sample_rate_the_kernel_runs(tmp_path: Path) -> No
     assert (st.flow_sample, st.flow_sample_config) == (0, 4)
     text = status_text(st)
     assert "sampling off" in text and "flowSample 4 applies at the next load" in text
+    with pytest.raises(StateError, match="out of range"):
+        engine.set_flow_sample(65537)
