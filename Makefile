@@ -17,7 +17,7 @@ test: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy engine console
+	$(VENV)/bin/mypy engine console bench
 
 fmt: bootstrap
 	$(VENV)/bin/ruff check --fix .

@@ -51,10 +51,10 @@ def measure(progress: Callable[[str], None] = print) -> list[Figure]:
     assert flow is not None
     with pinned_on_cpu(BENCH_CPU), floor_program() as floor_fd, loaded_datapath("rp") as dp:
         results: dict[str, tuple[float, float, int]] = {}  # name -> (ours, floor, action)
-        for label, action in (("allow", Action.ALLOW), ("deny", Action.DENY)):
-            tables = compile_ruleset(rules_hit_at_last(1, action, (BLOCK_V4,)), LO)
+        for label, rule_action in (("allow", Action.ALLOW), ("deny", Action.DENY)):
+            tables = compile_ruleset(rules_hit_at_last(1, rule_action, (BLOCK_V4,)), LO)
             dp.write_tables(tables, dp.generation() + 1)
-            frame = allow_frame if action is Action.ALLOW else deny_frame
+            frame = allow_frame if rule_action is Action.ALLOW else deny_frame
             subjects = {"floor": (floor_fd, frame), label: (dp.prog_fd, frame)}
             for enabled in (False, True):
                 m = dp.maps[MAP_REPLIES]
