@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.errors import InfwError, StateError
 from engine.kernel.ringbuf import lock_holders, run_lock_path
+from engine.state.watchdog import is_stopped
 from engine.views import Problem
 
 SWEEP_PERIOD = 1.0  # seconds between sweeps when no link event comes
@@ -41,12 +42,7 @@ def agent_health(pin_root: str) -> tuple[str, Problem | None]:
     pid = agent_pid(pin_root)
     if pid is None:
         return "", None
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        state = "?"
-    if state not in ("T", "t"):
+    if not is_stopped(pid):
         return f"running pid {pid}", None
     return f"stopped pid {pid}", Problem(
         "agent",

@@ -40,6 +40,21 @@ _PACKAGE_ROOT = str(ROOT)
 MODULE = "engine.state.watchdogd"  # the process; process_state and find look for it
 
 
+def run_state(pid: int) -> str | None:
+    """The kernel's one-letter state of pid (R, S, D, T stopped, t traced, Z...), None when
+    there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def is_stopped(pid: int) -> bool:
+    """SIGSTOPped or traced: it exists, holds what it holds, and does nothing."""
+    return run_state(pid) in ("T", "t")
+
+
 def process_state(pid: int) -> str:
     """What pid is: "alive" (a watchdog that can act), "stopped" (a watchdog that is SIGSTOPped
     or traced: it exists but will not act), or "gone" (dead, a zombie, or some other process
@@ -50,13 +65,12 @@ def process_state(pid: int) -> str:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             if MODULE.encode() not in fh.read():
                 return "gone"
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    except OSError:
         return "gone"
-    if state in ("Z", "X", "x"):
+    state = run_state(pid)
+    if state in (None, "Z", "X", "x"):
         return "gone"
-    return "stopped" if state in ("T", "t") else "alive"
+    return "stopped" if is_stopped(pid) else "alive"
 
 
 def find(state_dir: str, generation: int) -> int:
@@ -167,6 +181,14 @@ def _still_mine(pending: Pending | None, generation: int) -> bool:
     )
 
 
+def _lock_stuck(store: Store) -> bool:
+    """The store lock is held by a process that is stopped: it will not let go, and a revert
+    that waits for it would keep the unconfirmed rules live for as long as it stays stopped."""
+    from engine.kernel.ringbuf import lock_holders  # /proc/locks: the real holders, not a hint
+
+    return any(is_stopped(pid) for pid in lock_holders(str(store.lock_path)))
+
+
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -261,6 +283,23 @@ def watch(
     )
     give_up = time.monotonic() + RETRY_FOR
     kernel_back = False
+
+    def from_memory(why: object) -> None:
+        nonlocal kernel_back
+        if revert_kernel is None or kernel_back:
+            return
+        try:
+            revert_kernel()
+            kernel_back = True
+            log.warning(
+                "generation %d: the store cannot take the rollback now (%s): the kernel runs "
+                "the previous rules again, from memory; the store is behind until it can",
+                generation,
+                why,
+            )
+        except InfwError as exc:
+            log.error("generation %d: kernel revert failed: %s", generation, exc)
+
     while True:
         try:
             if marker.home_lost():
@@ -268,24 +307,16 @@ def watch(
                     f"the state dir {store.root} is gone or another one",
                     "mount it back (or restore it); the next infw command records the revert",
                 )
+            if _lock_stuck(store):
+                from_memory("the store lock is held by a stopped process")
             rollback()
             log.info("generation %d: rollback done", generation)
             return True
         except InfwError as exc:
-            # A console holding the lock (mid-apply) is waited for; anything else is the disk,
-            # and the kernel must not wait for the disk.
-            if revert_kernel is not None and not kernel_back and store.busy_holder() is None:
-                try:
-                    revert_kernel()
-                    kernel_back = True
-                    log.warning(
-                        "generation %d: the store cannot take the rollback (%s): the kernel "
-                        "runs the previous rules again, from memory; the store is behind",
-                        generation,
-                        exc,
-                    )
-                except InfwError as kexc:
-                    log.error("generation %d: kernel revert failed: %s", generation, kexc)
+            # A console holding the lock (mid-apply) is waited for; anything else is the disk
+            # or a holder that will not let go, and the kernel must not wait for either.
+            if store.busy_holder() is None or _lock_stuck(store):
+                from_memory(exc)
             if time.monotonic() > give_up:
                 log.error("generation %d: rollback failed, giving up: %s", generation, exc)
                 raise

@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,6 +176,29 @@ def test_state_dir_gone_while_pending_reverts_the_kernel_from_memory(node: Fault
 
 
 # ------------------------------------------------------------------------- watchdog
+
+
+def test_a_stopped_lock_holder_does_not_keep_the_unconfirmed_rules(node: FaultNode) -> None:
+    """Something SIGSTOPped while it holds the store lock (a console mid-command, the agent
+    mid-sweep): at the deadline the watchdog reverts the kernel from memory instead of waiting
+    on the lock, and records the revert once the lock is free."""
+    node.start_old()
+    pending = node.apply_new_pending(3)
+    holder = subprocess.Popen([
+        sys.executable, "-c",
+        "import fcntl, os, signal, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.kill(os.getpid(), signal.SIGSTOP)",
+        str(node.state_dir / "lock"),
+    ])  # fmt: skip
+    try:
+        assert wait_for(lambda: process_state(holder.pid) == "T", 5.0)
+        wait_past(pending["deadline"])
+        assert node.wait_rules("old", 2.0), "the revert waited on a stopped lock holder"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert wait_for(lambda: node.status()[0] == 0, 10.0), node.status()
+    assert_healthy(node, "old")
 
 
 def assert_taken_over_now(node: FaultNode, pending: dict) -> None:

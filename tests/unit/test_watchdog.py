@@ -278,3 +278,36 @@ def test_an_unreadable_marker_is_no_confirmation(
     calls: list[int] = []
     assert watchdog.watch(store, 3, time.time() + 99, lambda: calls.append(1), LOG)
     assert calls == [1]
+
+
+def test_a_stopped_lock_holder_does_not_hold_the_kernel_revert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console (or the agent) SIGSTOPped while it holds the store lock: the rollback cannot
+    take the lock, and the kernel is reverted from memory instead of waiting for it."""
+    monkeypatch.setattr(watchdog, "RETRY_FOR", 0.5)
+    monkeypatch.setattr(watchdog, "RETRY_DELAY", 0.05)
+    store = Store(tmp_path)
+    pend(store, 3, time.time() + 0.2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import fcntl, os, signal
+            fd = os.open({str(store.lock_path)!r}, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.kill(os.getpid(), signal.SIGSTOP)
+        """)]
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: watchdog.is_stopped(holder.pid), 5.0)
+        reverted: list[int] = []
+
+        def rollback() -> None:
+            with store.lock(timeout=0.1):
+                raise AssertionError("the lock is held")
+
+        with pytest.raises(StateError, match="another infw is applying"):
+            watchdog.watch(store, 3, time.time() + 99, rollback, LOG, lambda: reverted.append(1))
+        assert reverted == [1], "the kernel waited for a stopped lock holder"
+    finally:
+        holder.kill()
+        holder.wait()
