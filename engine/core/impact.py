@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core.classify import Decision, lookup
+from engine.core.classify import Decision, Reason, lookup
 from engine.core.compiler import (
     CompiledTables,
     RuleKey,
@@ -186,7 +186,11 @@ class Verdict:
     rule_id: int | None
 
     @classmethod
-    def of(cls, decision: Decision) -> Verdict:
+    def of(cls, decision: Decision, passed_as_reply: bool = False) -> Verdict:
+        """passed_as_reply: the flow answers the node's own connection and replies are on,
+        so a Deny lets it through (as the kernel does on its deny path)."""
+        if passed_as_reply and decision.action is Action.DENY:
+            return cls(Action.ALLOW, Reason.REPLY.value, decision.rule_id)
         return cls(decision.action, decision.reason.value, decision.rule_id)
 
     def text(self) -> str:
@@ -316,12 +320,15 @@ def traffic_impact(
     *,
     top: int = DEFAULT_TOP,
     source: str = "flows",
+    replies: bool = False,
 ) -> TrafficImpact:
     """Decide every flow under both rule sets and keep those whose verdict flips.
 
     The decision walks the compiled images (`classify.lookup`), which the unit and kernel
     tests prove equal to the brute-force reference `classify`; it is what makes 10k flows
-    against 1k rules cost a fraction of a second.
+    against 1k rules cost a fraction of a second. With `replies` on, a flow the kernel saw
+    pass as a reply (it answers the node's own connection) passes any Deny under both rule
+    sets: taking a catch-all Deny away, or adding one, does not change what it gets.
     """
     denied: list[FlowChange] = []
     allowed: list[FlowChange] = []
@@ -331,14 +338,13 @@ def traffic_impact(
         if ifindex is None:
             continue
         pkt = flow.key.packet()
-        before = lookup(current, ifindex, pkt)
-        after = lookup(proposed, ifindex, pkt)
+        reply = replies and flow.stats.reason is Reason.REPLY
+        before = Verdict.of(lookup(current, ifindex, pkt), reply)
+        after = Verdict.of(lookup(proposed, ifindex, pkt), reply)
         if before.action is after.action:
             moved += before.rule_id != after.rule_id
             continue
-        change = FlowChange(
-            flow.key, flow.stats.pps, flow.stats.packets, Verdict.of(before), Verdict.of(after)
-        )
+        change = FlowChange(flow.key, flow.stats.pps, flow.stats.packets, before, after)
         (denied if after.action is Action.DENY else allowed).append(change)
 
     def rank(items: list[FlowChange]) -> list[FlowChange]:
@@ -392,6 +398,7 @@ def preview_change(
     top: int = DEFAULT_TOP,
     source: str = "flows",
     first_new: int = 1,
+    replies: bool = False,
 ) -> ImpactPreview:
     """The whole preview of replacing `current` by `proposed`, over these flows.
 
@@ -405,6 +412,6 @@ def preview_change(
     new = compile_ruleset(proposed, ifaces, failsafe, proposed_ids)
     return ImpactPreview(
         diff_rules(current, cur.rule_ids, proposed, new.rule_ids),
-        traffic_impact(flows, cur, new, ifaces, top=top, source=source),
+        traffic_impact(flows, cur, new, ifaces, top=top, source=source, replies=replies),
         new.rule_ids,
     )

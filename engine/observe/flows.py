@@ -118,6 +118,7 @@ def preview(
     *,
     top: int = DEFAULT_TOP,
     source: str = "flows",
+    replies: bool = False,
 ) -> ImpactPreview:
     return preview_change(
         stored.ruleset,
@@ -129,6 +130,7 @@ def preview(
         top=top,
         source=source,
         first_new=stored.next_rule_id,
+        replies=replies,
     )
 
 

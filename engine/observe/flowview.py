@@ -83,8 +83,20 @@ class FlowViews(RuleEdits):
             if view.sample_rate > 1:
                 source += f", 1 in {view.sample_rate} sampled"
         return flow_preview(
-            stored, proposed, flows, ifaces, self.config.failsafe, top=top, source=source
+            stored,
+            proposed,
+            flows,
+            ifaces,
+            self.config.failsafe,
+            top=top,
+            source=source,
+            replies=self._replies_on(),
         )
+
+    def _replies_on(self) -> bool:
+        """Whether the kernel passes replies now (the config's setting when nothing runs)."""
+        dp = self.datapath(required=False) if self.loaded() else None
+        return dp.replies().enabled if dp is not None else self.config.replies.enabled
 
     def preview_add(self, line: str | RuleLine, **kwargs: Any) -> ImpactPreview:
         return self._preview_change(self._added(line), **kwargs)

@@ -154,3 +154,28 @@ def test_status_shows_the_flow_sample_rate_the_kernel_runs(tmp_path: Path) -> No
     assert "sampling off" in text and "flowSample 4 applies at the next load" in text
     with pytest.raises(StateError, match="out of range"):
         engine.set_flow_sample(65537)
+
+
+def test_the_preview_keeps_replies_passing_when_replies_are_on(tmp_path: Path) -> None:
+    """A flow the kernel passed as a reply passes any Deny while replies are on: taking the
+    catch-all Deny away is no news for it, nor is a second Deny; a forged answer is news."""
+    from engine.core.replies import ReplySettings
+    from tests.unit.test_replies import answer, make, query
+
+    engine, kernel = make(tmp_path, NodeConfig(replies=ReplySettings(enabled=True), flow_sample=1))
+    engine.attach(["eth0"])
+    engine.add_rule("deny from 0.0.0.0/0 on eth0 order 10", confirm_timeout=0)
+    dp = kernel.pinned[engine.pin_root]
+    dp.send_out(query(), "eth0")
+    dp.send(answer(), "eth0")
+    dp.send(answer(dport=40002), "eth0")  # forged: the node never sent from 40002
+    (rule_id,) = engine.state().rule_ids.values()
+    gone = engine.preview_delete(rule_id)
+    assert [c.key.dport for c in gone.traffic.newly_allowed] == [40002]
+    more = engine.preview_add("deny udp 40001 from 198.51.100.0/24 on eth0 order 5")
+    assert more.traffic.newly_denied == ()
+    engine.set_replies(False)  # off: the answer is decided by the rules like any packet
+    assert sorted(c.key.dport for c in engine.preview_delete(rule_id).traffic.newly_allowed) == [
+        40001,
+        40002,
+    ]
