@@ -71,7 +71,7 @@ class FilterInput(Input):
 
 
 class InfwApp(EngineClient, App[str]):
-    """The live console over one engine (real, or console.tui.fake.FakeEngine in tests)."""
+    """The live console over one engine (in tests, the real Engine over the fake kernel)."""
 
     TITLE = "infw"
     ENABLE_COMMAND_PALETTE = True
@@ -600,9 +600,17 @@ class InfwApp(EngineClient, App[str]):
         def moved(done: tuple[int, ApplyResult]) -> None:
             order, result = done
             self.applied(result, f"rule {row.rule_id} now order {order}")
-            self._after_stats.append(partial(self.table.select_rule_id, row.rule_id))
+            self._after_stats.append(partial(self._select_moved, row, order))
 
         self.change(f"moving rule {row.rule_id}", move, moved)
+
+    def _select_moved(self, row: RuleRow, order: int) -> None:
+        """The cursor follows a moved rule: found by its block and new order, since the store
+        names a rule by (object, sources, order) and so gives a moved rule a new id."""
+        for r in self.table.all_rows:
+            if r.firewall == row.firewall and set(r.cidrs) == set(row.cidrs) and r.order == order:
+                self.table.select_rule_id(r.rule_id)
+                return
 
     def action_confirm(self) -> None:
         def kept(generation: int) -> None:
@@ -647,7 +655,9 @@ class InfwApp(EngineClient, App[str]):
 
     def action_trace(self) -> None:
         def listed(interfaces: dict[str, int]) -> None:
-            attached = [v.name for v in self.status.interfaces] if self.status else []
+            # ours first: a foreign program's interface is no default for tracing infw's rules
+            views = self.status.interfaces if self.status else ()
+            attached = [v.name for v in views if v.ours] or [v.name for v in views]
             self.push_screen(
                 TraceDialog(self.engine, sorted(interfaces), attached[0] if attached else None)
             )

@@ -1,6 +1,7 @@
 """What the TUI needs of an engine: engine.Engine's public calls, stated as a Protocol.
 
-The console is duck-typed against this so tests can drive it with console.tui.fake.FakeEngine.
+The console is typed against this, not against the Engine class: the TUI sees only the calls
+it makes (tests run it on the real Engine over engine.kernel.fake's FakeKernel).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 form, a pending change waiting for its confirmation, trace and history.
 
 python -m console.tui.screenshots          # on the lab, real engine (root)
-python -m console.tui.screenshots --fake   # from the deterministic FakeEngine (no root)
+
+Without root, the pictures of record are the snapshot tests' (tests/console/__snapshots__: the
+real Engine over the fake kernel, with a frozen clock and scripted traffic).
 
 On the lab the first picture waits until the console is visibly alive: counters with rates, a
 rule marked as hit right now, and drop events in the pane. The pending-confirm picture adds a
@@ -61,24 +63,11 @@ def alive(app: InfwApp, events: int = 8) -> bool:
     )
 
 
-async def settle(
-    pilot: Pilot[Any],
-    ready: Callable[[], bool],
-    timeout: float,
-    advance: Callable[[], None] | None = None,
-) -> bool:
-    """Wait (real lab) or drive the fake clock (FakeEngine) until `ready()`; False on timeout."""
-    app = pilot.app
-    assert isinstance(app, InfwApp)
+async def settle(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float) -> bool:
+    """Wait for the lab's traffic until `ready()`; False on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        if advance is not None:
-            advance()
-            app.refresh_all()
-            app.poll_events()
-            await pilot.pause()
-        else:
-            await pilot.pause(0.25)
+        await pilot.pause(0.25)
         if ready():
             await pilot.pause()
             return True
@@ -86,9 +75,7 @@ async def settle(
             return False
 
 
-async def capture(
-    app: InfwApp, out_dir: Path, timeout: float, advance: Callable[[], None] | None = None
-) -> list[Path]:
+async def capture(app: InfwApp, out_dir: Path, timeout: float) -> list[Path]:
     """Drive the app through its main screens and save one SVG of each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -103,7 +90,7 @@ async def capture(
         print(f"screenshots: {what} did not happen within {timeout:.0f}s", file=sys.stderr)
 
     async with app.run_test(size=SIZE) as pilot:
-        if not await settle(pilot, lambda: alive(app), timeout, advance):
+        if not await settle(pilot, lambda: alive(app), timeout):
             warn("counters, a hit and drop events")
         app.table.focus()
         await pilot.pause()
@@ -132,7 +119,7 @@ async def capture(
                 and any(r.rate > 0 and r.last_hit is not None for r in fresh)
             )
 
-        if not await settle(pilot, new_rule_hit, timeout, advance):
+        if not await settle(pilot, new_rule_hit, timeout):
             warn("hits on the new Deny rule")
         new_ids = [r.rule_id for r in app.table.all_rows if r.rule_id not in before]
         if new_ids:
@@ -161,7 +148,7 @@ async def capture(
         for size in (SMALL, LARGE):
             await pilot.resize_terminal(*size)
             app.refresh_all()
-            if not await settle(pilot, lambda: alive(app, events=0), timeout, advance):
+            if not await settle(pilot, lambda: alive(app, events=0), timeout):
                 warn(f"a hit at {size[0]}x{size[1]}")
             save(f"main-{size[0]}x{size[1]}")
     return written
@@ -169,7 +156,6 @@ async def capture(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m console.tui.screenshots", description=__doc__)
-    parser.add_argument("--fake", action="store_true", help="use the FakeEngine (no root, no lab)")
     parser.add_argument(
         "--out", type=Path, default=OUT_DIR, help=f"output directory (default {OUT_DIR})"
     )
@@ -180,32 +166,25 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait for lab traffic to show (counters, hits, drop events)",
     )
     args = parser.parse_args(argv)
-    if args.fake:
-        from console.tui.fake import FakeEngine
+    if os.geteuid() != 0:
+        print("screenshots: the lab needs root", file=sys.stderr)
+        print(
+            "  fix: run as root ('make screenshots'); without root, "
+            "tests/console/test_tui_snapshots.py renders the same screens on the fake kernel",
+            file=sys.stderr,
+        )
+        return 4
+    from console.tui.main import open_lab
 
-        os.environ.setdefault("TZ", "UTC")
-        fake = FakeEngine()
-        app = InfwApp(fake, clock=fake.clock, stats_interval=3600, events_interval=3600)
-        written = asyncio.run(capture(app, args.out, args.timeout, advance=fake.advance))
-    else:
-        if os.geteuid() != 0:
-            print("screenshots: the lab needs root", file=sys.stderr)
-            print(
-                "  fix: run as root, or pass --fake for screenshots from the FakeEngine",
-                file=sys.stderr,
-            )
-            return 4
-        from console.tui.main import open_lab
-
-        try:
-            engine = open_lab(read_only=False)
-        except InfwError as exc:
-            print(f"screenshots: {exc.message}", file=sys.stderr)
-            if exc.fix:
-                print(f"  fix: {exc.fix}", file=sys.stderr)
-            return exc.exit_code
-        app = InfwApp(engine, offer_attach=False)
-        written = asyncio.run(capture(app, args.out, args.timeout))
+    try:
+        engine = open_lab(read_only=False)
+    except InfwError as exc:
+        print(f"screenshots: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    app = InfwApp(engine, offer_attach=False)
+    written = asyncio.run(capture(app, args.out, args.timeout))
     for path in written:
         print(path)
     return 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import tuikit
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +23,13 @@ def utc() -> Iterator[None]:
     else:
         os.environ["TZ"] = old
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def node_scope(tmp_path: Path) -> Iterator[None]:
+    """Where this test's FakeNodes keep their pins and state; their frozen clock ends here."""
+    with contextlib.ExitStack() as stack:
+        tuikit.SCOPE.clear()
+        tuikit.SCOPE.update(stack=stack, tmp=tmp_path)
+        yield
+        tuikit.SCOPE.clear()

@@ -1,8 +1,8 @@
 """The REPL through prompt_toolkit's pipe input: commands, completion, help, errors, toolbar.
 
-Most tests run against the real Engine (no kernel: an unloaded pin root, a temporary state
-directory and a fixed interface list); a small fake engine covers what needs a loaded
-firewall (a pending confirmation, counters, events, trace).
+Every test runs against the real Engine: with nothing loaded (an unloaded pin root, a
+temporary state directory and a fixed interface list), or, for what needs a loaded firewall (a
+pending confirmation, counters, events, trace), on a FakeNode: the lab over the fake kernel.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,26 +23,18 @@ from prompt_toolkit.formatted_text import fragment_list_to_text
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
+from tuikit import make_node
 
 from console.commands import EventFilter, UsageError
 from console.repl import ReplCompleter, Toolbar, default_history_path, file_history, run_repl
 from engine.core.crd import load_yaml
-from engine.core.model import RuleSet
 from engine.engine import Engine
 from engine.errors import StateError
 from engine.state.config import NodeConfig
 from engine.views import (
-    ApplyResult,
     DropEvent,
-    HistoryView,
-    InterfaceView,
-    NodeTotals,
-    PendingView,
     RuleRow,
-    StatsSnapshot,
     Status,
-    TraceRequest,
-    TraceResult,
 )
 
 pytestmark = pytest.mark.console
@@ -106,188 +98,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def with_rules(engine: Engine, tmp_path: Path) -> Engine:
     engine.apply(load_yaml(RULES), confirm_timeout=0)
     return engine
-
-
-# ------------------------------------------------------------------ a fake for loaded-firewall views
-
-
-class FakeEngine:
-    """Just enough of engine.Engine for the views a test machine can't produce without root."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.netns: str | None = None
-        self.read_only = False
-        self.pin_root = "/sys/fs/bpf/infw-fake"
-        self.config = NodeConfig()
-        self.pending: PendingView | None = None
-        self.mode = "enforce"
-        rules = load_yaml(RULES)
-        fw = rules.firewalls[0]
-        block = fw.ingress[0]
-        self.rows = [
-            RuleRow(
-                i + 1,
-                fw.name,
-                r.order,
-                fw.interfaces,
-                block.source_cidrs,
-                r,
-                packets=10 * (i + 1),
-                bytes=640 * (i + 1),
-                rate=1.5,
-                last_hit=time.time(),
-            )
-            for i, r in enumerate(block.rules)
-        ]
-        self.events = [
-            DropEvent(
-                time.time(),
-                "eth0",
-                1,
-                "DENY",
-                "TCP",
-                "192.0.2.7",
-                "192.0.2.1",
-                40000,
-                8080,
-                None,
-                None,
-                0,
-                74,
-            ),
-            DropEvent(
-                time.time(),
-                "eth1",
-                2,
-                "WOULD DENY",
-                "ICMP",
-                "198.51.100.9",
-                "192.0.2.1",
-                None,
-                None,
-                8,
-                0,
-                100,
-                98,
-            ),
-        ]
-        self.trace_agree = True
-
-    def status(self) -> Status:
-        return Status(
-            "fake-node",
-            True,
-            self.pin_root,
-            self.mode,
-            7,
-            len(self.rows),
-            (InterfaceView("eth0", 2, "native", 42, True),),
-            self.pending,
-            ("22/tcp (SSH)",),
-            self.read_only,
-            self.netns,
-        )
-
-    def interfaces(self) -> dict[str, int]:
-        return dict(IFACES)
-
-    def rule_rows(self) -> list[RuleRow]:
-        return list(self.rows)
-
-    def stats(self) -> StatsSnapshot:
-        return StatsSnapshot(
-            time.time(), tuple(self.rows), NodeTotals(denied=(10, 640), allowed=(3, 200)), 7
-        )
-
-    def _result(self, what: str, arg: Any) -> ApplyResult:
-        self.calls.append((what, arg))
-        return ApplyResult(8, 7, len(self.rows), self.pending)
-
-    def add_rule(self, line: str, **kwargs: Any) -> ApplyResult:
-        return self._result("add", line)
-
-    def edit_rule(self, rule_id: int, line: str, **kwargs: Any) -> ApplyResult:
-        return self._result("edit", (rule_id, line))
-
-    def delete_rule(self, rule_id: int, **kwargs: Any) -> ApplyResult:
-        if rule_id not in {r.rule_id for r in self.rows}:
-            raise StateError(f"no rule with id {rule_id}", "known ids: 1, 2")
-        return self._result("delete", rule_id)
-
-    def confirm(self) -> int:
-        self.calls.append(("confirm", None))
-        self.pending = None
-        return 8
-
-    def history(self, limit: int = 50) -> list[HistoryView]:
-        return [HistoryView(7, time.time(), "alice", "apply web.yaml", True)]
-
-    def set_mode(self, mode: str) -> str:
-        self.mode = mode
-        return mode
-
-    def open_events(self, max_per_second: int = 200) -> Any:
-        events = list(self.events)
-
-        class Source:
-            class buffer:
-                class counts:
-                    sampled_out = 0
-
-            def poll(self, timeout_ms: int = 100) -> list[DropEvent]:
-                out = list(events)
-                events.clear()
-                return out
-
-        return Source()
-
-    def trace_packet(self, req: TraceRequest) -> TraceResult:
-        Engine.check_trace(req)  # the engine's own refusal of packets that cannot exist
-        return self.trace(
-            req.interface,
-            req.src,
-            req.proto,
-            req.dport,
-            req.icmp_type,
-            req.icmp_code,
-            dst=req.dst,
-            vlan=req.vlan,
-            fragment=req.fragment,
-            sport=req.sport,
-            reply=req.reply,
-        )
-
-    def trace(
-        self,
-        interface: str,
-        src: str,
-        proto: str,
-        dport: int | None = None,
-        icmp_type: int | None = None,
-        icmp_code: int | None = None,
-        **kw: Any,
-    ) -> TraceResult:
-        self.calls.append(("trace", (interface, src, proto, dport, kw)))
-        kernel = "DENY" if self.trace_agree else "ALLOW"
-        return TraceResult(
-            interface,
-            74,
-            kernel,
-            "rule",
-            1,
-            "DENY",
-            "rule",
-            1,
-            "DENY by rule 1 (web order 10: TCP 8000-8080 from 192.0.2.0/24)",
-            self.trace_agree,
-        )
-
-    def ruleset(self) -> RuleSet:
-        return load_yaml(RULES)
-
-    def export_yaml(self) -> str:
-        return RULES
 
 
 # ------------------------------------------------------------------ commands through the REPL
@@ -415,71 +225,84 @@ def test_default_history_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert default_history_path() == tmp_path / ".local" / "state" / "infw" / "history"
 
 
-# ------------------------------------------------------------------ with a loaded (fake) firewall
+# ------------------------------------------------------------------ with a loaded firewall (FakeNode)
 
 
 def test_pending_apply_shows_the_repl_confirm_command_and_the_goodbye_warning() -> None:
-    fake = FakeEngine()
-    fake.pending = PendingView(8, 7, time.time() + 60, "alice")
-    out, err, _ = repl(fake, "add deny tcp 9 from 192.0.2.0/24 on eth0 order 3\nexit\n")
-    assert "pending: run 'confirm' within" in out
+    node = make_node()
+    out, err, _ = repl(node.engine, "add deny tcp 9 from 192.0.2.0/24 order 3 firewall lab\nexit\n")
+    assert "pending: run 'confirm' within" in out, err
     assert "still pending" in err and "infw confirm" in err
-    out, err, _ = repl(fake, "confirm\nexit\n")
-    assert "confirmed generation 8" in out and "still pending" not in err
-    assert ("confirm", None) in fake.calls
+    assert node.engine.pending() is not None
+    out, err, _ = repl(node.engine, "confirm\nexit\n")
+    assert "confirmed generation 3" in out and "still pending" not in err
+    assert node.engine.pending() is None
 
 
 def test_stats_events_and_trace_render() -> None:
-    fake = FakeEngine()
+    node = make_node()
+    node.advance(1.0)
+    node.other_console().set_mode("audit")
+    node.advance(1.0)
     out, _, _ = repl(
-        fake,
-        "stats\nevents\nevents --json\ntrace --iface eth0 --src 192.0.2.7 "
+        node.engine,
+        "stats\nevents\nevents --json\ntrace --iface infw-n1 --src 192.0.2.7 "
         "--proto tcp --dport 8080\nexit\n",
     )
-    assert "denied" in out and "640 B" in out
-    assert "192.0.2.7:40000 -> 192.0.2.1:8080" in out and "WOULD DENY" in out and "vlan 100" in out
+    totals = node.engine.stats().totals
+    assert re.search(rf"denied +{totals.denied[0]} ", out)
+    assert re.search(rf"would deny \(audit\) +{totals.would_deny[0]} ", out)
+    assert re.search(r"192\.0\.2\.\d+:40\d+ -> 192\.0\.2\.1:8080", out)
+    assert "WOULD DENY" in out and "vlan 100" in out
     assert "kernel and reference agree" in out
-    assert (
-        "trace",
-        (
-            "eth0",
-            "192.0.2.7",
-            "TCP",
-            8080,
-            {"dst": None, "vlan": (), "fragment": False, "sport": 40000, "reply": False},
-        ),
-    ) in fake.calls
+    (call,) = node.called("trace_packet")
+    req = call[1][0]
+    assert (req.interface, req.src, req.proto, req.dport) == ("infw-n1", "192.0.2.7", "TCP", 8080)
 
 
 def test_trace_disagreement_is_loud() -> None:
-    fake = FakeEngine()
-    fake.trace_agree = False
-    out, err, _ = repl(fake, "trace --iface eth0 --src 192.0.2.7 --proto TCP --dport 8080\nexit\n")
+    node = make_node()
+    node.disagree()
+    out, err, _ = repl(
+        node.engine, "trace --iface infw-n1 --src 192.0.2.7 --proto TCP --dport 8080\nexit\n"
+    )
     assert "MISMATCH" in out and "MISMATCH" in err
 
 
+DENIED = DropEvent(
+    0.0, "eth0", 1, "DENY", "TCP", "192.0.2.7", "192.0.2.1", 40000, 8080, None, None, 0, 74
+)
+AUDITED = DropEvent(
+    0.0, "eth1", 2, "WOULD DENY", "ICMP", "198.51.100.9", "192.0.2.1", None, None, 8, 0, 100, 98
+)
+
+
 def test_event_filter() -> None:
-    fake = FakeEngine()
-    out, _, _ = repl(fake, "events --filter rule=2 --filter verdict=would-deny\nexit\n")
-    assert "198.51.100.9" in out and "192.0.2.7" not in out
+    node = make_node()
+    node.other_console().set_mode("audit")
+    node.advance(1.0)
+    udp = next(r.rule_id for r in node.engine.rule_rows() if r.match == "5000-5010")
+    out, _, _ = repl(node.engine, f"events --filter rule={udp} --filter verdict=would-deny\nexit\n")
+    assert "198.51.100." in out and ":5000" in out and "192.0.2.1:8080" not in out
     flt = EventFilter.parse("proto=TCP src=192.0.2.0/24 iface=eth* dport=8000-8100")
-    assert flt(fake.events[0]) and not flt(fake.events[1])
+    assert flt(DENIED) and not flt(AUDITED)
     with pytest.raises(UsageError):
         EventFilter.parse("src=not-a-net")
 
 
 def test_toolbar_shows_mode_generation_rules_and_countdown() -> None:
-    fake = FakeEngine()
-    now = [1000.0]
-    fake.pending = PendingView(8, 7, 1042.0, "alice")
-    bar = Toolbar(lambda: fake, clock=lambda: now[0])
+    node = make_node()
+    node.other_console().add_rule("deny tcp 9 from 192.0.2.0/24 order 3 firewall lab")
+    start = node.clock()
+    now = [start]
+    bar = Toolbar(lambda: node.engine, clock=lambda: now[0])
     text = fragment_list_to_text(bar())
-    assert "ENFORCE" in text and "gen 7" in text and "2 rules" in text and "eth0" in text
-    assert "PENDING gen 8" in text and "within 42s" in text
-    now[0] = 1010.0
-    assert "within 32s" in fragment_list_to_text(bar())
-    fake.mode = "audit"
-    now[0] = 1012.0
+    assert "ENFORCE" in text and "gen 3" in text and "9 rules" in text and "infw-n1" in text
+    assert "PENDING gen 3" in text and "within 60s" in text
+    now[0] = start + 10
+    assert "within 50s" in fragment_list_to_text(bar())
+    node.other_console().set_mode("audit", force=True)
+    now[0] = start + 12
     assert "AUDIT" in fragment_list_to_text(bar())
 
 

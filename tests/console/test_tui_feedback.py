@@ -1,6 +1,6 @@
 """infw-tui telling the operator what they would otherwise miss: the guard's answer while typing,
 columns a narrow terminal hides, a second console splitting the drop events, a pending change
-when quitting. FakeEngine only (no root, no kernel)."""
+when quitting. On a FakeNode: the real Engine over the fake kernel (no root)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fakenode import LAB_LINES, FakeNode
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
 from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui import main as main_module
 from console.tui.app import InfwApp
-from console.tui.fake import FAKE_RULES, FakeEngine
 from console.tui.main import build_parser, say_goodbye
 from console.tui.screens.dialogs import QuitDialog
 from console.tui.screens.rule_form import RuleForm
@@ -31,9 +31,9 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-async def tick(pilot: Pilot[Any], fake: FakeEngine) -> None:
+async def tick(pilot: Pilot[Any], node: FakeNode) -> None:
     await settle(pilot)  # what the app asked at start answers at the clock it asked
-    fake.advance(1.0)
+    node.advance(1.0)
     await refresh(pilot)
 
 
@@ -73,7 +73,7 @@ def shown_text(form: RuleForm, name: str) -> str:
 
 @aio
 async def test_guard_refusal_shows_under_ports_while_typing() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = await fill(
@@ -81,13 +81,12 @@ async def test_guard_refusal_shows_under_ports_while_typing() -> None:
             {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "action": "Deny"},
         )
         await fill(pilot, {"ports": "22"})
-        calls_before = len(fake.calls)
         assert await wait_for(pilot, lambda: "22/tcp (SSH)" in shown_text(form, "ports"))
         text = shown_text(form, "ports")
         assert "guard would refuse" in text and "covers 22/tcp (SSH), which always passes" in text
-        # a dry run: judged by engine.check, nothing applied
-        assert fake.checked and len(fake.calls) == calls_before
-        assert fake.checked[-1].rule_count() == 9
+        # a dry run: the engine's preview of the add, nothing applied
+        assert [c[0] for c in node.calls] == ["preview_add"] * len(node.calls) != []
+        assert node.engine.state().generation == 2
         assert app.screen is form
 
         # fixing the port takes the refusal away again
@@ -97,7 +96,7 @@ async def test_guard_refusal_shows_under_ports_while_typing() -> None:
 
 @aio
 async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = await fill(
@@ -106,28 +105,29 @@ async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
         await fill(pilot, {"ports": "2222"})  # typed key by key: one check, after the last
         assert await wait_for(pilot, lambda: form.guard_line is not None)
         await pilot.pause(0.4)
-        lines = {rs.rule_count() for rs in fake.checked}
-        assert len(fake.checked) <= 2 and lines == {9}
+        asked = [c[1][0] for c in node.called("preview_add")]
+        assert len(asked) <= 2 and "2222" in asked[-1]
         assert form.guard_line and "2222" in form.guard_line
 
 
 @aio
 async def test_incomplete_or_invalid_form_is_not_put_to_the_guard() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         await fill(pilot, {"protocol": "TCP", "ports": "22"})  # no source CIDRs yet
         await pilot.pause(0.5)
-        assert fake.checked == []
+        assert node.calls == []
         await fill(pilot, {"cidrs": "198.51.100.0/24", "ports": "99999"})
         await pilot.pause(0.5)
-        assert fake.checked == []
+        assert node.calls == []
 
 
 @aio
 async def test_edit_dry_run_replaces_the_edited_rule() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
         table = app.query_one(RulesTable)
         target = next(r for r in table.all_rows if r.match == "8080")
         table.select_rule_id(target.rule_id)
@@ -135,14 +135,17 @@ async def test_edit_dry_run_replaces_the_edited_rule() -> None:
         await press(pilot, "e")
         form = await fill(pilot, {"ports": "20-25"})
         assert await wait_for(pilot, lambda: "22/tcp" in shown_text(form, "ports"))
-        assert fake.checked[-1].rule_count() == 8  # edited in place, not added
+        assert node.calls[-1][:2] == ("preview_edit", (target.rule_id, form.guard_line))
 
 
 @aio
 async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
     # a rule forced in earlier: every change is refused for it, but it is no field of this form
-    app, _fake = make_app(rules=(*FAKE_RULES, "deny tcp 22 from 192.0.2.0/24 on infw-n1 order 90"))
+    app, _node = make_app(
+        rules=(*LAB_LINES, "deny tcp 22 from 192.0.2.0/24 on infw-n1 order 90 firewall old")
+    )
     async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)  # the rules are in the table: the form knows which ids are others'
         await press(pilot, "a")
         form = await fill(
             pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "UDP", "ports": "53"}
@@ -156,9 +159,9 @@ async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
 
 @aio
 async def test_medium_width_says_which_columns_are_hidden() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         title = text_of(app.query_one("#rules-title", Static))
         assert "4 columns hidden" in title and "widen the terminal" in title
@@ -189,22 +192,22 @@ def test_event_header_hint_only_when_columns_are_left_out() -> None:
 
 @aio
 async def test_event_pane_says_when_another_console_reads_the_events() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         title = app.query_one("#events-title", Static)
         assert "shared" not in text_of(title)
-        fake.other_reader_pid = 4242
+        node.other_reader(4242)
         app.tick()
         await settle(pilot)
         await pilot.pause()
         assert "shared with pid 4242: each console sees part of the events" in text_of(title)
-        fake.other_reader_pid = None
+        node.other_reader(None)
         app.tick()
         await settle(pilot)
         await pilot.pause()
         assert "shared" not in text_of(title)
 
-        fake.other_reader_pid = 4242
+        node.other_reader(4242)
         await pilot.resize_terminal(80, 24)
         app.tick()
         await settle(pilot)
@@ -215,8 +218,8 @@ async def test_event_pane_says_when_another_console_reads_the_events() -> None:
 # ---------------------------------------------------------------------- quitting
 
 
-async def pending_app(pilot: Pilot[Any], fake: FakeEngine) -> None:
-    fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+async def pending_app(pilot: Pilot[Any], node: FakeNode) -> None:
+    node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
     app = pilot.app
     assert isinstance(app, InfwApp)
     app.refresh_all()
@@ -226,9 +229,9 @@ async def pending_app(pilot: Pilot[Any], fake: FakeEngine) -> None:
 
 @aio
 async def test_quit_with_pending_change_asks_and_stays_on_no() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pending_app(pilot, fake)
+        await pending_app(pilot, node)
         await press(pilot, "q")
         await pilot.pause()
         dialog = app.screen
@@ -250,10 +253,10 @@ async def test_quit_with_pending_change_asks_and_stays_on_no() -> None:
 
 @aio
 async def test_quit_anyway_prints_both_lines() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pending_app(pilot, fake)
-        fake.clock.advance(18)
+        await pending_app(pilot, node)
+        node.clock.advance(18)
         await press(pilot, "q")
         await pilot.pause()
         await press(pilot, "y")
@@ -265,20 +268,20 @@ async def test_quit_anyway_prints_both_lines() -> None:
     out = io.StringIO()
     say_goodbye(app.return_value, out)
     assert out.getvalue().splitlines() == app.return_value.splitlines()
-    assert "confirm" not in [c[0] for c in fake.calls]
+    assert not node.called("confirm") and node.engine.pending() is not None
 
 
 @aio
 async def test_confirm_and_quit() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pending_app(pilot, fake)
+        await pending_app(pilot, node)
         await press(pilot, "q")
         await pilot.pause()
         assert isinstance(app.screen, QuitDialog)
         app.screen.query_one("#confirm", Button).press()
         await pilot.pause()
-    assert fake.calls[-1][0] == "confirm"
+    assert node.calls[-1][0] == "confirm" and node.engine.pending() is None
     assert app.return_value == (
         "infw-tui closed; the firewall keeps running (9 rules on infw-n1, infw-n2)\n"
         "generation 3 is confirmed"
@@ -287,10 +290,9 @@ async def test_confirm_and_quit() -> None:
 
 @aio
 async def test_read_only_console_quits_without_asking() -> None:
-    app, fake = make_app(read_only=True)
+    app, node = make_app(read_only=True)
     async with app.run_test(size=(100, 30)) as pilot:
-        fake.read_only = False
-        await pending_app(pilot, fake)
+        await pending_app(pilot, node)  # another console's change
         await press(pilot, "q")
         await pilot.pause()
     assert app.return_value is not None and "still pending" in app.return_value
@@ -303,7 +305,7 @@ def test_netns_option_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> Non
     assert build_parser().parse_args(["--netns", "infw-node"]).netns == "infw-node"
     seen: dict[str, Any] = {}
 
-    def fake_connect(pin_root: Any, state_dir: Any, **kwargs: Any) -> FakeEngine:
+    def fake_connect(pin_root: Any, state_dir: Any, **kwargs: Any) -> Any:
         seen.update(pin_root=pin_root, state_dir=state_dir, **kwargs)
         raise main_module.InfwError("stop here", "")
 
@@ -331,7 +333,7 @@ def test_lab_with_netns_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 
 @aio
 async def test_late_dry_run_does_not_overwrite_the_apply_refusal() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = await fill(

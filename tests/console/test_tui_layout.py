@@ -1,6 +1,6 @@
 """infw-tui at different widths, the refresh path's economy, and first-poll event backlog.
 
-FakeEngine only (no root, no kernel).
+On a FakeNode: the real Engine over the fake kernel (no root).
 """
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fakenode import Client, FakeNode
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
-from tuikit import aio, make_app, press, refresh, settle
+from tuikit import aio, make_app, make_node, press, refresh, settle
 
 from console.tui.app import InfwApp
-from console.tui.fake import FakeEngine
 from console.tui.screens.rule_form import RuleForm, free_order
 from console.tui.widgets.events_pane import EventPane
 from console.tui.widgets.footer import KeyFooter
@@ -27,9 +27,9 @@ from engine.views import DropEvent
 pytestmark = pytest.mark.console
 
 
-async def tick(pilot: Pilot[Any], fake: FakeEngine, seconds: float = 1.0) -> None:
+async def tick(pilot: Pilot[Any], node: FakeNode, seconds: float = 1.0) -> None:
     await settle(pilot)  # what the app asked at start answers at the clock it asked
-    fake.advance(seconds)
+    node.advance(seconds)
     await refresh(pilot)
 
 
@@ -57,9 +57,9 @@ def many_rules(n: int) -> list[str]:
 @pytest.mark.parametrize("width", [80, 120, 160])
 @aio
 async def test_header_fits_and_reads_cleanly(width: int) -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(width, 24)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         text = line_of(app.query_one(StatusHeader))
         assert len(text) <= width, text
@@ -67,14 +67,13 @@ async def test_header_fits_and_reads_cleanly(width: int) -> None:
         assert "lab-node" in text and "ENFORCE" in text and "gen 2" in text
         assert "native," not in text and "native ," not in text
         if width >= 120:
-            assert "infw-n1 native · infw-n2 native · ext0 generic FOREIGN" in text
+            assert "ext0 generic FOREIGN · infw-n1 native · infw-n2 native" in text
         else:
             assert "FOREIGN" in text
 
 
 def test_header_variants_shrink_in_order() -> None:
-    fake = FakeEngine()
-    status = fake.status()
+    status = make_node().engine.status()
     variants = header_variants(status)
     widths = [v.cell_len for v in variants]
     assert widths == sorted(widths, reverse=True)
@@ -89,7 +88,7 @@ def test_header_variants_shrink_in_order() -> None:
 
 @aio
 async def test_footer_at_80_keeps_the_important_keys_and_fits() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         footer = app.query_one(KeyFooter)
@@ -100,7 +99,7 @@ async def test_footer_at_80_keeps_the_important_keys_and_fits() -> None:
         used = sum(k.region.width for k in footer.query(FooterKey))
         assert used <= 80
         # a pending change puts confirm and revert in front of the rest
-        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_all()
         await settle(pilot)
         await pilot.pause()
@@ -111,7 +110,7 @@ async def test_footer_at_80_keeps_the_important_keys_and_fits() -> None:
 
 @aio
 async def test_footer_at_160_shows_every_key() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause()
         assert not app.query_one(KeyFooter).compact
@@ -134,7 +133,7 @@ def test_free_order_goes_ahead_of_the_existing_rules() -> None:
 
 @aio
 async def test_new_rule_is_selected_after_add() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         await pilot.pause()
@@ -152,9 +151,9 @@ async def test_new_rule_is_selected_after_add() -> None:
 
 @aio
 async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         table = app.query_one(RulesTable)
         writes: list[tuple[str, str]] = []
@@ -166,12 +165,12 @@ async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -
 
         monkeypatch.setattr(table, "update_cell", counting)
         # the clock moves but no packet arrives: nothing but ages may change
-        fake.clock.advance(0.2)
+        node.clock.advance(0.2)
         app.refresh_stats()
         await settle(pilot)
         await pilot.pause()
         assert writes == []
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         idle = {k for k, r in table.rows_by_key.items() if r.packets == 0}
         assert writes and not any(k in idle for k, _ in writes)
@@ -180,9 +179,14 @@ async def test_only_changed_cells_are_written(monkeypatch: pytest.MonkeyPatch) -
 
 @aio
 async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
-    app, fake = make_app(rules=many_rules(1000))
+    # clients hit the first rules and the last ones (off screen until scrolled to)
+    hitting = [
+        Client("infw-n1", f"10.{i // 250}.{i % 250}.0/24", "TCP", 3, dport=1000 + i)
+        for i in (*range(5), *range(990, 1000))
+    ]
+    app, node = make_app(rules=many_rules(1000), clients=hitting)
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         table = app.query_one(RulesTable)
         writes: list[str] = []
@@ -193,7 +197,7 @@ async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
             original(row_key, column_key, value, **kw)
 
         table.update_cell = counting  # type: ignore[method-assign]
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         assert 0 < len(set(writes)) < 200  # the rows near the viewport, not all 1,000
         last_key = table.coordinate_to_cell_key(Coordinate(table.row_count - 1, 0)).row_key.value
@@ -207,16 +211,16 @@ async def test_off_screen_rows_are_written_when_scrolled_into_view() -> None:
 
 @aio
 async def test_reading_right_after_an_edit_keeps_rates_and_hits() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
-        await tick(pilot, fake)
+        await tick(pilot, node)
+        await tick(pilot, node)
         await pilot.pause()
         table = app.query_one(RulesTable)
         hits_before = table.hit_keys
         assert hits_before
-        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
-        fake.clock.advance(0.1)  # a fraction of a second later
+        node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        node.clock.advance(0.1)  # a fraction of a second later
         app.refresh_all()
         await settle(pilot)
         await pilot.pause()
@@ -232,13 +236,13 @@ async def test_reading_right_after_an_edit_keeps_rates_and_hits() -> None:
 
 @aio
 async def test_first_poll_skips_old_backlog_and_does_not_count_it() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
         pane = app.query_one(EventPane)
         source = app.event_source
         assert source is not None
-        now = fake.clock()
+        now = node.clock()
 
         def event(when: float, src: str) -> DropEvent:
             return DropEvent(

@@ -1,4 +1,5 @@
-"""Snapshots of infw-tui on the deterministic FakeEngine at 80x24 and 160x48.
+"""Snapshots of infw-tui on a FakeNode (the real Engine over the fake kernel, a frozen clock and
+scripted traffic: every frame is the same each run) at 80x24 and 160x48.
 
 Regenerate after an intended UI change with:
     .venv/bin/python -m pytest tests/console/test_tui_snapshots.py --snapshot-update
@@ -10,19 +11,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from fakenode import FakeNode
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
 from tuikit import make_app as _make_app
 from tuikit import press, settle
 
 from console.tui.app import InfwApp
-from console.tui.fake import FakeEngine
 from console.tui.screens.rule_form import RuleForm
 
 pytestmark = pytest.mark.console
 
 
-def make_app(**kwargs: Any) -> tuple[InfwApp, FakeEngine]:
+def make_app(**kwargs: Any) -> tuple[InfwApp, FakeNode]:
     return _make_app(interval=3600, **kwargs)
 
 
@@ -30,14 +31,14 @@ SnapCompare = Callable[..., bool]
 
 
 def running(
-    fake: FakeEngine, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None
+    node: FakeNode, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None
 ) -> Callable[[Pilot[Any]], Awaitable[None]]:
     """Two seconds of scripted traffic, refreshed the way the timers would."""
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await settle(pilot)  # the start's own reading, at the start's clock
         for _ in range(2):
-            fake.advance(1.0)
+            node.advance(1.0)
             app.refresh_status()
             await settle(pilot)
             app.refresh_stats()
@@ -53,28 +54,28 @@ def running(
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_main_view(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    app, fake = make_app()
-    assert snap_compare(app, terminal_size=size, run_before=running(fake, app))
+    app, node = make_app()
+    assert snap_compare(app, terminal_size=size, run_before=running(node, app))
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 def test_pending_confirm_banner(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    app, fake = make_app()
+    app, node = make_app()
 
     async def pending(pilot: Pilot[Any]) -> None:
-        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
-        fake.clock.advance(18)
+        node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        node.clock.advance(18)
         app.refresh_all()
         await settle(pilot)
         app.poll_events()
         await settle(pilot)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=size, run_before=running(fake, app, pending))
+    assert snap_compare(app, terminal_size=size, run_before=running(node, app, pending))
 
 
 def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
-    app, fake = make_app()
+    app, node = make_app()
 
     async def form(pilot: Pilot[Any]) -> None:
         await press(pilot, "a")
@@ -89,11 +90,36 @@ def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
             await press(pilot, *value)
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, form))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=running(node, app, form))
+
+
+def test_add_rule_form_with_parity_warnings(snap_compare: SnapCompare) -> None:
+    """The engine's dry run of the rule: its impact and the warnings the CLI prints (#10)."""
+    app, node = make_app()
+
+    async def form(pilot: Pilot[Any]) -> None:
+        await press(pilot, "a")
+        screen = app.screen
+        assert isinstance(screen, RuleForm)
+        screen.query_one("#f-protocol", Select).value = "TCP"
+        await pilot.pause()
+        for name, value in (("cidrs", "198.51.100.7/24"), ("order", "150"), ("ports", "80-90")):
+            field = screen.query_one(f"#f-{name}", Input)
+            field.focus()
+            field.value = ""
+            await press(pilot, *value)
+        for _ in range(300):  # the dry run answers from a worker
+            await pilot.pause(0.05)
+            if screen.warnings and screen._guard_wanted is None:
+                break
+        assert len(screen.warnings) == 3, screen.warnings
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 36), run_before=running(node, app, form))
 
 
 def test_trace_dialog(snap_compare: SnapCompare) -> None:
-    app, fake = make_app()
+    app, node = make_app()
 
     async def trace(pilot: Pilot[Any]) -> None:
         await press(pilot, "t")
@@ -102,4 +128,4 @@ def test_trace_dialog(snap_compare: SnapCompare) -> None:
         await press(pilot, "enter")
         await pilot.pause()
 
-    assert snap_compare(app, terminal_size=(80, 24), run_before=running(fake, app, trace))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=running(node, app, trace))

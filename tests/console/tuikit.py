@@ -1,16 +1,23 @@
-"""Shared helpers for the TUI tests: run Pilot coroutines, and an app on the fake engine."""
+"""Shared helpers for the TUI tests: run Pilot coroutines, and an app on a FakeNode (the real
+Engine over the fake kernel, with a fake clock and scripted traffic)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+from fakenode import FakeNode, NodeClock, frozen_time
 from textual.pilot import Pilot
 
 from console.tui.app import InfwApp
-from console.tui.fake import FakeEngine
+
+# Set for each console test by conftest.py: where its FakeNodes live, and what undoes the frozen
+# time when the test ends.
+SCOPE: dict[str, Any] = {}
 
 
 def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., None]:
@@ -23,29 +30,46 @@ def aio(test: Callable[..., Coroutine[object, object, None]]) -> Callable[..., N
     return run
 
 
-def make_app(interval: float = 60, **kwargs: Any) -> tuple[InfwApp, FakeEngine]:
-    """The app on a FakeEngine with long timer intervals: tests drive refreshes themselves."""
-    fake = FakeEngine(**kwargs)
-    app = InfwApp(fake, clock=fake.clock, stats_interval=interval, events_interval=interval)
-    return app, fake
+def make_node(**kwargs: Any) -> FakeNode:
+    """A FakeNode for this test, its clock frozen until the test ends."""
+    stack: contextlib.ExitStack = SCOPE["stack"]
+    clock = SCOPE.get("clock")
+    if clock is None:
+        clock = SCOPE["clock"] = NodeClock()
+        stack.enter_context(frozen_time(clock))
+    SCOPE["nodes"] = SCOPE.get("nodes", 0) + 1
+    base: Path = SCOPE["tmp"] / f"node{SCOPE['nodes']}"
+    return FakeNode(base, clock, **kwargs)
 
 
-async def settle(pilot: Pilot[Any], rounds: int = 20) -> None:
+def make_app(interval: float = 60, **kwargs: Any) -> tuple[InfwApp, FakeNode]:
+    """The app on a FakeNode with long timer intervals: tests drive refreshes themselves."""
+    node = make_node(**kwargs)
+    app = InfwApp(node.engine, clock=node.clock, stats_interval=interval, events_interval=interval)
+    return app, node
+
+
+async def settle(pilot: Pilot[Any], rounds: int = 200) -> None:
     """Let the engine calls the keys started come back (they run in worker threads), and the
-    calls their replies start in turn (an edit's refresh)."""
+    calls their replies start in turn (an edit's refresh). A call may start a message or two
+    after its key (Input.Submitted, a dialog's answer), so idle means idle a few times running."""
     app = pilot.app
+    idle = 0
     for _ in range(rounds):
         await pilot.pause()
         running = [w for w in app.workers if w.group == "engine" and not w.is_finished]
-        if not running:
-            await pilot.pause()
+        if running:
+            idle = 0
+            await app.workers.wait_for_complete(running)
+            continue
+        idle += 1
+        if idle >= 3:
             return
-        await app.workers.wait_for_complete(running)
-    await pilot.pause()
 
 
 async def press(pilot: Pilot[Any], *keys: str) -> None:
-    """Press keys, then wait for the engine calls they started to come back."""
+    """Press keys on a settled app, then wait for the engine calls they started to come back."""
+    await settle(pilot)
     await pilot.press(*keys)
     await settle(pilot)
 

@@ -1,4 +1,6 @@
-"""infw-tui flows on the deterministic FakeEngine (no root, no kernel): Pilot drives the keys."""
+"""infw-tui on a FakeNode (the real Engine over the fake kernel, a frozen clock, scripted
+traffic; no root): Pilot drives the keys, the tests look at the screen and at the engine's
+state (the store, the kernel's attachments), not at a fake's bookkeeping."""
 
 from __future__ import annotations
 
@@ -6,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakenode import FakeNode
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
 from tuikit import aio, make_app, press, refresh, settle
 
-from console.tui.fake import FakeEngine
 from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen
 from console.tui.screens.history import HistoryScreen
 from console.tui.screens.interfaces import AttachScreen, InterfacesScreen
@@ -26,7 +28,6 @@ from console.tui.screens.trace import TraceDialog
 from console.tui.widgets.events_pane import EventLog, EventPane
 from console.tui.widgets.header import DisconnectedBanner, PendingBanner, StatusHeader
 from console.tui.widgets.rules import RulesTable
-from engine.errors import StateError
 
 pytestmark = pytest.mark.console
 
@@ -35,9 +36,9 @@ def text_of(widget: Static) -> str:
     return str(widget.render())
 
 
-async def tick(pilot: Pilot[Any], fake: FakeEngine, seconds: float = 1.0) -> None:
+async def tick(pilot: Pilot[Any], node: FakeNode, seconds: float = 1.0) -> None:
     await settle(pilot)  # what the app asked at start answers at the clock it asked
-    fake.advance(seconds)
+    node.advance(seconds)
     await refresh(pilot)
 
 
@@ -55,9 +56,9 @@ def cell(table: DataTable[object], key: str, column: str) -> str:
 
 @aio
 async def test_start_shows_header_rules_and_events() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         header = text_of(app.query_one(StatusHeader))
         assert "lab-node" in header and "ENFORCE" in header and "gen 2" in header
@@ -75,8 +76,9 @@ async def test_start_shows_header_rules_and_events() -> None:
 
 @aio
 async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.MonkeyPatch) -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)  # the start's reading is in the table
         table = app.query_one(RulesTable)
         table.move_cursor(row=3)
         key = table.selected_key()
@@ -91,7 +93,7 @@ async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.Mon
 
         monkeypatch.setattr(table, "clear", counting_clear)
         for _ in range(3):
-            await tick(pilot, fake)
+            await tick(pilot, node)
             await pilot.pause()
         assert rebuilt == []
         assert table.selected_key() == key
@@ -107,9 +109,9 @@ async def test_counters_update_in_place_and_cursor_stays(monkeypatch: pytest.Mon
 
 @aio
 async def test_sorting_by_key_and_column() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         table = app.query_one(RulesTable)
         table.move_cursor(row=2)
         key = table.selected_key()
@@ -132,7 +134,7 @@ async def test_sorting_by_key_and_column() -> None:
 
 @aio
 async def test_filter_rules_then_clear() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "slash")
         bar = app.query_one("#filter", Input)
@@ -150,9 +152,9 @@ async def test_filter_rules_then_clear() -> None:
 
 @aio
 async def test_filter_events_when_event_pane_focused() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         log = app.query_one(EventLog)
         log.focus()
         await press(pilot, "slash", *"icmp")
@@ -165,15 +167,15 @@ async def test_filter_events_when_event_pane_focused() -> None:
 
 @aio
 async def test_pause_stops_following() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         log = app.query_one(EventLog)
         shown = len(log.lines)
         await press(pilot, "p")
         pane = app.query_one(EventPane)
         assert pane.paused
-        await tick(pilot, fake)
+        await tick(pilot, node)
         await pilot.pause()
         assert len(log.lines) == shown
         assert pane.unseen > 0
@@ -203,7 +205,7 @@ async def fill_form(pilot: object, values: dict[str, str]) -> RuleForm:
 
 @aio
 async def test_add_rule_invalid_port_shows_inline_error() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP"})
@@ -215,12 +217,12 @@ async def test_add_rule_invalid_port_shows_inline_error() -> None:
         form.query_one("#apply", Button).press()
         await pilot.pause()
         assert app.screen is form  # not applied, still open
-        assert not [c for c in fake.calls if c[0] == "apply"]
+        assert not node.called("add_rule") and node.engine.state().generation == 2
 
 
 @aio
 async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = app.screen
@@ -237,7 +239,7 @@ async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
 
 @aio
 async def test_add_rule_applies_pending_then_confirm() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         assert app.check_action("confirm", ()) is False
         assert app.check_action("revert", ()) is False
@@ -249,13 +251,17 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         await press(pilot, "enter")
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
-        assert fake.calls[-1][0] == "apply" and fake.calls[-1][2]["confirm_timeout"] == 60.0
+        (added,) = node.called("add_rule")
+        assert added[2]["confirm_timeout"] == 60.0
+        pending = node.engine.pending()
+        assert pending is not None and pending.generation == 3
         banner = app.query_one(PendingBanner)
         assert banner.has_class("-shown")
-        assert "PENDING CONFIRM gen 3 — 60s left — c confirm / r revert" in text_of(banner)
+        assert "PENDING CONFIRM gen 3 — 60s left — c confirm" in text_of(banner)
+        assert "r revert" in text_of(banner)
         assert app.check_action("confirm", ()) is True
         assert "c" in app.screen.active_bindings and "r" in app.screen.active_bindings
-        fake.clock.advance(18)
+        node.clock.advance(18)
         app.poll_events()
         await settle(pilot)
         await pilot.pause()
@@ -263,30 +269,32 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         assert app.query_one(RulesTable).row_count == 9
         await press(pilot, "c")
         await pilot.pause()
-        assert fake.calls[-1][0] == "confirm"
+        assert node.calls[-1][0] == "confirm"
+        assert node.engine.pending() is None and node.engine.state().generation == 3
         assert not banner.has_class("-shown")
         assert "c" not in app.screen.active_bindings
 
 
 @aio
 async def test_revert_key_drops_pending_change() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_all()
         await settle(pilot)
         await pilot.pause()
         assert app.query_one(RulesTable).row_count == 9
         await press(pilot, "r")
         await pilot.pause()
-        assert fake.calls[-1][0] == "revert"
+        assert node.calls[-1][0] == "revert"
+        assert node.engine.pending() is None and node.engine.state().ruleset.rule_count() == 8
         assert app.query_one(RulesTable).row_count == 8
         assert not app.query_one(PendingBanner).has_class("-shown")
 
 
 @aio
 async def test_guard_refusal_next_to_field_and_force() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "a")
         form = await fill_form(
@@ -306,13 +314,20 @@ async def test_guard_refusal_next_to_field_and_force() -> None:
         force.press()
         await pilot.pause()
         assert not isinstance(app.screen, RuleForm)
-        assert fake.calls[-1][2]["force"] is True
+        assert node.calls[-1][0] == "add_rule" and node.calls[-1][2]["force"] is True
+        assert node.engine.state().ruleset.rule_count() == 9  # forced past the guard, pending
+        assert node.engine.pending() is not None
+
+
+def same(row: Any) -> tuple[str, tuple[str, ...], str]:
+    return row.firewall, row.cidrs, row.match
 
 
 @aio
 async def test_edit_delete_and_reorder_selected_rule() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
         table = app.query_one(RulesTable)
         table.move_cursor(row=0)
         row = table.selected_rule()
@@ -324,34 +339,37 @@ async def test_edit_delete_and_reorder_selected_rule() -> None:
         await press(pilot, "escape")
         await press(pilot, "plus")
         await pilot.pause()
-        assert fake.calls[-1][1] == (f"edit rule {row.rule_id}",)
-        moved = next(r for r in table.all_rows if r.rule_id == row.rule_id)
+        assert node.calls[-1][:2] == ("reorder_rule", (row.rule_id, 1))
+        # the rule's id is the store's for its (object, sources, order): a move gives a new one
+        (moved,) = [r for r in table.all_rows if (r.firewall, r.cidrs, r.match) == same(row)]
         assert moved.order == row.order + 1
+        assert table.selected_rule() == moved  # the cursor follows the rule it moved
         await press(pilot, "c")
         await press(pilot, "d")
         assert isinstance(app.screen, ConfirmDialog)
         await press(pilot, "y")
         await pilot.pause()
-        assert all(r.rule_id != row.rule_id for r in table.all_rows)
+        assert not [r for r in table.all_rows if (r.firewall, r.cidrs, r.match) == same(row)]
+        assert not [r for r in node.engine.rule_rows() if r.rule_id == moved.rule_id]
 
 
 @aio
 async def test_mode_switch_asks_first() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "m")
         assert isinstance(app.screen, ConfirmDialog)
         await press(pilot, "n")
-        assert fake.mode == "enforce"
+        assert node.engine.status().mode == "enforce"
         await press(pilot, "m", "y")
         await pilot.pause()
-        assert fake.mode == "audit"
+        assert node.engine.status().mode == "audit"
         assert "AUDIT" in text_of(app.query_one(StatusHeader))
 
 
 @aio
 async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "t")
         dialog = app.screen
@@ -362,7 +380,7 @@ async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
         await pilot.pause()
         out = text_of(dialog.query_one("#trace-result", Static))
         assert "kernel" in out and "reference" in out and "DENY by rule 1" in out and "agree" in out
-        fake.kernel_disagrees = True
+        node.disagree()
         dialog.action_trace()
         await pilot.pause()
         assert "DISAGREE" in text_of(dialog.query_one("#trace-result", Static))
@@ -370,7 +388,7 @@ async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
 
 @aio
 async def test_history_export_interfaces_and_help() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "h")
         assert isinstance(app.screen, HistoryScreen)
@@ -393,7 +411,7 @@ async def test_history_export_interfaces_and_help() -> None:
 
 @aio
 async def test_export_saves_file(tmp_path: Path) -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "y")
         screen = app.screen
@@ -401,22 +419,23 @@ async def test_export_saves_file(tmp_path: Path) -> None:
         target = tmp_path / "rules.yaml"
         screen.query_one("#path", Input).value = str(target)
         await press(pilot, "ctrl+s")
-        assert target.read_text() == fake.export_yaml()
+        assert target.read_text() == node.engine.export_yaml()
 
 
 @aio
 async def test_history_revert() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await press(pilot, "h", "r", "y")
         await pilot.pause()
-        assert fake.calls[-1][0] == "apply"  # revert with nothing pending re-applies gen 1
+        assert node.calls[-1][0] == "revert"  # nothing pending: back to generation 1
+        assert node.engine.state().ruleset.rule_count() == 0
         assert app.screen.query_one(DataTable).row_count == 3
 
 
 @aio
 async def test_quit_says_the_firewall_keeps_running() -> None:
-    app, _fake = make_app()
+    app, _node = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await press(pilot, "q")
     assert (
@@ -427,7 +446,7 @@ async def test_quit_says_the_firewall_keeps_running() -> None:
 
 @aio
 async def test_read_only_hides_edit_keys() -> None:
-    app, _fake = make_app(read_only=True)
+    app, _node = make_app(read_only=True)
     async with app.run_test(size=(120, 36)) as pilot:
         active = app.screen.active_bindings
         for key in ("a", "e", "d", "m", "c", "r"):
@@ -439,17 +458,15 @@ async def test_read_only_hides_edit_keys() -> None:
 
 @aio
 async def test_disconnected_marker_when_stats_fail() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        fake.stats_error = StateError(
-            "cannot read the pinned counters", "is the firewall still loaded?"
-        )
+        node.disconnect()  # the pins are gone: the program runs on, out of reach
         app.refresh_stats()
         await settle(pilot)
         await pilot.pause()
         banner = app.query_one(DisconnectedBanner)
         assert banner.has_class("-shown") and "DISCONNECTED from kernel state" in text_of(banner)
-        fake.stats_error = None
+        node.reconnect()
         app.refresh_stats()
         await settle(pilot)
         assert not banner.has_class("-shown")
@@ -457,12 +474,12 @@ async def test_disconnected_marker_when_stats_fail() -> None:
 
 @aio
 async def test_command_palette_lists_actions() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "infw: Add rule" in titles and "infw: Trace a packet" in titles
         assert "infw: Confirm pending change" not in titles
-        fake.add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
+        node.other_console().add_rule("deny tcp 8443 from 203.0.113.0/24 on infw-n1 order 15")
         app.refresh_status()
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -471,7 +488,7 @@ async def test_command_palette_lists_actions() -> None:
 
 @aio
 async def test_attach_screen_when_nothing_is_loaded() -> None:
-    app, fake = make_app(loaded=False)
+    app, node = make_app(loaded=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         screen = app.screen
@@ -481,15 +498,16 @@ async def test_attach_screen_when_nothing_is_loaded() -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.screen is app.screen_stack[0]
-        assert fake.calls[-1][:2] == ("attach", (("infw-n1",),))
+        assert node.calls[-1][:2] == ("attach", (["infw-n1"],))
+        assert node.kernel.xdp["infw-n1"][0] in node.kernel.ours()
         assert "infw-n1" in text_of(app.query_one(StatusHeader))
 
 
 @aio
 async def test_80x24_every_screen_opens() -> None:
-    app, fake = make_app()
+    app, node = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await tick(pilot, fake)
+        await tick(pilot, node)
         table = app.query_one(RulesTable)
         shown = {str(c.value) for c in table.columns}
         assert {"id", "order", "cidrs", "action", "packets"} <= shown
