@@ -100,3 +100,22 @@ async def test_form_dry_run_refuses_what_the_apply_would(tmp_path: Path) -> None
         assert "order 10 is already used" in error, form.guard_notes
         assert "impact" in str(form.query_one("#impact", Static).render())
     assert engine.state().ruleset.rule_count() == 1
+
+
+@aio
+async def test_an_invalid_edit_takes_back_the_impact_of_the_line_before(tmp_path: Path) -> None:
+    engine = node(tmp_path)
+    app = InfwApp(engine, stats_interval=60, events_interval=60, offer_attach=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "a")
+        form = app.screen
+        assert isinstance(form, RuleForm)
+        await fill(pilot, form, {"protocol": "TCP"})
+        await fill(pilot, form, {"cidrs": "198.51.100.0/24", "order": "15", "ports": "9999"})
+        await dry_run_answered(pilot, form)
+        impact = form.query_one("#impact", Static)
+        assert "rules: 1 added" in str(impact.render())
+        await fill(pilot, form, {"ports": "99999"})  # no rule now: the impact was the old line's
+        assert str(impact.render()) == "impact: waiting for a complete rule"
+        assert form.impact == ""

@@ -69,6 +69,7 @@ GENERAL = "general"
 REQUIRED = ("cidrs", "interfaces", "order")
 GUARD_DELAY = 0.3  # seconds after the last keystroke before the guard's dry run
 GUARD_GROUP = "guard-dry-run"
+WAITING = "impact: waiting for a complete rule"
 
 
 def field_for_path(path: str) -> str:
@@ -362,7 +363,7 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
                 ),
             )
             yield Static(id="preview")
-            yield Static("impact: waiting for a complete rule", id="impact")
+            yield Static(WAITING, id="impact")
             yield Static(id="warnings")
             yield Static(id="general-error")
             with Horizontal(id="buttons"):
@@ -427,11 +428,15 @@ class RuleForm(EngineClient, ModalScreen[ApplyResult | None]):
         self.errors = errors
         complete = not errors and all(getattr(values, name).strip() for name in REQUIRED)
         if not complete:
+            # what the engine said was about an earlier line: it says nothing of this one
             self._cancel_guard()
             self.guard_line, self.guard_notes = None, {}
             if self.warnings:
                 self.warnings = []
                 self._show_warnings()
+            if self.impact:
+                self.impact = ""
+                self.query_one("#impact", Static).update(WAITING)
         elif line != self.guard_line and line != self._guard_wanted:
             self._schedule_guard(line)
         for name in (*FIELDS, GENERAL):
