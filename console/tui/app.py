@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -57,6 +58,15 @@ EDIT_ACTIONS = frozenset({"add", "edit", "delete", "reorder", "mode", "confirm",
 NEEDS_RULE = frozenset({"edit", "delete", "reorder"})
 NEEDS_PENDING = frozenset({"confirm", "revert"})
 BACKLOG_S = 10.0  # drops from before the console opened that are still worth showing
+
+
+@dataclass(frozen=True)
+class StatsReading:
+    """One counters reading from the worker: the snapshot, and what the pending change (if
+    any) drops now, measured in the same worker (no engine call on the event loop)."""
+
+    snapshot: StatsSnapshot
+    drops: str = ""
 
 
 class FilterInput(Input):
@@ -265,23 +275,30 @@ class InfwApp(EngineClient, App[str]):
     def refresh_stats(self) -> None:
         self.fetch("stats", "reading the counters", self._read_stats, self.show_stats)
 
-    def _read_stats(self) -> StatsSnapshot | tuple[FirewallUnreachable, tuple[RuleRow, ...]]:
-        """The counters; with nothing loaded, the stored rules and the reason (worker thread)."""
+    def _read_stats(self) -> StatsReading | tuple[FirewallUnreachable, tuple[RuleRow, ...]]:
+        """The counters and what a pending change drops now; with nothing loaded, the stored
+        rules and the reason (worker thread)."""
         try:
-            return self.engine.stats()
+            snapshot = self.engine.stats()
         except FirewallUnreachable as exc:
             return exc, tuple(self.engine.rule_rows())
+        try:
+            drops = self.engine.pending_drops(snapshot)  # None: nothing is pending
+        except (InfwError, OSError):
+            drops = None
+        return StatsReading(snapshot, drops.text() if drops is not None else "")
 
     def show_stats(
-        self, snapshot: StatsSnapshot | tuple[FirewallUnreachable, tuple[RuleRow, ...]]
+        self, reading: StatsReading | tuple[FirewallUnreachable, tuple[RuleRow, ...]]
     ) -> None:
-        if isinstance(snapshot, tuple):
+        if isinstance(reading, tuple):
             # Nothing loaded: the stored rules, with the reason where counters would be.
-            unreachable, rows = snapshot
+            unreachable, rows = reading
             self._set_disconnected(unreachable)
             self.table.show(rows, live=False)
             self._render_rules_title()
             return
+        snapshot = reading.snapshot
         if self.disconnected is not None:
             self.disconnected = None
             self.query_one(DisconnectedBanner).show(None)
@@ -294,24 +311,13 @@ class InfwApp(EngineClient, App[str]):
             self._last_stats = now
         self.table.show(snapshot.rules, live=live)
         self._render_rules_title()
-        self._measure_pending(snapshot)
+        self._pending_drops = reading.drops
+        self.update_banner()
         totals = snapshot.totals
         self.event_pane.set_counts(totals.events_suppressed, totals.events_lost, self._sampled())
         after, self._after_stats = self._after_stats, []
         for then in after:
             then()
-
-    def _measure_pending(self, snapshot: StatsSnapshot) -> None:
-        status = self.status
-        if status is None or status.pending is None:
-            self._pending_drops = ""
-            return
-        try:
-            drops = self.engine.pending_drops(snapshot)
-        except (InfwError, OSError):
-            drops = None
-        self._pending_drops = drops.text() if drops is not None else ""
-        self.update_banner()
 
     def _set_disconnected(self, exc: Exception) -> None:
         text = exc.message if isinstance(exc, InfwError) else str(exc)

@@ -30,6 +30,12 @@ def make_app(**kwargs: Any) -> tuple[InfwApp, FakeNode]:
 SnapCompare = Callable[..., bool]
 
 
+def steady_cursors(screen: Any) -> None:
+    """A blinking cursor is drawn or not by the wall clock: the picture must not depend on it."""
+    for field in screen.query(Input):
+        field.cursor_blink = False
+
+
 def running(
     node: FakeNode, app: InfwApp, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None
 ) -> Callable[[Pilot[Any]], Awaitable[None]]:
@@ -88,6 +94,7 @@ def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
             field.focus()
             field.value = ""
             await press(pilot, *value)
+        steady_cursors(screen)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=running(node, app, form))
@@ -113,6 +120,7 @@ def test_add_rule_form_with_parity_warnings(snap_compare: SnapCompare) -> None:
             if screen.warnings and screen._guard_wanted is None:
                 break
         assert len(screen.warnings) == 3, screen.warnings
+        steady_cursors(screen)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 36), run_before=running(node, app, form))
