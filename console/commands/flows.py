@@ -16,11 +16,17 @@ if TYPE_CHECKING:
 
 def cmd_flows(ctx: Context, args: argparse.Namespace) -> int:
     if args.sample is not None:
-        ctx.engine.set_flow_sample(args.sample)
+        previous = ctx.engine.set_flow_sample(args.sample)
         ctx.note(
             f"flows: sampling {'off' if args.sample == 0 else f'1 in {args.sample} packets'} "
             "from now on (the config's flowSample comes back at the next load)"
         )
+        if previous not in (0, args.sample) and args.sample:
+            ctx.note(
+                f"flows: the samples already counted were taken at 1 in {previous} and are now "
+                f"scaled by {args.sample}: counts of flows seen before now are off by "
+                f"{args.sample}/{previous} for that part"
+            )
     view = ctx.engine.flows(
         since=args.since, interface=args.iface, verdict=args.verdict, top=args.top
     )

@@ -47,15 +47,20 @@ class FlowViews(RuleEdits):
             dp, ifnames, since=since, interface=interface, verdict=wanted, top=top
         )
 
-    def set_flow_sample(self, rate: int) -> None:
-        """Sample 1 in rate packets into the flows map (0: off), until the next reload."""
+    def set_flow_sample(self, rate: int) -> int:
+        """Sample 1 in rate packets into the flows map (0: off), until the next load; returns
+        the rate it replaces (the map keeps sample counts, not the rate they were taken at, so
+        a console can say that the counts already there are now scaled by the new one)."""
         self._require_write("change flow sampling")
         if not 0 <= rate <= MAX_FLOW_SAMPLE:
             raise StateError(
                 f"flow sample rate {rate} is out of range",
                 f"give N in 0..{MAX_FLOW_SAMPLE} (1 in N packets; 1 every packet, 0 off)",
             )
-        self.datapath().set_flow_sample(rate)
+        dp = self.datapath()
+        previous = int(dp.config().flow_sample)
+        dp.set_flow_sample(rate)
+        return previous
 
     def preview(
         self,

@@ -147,7 +147,7 @@ def test_status_shows_the_flow_sample_rate_the_kernel_runs(tmp_path: Path) -> No
     assert (st.flow_sample, st.flow_sample_config) == (4, 4)
     assert st.to_json()["flow_sample"] == 4
     assert "1 in 4 packets sampled" in status_text(st) and "next load" not in status_text(st)
-    engine.set_flow_sample(0)  # a live change: the config's rate comes back at the next load
+    assert engine.set_flow_sample(0) == 4  # live: the config's rate comes back at the next load
     st = engine.status()
     assert (st.flow_sample, st.flow_sample_config) == (0, 4)
     text = status_text(st)
