@@ -593,7 +593,13 @@ class Store:
         return None
 
     def lock_holder(self, fd: int | None = None) -> int | None:
-        """The pid written by the current (or last) holder of the lock, if any."""
+        """The pid holding the lock per /proc/locks; else the pid its last holder wrote (a
+        holder that could not write it, e.g. on a read-only state dir, leaves an older pid)."""
+        from engine.kernel.ringbuf import lock_holders  # the kernel's record, not a hint
+
+        held = lock_holders(str(self.lock_path))
+        if len(held) == 1:
+            return held.pop()
         try:
             if fd is None:
                 text = self.lock_path.read_text()

@@ -153,6 +153,31 @@ def test_lock_holder_names_the_console_holding_the_store_lock(tmp_path: Path) ->
     assert e.lock_holder() is None
 
 
+def test_lock_holder_is_the_real_holder_when_the_lock_file_names_a_stale_pid(
+    tmp_path: Path,
+) -> None:
+    e = make(tmp_path)
+    lock = Path(e.state_dir) / "lock"
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.pwrite(fd, b'1\\n', 0)  # a holder that could not write its own pid\n"
+        "print('held', flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        assert e.store.lock_path == lock
+        assert e.lock_holder() == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_connect_opens_the_firewall_the_options_name(tmp_path: Path) -> None:
     kernel = FakeKernel(IFACES)
     e = Engine.connect(
