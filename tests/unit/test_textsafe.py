@@ -90,7 +90,25 @@ def test_lock_error_names_a_stopped_holder(tmp_path: Path) -> None:
         proc.wait()
 
 
-def test_lock_error_names_a_holder_that_is_gone(tmp_path: Path) -> None:
+def test_lock_error_names_the_real_holder_not_the_stale_pid_in_the_file(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    fd = _hold_lock(tmp_path, gone + "\n")  # held here; the file names a pid long gone
+    try:
+        with pytest.raises(StateError) as info, Store(str(tmp_path)).lock(timeout=0.05):
+            pass
+        assert f"pid {os.getpid()} " in str(info.value) and gone not in str(info.value)
+    finally:
+        os.close(fd)
+
+
+def test_lock_error_names_a_holder_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc/locks names nobody, the pid in the file is all there is; a gone one says so."""
+    import engine.kernel.ringbuf as ringbuf
+
+    monkeypatch.setattr(ringbuf, "lock_holders", lambda path: set())
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     fd = _hold_lock(tmp_path, gone + "\n")
