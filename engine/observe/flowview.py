@@ -12,7 +12,7 @@ from engine.core.impact import DEFAULT_TOP, ImpactPreview, diff_rules
 from engine.core.model import Action, RuleSet
 from engine.core.replay import ReplayReport
 from engine.core.ruleline import RuleLine
-from engine.errors import StateError
+from engine.errors import RequestError, StateError
 from engine.kernel.abi import MAX_FLOW_SAMPLE
 from engine.observe.flows import (
     DEFAULT_WINDOW,
@@ -43,9 +43,17 @@ class FlowViews(RuleEdits):
         wanted = None if verdict is None else _parse_verdict(verdict)
         dp = self.datapath(required=False) if self.loaded() else None
         ifnames = {v: k for k, v in self.interfaces().items()}
-        return self._flow_reader.read(
+        view = self._flow_reader.read(
             dp, ifnames, since=since, interface=interface, verdict=wanted, top=top
         )
+        # A misspelt --iface must not read as "no traffic"; a gone interface's flows still show.
+        if interface is not None and not view.flows and interface not in ifnames.values():
+            raise RequestError(
+                f"no interface {interface!r} on this node",
+                f"give --iface, one of: {', '.join(sorted(ifnames.values())) or 'none'}",
+                field="iface",
+            )
+        return view
 
     def set_flow_sample(self, rate: int) -> int:
         """Sample 1 in rate packets into the flows map (0: off), until the next load; returns

@@ -13,7 +13,7 @@ from scapy.utils import wrpcap
 
 from engine.core.frame import build_frame
 from engine.engine import Engine
-from engine.errors import StateError
+from engine.errors import RequestError, StateError
 from engine.kernel.fake import FakeKernel
 from engine.state.config import NodeConfig
 from tests.unit.test_kernel_seam import IFACES
@@ -58,6 +58,10 @@ def test_flows_show_what_was_sent_with_verdict_and_rule(tmp_path: Path) -> None:
     assert engine.flows(interface="eth1").flows == ()
     with pytest.raises(StateError, match="unknown verdict"):
         engine.flows(verdict="maybe")
+    # A misspelt interface is an error naming it, not an empty table that reads as no traffic.
+    with pytest.raises(RequestError, match="no interface 'eht0'") as err:
+        engine.flows(interface="eht0")
+    assert "eth0" in err.value.fix and err.value.field == "iface"
 
 
 def test_sampled_counts_are_scaled(tmp_path: Path) -> None:
