@@ -20,7 +20,13 @@ from engine.core.frame import build_frame, parse_frame
 from engine.core.model import Action, Firewall, IngressBlock, Protocol, Rule, RuleSet
 from engine.core.replies import ReplyFlow, ReplySettings, reply_flow
 from engine.kernel import bpfsys
-from engine.kernel.abi import DEFAULT_FLOW_SAMPLE, MAP_FLOWS, MAP_REPLIES, NodeCounter
+from engine.kernel.abi import (
+    DEFAULT_FLOW_SAMPLE,
+    MAP_FLOWS,
+    MAP_REPLIES,
+    REPLIES_MAX_ENTRIES,
+    NodeCounter,
+)
 from engine.kernel.abi import Reason as KernelReason
 from engine.kernel.flowmap import decode_records
 from tests.kernel.conftest import LO_IFINDEX, PIN_BASE, kernel_skip_reason
@@ -229,3 +235,33 @@ def test_a_reply_is_sampled_into_flows_with_the_deny_it_got_past(dp: Any) -> Non
     finally:
         dp.set_replies(ReplySettings())
         dp.set_flow_sample(DEFAULT_FLOW_SAMPLE)
+
+
+def test_a_flood_of_outbound_flows_evicts_and_counts_it(dp: Any) -> None:
+    """More outbound flows than the table holds: the LRU makes room, never fails an insert, the
+    node counter says how many were recorded (recorded - held = evicted), and the newest flow's
+    answer still passes the Deny."""
+    if dp.egress_fd is None:
+        pytest.skip("this build has no tc egress recorder")
+    dp.write_tables(compile_ruleset(DENY_ALL, {"lo": LO_IFINDEX}), dp.generation() + 1)
+    set_table(dp, set())
+    dp.set_replies(ON)
+    total = REPLIES_MAX_ENTRIES + 4096
+    try:
+        before = dp.node_counters()[NodeCounter.REPLY_RECORDED][0]
+        for i in range(total):  # the node's DNS queries, each from its own port: distinct flows
+            remote, port = f"192.0.2.{53 + i // 60000}", 1024 + i % 60000
+            query = build_frame("192.0.2.1", remote, 17, dport=53, sport=port)
+            bpfsys.prog_test_run(dp.egress_fd, query)  # skb test run: skb->ifindex is lo
+        recorded = dp.node_counters()[NodeCounter.REPLY_RECORDED][0] - before
+        held = dp.replies_held()
+        assert recorded == total
+        assert 0 < held <= REPLIES_MAX_ENTRIES
+        assert recorded - held >= total - REPLIES_MAX_ENTRIES  # what `infw replies` calls evicted
+        answer = build_frame(remote, "192.0.2.1", 17, dport=port, sport=53)
+        assert verdict(dp, answer)[:2] == (XDP_PASS, KernelReason.REPLY)
+        forged = build_frame(remote, "192.0.2.1", 17, dport=port, sport=54)
+        assert verdict(dp, forged)[:2] == (XDP_DROP, KernelReason.RULE)
+    finally:
+        dp.set_replies(ReplySettings())
+        set_table(dp, set())
