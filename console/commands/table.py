@@ -87,6 +87,9 @@ _PREVIEW_ARGS = (
 _FLOW_IFACE = arg(
     "--iface", metavar="IFACE", complete="interfaces", help="only flows arriving on IFACE"
 )
+_RULE_FILE = arg(
+    "file", metavar="FILE", complete="yaml_files", help="IngressNodeFirewall YAML ('-': stdin)"
+)
 _NO_ATTACH = arg(
     "--no-attach",
     action="store_true",
@@ -177,14 +180,7 @@ COMMANDS: dict[str, Command] = {
             "validate",
             "check a rule file against this node's interfaces and the guard; applies nothing",
             cmd_validate,
-            (
-                arg(
-                    "file",
-                    metavar="FILE",
-                    complete="yaml_files",
-                    help="IngressNodeFirewall YAML ('-': stdin)",
-                ),
-            ),
+            (_RULE_FILE,),
             examples=(
                 ("rules.yaml", "check before applying"),
                 ("--json rules.yaml", "errors as JSON (exit 2 names each bad field)"),
@@ -195,12 +191,7 @@ COMMANDS: dict[str, Command] = {
             "replace the rules with FILE (commit-confirmed: confirm or it reverts)",
             cmd_apply,
             (
-                arg(
-                    "file",
-                    metavar="FILE",
-                    complete="yaml_files",
-                    help="IngressNodeFirewall YAML ('-': stdin)",
-                ),
+                _RULE_FILE,
                 *_EDIT_ARGS,
                 *_PREVIEW_ARGS,
                 _NO_ATTACH,
@@ -218,12 +209,7 @@ COMMANDS: dict[str, Command] = {
             "what FILE would change: rules by id, and the seen flows whose verdict flips",
             cmd_diff,
             (
-                arg(
-                    "file",
-                    metavar="FILE",
-                    complete="yaml_files",
-                    help="IngressNodeFirewall YAML ('-': stdin)",
-                ),
+                _RULE_FILE,
                 *_PREVIEW_ARGS,
             ),
             examples=(
