@@ -17,7 +17,7 @@ test: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy engine console bench
+	$(VENV)/bin/mypy engine console bench tests
 
 fmt: bootstrap
 	$(VENV)/bin/ruff check --fix .

@@ -18,7 +18,6 @@ from engine import (
     InterfaceView,
     PendingDrops,
     RuleRow,
-    RuleSet,
     StatsSnapshot,
     Status,
     TraceRequest,
@@ -67,16 +66,6 @@ class EngineLike(Protocol):
 
     def open_events(self, max_per_second: int = 200) -> EventSourceLike: ...
 
-    def apply(
-        self,
-        ruleset: RuleSet,
-        *,
-        confirm_timeout: float | None = ...,
-        force: bool = ...,
-        expected_generation: int | None = ...,
-        summary: str = ...,
-    ) -> ApplyResult: ...
-
     def reorder_target(self, rule_id: int, delta: int) -> int: ...
 
     def reorder_rule(self, rule_id: int, delta: int, **kwargs: Any) -> ApplyResult: ...
@@ -97,16 +86,6 @@ class EngineLike(Protocol):
 
     def set_mode(self, mode: str) -> str: ...
 
-    def trace(
-        self,
-        interface: str,
-        src: str,
-        proto: str,
-        dport: int | None = None,
-        icmp_type: int | None = None,
-        icmp_code: int | None = None,
-    ) -> TraceResult: ...
-
     def attach(
         self,
         patterns: Sequence[str],
@@ -120,14 +99,12 @@ class EngineLike(Protocol):
 
     def export_yaml(self) -> str: ...
 
-    def ruleset(self) -> RuleSet: ...
-
     def interfaces(self) -> dict[str, int]: ...
 
     def preview_add(self, line: str, **kwargs: Any) -> ImpactPreview: ...
 
     def preview_edit(self, rule_id: int, line: str, **kwargs: Any) -> ImpactPreview: ...
 
-    def flows(self, **kwargs: Any) -> FlowsView: ...
+    def flows(self) -> FlowsView: ...
 
     def pending_drops(self, snapshot: StatsSnapshot) -> PendingDrops | None: ...

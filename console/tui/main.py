@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
 from console.tui.app import InfwApp
 from engine import Engine, InfwError, PrivilegeError
@@ -17,8 +17,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Any:
-    # Any, as before: EngineLike's flows/preview are stated loosely (**kwargs) for the fakes.
+def open_lab(read_only: bool, progress: Callable[[str], None] = _say) -> Engine:
     """The lab's engine (Engine.open_lab): the lab brought up if needed, its firewall attached."""
     return Engine.open_lab(read_only, progress)
 
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 "run infw-tui with sudo (add --read-only to look without changing anything)",
             )
         if args.lab:
-            engine: Any = open_lab(args.read_only)
+            engine: Engine = open_lab(args.read_only)
         else:
             from console.cli import connect  # the CLI's --netns/--pin-root/--state-dir meaning
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import tuikit
+
+from tests.console import tuikit
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,6 @@ from prompt_toolkit.formatted_text import fragment_list_to_text
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
-from tuikit import make_node
 
 from console.commands import EventFilter, UsageError
 from console.repl import ReplCompleter, Toolbar, default_history_path, file_history, run_repl
@@ -36,6 +35,7 @@ from engine.views import (
     RuleRow,
     Status,
 )
+from tests.console.tuikit import make_node
 
 pytestmark = pytest.mark.console
 

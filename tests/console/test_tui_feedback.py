@@ -11,10 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakenode import LAB_LINES, FakeNode
 from textual.pilot import Pilot
 from textual.widgets import Button, Input, Select, Static
-from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui import main as main_module
 from console.tui.app import InfwApp
@@ -23,6 +21,8 @@ from console.tui.screens.dialogs import QuitDialog
 from console.tui.screens.rule_form import RuleForm
 from console.tui.widgets.cells import event_header
 from console.tui.widgets.rules import RulesTable
+from tests.console.fakenode import LAB_LINES, FakeNode
+from tests.console.tuikit import aio, make_app, press, refresh, settle
 
 pytestmark = pytest.mark.console
 

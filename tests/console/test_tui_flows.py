@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.widgets import DataTable, Input, Select, Static
-from tuikit import aio, settle
 
 from console.tui.app import InfwApp
 from console.tui.screens.flows import FlowsScreen
 from console.tui.screens.rule_form import RuleForm
 from console.tui.screens.trace import TraceDialog
 from engine.engine import Engine
+from tests.console.tuikit import aio, settle
 from tests.unit.test_engine_flows import flow_lab, send_tcp
 
 

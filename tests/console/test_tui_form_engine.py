@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
-from tuikit import aio, press, settle
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm
 from engine.engine import Engine
 from engine.kernel.fake import FakeKernel
 from engine.state.config import NodeConfig
+from tests.console.tuikit import aio, press, settle
 
 pytestmark = pytest.mark.console
 

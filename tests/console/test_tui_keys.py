@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakenode import FakeNode
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
-from tuikit import aio, make_app, press, refresh, settle
 
 from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen
 from console.tui.screens.history import HistoryScreen
@@ -28,6 +26,8 @@ from console.tui.screens.trace import TraceDialog
 from console.tui.widgets.events_pane import EventLog, EventPane
 from console.tui.widgets.header import DisconnectedBanner, PendingBanner, StatusHeader
 from console.tui.widgets.rules import RulesTable
+from tests.console.fakenode import FakeNode
+from tests.console.tuikit import aio, make_app, press, refresh, settle
 
 pytestmark = pytest.mark.console
 
@@ -185,21 +185,21 @@ async def test_pause_stops_following() -> None:
         assert not pane.paused and len(log.lines) == len(pane.events) > shown
 
 
-async def fill_form(pilot: object, values: dict[str, str]) -> RuleForm:
-    app = pilot.app  # type: ignore[attr-defined]
+async def fill_form(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
+    app = pilot.app
     form = app.screen
     assert isinstance(form, RuleForm)
     for name, value in values.items():
         widget = form.query_one(f"#f-{name}")
         if isinstance(widget, Select):
             widget.value = value
-            await pilot.pause()  # type: ignore[attr-defined]  # lets the form enable its fields
+            await pilot.pause()  # lets the form enable its fields
         else:
             assert isinstance(widget, Input)
             widget.focus()
             widget.value = ""
-            await press(pilot, *value) if value else None  # type: ignore[attr-defined]
-    await pilot.pause()  # type: ignore[attr-defined]
+            await press(pilot, *value) if value else None
+    await pilot.pause()
     return form
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
-from tuikit import press
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm
 from console.tui.widgets.header import PendingBanner
 from console.tui.widgets.rules import RulesTable
+from tests.console.tuikit import press
 
 pytestmark = [pytest.mark.root, pytest.mark.console, pytest.mark.e2e]
 

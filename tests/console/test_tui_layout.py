@@ -8,13 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakenode import Client, FakeNode
 from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
-from tuikit import aio, make_app, make_node, press, refresh, settle
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm, free_order
@@ -23,6 +21,8 @@ from console.tui.widgets.footer import KeyFooter
 from console.tui.widgets.header import StatusHeader, first_fitting, header_variants
 from console.tui.widgets.rules import RulesTable
 from engine.views import DropEvent
+from tests.console.fakenode import Client, FakeNode
+from tests.console.tuikit import aio, make_app, make_node, press, refresh, settle
 
 pytestmark = pytest.mark.console
 

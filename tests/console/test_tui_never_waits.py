@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Static
-from tuikit import aio, settle
 
 from console.tui.app import InfwApp
 from console.tui.screens.dialogs import ConfirmDialog, HelpScreen
@@ -21,6 +20,7 @@ from engine.engine import Engine
 from engine.kernel.fake import FakeKernel
 from engine.state.config import NodeConfig
 from engine.state.store import Store
+from tests.console.tuikit import aio, settle
 
 pytestmark = pytest.mark.console
 

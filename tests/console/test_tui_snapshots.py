@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fakenode import FakeNode
 from textual.pilot import Pilot
 from textual.widgets import Input, Select
-from tuikit import make_app as _make_app
-from tuikit import press, settle
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm
+from tests.console.fakenode import FakeNode
+from tests.console.tuikit import make_app as _make_app
+from tests.console.tuikit import press, settle
 
 pytestmark = pytest.mark.console
 

@@ -10,10 +10,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from fakenode import FakeNode, NodeClock, frozen_time
 from textual.pilot import Pilot
 
 from console.tui.app import InfwApp
+from tests.console.fakenode import FakeNode, NodeClock, frozen_time
 
 # Set for each console test by conftest.py: where its FakeNodes live, and what undoes the frozen
 # time when the test ends.

@@ -217,11 +217,14 @@ class FaultNode:
         time.sleep(0.05)  # and nothing more arrives
         return got + self._drain(port)
 
-    def rules_in_force(self, **via: str) -> str:
+    def rules_in_force(self, *, client: str | None = None, dst: str = NODE_V4) -> str:
         """Judged by packets alone: "old", "new", "none" (everything passes), "closed" (both
         ports dropped: OLD plus the added deny) or "mixed (a, b)" (part of a burst passed).
-        via: client= and dst= of delivered(), for a second link."""
-        counts = (self.delivered(OPEN_PORT, **via), self.delivered(SHUT_PORT, **via))
+        client and dst as for delivered(), for a second link."""
+        counts = (
+            self.delivered(OPEN_PORT, client=client, dst=dst),
+            self.delivered(SHUT_PORT, client=client, dst=dst),
+        )
         if not set(counts) <= {0, 5}:
             return f"mixed {counts}"
         verdicts = {

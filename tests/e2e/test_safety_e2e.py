@@ -133,9 +133,13 @@ def test_unconfirmed_apply_reverts_after_the_console_is_killed(
     probes_before_deadline_allowed = 0
     while time.time() < deadline + 2.0:
         before = packets(eng, allow_id)
+
+        def allowed_again(before: int = before) -> bool:
+            return packets(eng, allow_id) > before
+
         sent_at = time.time()
         send_packets(c1.ns, c1.node_v4, "udp", dport=PORT, count=1)
-        if wait_for(lambda b=before: packets(eng, allow_id) > b, 0.05, step=0.01):
+        if wait_for(allowed_again, 0.05, step=0.01):
             if sent_at < deadline - 0.2:
                 probes_before_deadline_allowed += 1
             reverted_at = time.time()

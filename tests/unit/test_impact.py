@@ -124,7 +124,8 @@ def test_impact_agrees_with_the_brute_force_reference(data: st.DataObject) -> No
     preview = preview_change(
         current, ids, proposed, flows, interfaces=NODE_INTERFACES, top=len(flows)
     )
-    want_denied, want_allowed = set(), set()
+    want_denied: set[FlowKey] = set()
+    want_allowed: set[FlowKey] = set()
     for f in flows:
         before = classify(current, ids, iface, f.key.packet())
         after = classify(proposed, new_ids, iface, f.key.packet())

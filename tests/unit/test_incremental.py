@@ -8,8 +8,9 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.cidr import Prefix
 from engine.core.classify import PacketFields, classify, lookup
-from engine.core.compiler import CompiledTables, compile_ruleset
+from engine.core.compiler import CompiledTables, ListRule, compile_ruleset
 from engine.core.failsafe import DEFAULT_FAILSAFE
 from engine.core.incremental import IncrementalCompiler
 from engine.core.model import Action, Firewall, IngressBlock, Rule, RuleSet
@@ -77,7 +78,15 @@ def entries(t: CompiledTables) -> dict[str, object]:
     }
 
 
-def by_content(t: CompiledTables) -> tuple[dict[object, object], set[object]]:
+ListContent = tuple[ListRule, ...]
+# A segment with its list id replaced by the list's rules: (list, proto, nonfirst, value, length,
+# rule id, action).
+SegmentContent = tuple[ListContent, int, bool, int, int, int, Action]
+
+
+def by_content(
+    t: CompiledTables,
+) -> tuple[dict[tuple[int, Prefix], ListContent], set[SegmentContent]]:
     """lpm and segments with list ids replaced by list contents (numbering aside)."""
     lpm = {(e.ifindex, e.prefix): t.lists[e.list_id] for e in t.lpm}
     segs = {

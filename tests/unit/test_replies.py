@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.classify import Reason, lookup
+from engine.core.classify import PacketFields, Reason, lookup
 from engine.core.compiler import compile_ruleset
 from engine.core.frame import build_frame, parse_frame
 from engine.core.model import Action, Firewall, IngressBlock, Rule, RuleSet
@@ -27,7 +27,7 @@ DENY_ALL = RuleSet(
 )
 
 
-def fields(frame: bytes):  # type: ignore[no-untyped-def]
+def fields(frame: bytes) -> PacketFields:
     parsed = parse_frame(frame).fields
     assert parsed is not None
     return parsed
