@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -70,7 +71,8 @@ LARGE: dict[str, tuple[str, Callable[[int], str], bool]] = {
 }
 CAPACITY = BulkShape(blocks=1000, cidrs_per_block=1000)  # 1,000,000 scattered IPv4 /32s
 CAPACITY_CASE = "1,000,000 scattered IPv4 /32s x 10 rules"
-SAMPLING_OFF = ", flow sampling off"  # the same case with config flow_sample 0
+SAMPLING_OFF = ", flow sampling off"
+HASH_ONLY = "hosts in the kernel hash map (no cuckoo buckets)"  # what the buckets replace  # the same case with config flow_sample 0
 
 
 def udp6_ext() -> bytes:
@@ -104,6 +106,7 @@ def _rulesets() -> dict[str, Callable[[], RuleSet]]:
     for key, (_, cidr, _) in LARGE.items():
         sets[key] = partial(bulk_ruleset, BulkShape(), cidr=cidr)
         sets[f"{key} lpm"] = sets[key]
+        sets[f"{key} hash"] = sets[key]
     sets["1M v4 scattered"] = partial(bulk_ruleset, CAPACITY, cidr=scattered_v4)
     return sets
 
@@ -142,6 +145,7 @@ def _cases() -> list[Case]:
         cases.append(
             Case(f"{name}, kernel LPM tries only", f"{key} lpm", frame, XDP_DROP, 10, bulk.cidrs)
         )
+        cases.append(Case(f"{name}, {HASH_ONLY}", f"{key} hash", frame, XDP_DROP, 10, bulk.cidrs))
     probe = _host(scattered_v4((CAPACITY.blocks - 1) * CAPACITY.cidrs_per_block))
     cases.append(Case(CAPACITY_CASE, "1M v4 scattered", udp4(probe), XDP_DROP, 10, CAPACITY.cidrs))
     cases += [
@@ -193,7 +197,8 @@ def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured]
                     tables = dataclasses.replace(tables, node_budget=0)
                 t1 = time.perf_counter()
                 generation += 1
-                dp.write_tables(tables, generation)
+                with _hosts_in_hash(key.endswith(" hash")):
+                    dp.write_tables(tables, generation)
                 t2 = time.perf_counter()
             except Exception as exc:
                 for c in mine:
@@ -230,6 +235,20 @@ def measure_all(progress: Callable[[str], None] = print) -> tuple[list[Measured]
     return results, errors
 
 
+@contextmanager
+def _hosts_in_hash(on: bool) -> Iterator[None]:
+    """Write the exact prefixes to the kernel hash map, as before the cuckoo buckets."""
+    from engine.kernel import hostplan
+
+    saved = hostplan.BUCKETS_PER_GEN
+    if on:
+        hostplan.BUCKETS_PER_GEN = dict.fromkeys(saved, 0)
+    try:
+        yield
+    finally:
+        hostplan.BUCKETS_PER_GEN = saved
+
+
 def _memlock(fd: int) -> int:
     """Kernel memory charged to a map (fdinfo memlock: actual use for LPM tries since 6.x)."""
     with open(f"/proc/self/fdinfo/{fd}") as f:
@@ -243,7 +262,8 @@ def _bytes_per_prefix(dp: Any, tables: Any) -> float:
     """Map memory the live tables take per source prefix: array-trie nodes used (1 KiB each)
     plus the LPM tries' memlock (actual use on 6.x kernels; the other generation is reclaimed
     first, so only the live one counts)."""
-    from engine.kernel.abi import MAP_HOSTS, MAP_SEG, MAP_SRC, NODE_ENTRIES
+    from engine.kernel.abi import MAP_HOSTS, MAP_SEG, MAP_SRC, NODE_ENTRIES, V4_SPACE, V6_SPACE
+    from engine.kernel.cuckoo import HOST4_BUCKET_BYTES, HOST6_BUCKET_BYTES
 
     dp.reclaim()
     fast = tables.fast
@@ -251,8 +271,14 @@ def _bytes_per_prefix(dp: Any, tables: Any) -> float:
     lpm = 0
     if fast.lpm or fast.segments:
         lpm = _memlock(dp.maps[MAP_SRC].fd) + _memlock(dp.maps[MAP_SEG].fd)
-    if fast.hosts:
+    plan = dp.tables.last_hosts
+    if plan is not None and plan.hashed:
         lpm += _memlock(dp.maps[MAP_HOSTS].fd)
+    if plan is not None:  # the cuckoo buckets the hosts occupy (the arrays are preallocated)
+        used = plan.buckets_used
+        lpm += (
+            used.get(V4_SPACE, 0) * HOST4_BUCKET_BYTES + used.get(V6_SPACE, 0) * HOST6_BUCKET_BYTES
+        )
     return (nodes * NODE_ENTRIES * 4 + lpm) / max(len(tables.lpm), 1)
 
 

@@ -210,24 +210,74 @@ static __always_inline u64 be64_keep(u32 s)
     return m;
 }
 
-/* The exact-prefix hash: the source masked to the length the root names. A hit is the longest
- * match (the compiler hashes only prefixes that hold no longer one), so it decides alone. The
- * masks are computed without branches: each branch here would multiply the verifier's states
- * over everything that follows. */
-static __always_inline u32 *host_list(u32 gen, u32 ifindex, u32 entry, struct packet *pkt)
+/* Bucket index of the folded address f within a region of `buckets`: the top half of a
+ * multiplicative hash, scaled to the region without a division (engine/kernel/cuckoo.py). */
+static __always_inline u32 bucket_of(u64 f, u64 c, u32 buckets)
+{
+    return (u32)((((f * c) >> 32) * buckets) >> 32);
+}
+
+/* The list id of the IPv4 host in bucket idx, 0 if none there. At most one slot holds the
+ * address, and a free slot's list id is 0, so OR-ing the matches needs no branch per slot. */
+static __always_inline u32 probe4(u32 idx, u32 addr)
+{
+    struct host4_bucket *b = host4.lookup(&idx);
+    u32 hit = 0;
+
+    if (!b)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < HOST_SLOTS; i++)
+        hit |= b->addr[i] == addr ? b->list_id[i] : 0;
+    return hit;
+}
+
+static __always_inline u32 probe6(u32 idx, u64 hi, u64 lo)
+{
+    struct host6_bucket *b = host6.lookup(&idx);
+    u32 hit = 0;
+
+    if (!b)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < HOST_SLOTS; i++)
+        hit |= (b->hi[i] == hi && b->lo[i] == lo) ? b->list_id[i] : 0;
+    return hit;
+}
+
+/* The exact-prefix tables: the source masked to the length the root names, looked up in the
+ * root's cuckoo region (two buckets), or in the hosts hash when the region has none. A hit is
+ * the longest match (the compiler takes only prefixes that hold no longer one), so it decides
+ * alone; 0 is a miss. The masks are computed without branches: each branch here would
+ * multiply the verifier's states over everything that follows. */
+static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, u32 entry,
+                                     struct packet *pkt)
 {
     u32 s = 127 - ((entry & HOST_LEN_MASK) >> HOST_LEN_SHIFT); /* 128 - length: 0..127 */
     u32 s_hi = (s & 63) & -((s >> 6) & 1); /* bits cleared in the high word: s - 64, or 0 */
     u32 s_lo = s - s_hi;                    /* in the low word: s, at most 64 */
-    struct host_key hk = {.tag = ifindex << 1 | gen};
     u64 hi, lo;
     __builtin_memcpy(&hi, pkt->src, 8);
     __builtin_memcpy(&lo, pkt->src + 8, 8);
     hi &= be64_keep(s_hi);
     lo &= be64_keep(s_lo);
+    struct host_region *r = host_regions.lookup(&ri);
+    if (r && r->buckets) {
+        u64 f = (hi * HOST_HASH_C1) ^ lo ^ r->seed;
+        u32 b1 = r->base + bucket_of(f, HOST_HASH_C2, r->buckets);
+        u32 b2 = r->base + bucket_of(f, HOST_HASH_C3, r->buckets);
+        if (space == V4_SPACE) {
+            u32 hit = probe4(b1, (u32)(lo >> 32));
+            return hit ? hit : probe4(b2, (u32)(lo >> 32));
+        }
+        u32 hit = probe6(b1, hi, lo);
+        return hit ? hit : probe6(b2, hi, lo);
+    }
+    struct host_key hk = {.tag = ifindex << 1 | gen};
     __builtin_memcpy(hk.addr, &hi, 8);
     __builtin_memcpy(hk.addr + 8, &lo, 8);
-    return hosts.lookup(&hk);
+    u32 *list_id = hosts.lookup(&hk);
+    return list_id ? *list_id : 0;
 }
 
 /* (generation, ifindex, source) -> rule-list id, 0 on a miss, NO_TABLES when the tables do not
@@ -255,8 +305,8 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         if (entry & ROOT_HOSTS) {
             /* a hit is a leaf (a list id): the walk below stops at once and returns it; one
              * way out for both, so the verifier does not follow the rest twice */
-            u32 *list_id = host_list(gen, ifindex, entry, pkt);
-            entry = list_id ? *list_id : entry & ~(ROOT_HOSTS | HOST_LEN_MASK);
+            u32 hit = host_list(gen, ifindex, ri, space, entry, pkt);
+            entry = hit ? hit : entry & ~(ROOT_HOSTS | HOST_LEN_MASK);
         }
         if (entry == ROOT_EMPTY)
             return 0;

@@ -28,7 +28,9 @@
     !defined(NC_EVENTS_SUPPRESSED) || !defined(NC_EVENTS_LOST) || !defined(NC_REPLY_ALLOWED) || \
     !defined(NC_REPLY_RECORDED) || !defined(NC_UNCONFIGURED) || !defined(ROOT_EMPTY) || \
     !defined(ROOT_HOSTS) || !defined(HOST_LEN_SHIFT) || !defined(HOST_LEN_MASK) || \
-    !defined(HOSTS_MAX_ENTRIES)
+    !defined(HOSTS_MAX_ENTRIES) || !defined(HOST_SLOTS) || !defined(HOST4_BUCKETS_PER_GEN) || \
+    !defined(HOST6_BUCKETS_PER_GEN) || !defined(HOST_HASH_C1) || !defined(HOST_HASH_C2) || \
+    !defined(HOST_HASH_C3)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -43,6 +45,28 @@ struct src_key {
 struct host_key {
     u32 tag; /* ifindex << 1 | generation */
     u8 addr[16]; /* masked to the prefix length the (ifindex, space) root names */
+};
+
+/* the cuckoo buckets of one (generation, space, ifindex): base is an absolute bucket index
+ * into host4 or host6; buckets == 0 sends the lookup to the hosts hash instead */
+struct host_region {
+    u32 base;
+    u32 buckets;
+    u32 seed;
+    u32 pad;
+};
+
+/* list_id 0: a free slot. addr: the masked address's last four bytes as a u32 in memory order */
+struct host4_bucket {
+    u32 addr[HOST_SLOTS];
+    u32 list_id[HOST_SLOTS];
+};
+
+/* hi, lo: the masked address as two u64 words in memory order */
+struct host6_bucket {
+    u64 hi[HOST_SLOTS];
+    u64 lo[HOST_SLOTS];
+    u32 list_id[HOST_SLOTS];
 };
 
 struct seg_key {
@@ -184,6 +208,14 @@ BPF_TABLE_PINNED("array", u32, struct node, nodes, NODES_TOTAL, PIN_ROOT "/nodes
  * generations, allocated per entry */
 BPF_TABLE_PINNED("hash", struct host_key, u32, hosts, HOSTS_MAX_ENTRIES, PIN_ROOT "/hosts",
                  BPF_F_NO_PREALLOC);
+/* the same exact prefixes in cuckoo tables the program probes itself (two buckets, inlined
+ * array reads), per (generation, space, ifindex) region; mmapable, so a write is a memcpy */
+BPF_TABLE_PINNED("array", u32, struct host_region, host_regions, SRC_ROOTS_ENTRIES,
+                 PIN_ROOT "/host_regions");
+BPF_TABLE_PINNED("array", u32, struct host4_bucket, host4, 2 * HOST4_BUCKETS_PER_GEN,
+                 PIN_ROOT "/host4", BPF_F_MMAPABLE);
+BPF_TABLE_PINNED("array", u32, struct host6_bucket, host6, 2 * HOST6_BUCKETS_PER_GEN,
+                 PIN_ROOT "/host6", BPF_F_MMAPABLE);
 /* [generation][space][ifindex] -> root entry of that source trie; userspace reads and writes
  * it through mmap (a batch lookup of every entry would cost ~70 ms per edit) */
 BPF_TABLE_PINNED("array", u32, u32, src_roots, SRC_ROOTS_ENTRIES, PIN_ROOT "/src_roots",

@@ -31,6 +31,9 @@ MAP_FLOW_GAP = "flow_gap"
 MAP_REPLIES = "replies"
 MAP_REPLY_CONFIG = "reply_config"
 MAP_HOSTS = "hosts"
+MAP_HOST4 = "host4"
+MAP_HOST6 = "host6"
+MAP_HOST_REGIONS = "host_regions"
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -48,10 +51,24 @@ ALL_MAPS = (
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
     MAP_HOSTS,
+    MAP_HOST4,
+    MAP_HOST6,
+    MAP_HOST_REGIONS,
 )
 # Maps a reload adds to pins of an older build (bcc creates a missing pinned map): their
 # absence is no reason to refuse a reload, and an older build opened as it is lacks them.
-OPTIONAL_MAPS = frozenset({MAP_FLOWS, MAP_FLOW_GAP, MAP_REPLIES, MAP_REPLY_CONFIG, MAP_HOSTS})
+OPTIONAL_MAPS = frozenset(
+    {
+        MAP_FLOWS,
+        MAP_FLOW_GAP,
+        MAP_REPLIES,
+        MAP_REPLY_CONFIG,
+        MAP_HOSTS,
+        MAP_HOST4,
+        MAP_HOST6,
+        MAP_HOST_REGIONS,
+    }
+)
 
 # Sizes (kept in step with engine.core.compiler limits; both generations live at once).
 SRC_MAX_ENTRIES = 2 * 131072 + 1024
@@ -85,6 +102,18 @@ HOST_LEN_MASK = 0x7F << HOST_LEN_SHIFT
 # exact-prefix hash: (ifindex, generation, address masked to the root's length) -> list id;
 # both generations, no prealloc (memory per entry actually held)
 HOSTS_MAX_ENTRIES = 2 * 1_048_576
+# The same exact prefixes, in cuckoo tables of array buckets the program probes itself (two
+# candidate buckets of HOST_SLOTS slots each, a few inlined array reads) where the kernel hash
+# costs a jhash and a bucket walk (~30 ns more). host_regions[root index] names the buckets of
+# one (generation, space, ifindex); an (ifindex, space) that does not fit, or whose placement
+# fails, stays in the hash (its region has no buckets). IPv4 buckets hold the address's last
+# four bytes, IPv6 buckets all sixteen. engine/kernel/cuckoo.py places them, with the hash below.
+HOST_SLOTS = 4
+HOST4_BUCKETS_PER_GEN = 327_680  # 1,310,720 slots: 1,000,000 hosts at 76% load; 10 MiB
+HOST6_BUCKETS_PER_GEN = 65_536  # 262,144 slots; 5 MiB
+HOST_HASH_C1 = 0x9E3779B97F4A7C15  # fold: f = (hi * C1) ^ lo ^ seed, over u64 words in memory order
+HOST_HASH_C2 = 0xC2B2AE3D27D4EB4F  # bucket 1: ((f * C2) >> 32) * buckets >> 32
+HOST_HASH_C3 = 0x165667B19E3779F9  # bucket 2: ((f * C3) >> 32) * buckets >> 32
 NODE_INDEX_MASK = NODE_FLAG - 1
 V4_SPACE, V6_SPACE = 0, 1  # the two source tries of an interface: IPv4 (mapped) and IPv6
 
@@ -119,6 +148,36 @@ class HostKey(ct.Structure):
     to the length its (ifindex, space) root names."""
 
     _fields_ = [("tag", ct.c_uint32), ("addr", ct.c_uint8 * 16)]
+
+
+class HostRegion(ct.Structure):
+    """host_regions value: the buckets (absolute index into host4 or host6, by the root's
+    space) of one (generation, space, ifindex); buckets == 0: its hosts are in the hash."""
+
+    _fields_ = [
+        ("base", ct.c_uint32),
+        ("buckets", ct.c_uint32),
+        ("seed", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class Host4Bucket(ct.Structure):
+    """host4 value: four IPv4 hosts (the masked address's last four bytes, as the program reads
+    them) and their list ids; list id 0 marks a free slot."""
+
+    _fields_ = [("addr", ct.c_uint32 * HOST_SLOTS), ("list_id", ct.c_uint32 * HOST_SLOTS)]
+
+
+class Host6Bucket(ct.Structure):
+    """host6 value: four IPv6 prefixes (the masked address as two u64 words in memory order)
+    and their list ids; list id 0 marks a free slot."""
+
+    _fields_ = [
+        ("hi", ct.c_uint64 * HOST_SLOTS),
+        ("lo", ct.c_uint64 * HOST_SLOTS),
+        ("list_id", ct.c_uint32 * HOST_SLOTS),
+    ]
 
 
 class SegKey(ct.Structure):
@@ -367,6 +426,12 @@ def c_defines() -> dict[str, int]:
         "HOST_LEN_SHIFT": HOST_LEN_SHIFT,
         "HOST_LEN_MASK": HOST_LEN_MASK,
         "HOSTS_MAX_ENTRIES": HOSTS_MAX_ENTRIES,
+        "HOST_SLOTS": HOST_SLOTS,
+        "HOST4_BUCKETS_PER_GEN": HOST4_BUCKETS_PER_GEN,
+        "HOST6_BUCKETS_PER_GEN": HOST6_BUCKETS_PER_GEN,
+        "HOST_HASH_C1": HOST_HASH_C1,
+        "HOST_HASH_C2": HOST_HASH_C2,
+        "HOST_HASH_C3": HOST_HASH_C3,
         "NODE_INDEX_MASK": NODE_INDEX_MASK,
         "GEN_BIT": GEN_BIT,
         "SRC_KEY_FIXED_BITS": SRC_KEY_FIXED_BITS,

@@ -42,6 +42,24 @@ def write_words(words: memoryview, entries: Mapping[int, int]) -> None:
         words[index] = value  # an aligned store, seen by the program at once
 
 
+def map_bytes(m: Map, entries: int, value_size: int) -> tuple[mmap.mmap, memoryview]:
+    """An mmapable array whose values (a multiple of 8 bytes) lie back to back, as bytes."""
+    size = (entries * value_size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+    mem = mmap.mmap(m.fd, size)
+    return mem, memoryview(mem)
+
+
+class MappedBytes:
+    """One array map of 8-byte-multiple values mapped into this process until close()."""
+
+    def __init__(self, m: Map, entries: int, value_size: int) -> None:
+        self._mem, self.raw = map_bytes(m, entries, value_size)
+
+    def close(self) -> None:
+        self.raw.release()
+        self._mem.close()
+
+
 class MappedArray:
     """One array map mapped into this process until close()."""
 

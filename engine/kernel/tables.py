@@ -16,6 +16,9 @@ from engine.kernel.abi import (
     GEN_BIT,
     LISTS_PER_GEN,
     MAP_FAILSAFE,
+    MAP_HOST4,
+    MAP_HOST6,
+    MAP_HOST_REGIONS,
     MAP_HOSTS,
     MAP_LIST_ROOTS,
     MAP_NODES,
@@ -29,12 +32,15 @@ from engine.kernel.abi import (
     SEG_KEY_FIXED_BITS,
     SRC_KEY_FIXED_BITS,
     SRC_ROOTS_ENTRIES,
+    V4_SPACE,
     Action,
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
+from engine.kernel.cuckoo import HOST4_BUCKET_BYTES, HOST6_BUCKET_BYTES
 from engine.kernel.failsafe import FailsafePorts, wanted_failsafe
-from engine.kernel.mapped import MappedArray, nonzero_words, write_words
+from engine.kernel.hostplan import BUCKETS_PER_GEN, HOST_REGION, HostPlan, plan_hosts
+from engine.kernel.mapped import MappedArray, MappedBytes, nonzero_words, write_words
 
 # After the generation switch, packets already past their config read finish their lookups
 # within microseconds; wait this long before deleting or overwriting the old generation under
@@ -67,8 +73,13 @@ class GenerationTables:
         self._written: dict[int, FastImages] = {}
         self._last_switch: tuple[int, int] | None = None
         self.last_write: str = ""  # "delta: N rows" or "full", for benchmarks and tests
+        self._buckets: dict[int, MappedBytes] = {}  # host4 / host6 by space, mapped on use
+        self.last_hosts: HostPlan | None = None  # where the last full write put the hosts
 
     def close(self) -> None:
+        for mapped in self._buckets.values():
+            mapped.close()
+        self._buckets.clear()
         if self._failsafe is not None:
             self._failsafe.close()
             self._failsafe = None
@@ -121,7 +132,10 @@ class GenerationTables:
         src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
         roots = self.src_roots()
         self.last_write = "full"
-        self._empty_generation(inactive, hosts_next=bool(fast.hosts))
+        plan = plan_hosts(fast.hosts, inactive, self._has_cuckoo()) if fast.hosts else None
+        hashed = plan.hashed if plan is not None else {}
+        self.last_hosts = plan
+        self._empty_generation(inactive, hosts_next=bool(hashed))
         new_roots = {
             _root_index(inactive, ifindex, space): entry
             for (ifindex, space), entry in fast.src_roots.items()
@@ -129,8 +143,8 @@ class GenerationTables:
 
         src_keys, src_vals = _src_image(fast.lpm, inactive)
         seg_keys, seg_vals = _seg_image(fast.segments, inactive)
-        host_keys, host_vals = _host_image(fast.hosts, inactive)
-        hosts = self._hosts_map() if fast.hosts else None
+        host_keys, host_vals = _host_image(hashed, inactive)
+        hosts = self._hosts_map() if hashed else None
         failsafe = self.failsafe_ports()
         old_masks = failsafe.masks()
         new_masks = wanted_failsafe(tables)
@@ -150,6 +164,8 @@ class GenerationTables:
             _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
+            if plan is not None and plan.regions and self._has_cuckoo():
+                self._write_host_regions(plan, inactive)
             if hosts is not None:
                 hosts.update_batch(host_keys, host_vals)
             write_words(roots, new_roots)
@@ -164,6 +180,32 @@ class GenerationTables:
             raise
         self._switched_at = time.monotonic()
         self._settle_failsafe(old_masks, grown, new_masks)
+
+    def _has_cuckoo(self) -> bool:
+        return all(m in self._maps for m in (MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS))
+
+    def _write_host_regions(self, plan: HostPlan, gen: int) -> None:
+        """The cuckoo buckets of gen's half (a memcpy each through the mapping), then the
+        region of every hashed root. Nothing reads either before gen's roots point at them."""
+        for space, parts in plan.images.items():
+            mapped = self._bucket_map(space)
+            size = HOST4_BUCKET_BYTES if space == V4_SPACE else HOST6_BUCKET_BYTES
+            for base, raw in parts:
+                mapped.raw[base * size : base * size + len(raw)] = raw
+        ordered = sorted(plan.regions.items())
+        keys = array.array("I", (_root_index(gen, i, space) for (i, space), _ in ordered))
+        values = b"".join(HOST_REGION.pack(base, n, seed, 0) for _, (base, n, seed) in ordered)
+        self._maps[MAP_HOST_REGIONS].update_batch(keys.tobytes(), values)
+
+    def _bucket_map(self, space: int) -> MappedBytes:
+        if space not in self._buckets:
+            name, size = (
+                (MAP_HOST4, HOST4_BUCKET_BYTES)
+                if space == V4_SPACE
+                else (MAP_HOST6, HOST6_BUCKET_BYTES)
+            )
+            self._buckets[space] = MappedBytes(self._maps[name], 2 * BUCKETS_PER_GEN[space], size)
+        return self._buckets[space]
 
     def _hosts_map(self) -> Map:
         hosts = self._maps.get(MAP_HOSTS)

@@ -259,6 +259,53 @@ def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
         assert_agree(kernel, ruleset, tables, build_frame(src, "::1", 17, dport=9))
 
 
+@pytest.mark.parametrize("cuckoo", [True, False], ids=["cuckoo buckets", "hash fallback"])
+def test_kernel_agrees_on_hosts_beyond_the_arrays(
+    kernel: Any, cuckoo: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hosts the arrays cannot hold (a budget of 2 nodes) go to the exact-prefix tables: the
+    cuckoo buckets, or the hosts hash when no region fits; both answer like the reference, for
+    hits, misses beside them and the wider prefixes around them, IPv4 and IPv6."""
+    from engine.kernel import hostplan
+
+    if not cuckoo:
+        monkeypatch.setattr(hostplan, "BUCKETS_PER_GEN", {0: 0, 1: 0})
+    v4 = tuple(f"198.18.{i >> 8}.{i & 255}/32" for i in range(0, 3000, 3))
+    v6 = tuple(f"2001:db8:0:{i}::{i}/128" for i in range(0, 600, 3))
+    ruleset = RuleSet(
+        (
+            Firewall(
+                "hosts",
+                ("lo",),
+                (
+                    IngressBlock(v4 + v6, (Rule(5, Action.DENY, Protocol.UDP, PortRange(9, 9)),)),
+                    IngressBlock(
+                        ("198.18.0.0/15", "2001:db8::/32"),
+                        (
+                            Rule(7, Action.ALLOW, Protocol.UDP, PortRange(1, 9)),
+                            Rule(8, Action.DENY),
+                        ),
+                    ),
+                ),
+            ),
+        )
+    )
+    tables = load_rules(kernel, ruleset, node_budget=2)
+    plan = kernel.tables.last_hosts
+    assert plan is not None and len(tables.fast.hosts) >= 1000
+    if cuckoo:
+        assert not plan.hashed and all(n for _, n, _ in plan.regions.values())
+    else:
+        assert plan.hashed == dict(tables.fast.hosts)
+    for i in range(0, 3002, 7):
+        src = f"198.18.{i >> 8}.{i & 255}"
+        for dport in (8, 9, 10):
+            assert_agree(kernel, ruleset, tables, build_frame(src, "10.0.0.1", 17, dport=dport))
+    for i in range(0, 602, 5):
+        src = f"2001:db8:0:{i}::{i}"
+        assert_agree(kernel, ruleset, tables, build_frame(src, "::1", 17, dport=9))
+
+
 # A catch-all Deny behind specific rules: any frame the kernel parses differently from the
 # reference (parsed vs unparsed, other port, other protocol) shows up as another verdict.
 CATCH_ALL = RuleSet(
