@@ -261,8 +261,15 @@ def first_match_segments(rules: list[ListRule]) -> list[tuple[int, int, ListRule
 
 
 def list_segments(list_id: int, rules: tuple[ListRule, ...]) -> list[SegmentEntry]:
+    return ranges_segments(list_id, class_ranges(rules))
+
+
+def ranges_segments(
+    list_id: int, ranges: Mapping[tuple[int, bool], list[tuple[int, int, ListRule]]]
+) -> list[SegmentEntry]:
+    """list_segments from a list's class_ranges (a caller that needs them too computes them once)."""
     out: list[SegmentEntry] = []
-    for (cls, nonfirst), segs in class_ranges(rules).items():
+    for (cls, nonfirst), segs in ranges.items():
         for low, high, winner in segs:
             for value, length in range_to_prefixes(low, high):
                 out.append(

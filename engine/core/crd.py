@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.core.cidr import CidrError, parse_operator_cidr, remember_cidr
+from engine.core.cidr import CidrError, operator_text, parse_operator_cidr, remember_cidr
 from engine.core.export import firewall_to_dict
 from engine.core.failsafe import OPERATOR_FAILSAFE
 from engine.core.model import (
@@ -435,7 +435,7 @@ def _parse_entry(
             except CidrError as exc:
                 c.add(f"{path}.sourceCIDRs[{i}]", text, str(exc))
                 continue
-            normal = str(parsed.prefix)
+            normal = operator_text(text, parsed)
             if parsed.prefix.is_v4 and not parsed.mapped:
                 remember_cidr(normal, parsed.prefix)  # what parse_cidr says of it: no 2nd parse
             if parsed.mapped:

@@ -52,8 +52,8 @@ from engine.core.compiler import (
     class_ranges,
     compile_ruleset,
     list_rule,
-    list_segments,
     match_interfaces,
+    ranges_segments,
     rule_key,
     seg_leaf,
     seg_rows,
@@ -317,6 +317,8 @@ class IncrementalCompiler:
         self.list_by_content: dict[tuple[ListRule, ...], int] = {}
         self.list_users: dict[int, int] = defaultdict(int)
         self.seg_of: dict[int, list[SegmentEntry]] = {}
+        # each list's class_ranges, computed once: its segments, trie plan and rows share them
+        self.ranges: dict[int, dict[tuple[int, bool], list[tuple[int, int, ListRule]]]] = {}
         self.slots = _Slots(self.budget)
         self.rows: dict[int, bytes] = {}
         self.tries: dict[TrieKey, _SrcTrie] = {}
@@ -374,9 +376,10 @@ class IncrementalCompiler:
         self.rule_ids = assign_rule_ids(ruleset, previous_ids)
         blocks = self._blocks_of(ruleset)
         for key, blk in blocks.items():
-            self._add_block(key, blk, set())
+            self._add_block(key, blk, None)
+        self._index_all()
         _limit("interfaces", len(self._selected()), MAX_INTERFACES, "select fewer interfaces")
-        self._v4_roots(set(self.own))
+        self._v4_roots(set(), {i for i, _ in self.own})
         _limit("source prefixes", len(self.own), MAX_PREFIXES, "merge CIDRs into wider prefixes")
         self._assign_lists(self._lists_for(list(self.own)), old_lists)
         # slots of positions still in use are kept; the rest are free for new positions
@@ -574,7 +577,8 @@ class IncrementalCompiler:
                 blk.source, blk.fw_interfaces, blk.ifindexes, blk.prefixes, blk.keys, placed
             )
 
-    def _add_block(self, key: BlockKey, blk: _Block, touched: set[SrcKey]) -> None:
+    def _add_block(self, key: BlockKey, blk: _Block, touched: set[SrcKey] | None) -> None:
+        """touched None: the full path, which indexes every prefix at once afterwards."""
         self.blocks[key] = blk
         for k in blk.keys:
             self.key_count[k] += 1
@@ -589,12 +593,22 @@ class IncrementalCompiler:
                 source.source_cidrs,  # type: ignore[attr-defined]
                 rule,
             )
+        own = self.own
+        if touched is None:
+            for ifindex in blk.ifindexes:
+                for prefix in blk.prefixes:
+                    slot = own.get((ifindex, prefix))
+                    if slot is None:
+                        own[(ifindex, prefix)] = {key: prefix.length}
+                    else:
+                        slot[key] = prefix.length
+            return
         for prefix in blk.prefixes:
             for ifindex in blk.ifindexes:
                 sk = (ifindex, prefix)
-                slot = self.own.get(sk)
+                slot = own.get(sk)
                 if slot is None:
-                    slot = self.own[sk] = {}
+                    slot = own[sk] = {}
                     self._index_add(sk)
                 slot[key] = prefix.length
                 touched.add(sk)
@@ -625,6 +639,19 @@ class IncrementalCompiler:
 
     # --- prefixes ----------------------------------------------------------------------------
 
+    def _index_all(self) -> None:
+        """The prefix index of every owned prefix, sorted once (the full path's _index_add)."""
+        by: dict[tuple[int, bool], list[tuple[int, int]]] = defaultdict(list)
+        for ifindex, p in self.own:
+            by[(ifindex, p.is_v4)].append((p.value, p.length))
+        for k, items in by.items():
+            items.sort()
+            self.sorted_prefixes[k] = items
+            counts: dict[int, int] = {}
+            for _, length in items:
+                counts[length] = counts.get(length, 0) + 1
+            self.lengths[k] = counts
+
     def _index_add(self, sk: SrcKey) -> None:
         ifindex, p = sk
         bisect.insort(self.sorted_prefixes[(ifindex, p.is_v4)], (p.value, p.length))
@@ -642,11 +669,14 @@ class IncrementalCompiler:
         if not counts[p.length]:
             del counts[p.length]
 
-    def _v4_roots(self, candidates: set[SrcKey]) -> None:
+    def _v4_roots(self, candidates: set[SrcKey], ifindexes: set[int] | None = None) -> None:
         """compile_ruleset's _add_v4_roots, kept up to date: an interface whose IPv6 prefixes
-        cover ::ffff:0:0/96 has that /96 as the IPv4 root; it goes when nothing needs it."""
+        cover ::ffff:0:0/96 has that /96 as the IPv4 root; it goes when nothing needs it.
+        Looks at the interfaces of candidates (or ifindexes), adds the roots it changes."""
         root = Prefix(MAPPED_V4_PREFIX, 96, True)
-        for ifindex in {i for i, _ in list(candidates)}:
+        if ifindexes is None:
+            ifindexes = {i for i, _ in candidates}
+        for ifindex in ifindexes:
             need = any(
                 (ifindex, Prefix(MAPPED_V4_PREFIX >> (128 - n) << (128 - n) if n else 0, n, False))
                 in self.own
@@ -677,10 +707,16 @@ class IncrementalCompiler:
                     out.add((ifindex, Prefix(value, length, p.is_v4)))
         return out
 
-    def _members(self, sk: SrcKey) -> Members:
+    def _members(self, sk: SrcKey, shorter: Sequence[int] = ()) -> Members:
+        """The blocks (and the length of their prefix) whose rules sk's list holds: its own
+        and every enclosing prefix's. shorter: the lengths held for sk's interface and family,
+        sorted (prefixes of the other lengths cannot enclose it)."""
         ifindex, prefix = sk
-        members = dict(self.own[sk])
-        for length in sorted(self.lengths.get((ifindex, prefix.is_v4), {})):
+        mine = self.own[sk]
+        if not shorter or shorter[0] >= prefix.length:
+            return tuple(mine.items()) if len(mine) == 1 else tuple(sorted(mine.items()))
+        members = dict(mine)
+        for length in shorter:
             if length >= prefix.length:
                 break
             shift = 128 - length
@@ -695,20 +731,26 @@ class IncrementalCompiler:
 
     # --- lists -------------------------------------------------------------------------------
 
-    def _lists_for(self, keys: Iterable[SrcKey]) -> dict[SrcKey, tuple[ListRule, ...]]:
-        cache: dict[Members, tuple[ListRule, ...]] = {}
-        out: dict[SrcKey, tuple[ListRule, ...]] = {}
+    def _lists_for(self, keys: Iterable[SrcKey]) -> dict[tuple[ListRule, ...], list[SrcKey]]:
+        """The prefixes of keys grouped by the merged rule list each must hold."""
+        groups: dict[Members, list[SrcKey]] = {}
+        out: dict[tuple[ListRule, ...], list[SrcKey]] = {}
+        lengths: dict[tuple[int, bool], list[int]] = {}
         for sk in keys:
-            members = self._members(sk)
-            merged = cache.get(members)
-            if merged is None:
+            fam = (sk[0], sk[1].is_v4)
+            shorter = lengths.get(fam)
+            if shorter is None:
+                shorter = lengths[fam] = sorted(self.lengths.get(fam, ()))
+            members = self._members(sk, shorter)
+            group = groups.get(members)
+            if group is None:
                 ranked = []
                 for (fw_name, bi), qlen in members:
                     for order, ri, lr in self.blocks[(fw_name, bi)].placed:
                         ranked.append(((order, -qlen, fw_name, bi, ri), lr))
                 ranked.sort(key=lambda e: e[0])
                 # hashed once: every prefix sharing it looks it up by content below
-                merged = cache[members] = HashedTuple(lr for _, lr in ranked)
+                merged = HashedTuple(lr for _, lr in ranked)
                 if len(merged) > MAX_RULES_PER_SOURCE:
                     _limit(
                         f"rules for source {sk[1]}",
@@ -716,7 +758,9 @@ class IncrementalCompiler:
                         MAX_RULES_PER_SOURCE,
                         "use fewer rules for this source and its enclosing prefixes",
                     )
-            out[sk] = merged
+                # other members can merge to the same rules: one group per content
+                group = groups[members] = out.setdefault(merged, [])
+            group.append(sk)
         return out
 
     def _set_list(self, sk: SrcKey, lid: int | None) -> None:
@@ -735,7 +779,7 @@ class IncrementalCompiler:
 
     def _assign_lists(
         self,
-        wanted: dict[SrcKey, tuple[ListRule, ...]],
+        wanted: dict[tuple[ListRule, ...], list[SrcKey]],
         hints: Mapping[tuple[ListRule, ...], int] | None,
         old_ids: Mapping[SrcKey, int | None] | None = None,
     ) -> tuple[set[int], set[int]]:
@@ -746,7 +790,7 @@ class IncrementalCompiler:
             if lid is not None:
                 self.list_users[lid] -= 1
         pending: dict[tuple[ListRule, ...], SrcKey] = {}
-        for sk, content in wanted.items():
+        for content, sks in wanted.items():
             lid = self.list_by_content.get(content)
             if lid is None and hints is not None:
                 lid = hints.get(content)
@@ -754,17 +798,16 @@ class IncrementalCompiler:
                     self.lists[lid] = content
                     self.list_by_content[content] = lid
             if lid is None:
-                first = pending.get(content)
-                if first is None or _src_order(sk) < _src_order(first):
-                    pending[content] = sk
+                # (ifindex, prefix) orders as _src_order does: value, length decide is_v4
+                pending[content] = min(sks)
                 continue
-            self._set_list(sk, lid)
-            self.list_users[lid] += 1
+            self._set_lists(sks, lid)
         dead = {lid for lid in self.lists if self.list_users.get(lid, 0) <= 0}
         for lid in dead:
             self.list_users.pop(lid, None)
             self.list_by_content.pop(self.lists.pop(lid), None)
             self.seg_of.pop(lid, None)
+            self.ranges.pop(lid, None)
         fresh: set[int] = set()
         next_id = 1
         for content, _ in sorted(pending.items(), key=lambda e: _src_order(e[1])):
@@ -774,30 +817,52 @@ class IncrementalCompiler:
             self.list_by_content[content] = next_id
             fresh.add(next_id)
         _limit("rule lists", len(self.lists), MAX_LISTS, "use fewer distinct rule lists")
-        for sk, content in wanted.items():
-            if content in pending:
-                lid = self.list_by_content[content]
-                self._set_list(sk, lid)
-                self.list_users[lid] += 1
+        for content in pending:
+            self._set_lists(wanted[content], self.list_by_content[content])
         for lid in self.lists:
             if lid >= LISTS_PER_GEN:
                 raise _Full("list id beyond the list-root array")
             if lid not in self.seg_of:
-                self.seg_of[lid] = list_segments(lid, self.lists[lid])
+                self.ranges[lid] = ranges = class_ranges(self.lists[lid])
+                self.seg_of[lid] = ranges_segments(lid, ranges)
         return fresh, dead
+
+    def _set_lists(self, sks: list[SrcKey], lid: int) -> None:
+        """_set_list for every one of sks; with no earlier view to tell, in one update."""
+        self.list_users[lid] += len(sks)
+        if self._views:
+            for sk in sks:
+                self._set_list(sk, lid)
+        else:
+            self.list_of.update(dict.fromkeys(sks, lid))
 
     # --- array tries -------------------------------------------------------------------------
 
     def _positions(self) -> list[NodeKey]:
         """Every node position of the current tables (full path: builds the tries too)."""
         self.tries = {}
+        scratch: set[TrieNode] = set()
+        # grouped by trie first: each trie's prefixes then go in with no per-prefix lookups
+        by_trie: dict[TrieKey, list[tuple[int, int, int]]] = defaultdict(list)
         for sk, lid in self.list_of.items():
             tkey, value, length = _trie_coords(sk)
-            _check_positional(tkey, length)
-            trie = self.tries.get(tkey)
-            if trie is None:
-                trie = self.tries[tkey] = _SrcTrie(32 if tkey[1] == V4_SPACE else 128)
-            trie.put(value, length, lid, set())
+            by_trie[tkey].append((value, length, lid))
+        for tkey, entries in by_trie.items():
+            trie = self.tries[tkey] = _SrcTrie(32 if tkey[1] == V4_SPACE else 128)
+            _check_positional(tkey, max(length for _, length, _ in entries))
+            width, at, need = trie.width, trie.at, trie._need
+            for value, length, lid in entries:
+                if length == 0:
+                    trie.default = lid
+                    continue
+                depth = (length - 1) >> 3
+                node = (depth, value >> (width - 8 * depth))
+                slot = at.get(node)
+                if slot is None:
+                    at[node] = {(length, value): lid}
+                    need(node, scratch)
+                else:
+                    slot[(length, value)] = lid
         keys: list[NodeKey] = [
             ("s", *tkey, *node) for tkey, trie in self.tries.items() for node in trie.kids
         ]
@@ -846,7 +911,7 @@ class IncrementalCompiler:
         """Per root (class, fragment flag) its segments, and the node positions they need."""
         plan: list[tuple[int, list[tuple[int, int, ListRule]]]] = []
         keys: list[NodeKey] = []
-        for (cls, nonfirst), segs in class_ranges(self.lists[lid]).items():
+        for (cls, nonfirst), segs in self.ranges[lid].items():
             ri = SEG_CLASS_INDEX[cls] * 2 + nonfirst
             plan.append((ri, segs))
             if not segs or (len(segs) == 1 and segs[0][0] == 0 and segs[0][1] == VALUE_MAX):

@@ -71,16 +71,20 @@ def nested_pairs(ruleset: RuleSet, limit: int = EXAMPLES) -> tuple[list[tuple[st
     count = 0
     seen: set[tuple[Prefix, Prefix]] = set()
     for prefixes in by_iface.values():
-        stack: list[Prefix] = []
-        for p in sorted(prefixes, key=lambda q: (q.is_v4, q.value, q.length)):
-            while stack and not stack[-1].encloses(p):
-                stack.pop()
-            if stack and (stack[-1], p) not in seen:
-                seen.add((stack[-1], p))
-                count += 1
-                if len(pairs) < limit:
-                    pairs.append((str(stack[-1]), str(p)))
-            stack.append(p)
+        for is_v4 in (False, True):  # IPv6 first, as one sort by (is_v4, value, length) has it
+            family = [p for p in prefixes if p.is_v4 is is_v4]
+            if len({p.length for p in family}) < 2:
+                continue  # distinct prefixes of one length never nest (100,000 /32s, say)
+            stack: list[Prefix] = []
+            for p in sorted(family):  # by value, then length: a prefix before those inside it
+                while stack and not stack[-1].encloses(p):
+                    stack.pop()
+                if stack and (stack[-1], p) not in seen:
+                    seen.add((stack[-1], p))
+                    count += 1
+                    if len(pairs) < limit:
+                        pairs.append((str(stack[-1]), str(p)))
+                stack.append(p)
     return pairs, count
 
 
