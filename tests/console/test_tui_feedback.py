@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import io
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, Select, Static
+from textual.widgets import Button, Static
 
 from console.tui import main as main_module
 from console.tui.app import InfwApp
@@ -22,45 +20,19 @@ from console.tui.screens.rule_form import RuleForm
 from console.tui.widgets.cells import event_header
 from console.tui.widgets.rules import RulesTable
 from tests.console.fakenode import LAB_LINES, FakeNode
-from tests.console.tuikit import aio, make_app, press, refresh, settle
+from tests.console.tuikit import (
+    add_rule_form,
+    aio,
+    fill_form,
+    make_app,
+    press,
+    settle,
+    text_of,
+    tick,
+    wait_until,
+)
 
 pytestmark = pytest.mark.console
-
-
-def text_of(widget: Static) -> str:
-    return str(widget.render())
-
-
-async def tick(pilot: Pilot[Any], node: FakeNode) -> None:
-    await settle(pilot)  # what the app asked at start answers at the clock it asked
-    node.advance(1.0)
-    await refresh(pilot)
-
-
-async def wait_for(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            return False
-        await pilot.pause(0.05)
-    return True
-
-
-async def fill(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
-    form = pilot.app.screen
-    assert isinstance(form, RuleForm)
-    for name, value in values.items():
-        widget = form.query_one(f"#f-{name}")
-        if isinstance(widget, Select):
-            widget.value = value
-            await pilot.pause()
-        else:
-            assert isinstance(widget, Input)
-            widget.focus()
-            widget.value = ""
-            await press(pilot, *value)
-    await pilot.pause()
-    return form
 
 
 def shown_text(form: RuleForm, name: str) -> str:
@@ -75,13 +47,12 @@ def shown_text(form: RuleForm, name: str) -> str:
 async def test_guard_refusal_shows_under_ports_while_typing() -> None:
     app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = await fill(
+        form = await add_rule_form(
             pilot,
             {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "action": "Deny"},
         )
-        await fill(pilot, {"ports": "22"})
-        assert await wait_for(pilot, lambda: "22/tcp (SSH)" in shown_text(form, "ports"))
+        await fill_form(pilot, {"ports": "22"})
+        assert await wait_until(pilot, lambda: "22/tcp (SSH)" in shown_text(form, "ports"))
         text = shown_text(form, "ports")
         assert "guard would refuse" in text and "covers 22/tcp (SSH), which always passes" in text
         # a dry run: the engine's preview of the add, nothing applied
@@ -90,20 +61,19 @@ async def test_guard_refusal_shows_under_ports_while_typing() -> None:
         assert app.screen is form
 
         # fixing the port takes the refusal away again
-        await fill(pilot, {"ports": "8022"})
-        assert await wait_for(pilot, lambda: shown_text(form, "ports") == "")
+        await fill_form(pilot, {"ports": "8022"})
+        assert await wait_until(pilot, lambda: shown_text(form, "ports") == "")
 
 
 @aio
 async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
     app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = await fill(
+        form = await add_rule_form(
             pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "TCP", "ports": "2"}
         )
-        await fill(pilot, {"ports": "2222"})  # typed key by key: one check, after the last
-        assert await wait_for(pilot, lambda: form.guard_line is not None)
+        await fill_form(pilot, {"ports": "2222"})  # typed key by key: one check, after the last
+        assert await wait_until(pilot, lambda: form.guard_line is not None)
         await pilot.pause(0.4)
         asked = [c[1][0] for c in node.called("preview_add")]
         assert len(asked) <= 2 and "2222" in asked[-1]
@@ -114,11 +84,10 @@ async def test_guard_dry_run_waits_for_a_pause_in_typing() -> None:
 async def test_incomplete_or_invalid_form_is_not_put_to_the_guard() -> None:
     app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        await fill(pilot, {"protocol": "TCP", "ports": "22"})  # no source CIDRs yet
+        await add_rule_form(pilot, {"protocol": "TCP", "ports": "22"})  # no source CIDRs yet
         await pilot.pause(0.5)
         assert node.calls == []
-        await fill(pilot, {"cidrs": "198.51.100.0/24", "ports": "99999"})
+        await fill_form(pilot, {"cidrs": "198.51.100.0/24", "ports": "99999"})
         await pilot.pause(0.5)
         assert node.calls == []
 
@@ -133,8 +102,8 @@ async def test_edit_dry_run_replaces_the_edited_rule() -> None:
         table.select_rule_id(target.rule_id)
         await pilot.pause()
         await press(pilot, "e")
-        form = await fill(pilot, {"ports": "20-25"})
-        assert await wait_for(pilot, lambda: "22/tcp" in shown_text(form, "ports"))
+        form = await fill_form(pilot, {"ports": "20-25"})
+        assert await wait_until(pilot, lambda: "22/tcp" in shown_text(form, "ports"))
         assert node.calls[-1][:2] == ("preview_edit", (target.rule_id, form.guard_line))
 
 
@@ -146,11 +115,10 @@ async def test_refusal_about_another_rule_goes_to_the_general_line() -> None:
     )
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)  # the rules are in the table: the form knows which ids are others'
-        await press(pilot, "a")
-        form = await fill(
+        form = await add_rule_form(
             pilot, {"cidrs": "198.51.100.0/24", "order": "5", "protocol": "UDP", "ports": "53"}
         )
-        assert await wait_for(pilot, lambda: "order 90" in shown_text(form, "general"))
+        assert await wait_until(pilot, lambda: "order 90" in shown_text(form, "general"))
         assert shown_text(form, "ports") == ""
 
 
@@ -335,8 +303,7 @@ def test_lab_with_netns_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 async def test_late_dry_run_does_not_overwrite_the_apply_refusal() -> None:
     app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = await fill(
+        form = await add_rule_form(
             pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
         )
         await press(pilot, "enter")  # before the debounced dry run has started

@@ -5,18 +5,15 @@ operator-parity notes the CLI prints, issue #10) appear in the form before anyth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-from textual.widgets import Input, Select, Static
+from textual.widgets import Static
 
 from console.tui.app import InfwApp
-from console.tui.screens.rule_form import RuleForm
 from engine.engine import Engine
 from engine.kernel.fake import FakeKernel
 from engine.state.config import NodeConfig
-from tests.console.tuikit import aio, press, settle
+from tests.console.tuikit import add_rule_form, aio, dry_run_answered, fill_form
 
 pytestmark = pytest.mark.console
 
@@ -34,41 +31,21 @@ def node(tmp_path: Path) -> Engine:
     return engine
 
 
-async def fill(pilot: Pilot[Any], form: RuleForm, values: dict[str, str]) -> None:
-    for name, value in values.items():
-        widget = form.query_one(f"#f-{name}")
-        if isinstance(widget, Select):
-            widget.value = value
-            await pilot.pause()
-            continue
-        assert isinstance(widget, Input)
-        widget.focus()
-        widget.value = ""
-        await press(pilot, *value)
-
-
-async def dry_run_answered(pilot: Pilot[Any], form: RuleForm) -> None:
-    """Wait until the dry run of the current fields came back (it runs in a worker)."""
-    for _ in range(300):
-        await pilot.pause(0.05)
-        if form.guard_line is not None and form._guard_wanted is None:
-            return
-    raise AssertionError("the engine's dry run never answered")
+def console(engine: Engine) -> InfwApp:
+    """The app on engine with long timers: the tests drive the form themselves."""
+    return InfwApp(engine, stats_interval=60, events_interval=60, offer_attach=False)
 
 
 @aio
 async def test_form_shows_the_engines_parity_warnings(tmp_path: Path) -> None:
     engine = node(tmp_path)
-    app = InfwApp(engine, stats_interval=60, events_interval=60, offer_attach=False)
+    app = console(engine)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await press(pilot, "a")
-        form = app.screen
-        assert isinstance(form, RuleForm)
+        form = await add_rule_form(pilot)
         warnings = form.query_one("#warnings", Static)
         assert not warnings.has_class("-shown")
-        await fill(pilot, form, {"protocol": "TCP"})
-        await fill(pilot, form, {"cidrs": "198.51.100.7/24", "order": "150", "ports": "80-90"})
+        await fill_form(pilot, {"protocol": "TCP"})
+        await fill_form(pilot, {"cidrs": "198.51.100.7/24", "order": "150", "ports": "80-90"})
         await dry_run_answered(pilot, form)
         text = str(warnings.render())
         assert warnings.has_class("-shown"), form.warnings
@@ -77,7 +54,7 @@ async def test_form_shows_the_engines_parity_warnings(tmp_path: Path) -> None:
         assert "end port" in text
         assert text.count("warning:") == len(form.warnings) == 3
         # A clean rule clears them.
-        await fill(pilot, form, {"cidrs": "198.51.100.0/24", "order": "15", "ports": "80"})
+        await fill_form(pilot, {"cidrs": "198.51.100.0/24", "order": "15", "ports": "80"})
         await dry_run_answered(pilot, form)
         assert not warnings.has_class("-shown") and form.warnings == []
     assert engine.state().ruleset.rule_count() == 1  # a dry run applies nothing
@@ -86,15 +63,12 @@ async def test_form_shows_the_engines_parity_warnings(tmp_path: Path) -> None:
 @aio
 async def test_form_dry_run_refuses_what_the_apply_would(tmp_path: Path) -> None:
     engine = node(tmp_path)
-    app = InfwApp(engine, stats_interval=60, events_interval=60, offer_attach=False)
+    app = console(engine)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await press(pilot, "a")
-        form = app.screen
-        assert isinstance(form, RuleForm)
+        form = await add_rule_form(pilot)
         # Order 10 for 192.0.2.0/24 is taken: the apply would refuse to replace that rule
         # silently (the engine's conflict check, which a rebuilt rule set never ran).
-        await fill(pilot, form, {"cidrs": "192.0.2.0/24", "order": "10"})
+        await fill_form(pilot, {"cidrs": "192.0.2.0/24", "order": "10"})
         await dry_run_answered(pilot, form)
         error = str(form.query_one("#e-order", Static).render())
         assert "order 10 is already used" in error, form.guard_notes
@@ -105,17 +79,14 @@ async def test_form_dry_run_refuses_what_the_apply_would(tmp_path: Path) -> None
 @aio
 async def test_an_invalid_edit_takes_back_the_impact_of_the_line_before(tmp_path: Path) -> None:
     engine = node(tmp_path)
-    app = InfwApp(engine, stats_interval=60, events_interval=60, offer_attach=False)
+    app = console(engine)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await press(pilot, "a")
-        form = app.screen
-        assert isinstance(form, RuleForm)
-        await fill(pilot, form, {"protocol": "TCP"})
-        await fill(pilot, form, {"cidrs": "198.51.100.0/24", "order": "15", "ports": "9999"})
+        form = await add_rule_form(pilot)
+        await fill_form(pilot, {"protocol": "TCP"})
+        await fill_form(pilot, {"cidrs": "198.51.100.0/24", "order": "15", "ports": "9999"})
         await dry_run_answered(pilot, form)
         impact = form.query_one("#impact", Static)
         assert "rules: 1 added" in str(impact.render())
-        await fill(pilot, form, {"ports": "99999"})  # no rule now: the impact was the old line's
+        await fill_form(pilot, {"ports": "99999"})  # no rule now: the impact was the old line's
         assert str(impact.render()) == "impact: waiting for a complete rule"
         assert form.impact == ""

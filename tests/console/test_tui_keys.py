@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from textual.coordinate import Coordinate
-from textual.pilot import Pilot
-from textual.widgets import Button, DataTable, Input, Select, SelectionList, Static
+from textual.widgets import Button, DataTable, Input, SelectionList, Static
 
 from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen
 from console.tui.screens.history import HistoryScreen
@@ -26,20 +25,18 @@ from console.tui.screens.trace import TraceDialog
 from console.tui.widgets.events_pane import EventLog, EventPane
 from console.tui.widgets.header import DisconnectedBanner, PendingBanner, StatusHeader
 from console.tui.widgets.rules import RulesTable
-from tests.console.fakenode import FakeNode
-from tests.console.tuikit import aio, make_app, press, refresh, settle
+from tests.console.tuikit import (
+    add_rule_form,
+    aio,
+    fill_form,
+    make_app,
+    press,
+    settle,
+    text_of,
+    tick,
+)
 
 pytestmark = pytest.mark.console
-
-
-def text_of(widget: Static) -> str:
-    return str(widget.render())
-
-
-async def tick(pilot: Pilot[Any], node: FakeNode, seconds: float = 1.0) -> None:
-    await settle(pilot)  # what the app asked at start answers at the clock it asked
-    node.advance(seconds)
-    await refresh(pilot)
 
 
 def row_keys(table: DataTable[object]) -> list[str]:
@@ -185,30 +182,13 @@ async def test_pause_stops_following() -> None:
         assert not pane.paused and len(log.lines) == len(pane.events) > shown
 
 
-async def fill_form(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
-    app = pilot.app
-    form = app.screen
-    assert isinstance(form, RuleForm)
-    for name, value in values.items():
-        widget = form.query_one(f"#f-{name}")
-        if isinstance(widget, Select):
-            widget.value = value
-            await pilot.pause()  # lets the form enable its fields
-        else:
-            assert isinstance(widget, Input)
-            widget.focus()
-            widget.value = ""
-            await press(pilot, *value) if value else None
-    await pilot.pause()
-    return form
-
-
 @aio
 async def test_add_rule_invalid_port_shows_inline_error() -> None:
     app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = await fill_form(pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP"})
+        form = await add_rule_form(
+            pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP"}
+        )
         await fill_form(pilot, {"ports": "99999"})
         error = form.query_one("#e-ports", Static)
         assert error.has_class("-shown")
@@ -224,9 +204,7 @@ async def test_add_rule_invalid_port_shows_inline_error() -> None:
 async def test_untouched_empty_fields_stay_quiet_until_submit() -> None:
     app, _node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = app.screen
-        assert isinstance(form, RuleForm)
+        form = await add_rule_form(pilot)
         assert not form.query_one("#e-cidrs", Static).has_class("-shown")
         await press(pilot, "ctrl+s")
         await pilot.pause()
@@ -244,8 +222,7 @@ async def test_add_rule_applies_pending_then_confirm() -> None:
         assert app.check_action("confirm", ()) is False
         assert app.check_action("revert", ()) is False
         assert "c" not in app.screen.active_bindings
-        await press(pilot, "a")
-        await fill_form(
+        await add_rule_form(
             pilot, {"cidrs": "203.0.113.0/24", "order": "15", "protocol": "TCP", "ports": "8443"}
         )
         await press(pilot, "enter")
@@ -296,8 +273,7 @@ async def test_revert_key_drops_pending_change() -> None:
 async def test_guard_refusal_next_to_field_and_force() -> None:
     app, node = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await press(pilot, "a")
-        form = await fill_form(
+        form = await add_rule_form(
             pilot, {"cidrs": "0.0.0.0/0", "order": "5", "protocol": "TCP", "ports": "1-1024"}
         )
         await press(pilot, "enter")

@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Select
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm
 from console.tui.widgets.header import PendingBanner
 from console.tui.widgets.rules import RulesTable
-from tests.console.tuikit import press
+from tests.console.tuikit import add_rule_form, press, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.console, pytest.mark.e2e]
 
@@ -78,11 +76,8 @@ def _remove_test_rule(engine: Any) -> None:
 
 
 async def _until(pilot: Pilot[Any], check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await pilot.pause(0.2)
+    if not await wait_until(pilot, check, timeout):
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
@@ -103,21 +98,10 @@ def test_lab_rules_counters_and_a_confirmed_edit(lab_engine: Any) -> None:
             await _until(pilot, lambda: total() > before, 15, "counters to move under lab traffic")
             await _until(pilot, lambda: bool(table.hit_keys), 5, "a rule marked as hit")
 
-            await press(pilot, "a")
-            form = app.screen
-            assert isinstance(form, RuleForm)
-            form.query_one("#f-protocol", Select).value = "TCP"
-            await pilot.pause()
-            for name, value in (
-                ("cidrs", TEST_RULE_CIDR),
-                ("order", "7"),
-                ("ports", TEST_RULE_PORT),
-            ):
-                field = form.query_one(f"#f-{name}", Input)
-                field.focus()
-                field.value = ""
-                await press(pilot, *value)
-            await pilot.pause()
+            form = await add_rule_form(
+                pilot,
+                {"protocol": "TCP", "cidrs": TEST_RULE_CIDR, "order": "7", "ports": TEST_RULE_PORT},
+            )
             assert form.errors == {}
             await press(pilot, "enter")
             await _until(

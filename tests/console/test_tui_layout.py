@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from rich.text import Text
 from textual.coordinate import Coordinate
-from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
 
@@ -21,16 +20,10 @@ from console.tui.widgets.footer import KeyFooter
 from console.tui.widgets.header import StatusHeader, first_fitting, header_variants
 from console.tui.widgets.rules import RulesTable
 from engine.views import DropEvent
-from tests.console.fakenode import Client, FakeNode
-from tests.console.tuikit import aio, make_app, make_node, press, refresh, settle
+from tests.console.fakenode import Client
+from tests.console.tuikit import aio, make_app, make_node, press, settle, tick
 
 pytestmark = pytest.mark.console
-
-
-async def tick(pilot: Pilot[Any], node: FakeNode, seconds: float = 1.0) -> None:
-    await settle(pilot)  # what the app asked at start answers at the clock it asked
-    node.advance(seconds)
-    await refresh(pilot)
 
 
 def line_of(widget: Static) -> str:

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, Select
+from textual.widgets import Input
 
 from console.tui.app import InfwApp
-from console.tui.screens.rule_form import RuleForm
 from tests.console.fakenode import FakeNode
+from tests.console.tuikit import add_rule_form, press, settle, wait_until
 from tests.console.tuikit import make_app as _make_app
-from tests.console.tuikit import press, settle
 
 pytestmark = pytest.mark.console
 
@@ -84,16 +83,9 @@ def test_add_rule_form_with_inline_error(snap_compare: SnapCompare) -> None:
     app, node = make_app()
 
     async def form(pilot: Pilot[Any]) -> None:
-        await press(pilot, "a")
-        screen = app.screen
-        assert isinstance(screen, RuleForm)
-        screen.query_one("#f-protocol", Select).value = "TCP"
-        await pilot.pause()
-        for name, value in (("cidrs", "203.0.113.0/24"), ("order", "15"), ("ports", "99999")):
-            field = screen.query_one(f"#f-{name}", Input)
-            field.focus()
-            field.value = ""
-            await press(pilot, *value)
+        screen = await add_rule_form(
+            pilot, {"protocol": "TCP", "cidrs": "203.0.113.0/24", "order": "15", "ports": "99999"}
+        )
         steady_cursors(screen)
         await pilot.pause()
 
@@ -105,20 +97,10 @@ def test_add_rule_form_with_parity_warnings(snap_compare: SnapCompare) -> None:
     app, node = make_app()
 
     async def form(pilot: Pilot[Any]) -> None:
-        await press(pilot, "a")
-        screen = app.screen
-        assert isinstance(screen, RuleForm)
-        screen.query_one("#f-protocol", Select).value = "TCP"
-        await pilot.pause()
-        for name, value in (("cidrs", "198.51.100.7/24"), ("order", "150"), ("ports", "80-90")):
-            field = screen.query_one(f"#f-{name}", Input)
-            field.focus()
-            field.value = ""
-            await press(pilot, *value)
-        for _ in range(300):  # the dry run answers from a worker
-            await pilot.pause(0.05)
-            if screen.warnings and screen._guard_wanted is None:
-                break
+        screen = await add_rule_form(
+            pilot, {"protocol": "TCP", "cidrs": "198.51.100.7/24", "order": "150", "ports": "80-90"}
+        )
+        await wait_until(pilot, lambda: bool(screen.warnings) and screen._guard_wanted is None)
         assert len(screen.warnings) == 3, screen.warnings
         steady_cursors(screen)
         await pilot.pause()

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.widgets import Input, Select, Static
 
 from console.tui.app import InfwApp
+from console.tui.screens.rule_form import RuleForm
 from tests.console.fakenode import FakeNode, NodeClock, frozen_time
 
 # Set for each console test by conftest.py: where its FakeNodes live, and what undoes the frozen
@@ -84,3 +87,58 @@ async def refresh(pilot: Pilot[Any]) -> None:
     await settle(pilot)
     app.poll_events()
     await settle(pilot)
+
+
+async def tick(pilot: Pilot[Any], node: FakeNode, seconds: float = 1.0) -> None:
+    """One timer tick, seconds of node time later (its scripted traffic sent meanwhile)."""
+    await settle(pilot)  # what the app asked at start answers at the clock it asked
+    node.advance(seconds)
+    await refresh(pilot)
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def wait_until(pilot: Pilot[Any], ready: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Let the app run until ready() (a worker's answer, a timer's work) or timeout passes."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
+        await pilot.pause(0.05)
+    return True
+
+
+async def fill_form(pilot: Pilot[Any], values: dict[str, str]) -> RuleForm:
+    """Fill the open rule form as an operator does: a Select is set (the form then enables the
+    fields it allows), an Input is cleared and typed into key by key."""
+    form = pilot.app.screen
+    assert isinstance(form, RuleForm)
+    for name, value in values.items():
+        widget = form.query_one(f"#f-{name}")
+        if isinstance(widget, Select):
+            widget.value = value
+            await pilot.pause()
+        else:
+            assert isinstance(widget, Input)
+            widget.focus()
+            widget.value = ""
+            await press(pilot, *value)
+    await pilot.pause()
+    return form
+
+
+async def add_rule_form(pilot: Pilot[Any], values: dict[str, str] | None = None) -> RuleForm:
+    """Open the add-rule form (a) and fill in values."""
+    await press(pilot, "a")
+    return await fill_form(pilot, values or {})
+
+
+async def dry_run_answered(pilot: Pilot[Any], form: RuleForm) -> None:
+    """Wait until the guard's dry run of the form's current line came back (it runs in a
+    worker after a pause in typing)."""
+    answered = await wait_until(
+        pilot, lambda: form.guard_line is not None and form._guard_wanted is None
+    )
+    assert answered, "the engine's dry run never answered"

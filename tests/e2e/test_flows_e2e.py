@@ -14,22 +14,11 @@ from engine.core.flows import FlowKey
 from engine.core.model import Action
 from engine.lab.world import LabInfo, send_packets
 from engine.state.config import NodeConfig
+from tests.e2e.labrules import CLIENT_NETS, PortRule, lab_firewall
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
-RULES = """
-apiVersion: ingressnodefirewall.openshift.io/v1alpha1
-kind: IngressNodeFirewall
-metadata: {name: flows}
-spec:
-  interfaces: ["infw-n*"]
-  ingress:
-  - sourceCIDRs: [192.0.2.0/24, 198.51.100.0/24]
-    rules:
-    - order: 20
-      protocolConfig: {protocol: TCP, tcp: {ports: 443}}
-      action: Allow
-"""
+RULES = lab_firewall("flows", (CLIENT_NETS, [PortRule(20, "TCP", 443, "Allow")]))
 DENY_C1_443 = "deny tcp 443 from 192.0.2.0/24 order 10 firewall flows"
 
 

@@ -28,34 +28,18 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.utils import PcapNgWriter, wrpcap
 
 from engine.lab.world import NODE_NS, LabInfo, send_packets
+from tests.e2e.labrules import CLIENT_NETS, PortRule, lab_firewall
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
-ALLOW = """
-apiVersion: ingressnodefirewall.openshift.io/v1alpha1
-kind: IngressNodeFirewall
-metadata: {name: web}
-spec:
-  interfaces: ["infw-n*"]
-  ingress:
-  - sourceCIDRs: [192.0.2.0/24, 198.51.100.0/24]
-    rules:
-    - order: 20
-      protocolConfig: {protocol: TCP, tcp: {ports: 443}}
-      action: Allow
-    - order: 30
-      protocolConfig: {protocol: UDP, udp: {ports: 53}}
-      action: Allow
-"""
+ALLOW_443_AND_53 = (
+    CLIENT_NETS,
+    [PortRule(20, "TCP", 443, "Allow"), PortRule(30, "UDP", 53, "Allow")],
+)
+ALLOW = lab_firewall("web", ALLOW_443_AND_53)
 # the same, plus a Deny of 443/tcp from client c1's network only
-DENY_C1 = ALLOW.replace(
-    "  - sourceCIDRs: [192.0.2.0/24, 198.51.100.0/24]\n",
-    "  - sourceCIDRs: [192.0.2.0/24]\n"
-    "    rules:\n"
-    "    - order: 10\n"
-    "      protocolConfig: {protocol: TCP, tcp: {ports: 443}}\n"
-    "      action: Deny\n"
-    "  - sourceCIDRs: [192.0.2.0/24, 198.51.100.0/24]\n",
+DENY_C1 = lab_firewall(
+    "web", ([CLIENT_NETS[0]], [PortRule(10, "TCP", 443, "Deny")]), ALLOW_443_AND_53
 )
 
 

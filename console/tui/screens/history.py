@@ -15,7 +15,15 @@ from console.format import relative_time
 from console.tui.calls import EngineClient, call_engine
 from console.tui.facade import EngineLike
 from console.tui.screens.dialogs import ConfirmDialog
+from console.tui.widgets.listing import Column, ListingTable
 from engine import ApplyResult, InfwError, printable
+
+HISTORY_COLUMNS = (
+    Column("gen", "gen", 5),
+    Column("when", "when", 9),
+    Column("author", "author", 14),
+    Column("summary", "summary"),
+)
 
 
 class HistoryScreen(EngineClient, ModalScreen[None]):
@@ -35,17 +43,12 @@ class HistoryScreen(EngineClient, ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("History: applied generations (newest first)", classes="title")
-            yield DataTable(cursor_type="row", zebra_stripes=True, id="history")
+            yield ListingTable(HISTORY_COLUMNS, id="history")
             yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("gen", key="gen", width=5)
-        table.add_column("when", key="when", width=9)
-        table.add_column("author", key="author", width=14)
-        table.add_column("summary", key="summary")
         self.reload()
-        table.focus()
+        self.query_one(DataTable).focus()
 
     def reload(self) -> None:
         table = self.query_one(DataTable)

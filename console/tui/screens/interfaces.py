@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 from console.tui.calls import EngineClient, call_engine, error_line
 from console.tui.facade import EngineLike
 from console.tui.screens.dialogs import ConfirmDialog
+from console.tui.widgets.listing import Column, ListingTable
 from engine import GuardRefusal, InfwError, InterfaceView, printable
 
 ATTACH_MODES = ("auto", "native", "generic")
@@ -33,6 +34,14 @@ def program_text(view: InterfaceView | None) -> Text:
 
 def error_text(exc: InfwError | OSError) -> Text:
     return Text(f"✗ {error_line(exc)}", style="bold red")
+
+
+INTERFACE_COLUMNS = (
+    Column("interface", "name", 16),
+    Column("ifindex", "ifindex", 7),
+    Column("XDP mode", "mode", 9),
+    Column("program", "program"),
+)
 
 
 class AttachRunner:
@@ -74,18 +83,13 @@ class InterfacesScreen(EngineClient, ModalScreen[None]):
                     compact=True,
                     id="if-mode",
                 )
-            yield DataTable(cursor_type="row", zebra_stripes=True, id="if-table")
+            yield ListingTable(INTERFACE_COLUMNS, id="if-table")
             yield Static(id="if-status")
             yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        table.add_column("interface", key="name", width=16)
-        table.add_column("ifindex", key="ifindex", width=7)
-        table.add_column("XDP mode", key="mode", width=9)
-        table.add_column("program", key="program")
         self.reload()
-        table.focus()
+        self.query_one(DataTable).focus()
 
     def reload(self) -> None:
         table = self.query_one(DataTable)

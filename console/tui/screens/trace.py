@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
 from console.tui.calls import EngineClient, call_engine, error_line
@@ -75,6 +76,15 @@ class TracePacket:
     icmp_code: str = ""
 
 
+def _row(label: str, field: Widget) -> Horizontal:
+    """One line of the dialog: the field's label, then the field."""
+    return Horizontal(Label(label), field, classes="row")
+
+
+def _field(value: str, placeholder: str, id: str) -> Input:
+    return Input(value, placeholder=placeholder, compact=True, id=id)
+
+
 class TraceDialog(EngineClient, ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("ctrl+t", "trace", "Trace")]
 
@@ -93,63 +103,38 @@ class TraceDialog(EngineClient, ModalScreen[None]):
         self.result: TraceResult | None = None
 
     def compose(self) -> ComposeResult:
+        packet = self.packet or TracePacket("", "TCP")
         options = [(name, name) for name in self.interface_names]
         with Vertical():
             yield Static(
                 "Trace a packet: kernel program (test run) and reference classifier",
                 classes="title",
             )
-            with Horizontal(classes="row"):
-                yield Label("Interface")
-                yield Select(
+            yield _row(
+                "Interface",
+                Select(
                     options,
                     value=self.default_interface
                     or (self.interface_names[0] if self.interface_names else Select.NULL),
                     allow_blank=not self.interface_names,
                     compact=True,
                     id="t-iface",
-                )
-            with Horizontal(classes="row"):
-                yield Label("Source")
-                yield Input(
-                    self.packet.src if self.packet else "",
-                    placeholder="198.51.100.7 or 2001:db8::7",
-                    compact=True,
-                    id="t-src",
-                )
-            with Horizontal(classes="row"):
-                yield Label("Protocol")
-                yield Select(
+                ),
+            )
+            yield _row("Source", _field(packet.src, "198.51.100.7 or 2001:db8::7", "t-src"))
+            yield _row(
+                "Protocol",
+                Select(
                     [(p, p) for p in TRACE_PROTOCOLS],
-                    value=self.packet.proto if self.packet else "TCP",
+                    value=packet.proto,
                     allow_blank=False,
                     compact=True,
                     id="t-proto",
-                )
-            with Horizontal(classes="row"):
-                yield Label("Dest port")
-                yield Input(
-                    self.packet.dport if self.packet else "",
-                    placeholder="e.g. 80",
-                    compact=True,
-                    id="t-dport",
-                )
-            with Horizontal(classes="row"):
-                yield Label("ICMP type")
-                yield Input(
-                    self.packet.icmp_type if self.packet else "",
-                    placeholder="e.g. 8",
-                    compact=True,
-                    id="t-type",
-                )
-            with Horizontal(classes="row"):
-                yield Label("ICMP code")
-                yield Input(
-                    self.packet.icmp_code if self.packet else "",
-                    placeholder="e.g. 0",
-                    compact=True,
-                    id="t-code",
-                )
+                ),
+            )
+            yield _row("Dest port", _field(packet.dport, "e.g. 80", "t-dport"))
+            yield _row("ICMP type", _field(packet.icmp_type, "e.g. 8", "t-type"))
+            yield _row("ICMP code", _field(packet.icmp_code, "e.g. 0", "t-code"))
             with Horizontal(id="trace-buttons"):
                 yield Button("Trace (enter)", variant="primary", id="trace")
                 yield Button("Close (esc)", id="close")
