@@ -24,7 +24,8 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
 )
-from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
+from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, wrpcap
 
 from engine.lab.world import NODE_NS, LabInfo, send_packets
@@ -197,6 +198,22 @@ def test_captures_replay_with_kernel_equal_to_reference(
         # (the ports are all the rule reads); the IPv6 ones are not in the IPv4 Deny's CIDR
         assert denied == {f"rule {deny_id}": 4}, report["rows"]
         assert report["rows"]["unparsed"]["frames"] == 1, "the frame cut inside the IP header"
+    # the same frames as `tcpdump -i any` writes them: Linux cooked SLL and SLL2 headers in
+    # place of Ethernet (the VLAN tags stay in the payload, behind an 802.1Q/802.1ad protocol)
+    for cooked in (CookedLinux, CookedLinuxV2):
+        path = tmp_path / f"{cooked.__name__}.pcap"
+        wrpcap(
+            str(path),
+            [
+                cooked(proto=int.from_bytes(bytes(f)[12:14], "big")) / Raw(bytes(f)[14:])
+                for f in frames
+            ],
+        )
+        report = cli_json(lab_firewall, "trace", "--pcap", str(path), "--iface", c1.ifname_node)
+        assert report["kernel_ran"] and report["agree"], (cooked.__name__, report["mismatches"])
+        assert report["frames"] == len(frames) and report["kernel_skipped"] == 0
+        denied = {k: v["frames"] for k, v in report["rows"].items() if v["verdict"] == "Deny"}
+        assert denied == {f"rule {deny_id}": 4}, (cooked.__name__, report["rows"])
     # and the same capture as the traffic of an impact preview: deleting the Deny frees them
     gone = cli_json(
         lab_firewall,
