@@ -492,22 +492,29 @@ def _pack(entries: list[int]) -> bytes:
     return words.tobytes()
 
 
-def _prefix_trie(entries: list[tuple[int, int, int]], width: int, pool: _NodePool) -> int | None:
+def _prefix_trie(
+    entries: Iterable[tuple[int, int, int]], width: int, pool: _NodePool
+) -> int | None:
     """Root entry of a stride-8 trie over (value, length, leaf) prefixes of a width-bit space
     (value left-aligned in width bits, length 0..width), or None when it does not fit."""
     default = 0
     at: dict[tuple[int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    # stop reading once past it: every key of `at` is a node of its own, and 1M scattered
+    # hosts would need 1M of them
+    room = pool.budget - len(pool.chunks)
     for value, length, leaf in entries:
         if length == 0:
             default = leaf
             continue
         depth = (length - 1) >> 3
-        at[(depth, value >> (width - 8 * depth))].append((length, value, leaf))
+        key = (depth, value >> (width - 8 * depth))
+        if key not in at and len(at) >= room:
+            return None
+        at[key].append((length, value, leaf))
     if not at:
         return default
     needed: set[tuple[int, int]] = set()
     children: dict[tuple[int, int], list[int]] = defaultdict(list)
-    room = pool.budget - len(pool.chunks)  # stop counting once past it: 1M hosts need 1M nodes
     for depth, path in at:
         for d in range(depth, -1, -1):
             node = (d, path >> (8 * (depth - d)))
@@ -682,9 +689,9 @@ def _source_trie(space: int, entries: list[LpmEntry], pool: _NodePool) -> int | 
     """The (ifindex, space) array trie of these prefixes, or None when it does not fit."""
     if space == V4_SPACE:
         low32 = (1 << 32) - 1
-        v4 = [(e.prefix.value & low32, e.prefix.length - 96, e.list_id) for e in entries]
+        v4 = ((e.prefix.value & low32, e.prefix.length - 96, e.list_id) for e in entries)
         return _prefix_trie(v4, 32, pool)
-    return _prefix_trie([(e.prefix.value, e.prefix.length, e.list_id) for e in entries], 128, pool)
+    return _prefix_trie(((e.prefix.value, e.prefix.length, e.list_id) for e in entries), 128, pool)
 
 
 def host_split(

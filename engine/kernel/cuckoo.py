@@ -30,8 +30,8 @@ HOST6_BUCKET_BYTES = 20 * HOST_SLOTS  # u64 hi[4], u64 lo[4], u32 list_id[4]
 def words(value: int) -> tuple[int, int]:
     """A 128-bit address (as the compiler keeps it: big-endian value) as the two u64 words the
     program reads from memory on a little-endian machine."""
-    raw = value.to_bytes(16, "big")
-    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+    swapped = int.from_bytes(value.to_bytes(16, "big"), "little")
+    return swapped & MASK64, swapped >> 64
 
 
 def candidates(hi: int, lo: int, seed: int, buckets: int) -> tuple[int, int]:
@@ -68,7 +68,12 @@ def place(keys: Sequence[tuple[int, int]], buckets: int) -> Region | None:
 
 
 def _place(keys: Sequence[tuple[int, int]], buckets: int, seed: int) -> array.array[int] | None:
-    cand = [candidates(hi, lo, seed, buckets) for hi, lo in keys]
+    c1, c2, c3, m = HOST_HASH_C1, HOST_HASH_C2, HOST_HASH_C3, MASK64
+    folded = [((hi * c1) & m) ^ lo ^ seed for hi, lo in keys]  # candidates(), inlined: 1M keys
+    cand = [
+        (((((f * c2) & m) >> 32) * buckets) >> 32, ((((f * c3) & m) >> 32) * buckets) >> 32)
+        for f in folded
+    ]
     slots = array.array("i", [-1]) * (buckets * HOST_SLOTS)
     fill = [0] * buckets  # slots used per bucket (free slots are always the last ones)
     rng = random.Random(seed)
@@ -93,27 +98,32 @@ def _place(keys: Sequence[tuple[int, int]], buckets: int, seed: int) -> array.ar
 def image4(region: Region, keys: Sequence[tuple[int, int]], list_ids: Sequence[int]) -> bytes:
     """host4 buckets of a region: the address is the low word's top half (the last four bytes
     of the IPv4-mapped address, as the program reads them)."""
-    out = array.array("I", [0]) * (region.buckets * 2 * HOST_SLOTS)
-    for at, key in enumerate(region.slots):
-        if key >= 0:
-            b, i = divmod(at, HOST_SLOTS)
-            out[b * 2 * HOST_SLOTS + i] = keys[key][1] >> 32
-            out[b * 2 * HOST_SLOTS + HOST_SLOTS + i] = list_ids[key]
-    return out.tobytes()
+    addrs = array.array("I", (keys[k][1] >> 32 if k >= 0 else 0 for k in region.slots))
+    lists = array.array("I", (list_ids[k] if k >= 0 else 0 for k in region.slots))
+    return _interleave(region.buckets, addrs.tobytes(), lists.tobytes())
 
 
 def image6(region: Region, keys: Sequence[tuple[int, int]], list_ids: Sequence[int]) -> bytes:
-    """host6 buckets of a region: hi[4], lo[4] as u64, then list_id[4] as u32 (two per word)."""
-    per = HOST6_BUCKET_BYTES // 8
-    out = array.array("Q", [0]) * (region.buckets * per)
-    for at, key in enumerate(region.slots):
-        if key >= 0:
-            b, i = divmod(at, HOST_SLOTS)
-            hi, lo = keys[key]
-            out[b * per + i] = hi
-            out[b * per + HOST_SLOTS + i] = lo
-            out[b * per + 2 * HOST_SLOTS + i // 2] |= list_ids[key] << (32 * (i % 2))
-    return out.tobytes()
+    """host6 buckets of a region: hi[4], lo[4] as u64, then list_id[4] as u32."""
+    his = array.array("Q", (keys[k][0] if k >= 0 else 0 for k in region.slots))
+    los = array.array("Q", (keys[k][1] if k >= 0 else 0 for k in region.slots))
+    lists = array.array("I", (list_ids[k] if k >= 0 else 0 for k in region.slots))
+    return _interleave(region.buckets, his.tobytes(), los.tobytes(), lists.tobytes())
+
+
+def _interleave(buckets: int, *fields: bytes) -> bytes:
+    """Buckets from per-field columns (each field's HOST_SLOTS values of bucket b lie together
+    in its column): byte j of a field's share lands at its offset in every bucket at once, by
+    extended-slice assignment, not a Python loop over buckets."""
+    widths = [len(f) // buckets for f in fields]
+    stride = sum(widths)
+    out = bytearray(buckets * stride)
+    offset = 0
+    for column, width in zip(fields, widths, strict=True):
+        for j in range(width):
+            out[offset + j :: stride] = column[j::width]
+        offset += width
+    return bytes(out)
 
 
 def lookup(region: Region, keys: Sequence[tuple[int, int]], hi: int, lo: int) -> int | None:
