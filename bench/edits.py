@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import re
 import select
 import socket
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from bench.netns import VethWorld, inside, run
 from bench.result import Figure, not_measured
 from bench.rulesets import (
     BLOCK_V4,
+    BULK_BASE,
+    DEST_V4,
     HIT_PORT,
     BulkShape,
     bulk_ruleset,
@@ -37,6 +43,13 @@ GROUP = "edits"
 EDIT_TARGET_S = 0.010
 ENGINE_TARGET_S = 0.050  # through Engine.apply: guard, fsynced store commit, compile, write
 BULK_TARGET_S = 2.0
+CLI_TARGET_S = 1.0  # `infw add` as a CLI process, process start included
+CLI_ROUNDS = 3  # timed adds (after one that fills the bytecode cache); the median is reported
+CLI_PORT = 7000  # the added rules deny UDP to CLI_PORT + i from the first bulk address
+CLI_NS = "infw-bench-ed-cli"  # a namespace with only lo, so the CLI sees the interfaces (and
+# so compiles the tables) the in-process rows do
+REPO = Path(__file__).resolve().parents[1]
+XDP_DROP = 1
 BASE_RULES = 100
 PROBE_TIMEOUT_S = 2.0
 NFT_TABLE = "infwbench"
@@ -203,7 +216,17 @@ def nft_edit(world: VethWorld, base: RuleSet) -> dict[str, float]:
             _nft(world, edit)
             applied = time.perf_counter() - start
             visible = _until(probe, start)
-        return {"apply_s": applied, "visible_s": visible}
+        # and one rule added, as `nft add rule` from a shell (the peer of `infw add`)
+        start = time.perf_counter()
+        run(
+            [
+                *("nft", "add", "rule", "netdev", NFT_TABLE, "ingress", "ip", "saddr"),
+                *(str(BULK_BASE), "udp", "dport", str(CLI_PORT), "counter", "drop"),
+            ],
+            ns=world.rx_ns,
+        )
+        added = time.perf_counter() - start
+        return {"apply_s": applied, "visible_s": visible, "add_s": added}
     finally:
         run(["nft", "delete", "table", "netdev", NFT_TABLE], ns=world.rx_ns, check=False)
 
@@ -273,6 +296,62 @@ def engine_bulk(pin_root: str, ruleset: RuleSet, frame: bytes, fd: int) -> dict[
     }
 
 
+def cli_add(pin_root: str, ruleset: RuleSet, fd: int) -> dict[str, float]:
+    """`infw add RULE` as an operator types it, on a node holding ruleset: a new CLI process
+    (start, imports, stored state read, admission, guard, fsynced store, compile, map write),
+    timed from spawn to exit, and each added rule checked to drop its probe afterwards. The
+    process runs with its bytecode cached (a warm-up add first), as an installed CLI does."""
+    from engine.core.frame import build_frame
+    from engine.engine import Engine
+    from engine.state.config import NodeConfig
+
+    source = str(BULK_BASE)
+    fw = ruleset.firewalls[0].name
+    times: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="infw-bench-state-") as state,
+        tempfile.TemporaryDirectory(prefix="infw-bench-pyc-") as pyc,
+    ):
+        eng = Engine(
+            pin_root,
+            state,
+            config=NodeConfig(pin_root=pin_root, state_dir=state),
+            session=None,
+            interfaces=lambda: {"lo": 1},
+        )
+        eng.apply(ruleset, confirm_timeout=0, summary="bench cli base")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update(PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=pyc)
+        run(["ip", "netns", "add", CLI_NS])
+        try:
+            for i in range(CLI_ROUNDS + 1):
+                port = CLI_PORT + i
+                frame = build_frame(source, DEST_V4, 17, dport=port, payload_len=64 - 42)
+                if test_run(fd, frame, 1)[0] != XDP_PASS:
+                    raise RuntimeError(f"udp {port} from {source} is dropped before its add")
+                cmd = [
+                    *(sys.executable, "-m", "console.cli", "--pin-root", pin_root),
+                    *("--state-dir", state, "--netns", CLI_NS, "add", "--confirm-timeout", "0"),
+                    *("deny", "udp", str(port), "from", f"{source}/32", "order", str(50 + i)),
+                    *("firewall", fw),
+                ]
+                start = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=120)
+                elapsed = time.perf_counter() - start
+                if test_run(fd, frame, 1)[0] != XDP_DROP:
+                    raise RuntimeError(f"the add of udp {port} from {source} did not take")
+                if i:  # the first one wrote the bytecode cache
+                    times.append(elapsed)
+        finally:
+            run(["ip", "netns", "del", CLI_NS], check=False)
+    return {
+        "apply_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "rounds": float(len(times)),
+    }
+
+
 def infw_bulk(dp: object, ruleset: RuleSet) -> dict[str, float]:
     from engine.core import crd
     from engine.core.compiler import compile_ruleset
@@ -334,6 +413,7 @@ def run_group() -> list[Figure]:
                 lambda: engine_edit(pin_root("ed"), big_edit, frame, dp.prog_fd),
             )
             attempt("engine bulk", lambda: engine_bulk(pin_root("ed"), big_edit, frame, dp.prog_fd))
+            attempt("cli add on bulk", lambda: cli_add(pin_root("ed"), big_edit, dp.prog_fd))
         world.up()
         attempt("nft edit", lambda: nft_edit(world, small))
         attempt("nft bulk", lambda: nft_bulk(world, big))
@@ -411,6 +491,48 @@ def run_group() -> list[Figure]:
         ENGINE_TARGET_S,
         _cpu(results.get("engine edit on bulk")),
     )
+    cli = results.get("cli add on bulk")
+    nft_add = results.get("nft edit on bulk")
+    floor = results.get("engine edit on bulk")
+    case = (
+        f"infw add (one rule line) on {shape.rules:,} rules / {shape.cidrs:,} CIDRs, "
+        "CLI process end to end"
+    )
+    if cli is not None:
+        figures.append(
+            Figure(
+                GROUP,
+                case,
+                cli["apply_s"] * 1000,
+                "ms",
+                reference=nft_add["add_s"] * 1000 if nft_add else None,
+                reference_name="nft add rule (one process)" if nft_add else "",
+                compare="ratio",
+                target=f"< {CLI_TARGET_S * 1000:.0f} ms",
+                met=cli["apply_s"] < CLI_TARGET_S,
+                note=(
+                    f"median of {int(cli['rounds'])}, {cli['min_s'] * 1000:.0f}.."
+                    f"{cli['max_s'] * 1000:.0f} ms; a new process each: start, imports, state "
+                    "read, full compile, full map write"
+                    + (
+                        f"; the same edit through Engine.apply in a long-lived process "
+                        f"{floor['apply_s'] * 1000:.0f} ms"
+                        if floor
+                        else ""
+                    )
+                ),
+                extra={"ours": cli, "peer": nft_add, "floor": floor},
+            )
+        )
+    else:
+        figures.append(
+            not_measured(
+                GROUP,
+                case,
+                errors.get("cli add on bulk", "did not run"),
+                f"< {CLI_TARGET_S * 1000:.0f} ms",
+            )
+        )
     e2e = results.get("engine bulk")
     nft_bulk_result = results.get("nft bulk")
     case = f"bulk apply {shape.rules:,} rules / {shape.cidrs:,} CIDRs from YAML, end to end"

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import array
 import bisect
-import gc
 import heapq
 import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from engine.core.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidr
+from engine.core.cidr import MAPPED_V4_PREFIX, Prefix, parse_cidrs
 from engine.core.compiler import (
     DEEP_V6,
     MAX_INTERFACES,
@@ -61,6 +59,7 @@ from engine.core.compiler import (
     with_empty_roots,
 )
 from engine.core.failsafe import DEFAULT_FAILSAFE, FailSafe, failsafe_ports
+from engine.core.gcpause import gc_paused
 from engine.core.model import HashedTuple, RuleSet
 from engine.kernel.abi import (
     LISTS_PER_GEN,
@@ -77,20 +76,6 @@ TrieKey = tuple[int, int]  # (ifindex, space)
 TrieNode = tuple[int, int]  # (depth, path) inside one source trie
 NodeKey = tuple[object, ...]  # ("s", ifindex, space, depth, path) | ("g", list id, root, block)
 Members = tuple[tuple[BlockKey, int], ...]
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic-GC pass inside: with 100,000 prefixes compiled, the process holds millions of
-    objects and one full pass costs ~100 ms, ten times an edit. Nothing here makes cycles, so
-    collection can wait until the edit is live."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Full(Exception):
@@ -526,7 +511,7 @@ class IncrementalCompiler:
                     out[key] = old
                     continue
                 keys = tuple(rule_key(fw.name, block, r) for r in block.rules)
-                prefixes = tuple(parse_cidr(c) for c in block.source_cidrs)
+                prefixes = tuple(parse_cidrs(block.source_cidrs))
                 placed = tuple(
                     (r.order, ri, list_rule(r, self.rule_ids.get(keys[ri], 0)))
                     for ri, r in enumerate(block.rules)

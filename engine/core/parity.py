@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from engine.core.blockmemo import BlockMemo
-from engine.core.cidr import Prefix, parse_cidr
+from engine.core.cidr import Prefix, parse_cidr, parse_cidrs
 from engine.core.failsafe import OPERATOR_FAILSAFE, FailSafe
 from engine.core.model import Action, IngressBlock, Protocol, Rule, RuleSet
 
@@ -64,7 +64,7 @@ def nested_pairs(ruleset: RuleSet, limit: int = EXAMPLES) -> tuple[list[tuple[st
     Sorting by start address and keeping a stack of open prefixes makes this O(n log n)."""
     by_iface: dict[str, set[Prefix]] = defaultdict(set)
     for fw in ruleset.firewalls:
-        prefixes = {parse_cidr(c) for b in fw.ingress if b.rules for c in b.source_cidrs}
+        prefixes = {p for b in fw.ingress if b.rules for p in parse_cidrs(b.source_cidrs)}
         for iface in fw.interfaces:
             by_iface[iface] |= prefixes
     pairs: list[tuple[str, str]] = []
@@ -111,8 +111,7 @@ def nested_around(
         for block in fw.ingress:
             if not block.rules:
                 continue
-            for text in block.source_cidrs:
-                q = parse_cidr(text)
+            for q in parse_cidrs(block.source_cidrs):
                 for p, value, length, is_v4 in targets:
                     shortest = min(length, q.length)
                     if (

@@ -4,6 +4,7 @@ detached watchdog process. bcc is imported only when a firewall is opened or loa
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Collection, Mapping
 
 from engine.kernel.abi import PROG_PIN
@@ -78,10 +79,9 @@ class HostKernel:
         return [a.ifname for a in scan_attached()]
 
     def interfaces(self) -> dict[str, int]:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+        # every link of this namespace, up or down (glibc asks netlink, as IPRoute.get_links
+        # does), without importing pyroute2: ~0.1 s of every CLI command that compiles
+        return {name: index for index, name in socket.if_nameindex()}
 
     def has_privileges(self) -> bool:
         return os.geteuid() == 0

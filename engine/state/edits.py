@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.base import Change, EngineBase, Progress, no_progress
 from engine.core.compiler import CompiledTables, RuleKey, match_interfaces
+from engine.core.gcpause import gc_paused
 from engine.core.guard import raise_if_refused
 from engine.core.model import RuleSet
 from engine.core.parity import operator_failsafe_refusals
@@ -106,6 +107,7 @@ class EditTransaction(EngineBase):
                 warnings.append(f"{fw.name}: no interface here matches {', '.join(fw.interfaces)}")
         return tables, bool(refusals), warnings
 
+    @gc_paused()  # guard, store and compile of 100,000 prefixes: no cycles, collect after
     def apply(
         self,
         ruleset: RuleSet,
@@ -307,6 +309,7 @@ class EditTransaction(EngineBase):
         with contextlib.suppress(InfwError):
             self.store.clear_pending(generation)
 
+    @gc_paused()  # reading the stored state too
     def _edit(self, change: Change, **kwargs: Any) -> ApplyResult:
         """Read, change and apply under the store lock, so two consoles never lose an edit."""
         with self.store.lock():

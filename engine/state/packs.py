@@ -51,11 +51,22 @@ def rule_from_dict(raw: dict[str, Any]) -> Rule:
     return Rule(raw["order"], Action(raw["action"]), protocol, ports, icmp_type, icmp_code)
 
 
-def block_from_dict(raw: dict[str, Any]) -> IngressBlock:
+def block_from_dict(raw: dict[str, Any], rules: dict[str, Rule] | None = None) -> IngressBlock:
+    """rules: the rules decoded so far, by their dict's repr; rules repeat across blocks (10,000
+    rules of a bulk set are 10 distinct ones), and a Rule is immutable, so one object serves."""
     cidrs = raw["sourceCIDRs"]
     if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
         raise ValueError(f"bad sourceCIDRs {cidrs!r}")
-    return IngressBlock(tuple(cidrs), tuple(rule_from_dict(r) for r in raw["rules"]))
+    if rules is None:
+        return IngressBlock(tuple(cidrs), tuple(rule_from_dict(r) for r in raw["rules"]))
+    decoded = []
+    for r in raw["rules"]:
+        key = repr(r)  # equal reprs of JSON values are equal values
+        rule = rules.get(key)
+        if rule is None:
+            rule = rules[key] = rule_from_dict(r)
+        decoded.append(rule)
+    return IngressBlock(tuple(cidrs), tuple(decoded))
 
 
 def block_to_dict(block: IngressBlock) -> dict[str, Any]:
@@ -118,7 +129,8 @@ class Packs:
         raw = json.loads(data)
         if not isinstance(raw, list):
             raise CorruptPack(path, "not a list of ingress entries")
-        blocks = tuple(block_from_dict(b) for b in raw)
+        rules: dict[str, Rule] = {}
+        blocks = tuple(block_from_dict(b, rules) for b in raw)
         self._learn(name, blocks)
         return blocks
 

@@ -75,3 +75,22 @@ def test_what_admission_remembers_is_what_parse_cidr_says(value: str) -> None:
     normal = str(parsed.prefix)
     assert cidr._parse_cidr(normal) == parsed.prefix  # the uncached parse of the normal form
     assert cidr.operator_text(value, parsed) == normal  # admission's shortcut to it
+
+
+@given(st.lists(text, max_size=4))
+def test_parse_cidrs_answers_as_parse_cidr(values: list[str]) -> None:
+    """The batch parser's inline fast path: same prefixes, the same error for the same string."""
+    expected = []
+    for value in values:
+        cidr.forget_parsed_cidrs()
+        expected.append(_answer(cidr.parse_cidr, value))
+    cidr.forget_parsed_cidrs()
+    try:
+        got: list[object] = list(cidr.parse_cidrs(values))
+    except cidr.CidrError as exc:
+        first_error = next(e for e in expected if isinstance(e, tuple) and e[:1] == ("error",))
+        assert ("error", str(exc)) == first_error
+        return
+    finally:
+        cidr.forget_parsed_cidrs()
+    assert got == expected
