@@ -199,17 +199,6 @@ static __always_inline u32 node_step(u32 base, u32 entry, u8 b)
 /* The tables have nothing for this ifindex: not even a ROOT_EMPTY root. No list id is this. */
 #define NO_TABLES 0xffffffff
 
-/* ~0 shifted left by s (0..64), in two steps so no shift reaches 64, and byte-swapped to read
- * as a big-endian word in memory: the mask that keeps a word's top 64 - s bits. */
-static __always_inline u64 be64_keep(u32 s)
-{
-    u64 m = (~0ULL << (s >> 1)) << (s - (s >> 1));
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    m = __builtin_bswap64(m);
-#endif
-    return m;
-}
-
 /* Bucket index of the folded address f within a region of `buckets`: the top half of a
  * multiplicative hash, scaled to the region without a division (engine/kernel/cuckoo.py). */
 static __always_inline u32 bucket_of(u64 f, u64 c, u32 buckets)
@@ -245,24 +234,21 @@ static __always_inline u32 probe6(u32 idx, u64 hi, u64 lo)
     return hit;
 }
 
-/* The exact-prefix tables: the source masked to the length the root names, looked up in the
- * root's cuckoo region (two buckets), or in the hosts hash when the region has none. A hit is
- * the longest match (the compiler takes only prefixes that hold no longer one), so it decides
- * alone; 0 is a miss. The masks are computed without branches: each branch here would
- * multiply the verifier's states over everything that follows. */
-static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, u32 entry,
-                                     struct packet *pkt)
+/* The exact-prefix tables: the source masked to the length the root names (the region holds
+ * the masks, so the program builds none), looked up in the root's cuckoo region (two buckets),
+ * or in the hosts hash when the region has none. A hit is the longest match (the compiler
+ * takes only prefixes that hold no longer one), so it decides alone; 0 is a miss. */
+static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, struct packet *pkt)
 {
-    u32 s = 127 - ((entry & HOST_LEN_MASK) >> HOST_LEN_SHIFT); /* 128 - length: 0..127 */
-    u32 s_hi = (s & 63) & -((s >> 6) & 1); /* bits cleared in the high word: s - 64, or 0 */
-    u32 s_lo = s - s_hi;                    /* in the low word: s, at most 64 */
     u64 hi, lo;
     __builtin_memcpy(&hi, pkt->src, 8);
     __builtin_memcpy(&lo, pkt->src + 8, 8);
-    hi &= be64_keep(s_hi);
-    lo &= be64_keep(s_lo);
     struct host_region *r = host_regions.lookup(&ri);
-    if (r && r->buckets) {
+    if (!r)
+        return 0;
+    hi &= r->mask_hi;
+    lo &= r->mask_lo;
+    if (r->buckets) {
         u64 f = (hi * HOST_HASH_C1) ^ lo ^ r->seed;
         u32 b1 = r->base + bucket_of(f, HOST_HASH_C2, r->buckets);
         u32 b2 = r->base + bucket_of(f, HOST_HASH_C3, r->buckets);
@@ -305,7 +291,7 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         if (entry & ROOT_HOSTS) {
             /* a hit is a leaf (a list id): the walk below stops at once and returns it; one
              * way out for both, so the verifier does not follow the rest twice */
-            u32 hit = host_list(gen, ifindex, ri, space, entry, pkt);
+            u32 hit = host_list(gen, ifindex, ri, space, pkt);
             entry = hit ? hit : entry & ~(ROOT_HOSTS | HOST_LEN_MASK);
         }
         if (entry == ROOT_EMPTY)

@@ -48,8 +48,12 @@ struct host_key {
 };
 
 /* the cuckoo buckets of one (generation, space, ifindex): base is an absolute bucket index
- * into host4 or host6; buckets == 0 sends the lookup to the hosts hash instead */
+ * into host4 or host6, the masks keep the root's prefix length (so the program need not
+ * build them; a load fills them in for tables an older build wrote); buckets == 0 sends the
+ * lookup to the hosts hash instead */
 struct host_region {
+    u64 mask_hi; /* the root's prefix length as masks of the two address words */
+    u64 mask_lo;
     u32 base;
     u32 buckets;
     u32 seed;

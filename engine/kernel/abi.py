@@ -155,6 +155,8 @@ class HostRegion(ct.Structure):
     space) of one (generation, space, ifindex); buckets == 0: its hosts are in the hash."""
 
     _fields_ = [
+        ("mask_hi", ct.c_uint64),
+        ("mask_lo", ct.c_uint64),
         ("base", ct.c_uint32),
         ("buckets", ct.c_uint32),
         ("seed", ct.c_uint32),

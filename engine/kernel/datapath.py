@@ -109,6 +109,7 @@ class Datapath:
                     events_per_sec=DEFAULT_EVENTS_PER_SEC,
                     flow_sample=DEFAULT_FLOW_SAMPLE,
                 )
+            dp.tables.fill_host_masks()  # before any interface runs the new program
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
                 dp._follow_replies()

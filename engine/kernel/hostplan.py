@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 
 from engine.core.compiler import space_of
 from engine.kernel import cuckoo
-from engine.kernel.abi import HOST4_BUCKETS_PER_GEN, HOST6_BUCKETS_PER_GEN, V4_SPACE
+from engine.kernel.abi import (
+    HOST4_BUCKETS_PER_GEN,
+    HOST6_BUCKETS_PER_GEN,
+    HOST_LEN_MASK,
+    HOST_LEN_SHIFT,
+    V4_SPACE,
+)
 
-HOST_REGION = struct.Struct("<IIII")  # struct host_region: base, buckets, seed, pad
+HOST_REGION = struct.Struct("<QQIIII")  # struct host_region: masks, base, buckets, seed, pad
 BUCKETS_PER_GEN = {V4_SPACE: HOST4_BUCKETS_PER_GEN, 1 - V4_SPACE: HOST6_BUCKETS_PER_GEN}
 
 
@@ -37,6 +43,13 @@ class HostPlan:
             )
             used[space] += sum(len(raw) // bytes_per for _, raw in parts)
         return dict(used)
+
+
+def region_masks(root: int) -> tuple[int, int]:
+    """The masks of a ROOT_HOSTS root's prefix length, as the two address words the program
+    reads (what it ANDs the source with before hashing it)."""
+    length = ((root & HOST_LEN_MASK) >> HOST_LEN_SHIFT) + 1
+    return cuckoo.words(((1 << length) - 1) << (128 - length))
 
 
 def plan_hosts(hosts: Mapping[tuple[int, int], int], gen: int, cuckoo_maps: bool) -> HostPlan:

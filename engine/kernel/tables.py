@@ -39,7 +39,13 @@ from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
 from engine.kernel.cuckoo import HOST4_BUCKET_BYTES, HOST6_BUCKET_BYTES
 from engine.kernel.failsafe import FailsafePorts, wanted_failsafe
-from engine.kernel.hostplan import BUCKETS_PER_GEN, HOST_REGION, HostPlan, plan_hosts
+from engine.kernel.hostplan import (
+    BUCKETS_PER_GEN,
+    HOST_REGION,
+    HostPlan,
+    plan_hosts,
+    region_masks,
+)
 from engine.kernel.mapped import MappedArray, MappedBytes, nonzero_words, write_words
 
 # After the generation switch, packets already past their config read finish their lookups
@@ -165,7 +171,7 @@ class GenerationTables:
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
             if plan is not None and plan.regions and self._has_cuckoo():
-                self._write_host_regions(plan, inactive)
+                self._write_host_regions(plan, fast, inactive)
             if hosts is not None:
                 hosts.update_batch(host_keys, host_vals)
             write_words(roots, new_roots)
@@ -184,7 +190,7 @@ class GenerationTables:
     def _has_cuckoo(self) -> bool:
         return all(m in self._maps for m in (MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS))
 
-    def _write_host_regions(self, plan: HostPlan, gen: int) -> None:
+    def _write_host_regions(self, plan: HostPlan, fast: FastImages, gen: int) -> None:
         """The cuckoo buckets of gen's half (a memcpy each through the mapping), then the
         region of every hashed root. Nothing reads either before gen's roots point at them."""
         for space, parts in plan.images.items():
@@ -194,8 +200,29 @@ class GenerationTables:
                 mapped.raw[base * size : base * size + len(raw)] = raw
         ordered = sorted(plan.regions.items())
         keys = array.array("I", (_root_index(gen, i, space) for (i, space), _ in ordered))
-        values = b"".join(HOST_REGION.pack(base, n, seed, 0) for _, (base, n, seed) in ordered)
+        values = b"".join(
+            HOST_REGION.pack(*region_masks(fast.src_roots[key]), base, n, seed, 0)
+            for key, (base, n, seed) in ordered
+        )
         self._maps[MAP_HOST_REGIONS].update_batch(keys.tobytes(), values)
+
+    def fill_host_masks(self) -> None:
+        """Tables an older build wrote have hashed roots whose region holds no masks: give each
+        its masks (and the hash), so this build's program keeps the root's prefix length. Runs
+        before the new program sees a packet."""
+        regions = self._maps.get(MAP_HOST_REGIONS)
+        if regions is None:
+            return
+        roots = self.src_roots()
+        for index in nonzero_words(roots, SRC_ROOTS_ENTRIES):
+            root = roots[index]
+            if not root & ROOT_HOSTS:
+                continue
+            key = _U32.pack(index)
+            raw = regions.lookup(key)
+            if raw is not None and any(HOST_REGION.unpack(raw)[:2]):
+                continue
+            regions.update(key, HOST_REGION.pack(*region_masks(root), 0, 0, 0, 0))
 
     def _bucket_map(self, space: int) -> MappedBytes:
         if space not in self._buckets:

@@ -94,3 +94,16 @@ def test_plan_keeps_in_the_hash_what_has_no_region(
     plan = hostplan.plan_hosts(hosts, 0, cuckoo_maps=maps)
     assert plan.hashed == hosts  # 9 IPv4 hosts need 3 buckets, IPv6 has none
     assert all(n == 0 for _, n, _ in plan.regions.values())
+
+
+@pytest.mark.parametrize(
+    ("cidr", "length"), [("192.0.2.7/32", 128), ("192.0.2.0/24", 120), ("2001:db8::/64", 64)]
+)
+def test_region_masks_keep_the_roots_prefix_length(cidr: str, length: int) -> None:
+    from engine.core.compiler import host_root
+
+    prefix = parse_cidr(cidr)
+    hi_mask, lo_mask = hostplan.region_masks(host_root(length, 0))
+    hi, lo = cuckoo.words(prefix.value | ((1 << (128 - length)) - 1))  # host bits all set
+    assert (hi & hi_mask, lo & lo_mask) == cuckoo.words(prefix.value)
+    assert bin(hi_mask).count("1") + bin(lo_mask).count("1") == length
