@@ -210,6 +210,11 @@ class Packs:
                 if known.by_value.get(block, ("",))[0] == name:
                     del known.by_value[block]
 
+    def forget(self, names: Sequence[str]) -> None:
+        """Drop removed packs from the cache, so no commit names them again."""
+        for name in names:
+            self._forget(name)
+
     def retain(self, names: Sequence[str]) -> None:
         """Bound the cache: when it holds many more packs than the current generation names,
         drop the others (they are read again if an older generation is loaded)."""

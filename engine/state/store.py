@@ -10,7 +10,9 @@ packs are written (and fsynced) before the index that names them, and state.json
 the commit point.
     state.json              the current generation (the commit point)
     history/000042.json     every generation ever committed, with who and why
-    blocks/<sha256>.json    packs of ingress blocks, never rewritten (format 2)
+    blocks/<sha256>.json    packs of ingress blocks, never rewritten (format 2); a pack no
+                            generation names (one taken back, or a commit killed before its
+                            index) is removed by prune()
     pending.json            an apply waiting for confirmation (every console polls it)
     lock                    flock(2) target; holds the pid of the holder
 
@@ -684,6 +686,7 @@ class Store:
                 # Never committed: no history entry may claim it was (a full disk fails here).
                 with contextlib.suppress(OSError):
                     os.unlink(self._history_path(generation))
+                self._prune_quietly()  # and the packs only it named go (frees the disk too)
                 raise
             self._remember(self.state_path, text, new, encoded["packs"])
             return new
@@ -716,6 +719,68 @@ class Store:
                 pass
             except OSError as exc:
                 raise _os_error(self._history_path(generation), exc, "remove") from exc
+            self._prune_quietly()  # the packs only the taken-back generation named
+
+    def prune(self) -> list[str]:
+        """Remove the packs no generation names (state.json or any history entry) and pack
+        temp files a killed write left; returns the packs removed. Under the lock, so no commit
+        is between writing a pack and writing the index that names it. A kill at any point
+        removes only unnamed files: every generation still loads. When some generation's index
+        cannot be read it might name any pack, and nothing is removed."""
+        with self.lock():
+            try:
+                present = sorted(os.listdir(self.packs.dir))
+            except FileNotFoundError:
+                return []
+            except OSError as exc:
+                raise _os_error(self.packs.dir, exc, "list") from exc
+            named = self._named_packs()
+            if named is None:
+                return []
+            removed: list[str] = []
+            for entry in present:
+                name = entry[: -len(".json")]
+                unnamed_pack = entry.endswith(".json") and not entry.startswith(".")
+                if (unnamed_pack and name not in named) or (
+                    entry.startswith(".") and entry.endswith(".tmp")  # no write is under way
+                ):
+                    path = self.packs.dir / entry
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise _os_error(path, exc, "remove") from exc
+                    if unnamed_pack:
+                        removed.append(name)
+            if removed:
+                self.packs.forget(removed)
+                _fsync_dir(self.packs.dir)
+            return removed
+
+    def _named_packs(self) -> set[str] | None:
+        """Every pack some generation names; None when an index cannot be read."""
+        named: set[str] = set()
+        paths = [self.state_path, *(self._history_path(g) for g in self.generations())]
+        for path in paths:
+            try:
+                text = self._read_text(path)
+                raw = None if text is None else json.loads(text)
+            except (InfwError, ValueError):
+                return None
+            if raw is None:
+                continue  # no state.json (yet, or lost): the history holds every generation
+            packs = raw.get("packs", []) if isinstance(raw, dict) else None  # format 1: none
+            if not isinstance(packs, list) or not all(isinstance(p, str) for p in packs):
+                return None
+            named.update(packs)
+        return named
+
+    def _prune_quietly(self) -> None:
+        """prune() as housekeeping after a change that already succeeded or failed on its own:
+        a pack left behind costs disk only, so its removal failing changes nothing."""
+        with contextlib.suppress(InfwError, OSError):
+            self.prune()
 
     def _stored_generation(self) -> int:
         """The current generation without decoding the rules (commit runs this every time)."""

@@ -319,10 +319,12 @@ class _Killed(BaseException):
     """A kill -9 at one point of a commit: no handler below the test catches it."""
 
 
-def _commit_steps(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
-    """Count (or kill at) the commit's durable steps: every fsync and rename."""
+def _commit_steps(
+    monkeypatch: pytest.MonkeyPatch, kill_at: int | None, unlink: bool = False
+) -> list[str]:
+    """Count (or kill at) the commit's durable steps: every fsync and rename (and unlink)."""
     steps: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_unlink = os.fsync, os.replace, os.unlink
 
     def step(name: str) -> None:
         if kill_at is not None and len(steps) == kill_at:
@@ -337,8 +339,14 @@ def _commit_steps(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[
         step(f"rename {os.path.basename(dst)}")
         real_replace(src, dst)
 
+    def remove(path: str | Path) -> None:
+        step("unlink")
+        real_unlink(path)
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", rename)
+    if unlink:
+        monkeypatch.setattr(os, "unlink", remove)
     return steps
 
 
@@ -390,6 +398,123 @@ def test_a_kill_at_any_step_of_a_commit_leaves_the_old_or_the_new_generation(
             summary="retry",
         )
         assert again.generation == loaded.generation + 1
+
+
+def _packs(root: Path) -> set[str]:
+    return {p.name for p in (root / "blocks").iterdir()}
+
+
+def _every_generation_loads(root: Path) -> StoredState | None:
+    forget_cached_packs()  # what a new process finds on disk
+    store = Store(root)
+    for generation in store.generations():
+        store.load_generation(generation)
+    return store.load()
+
+
+def test_uncommit_removes_the_packs_only_it_named(tmp_path: Path) -> None:
+    base = load_yaml(RULES)
+    edited = add_rule(base, "web", ("eth0", "ens*"), ("203.0.113.0/24",), Rule(9, Action.DENY))
+    store = Store(tmp_path)
+    first = store.commit(make_state(base), expected_generation=0, author="a", summary="x")
+    kept = _packs(tmp_path)
+    store.commit(
+        StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+        expected_generation=1,
+        author="a",
+        summary="never reached the kernel",
+    )
+    assert _packs(tmp_path) > kept  # the edited block went to a pack of its own
+    store.uncommit(2)
+    assert _packs(tmp_path) == kept, "the taken-back generation's pack is left behind"
+    assert _every_generation_loads(tmp_path) == first
+    # and the same edit again writes its pack again (this process must not name the old one)
+    again = store.commit(
+        StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+        expected_generation=1,
+        author="a",
+        summary="y",
+    )
+    assert _every_generation_loads(tmp_path) == again
+
+
+def test_prune_removes_what_killed_commits_left_and_nothing_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    first = store.commit(
+        make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="x"
+    )
+    kept = _packs(tmp_path)
+    for i in range(3):  # each killed right after its pack's fsync and rename
+        edited = add_rule(
+            first.ruleset, "web", ("eth0",), (f"203.0.{113 + i}.0/24",), Rule(9, Action.DENY)
+        )
+        steps = _commit_steps(monkeypatch, 2)
+        with pytest.raises(_Killed):
+            store.commit(
+                StoredState(0, edited, assign_rule_ids(edited, first.rule_ids)),
+                expected_generation=1,
+                author="a",
+                summary="killed",
+            )
+        monkeypatch.undo()
+        assert steps[0] == "fsync" and steps[1].startswith("rename ") and len(steps) == 2
+    (tmp_path / "blocks" / f".{'d' * 64}.json.abc.tmp").write_text("half a pack")
+    assert len(_packs(tmp_path)) == len(kept) + 4
+    assert len(Store(tmp_path).prune()) == 3
+    assert _packs(tmp_path) == kept
+    assert _every_generation_loads(tmp_path) == first
+    assert Store(tmp_path).prune() == []
+
+
+def test_prune_removes_nothing_when_an_index_cannot_be_read(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    first = store.commit(
+        make_state(load_yaml(RULES)), expected_generation=0, author="a", summary="x"
+    )
+    (tmp_path / "blocks" / f"{'0' * 64}.json").write_text("[]")  # named by nobody
+    (tmp_path / "history" / "000001.json").write_text("{not json")
+    assert store.prune() == []
+    assert len(_packs(tmp_path)) == 2
+    assert first is not None
+
+
+def test_a_kill_at_any_step_of_a_prune_leaves_every_generation_loadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def setup(root: Path) -> tuple[StoredState, set[str]]:
+        store = Store(root)
+        base = load_yaml(RULES)
+        state = store.commit(make_state(base), expected_generation=0, author="a", summary="x")
+        edited = add_rule(base, "web", ("eth0",), ("203.0.113.0/24",), Rule(9, Action.DENY))
+        state = store.commit(
+            StoredState(0, edited, assign_rule_ids(edited, state.rule_ids)),
+            expected_generation=1,
+            author="a",
+            summary="y",
+        )
+        kept = _packs(root)
+        for i in range(3):  # packs named by nobody, as killed commits leave them
+            (root / "blocks" / f"{str(i) * 64}.json").write_text("[]")
+        return state, kept
+
+    setup(tmp_path / "count")
+    steps = _commit_steps(monkeypatch, None, unlink=True)
+    Store(tmp_path / "count").prune()
+    monkeypatch.undo()
+    assert steps.count("unlink") == 3 and "fsync" in steps, steps
+    for kill_at in range(len(steps)):
+        root = tmp_path / f"kill{kill_at}"
+        current, kept = setup(root)
+        _commit_steps(monkeypatch, kill_at, unlink=True)
+        with pytest.raises(_Killed):
+            Store(root).prune()
+        monkeypatch.undo()
+        assert _every_generation_loads(root) == current, f"killed before {steps[kill_at]}"
+        assert kept <= _packs(root)
+        Store(root).prune()  # the next prune finishes the job
+        assert _packs(root) == kept
 
 
 def test_lost_state_file_falls_back_to_history(tmp_path: Path) -> None:
