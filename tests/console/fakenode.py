@@ -42,14 +42,16 @@ START_TIME = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 # event's time is exactly when its packet was sent.
 BOOT_TIME = 1_699_990_000.0
 
+# Rules like the lab's (examples/lab.yaml), as rule lines; the ICMP ones carry code 0, as the CRD
+# form reads an icmpType without icmpCode, so the console shows them here as on the lab.
 LAB_LINES: tuple[str, ...] = (
     "deny tcp 8080 from 192.0.2.0/24 on infw-n* order 10 firewall lab",
     "allow tcp 80 from 192.0.2.0/24 on infw-n* order 20 firewall lab",
     "deny udp 5000-5010 from 198.51.100.0/24 on infw-n* order 10 firewall lab",
-    "deny icmp type 8 from 198.51.100.0/24 on infw-n* order 20 firewall lab",
+    "deny icmp type 8 code 0 from 198.51.100.0/24 on infw-n* order 20 firewall lab",
     "allow tcp 443 from 192.0.2.0/24,198.51.100.0/24 on infw-n* order 50 firewall lab",
     "deny tcp 9000 from 2001:db8:1::/64 on infw-n* order 10 firewall lab",
-    "allow icmpv6 type 128 from 2001:db8::/32 on infw-n* order 30 firewall lab",
+    "allow icmpv6 type 128 code 0 from 2001:db8::/32 on infw-n* order 30 firewall lab",
     "deny from 203.0.113.0/24 on infw-n1,infw-n2 order 100 firewall blocklist",
 )
 INTERFACES: dict[str, int] = {"lo": 1, "eth0": 2, "infw-n1": 3, "infw-n2": 4, "ext0": 5}

@@ -18,9 +18,9 @@ from console.tui.screens.rule_form import RuleForm, free_order
 from console.tui.widgets.events_pane import EventPane
 from console.tui.widgets.footer import KeyFooter
 from console.tui.widgets.header import StatusHeader, first_fitting, header_variants
-from console.tui.widgets.rules import RulesTable
+from console.tui.widgets.rules import MATCH_WIDTH, RulesTable
 from engine.views import DropEvent
-from tests.console.fakenode import Client
+from tests.console.fakenode import LAB_LINES, Client
 from tests.console.tuikit import aio, make_app, make_node, press, settle, tick
 
 pytestmark = pytest.mark.console
@@ -114,6 +114,31 @@ async def test_footer_at_160_shows_every_key() -> None:
 
 
 # ---------------------------------------------------------------------- form defaults
+
+
+@aio
+async def test_icmp_type_and_code_fit_the_ports_column_at_120() -> None:
+    """'type 8 code 0' (the lab's echo rule) is wider than the ports/ICMP column: the cell
+    writes it as the event pane does, and '/' finds the rule by what the cell shows."""
+    app, _node = make_app(
+        rules=(*LAB_LINES, "deny icmp type 255 code 255 from 203.0.113.0/24 on infw-n1 order 90")
+    )
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        table = app.query_one(RulesTable)
+        cells = {
+            (r.protocol, r.match): str(table.get_cell(k, "match"))
+            for k, r in table.rows_by_key.items()
+            if r.protocol.startswith("ICMP")
+        }
+        assert cells == {
+            ("ICMP", "type 8 code 0"): "type 8/0",
+            ("ICMPv6", "type 128 code 0"): "type 128/0",
+            ("ICMP", "type 255 code 255"): "255/255",  # 'type 255/255' would not fit either
+        }
+        assert all(len(text) <= MATCH_WIDTH for text in cells.values())
+        await press(pilot, "slash", *"255/255", "enter")
+        assert [r.match for r in table.rows_by_key.values()] == ["type 255 code 255"]
 
 
 def test_free_order_goes_ahead_of_the_existing_rules() -> None:

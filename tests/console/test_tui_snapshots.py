@@ -116,6 +116,7 @@ def test_trace_dialog(snap_compare: SnapCompare) -> None:
         app.screen.query_one("#t-src", Input).value = "192.0.2.5"
         app.screen.query_one("#t-dport", Input).value = "8080"
         await press(pilot, "enter")
+        steady_cursors(app.screen)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=running(node, app, trace))

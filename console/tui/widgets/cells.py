@@ -42,6 +42,19 @@ def rule_summary(row: RuleRow) -> str:
     )
 
 
+def match_cell(row: RuleRow, width: int) -> str:
+    """A rule's ports, or its ICMP type/code as the event pane writes them ('type 8/0'), in
+    width columns: the word 'type' goes first when even that is too wide ('255/255')."""
+    rule = row.rule
+    if rule.ports is not None or rule.icmp_type is None:
+        return row.match
+    numbers = (
+        f"{rule.icmp_type}" if rule.icmp_code is None else f"{rule.icmp_type}/{rule.icmp_code}"
+    )
+    text = f"type {numbers}"
+    return text if len(text) <= width else numbers
+
+
 def event_endpoints(ev: DropEvent, sport: bool = True) -> str:
     """'src:sport -> dst:dport' (sport=False leaves the source port out, for narrow panes)."""
     if ev.icmp_type is not None:

@@ -17,7 +17,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
 from console.format import human_bytes, human_count, human_rate, relative_time
-from console.tui.widgets.cells import VERDICT_STYLE, shorten
+from console.tui.widgets.cells import VERDICT_STYLE, match_cell, shorten
 from engine import RuleRow, printable
 
 HIT_MARK = "●"
@@ -48,6 +48,7 @@ COLUMNS: tuple[RuleColumn, ...] = (
     RuleColumn("rate", "pkts/s", 7, 0, live=True, descending=True),
     RuleColumn("last", "last hit", 8, 1, live=True, descending=True),
 )
+MATCH_WIDTH = next(c.width for c in COLUMNS if c.key == "match")
 SORTABLE = tuple(c.key for c in COLUMNS if c.key != "hit")
 LIVE = ("hit", "packets", "bytes", "rate", "last")  # the cells a refresh may change
 MEDIUM, WIDE = 110, 150
@@ -94,6 +95,7 @@ def search_text(row: RuleRow) -> str:
             *row.cidrs,
             row.protocol,
             row.match,
+            match_cell(row, MATCH_WIDTH),  # what the cell shows: '/' finds 'type 8/0' too
             row.action,
             row.action.upper(),
         )
@@ -179,7 +181,7 @@ class RulesTable(DataTable[object]):
             "interfaces": shorten([printable(i) for i in row.interfaces], 12),
             "cidrs": shorten(list(row.cidrs), self._cidr_width),
             "proto": row.protocol,
-            "match": row.match,
+            "match": match_cell(row, MATCH_WIDTH),
             "action": Text(action, style=VERDICT_STYLE.get(action, "")),
         }
 
