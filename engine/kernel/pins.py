@@ -70,6 +70,10 @@ from engine.kernel.abi import (
 from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.bpfsys import Map
 
+# The exact-prefix tables: an older build has the hash alone (this build adds the rest at a
+# reload); once any of the others is pinned, all of them must be.
+HOST_TABLE_MAPS = frozenset({MAP_HOSTS, MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS})
+
 # Maps older builds pinned and this one no longer has: a reload leaves them (the old program
 # may still run until the switch), an unload removes them with the rest.
 RETIRED_PINS = ("last_verdict",)
@@ -173,6 +177,10 @@ def check_existing_pins(pin_root: str) -> None:
     maps = {n: Map.open_pinned(os.path.join(pin_root, n)) for n in present}
     try:
         missing = sorted(set(ALL_MAPS) - set(present) - OPTIONAL_MAPS)
+        if HOST_TABLE_MAPS & set(present) - {MAP_HOSTS}:
+            # pins of this build's host tables: the roots may name cuckoo regions, so a fresh
+            # (empty) bucket map or hash in place of a removed pin would miss those hosts
+            missing = sorted({*missing, *(HOST_TABLE_MAPS - set(present))})
         if missing:
             raise DatapathError(
                 f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",

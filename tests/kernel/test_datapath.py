@@ -863,3 +863,19 @@ def test_compile_error_is_a_datapath_error(tmp_path: Any) -> None:
     path.write_text("int infw_xdp(struct xdp_md *ctx) { return undefined_name; }\n")
     with pytest.raises(DatapathError, match="undefined_name"):
         Datapath.load(os.path.join(PIN_BASE, "bad"), source_path=path)
+
+
+def test_a_removed_host_table_pin_is_refused_not_recreated_empty(dp: Any, pin_root: str) -> None:
+    """The roots may name cuckoo regions: a load that created an empty bucket map in place of
+    a removed pin would let those hosts through, so it refuses and says what to do."""
+    from engine.kernel.datapath import Datapath
+
+    path = os.path.join(pin_root, layout.MAP_HOST4)
+    os.unlink(path)
+    try:
+        with pytest.raises(DatapathError, match=r"incomplete.*host4") as err:
+            Datapath.load(pin_root)
+        assert "infw detach" in err.value.fix
+    finally:
+        bpfsys.obj_pin(dp.maps[layout.MAP_HOST4].fd, path)
+    assert os.path.exists(path)
