@@ -69,11 +69,21 @@ def block_from_dict(raw: dict[str, Any], rules: dict[str, Rule] | None = None) -
     return IngressBlock(tuple(cidrs), tuple(decoded))
 
 
-def block_to_dict(block: IngressBlock) -> dict[str, Any]:
-    return {
-        "sourceCIDRs": list(block.source_cidrs),
-        "rules": [rule_to_dict(r) for r in block.rules],
-    }
+def block_to_dict(
+    block: IngressBlock, rules: dict[Rule, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """rules: rule_to_dict's answers so far, by rule (equal rules repeat across blocks; the
+    encoder writes a shared dict as often as it is named)."""
+    if rules is None:
+        encoded = [rule_to_dict(r) for r in block.rules]
+    else:
+        encoded = []
+        for r in block.rules:
+            d = rules.get(r)
+            if d is None:
+                d = rules[r] = rule_to_dict(r)
+            encoded.append(d)
+    return {"sourceCIDRs": list(block.source_cidrs), "rules": encoded}
 
 
 @dataclass
@@ -184,7 +194,8 @@ class Packs:
     def _pack(self, blocks: Sequence[IngressBlock]) -> tuple[str, dict[IngressBlock, int]]:
         """Write one pack of these blocks (once each); its name and each block's index."""
         unique = tuple(dict.fromkeys(blocks))
-        text = json.dumps([block_to_dict(b) for b in unique], separators=(",", ":"))
+        rules: dict[Rule, dict[str, Any]] = {}
+        text = json.dumps([block_to_dict(b, rules) for b in unique], separators=(",", ":"))
         name = hashlib.sha256(text.encode()).hexdigest()
         path = self.path(name)
         if not path.exists():  # written whole (by rename) or not at all: same name, same bytes
