@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,3 +33,14 @@ def traffic_pids() -> list[int]:
         if b"engine.lab.traffic" in cmdline and state != "Z":
             pids.append(int(entry))
     return pids
+
+
+def lab_namespaces() -> list[str]:
+    """The lab's network namespaces that exist, by the lab's own names only ("infw-node" and
+    "infw-c<N>"), found in /run/netns: other tests' namespaces (infw-clitest-<pid>, a fault
+    node's) running beside this one are not the lab's."""
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if re.fullmatch(r"infw-node|infw-c[0-9]{1,2}", n))

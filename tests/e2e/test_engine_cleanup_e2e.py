@@ -8,7 +8,6 @@ Its own module, because it takes the lab down itself (the `lab` fixtures are mod
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from engine.core.crd import load_yaml
 from engine.lab.world import LAB_PIN_ROOT, NODE_NS, STATE_DIR, lab_down, lab_up, send_packets
-from tests.support import traffic_pids, wait_for
+from tests.support import lab_namespaces, traffic_pids, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -33,15 +32,6 @@ spec:
       protocolConfig: {protocol: UDP, udp: {ports: 5007}}
       action: Deny
 """
-
-
-def _lab_namespaces() -> list[str]:
-    try:
-        names = os.listdir("/run/netns")
-    except FileNotFoundError:
-        return []
-    # Only the lab's own names: other tests' namespaces (infw-clitest-...) are not the lab's.
-    return sorted(n for n in names if n == NODE_NS or re.fullmatch(r"infw-c[0-9]{1,2}", n))
 
 
 def _host_lab_links() -> list[str]:
@@ -87,7 +77,7 @@ def test_detach_and_lab_down_leave_nothing_behind(lab_firewall: Any) -> None:
     finally:
         removed = lab_down()
     assert f"namespace {NODE_NS}" in removed
-    assert _lab_namespaces() == []
+    assert lab_namespaces() == []
     assert _host_lab_links() == []
     assert traffic_pids() == []
     assert lab_firewall.leftover_processes() == []

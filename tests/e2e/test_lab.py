@@ -31,7 +31,7 @@ from engine.lab.world import (
     stop_traffic,
     thread_in_namespace,
 )
-from tests.support import traffic_pids, wait_for
+from tests.support import lab_namespaces, traffic_pids, wait_for
 
 ROOT_REASON = "needs root: network namespaces, veth pairs and raw sockets"
 _ROOT_MARKS = (
@@ -50,16 +50,8 @@ def needs_root(test: Callable[..., None]) -> Callable[..., None]:
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def _lab_namespaces() -> list[str]:
-    try:
-        names = os.listdir("/run/netns")
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if n == NODE_NS or n.startswith("infw-c"))
-
-
 def _assert_gone() -> None:
-    assert _lab_namespaces() == []
+    assert lab_namespaces() == []
     assert traffic_pids() == []
     assert not STATE_DIR.exists()
     assert not Path(LAB_PIN_ROOT).exists()
@@ -158,7 +150,7 @@ def test_up_builds_the_lab_and_ping_works_both_families() -> None:
     took = time.monotonic() - started
     assert info.up, info.problems
     assert took < 10, f"lab_up took {took:.1f}s"
-    assert _lab_namespaces() == ["infw-c1", "infw-c2", "infw-node"]
+    assert lab_namespaces() == ["infw-c1", "infw-c2", "infw-node"]
     assert info.node_ns == NODE_NS
     assert info.node_interfaces == ("infw-n1", "infw-n2")
     assert [c.ns for c in info.clients] == ["infw-c1", "infw-c2"]
@@ -319,7 +311,7 @@ def _run_starter(code: str) -> int:
 @pytest.mark.parametrize("lose_state", [False, True], ids=["pidfiles", "no-pidfiles"])
 def test_down_after_a_crash_cleans_up(code: str, lose_state: bool) -> None:
     assert _run_starter(code) == -9
-    assert _lab_namespaces(), "the crashed starter should have left namespaces behind"
+    assert lab_namespaces(), "the crashed starter should have left namespaces behind"
     assert traffic_pids(), "and traffic processes that outlived it"
     if lose_state:
         shutil.rmtree(STATE_DIR)  # the pid files are gone too: down must find them by scanning
