@@ -21,7 +21,7 @@ from textual.widgets import Input
 
 from console.format import human_count
 from console.tui import keys
-from console.tui.calls import EngineClient, call_engine, error_line
+from console.tui.calls import EngineClient, call_engine, error_line, shutting_down
 from console.tui.engine_thread import EngineThread
 from console.tui.facade import EngineLike, EventSourceLike
 from console.tui.screens.dialogs import ConfirmDialog, ExportScreen, HelpScreen, QuitDialog
@@ -389,7 +389,8 @@ class InfwApp(EngineClient, App[str]):
 
     @on(RulesTable.ColumnsChanged)
     def _columns_changed(self) -> None:
-        self._render_rules_title()
+        if not shutting_down(self):  # a resize's message landing as the app closes
+            self._render_rules_title()
 
     def open_events(self) -> None:
         self._last_events_try = self.clock()
@@ -465,7 +466,8 @@ class InfwApp(EngineClient, App[str]):
 
     @on(RulesTable.RowHighlighted)
     def _row_moved(self) -> None:
-        self.refresh_bindings()
+        if not shutting_down(self):  # the cursor's message landing as the app closes
+            self.refresh_bindings()
 
     # ------------------------------------------------------------------ helpers
 

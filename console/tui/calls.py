@@ -43,12 +43,19 @@ class EngineClient:
     def on_engine_reply(self, message: EngineReply) -> None:
         message.stop()
         # A reply landing while the app shuts down would update widgets already gone.
-        app = getattr(self, "app", None)
-        if any(getattr(app, flag, False) for flag in ("_exit", "_closing", "_closed")):
+        if shutting_down(getattr(self, "app", None)):
             return
         if not getattr(self, "is_attached", True):
             return  # a screen closed meanwhile
         message.callback(message.value)
+
+
+def shutting_down(app: object) -> bool:
+    """The app is closing (or gone): a message that lands now would meet widgets and screens
+    already removed, so its handler does nothing."""
+    if any(getattr(app, flag, False) for flag in ("_exit", "_closing", "_closed")):
+        return True
+    return not getattr(app, "screen_stack", True)
 
 
 def error_line(exc: InfwError | OSError) -> str:

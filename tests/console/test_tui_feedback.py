@@ -137,14 +137,15 @@ async def test_medium_width_says_which_columns_are_hidden() -> None:
         assert "len" in header and "hidden" in header and "widen" in header
 
         await pilot.resize_terminal(160, 48)
-        await pilot.pause()
-        await pilot.pause()
-        assert "hidden" not in text_of(app.query_one("#rules-title", Static))
+        assert await wait_until(
+            pilot, lambda: "hidden" not in text_of(app.query_one("#rules-title", Static))
+        )
         assert "hidden" not in text_of(app.query_one("#events-header", Static))
 
         await pilot.resize_terminal(80, 24)
-        await pilot.pause()
-        await pilot.pause()
+        assert await wait_until(
+            pilot, lambda: "hidden" in text_of(app.query_one("#rules-title", Static))
+        )
         title = text_of(app.query_one("#rules-title", Static))
         assert "hidden" in title and len(title.rstrip()) <= 80
 
@@ -248,7 +249,7 @@ async def test_confirm_and_quit() -> None:
         await pilot.pause()
         assert isinstance(app.screen, QuitDialog)
         app.screen.query_one("#confirm", Button).press()
-        await pilot.pause()
+        await settle(pilot)  # the confirm is an engine call; the app quits on its answer
     assert node.calls[-1][0] == "confirm" and node.engine.pending() is None
     assert app.return_value == (
         "infw-tui closed; the firewall keeps running (9 rules on infw-n1, infw-n2)\n"

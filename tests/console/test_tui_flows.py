@@ -60,7 +60,7 @@ async def test_flows_view_to_a_prefilled_deny_with_its_impact(tmp_path: Path) ->
         assert app.status is not None and app.status.pending is not None
         send_tcp(kernel, engine, "192.0.2.7", 443, 4)
         app.refresh_stats()
-        await pilot.pause()
+        await settle(pilot)  # the counters come back from a worker
         assert "dropping" in app._pending_drops and "4 packets" in app._pending_drops
 
 

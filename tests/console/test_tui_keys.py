@@ -34,6 +34,7 @@ from tests.console.tuikit import (
     settle,
     text_of,
     tick,
+    wait_until,
 )
 
 pytestmark = pytest.mark.console
@@ -288,7 +289,7 @@ async def test_guard_refusal_next_to_field_and_force() -> None:
         force = form.query_one("#force", Button)
         assert force.has_class("-shown")
         force.press()
-        await pilot.pause()
+        await settle(pilot)  # the forced add is an engine call; the form closes on its answer
         assert not isinstance(app.screen, RuleForm)
         assert node.calls[-1][0] == "add_rule" and node.calls[-1][2]["force"] is True
         assert node.engine.state().ruleset.rule_count() == 9  # forced past the guard, pending
@@ -353,12 +354,12 @@ async def test_trace_dialog_shows_both_verdicts_and_disagreement() -> None:
         dialog.query_one("#t-src", Input).value = "192.0.2.5"
         dialog.query_one("#t-dport", Input).value = "8080"
         dialog.action_trace()
-        await pilot.pause()
+        await settle(pilot)  # the trace is an engine call
         out = text_of(dialog.query_one("#trace-result", Static))
         assert "kernel" in out and "reference" in out and "DENY by rule 1" in out and "agree" in out
         node.disagree()
         dialog.action_trace()
-        await pilot.pause()
+        await settle(pilot)
         assert "DISAGREE" in text_of(dialog.query_one("#trace-result", Static))
 
 
@@ -466,13 +467,14 @@ async def test_command_palette_lists_actions() -> None:
 async def test_attach_screen_when_nothing_is_loaded() -> None:
     app, node = make_app(loaded=False)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+        await settle(pilot)  # the status reply opens the attach screen
         screen = app.screen
         assert isinstance(screen, AttachScreen)
         screen.query_one(SelectionList).select("infw-n1")
         screen.query_one("#attach", Button).press()
         await app.workers.wait_for_complete()
-        await pilot.pause()
+        assert await wait_until(pilot, lambda: app.screen is app.screen_stack[0])
+        await settle(pilot)  # the refresh the attach starts
         assert app.screen is app.screen_stack[0]
         assert node.calls[-1][:2] == ("attach", (["infw-n1"],))
         assert node.kernel.xdp["infw-n1"][0] in node.kernel.ours()

@@ -13,6 +13,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets import Input, Select, Static
+from textual.worker import WorkerCancelled
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm
@@ -63,7 +64,10 @@ async def settle(pilot: Pilot[Any], rounds: int = 200) -> None:
         running = [w for w in app.workers if w.group == "engine" and not w.is_finished]
         if running:
             idle = 0
-            await app.workers.wait_for_complete(running)
+            try:
+                await app.workers.wait_for_complete(running)
+            except WorkerCancelled:
+                return  # the app is quitting: it cancels the engine calls still running
             continue
         idle += 1
         if idle >= 3:
