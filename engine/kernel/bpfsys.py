@@ -207,6 +207,7 @@ class ProgInfo:
     id: int
     tag: str  # hex
     name: str
+    verified_insns: int = 0  # instructions the verifier processed (kernel >= 5.16; 0 before)
 
 
 def map_info(fd: int) -> MapInfo:
@@ -218,7 +219,8 @@ def map_info(fd: int) -> MapInfo:
 def prog_info(fd: int) -> ProgInfo:
     raw = _obj_info(fd, 224, "read program info")  # struct bpf_prog_info, past name
     ptype, pid = struct.unpack_from("<2I", raw, 0)
-    return ProgInfo(ptype, pid, raw[8:16].hex(), _cstr(raw[64:80]))
+    (verified,) = struct.unpack_from("<I", raw, 216)  # bpf_prog_info.verified_insns
+    return ProgInfo(ptype, pid, raw[8:16].hex(), _cstr(raw[64:80]), verified)
 
 
 def _cstr(raw: bytes) -> str:

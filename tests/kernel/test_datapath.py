@@ -879,3 +879,13 @@ def test_a_removed_host_table_pin_is_refused_not_recreated_empty(dp: Any, pin_ro
     finally:
         bpfsys.obj_pin(dp.maps[layout.MAP_HOST4].fd, path)
     assert os.path.exists(path)
+
+
+VERIFIER_LIMIT = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: a program past it does not load
+
+
+def test_the_program_verifies_with_headroom(dp: Any) -> None:
+    """The verifier walks every path of the program; past its limit the load fails on the node.
+    A change that leaves less than 10% headroom fails here first, where it can be split."""
+    processed = bpfsys.prog_info(dp.prog_fd).verified_insns
+    assert 0 < processed < 0.9 * VERIFIER_LIMIT, f"the verifier processed {processed} instructions"
