@@ -111,8 +111,10 @@ static __always_inline void emit_drop(u32 ifindex, struct config *cfg,
 }
 
 /* 1 in N packets (config flow_sample) on average: a per-CPU countdown, reloaded at each
- * sample with a gap drawn uniformly from 1..2N-1 (mean N) by bpf_get_prandom_u32, so the
- * random draw and the hash update are paid once per sample, not per packet. The flows map is
+ * sample with a gap drawn uniformly from 1..2N-1 (mean N) by bpf_get_prandom_u32, scaled by a
+ * multiply rather than a division, so the random draw and the hash update are paid once per
+ * sample, not per packet. A flow's times come from the coarse clock (a tick's precision; a
+ * flow is shown by the second), which costs a fraction of a full clock read. The flows map is
  * shared across CPUs, so its counts add atomically. */
 static __always_inline void sample_flow(u32 ifindex, struct config *cfg, struct packet *pkt,
                                         u64 len, u8 reason, u32 rule_id, u8 action)
@@ -128,11 +130,11 @@ static __always_inline void sample_flow(u32 ifindex, struct config *cfg, struct 
         (*left)--;
         return;
     }
-    *left = 1 + bpf_get_prandom_u32() % (2 * n - 1);
+    *left = 1 + (u32)(((u64)bpf_get_prandom_u32() * (2 * n - 1)) >> 32);
     struct flow_key k = {.ifindex = ifindex, .l4proto = pkt->l4proto,
                          .flags = pkt->nonfirst ? FLOW_FLAG_NONFIRST : 0, .value = pkt->value};
     __builtin_memcpy(k.addr, pkt->src, 16);
-    u64 now = bpf_ktime_get_ns();
+    u64 now = bpf_ktime_get_coarse_ns();
     struct flow_val *v = flows.lookup(&k);
     if (v) {
         __sync_fetch_and_add(&v->packets, 1);
@@ -436,7 +438,8 @@ int infw_xdp(struct xdp_md *ctx)
         return XDP_PASS;
 
     /* `infw trace` on a live firewall (is_traced): decide, answer, count nothing */
-    struct packet pkt = {};
+    struct packet pkt; /* the parse writes both addresses of an IP packet; zero the rest */
+    __builtin_memset(&pkt.vlan, 0, sizeof(pkt) - offsetof(struct packet, vlan));
     struct hdr_cursor nh = {.pos = data};
     int parsed = parse_packet(&nh, data_end, &pkt);
     if (parsed == PARSE_NON_IP) {
