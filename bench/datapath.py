@@ -265,8 +265,8 @@ def _bytes_per_prefix(dp: Any, tables: Any) -> float:
     """Map memory the live tables take per source prefix: array-trie nodes used (1 KiB each)
     plus the LPM tries' memlock (actual use on 6.x kernels; the other generation is reclaimed
     first, so only the live one counts)."""
-    from engine.kernel.abi import MAP_HOSTS, MAP_SEG, MAP_SRC, NODE_ENTRIES, V4_SPACE, V6_SPACE
-    from engine.kernel.cuckoo import HOST4_BUCKET_BYTES, HOST6_BUCKET_BYTES
+    from engine.kernel.abi import MAP_HOSTS, MAP_SEG, MAP_SRC, NODE_ENTRIES
+    from engine.kernel.hostplan import BUCKET_BYTES
 
     dp.reclaim()
     fast = tables.fast
@@ -278,10 +278,7 @@ def _bytes_per_prefix(dp: Any, tables: Any) -> float:
     if plan is not None and plan.hashed:
         lpm += _memlock(dp.maps[MAP_HOSTS].fd)
     if plan is not None:  # the cuckoo buckets the hosts occupy (the arrays are preallocated)
-        used = plan.buckets_used
-        lpm += (
-            used.get(V4_SPACE, 0) * HOST4_BUCKET_BYTES + used.get(V6_SPACE, 0) * HOST6_BUCKET_BYTES
-        )
+        lpm += sum(n * BUCKET_BYTES[space] for space, n in plan.buckets_used.items())
     return (nodes * NODE_ENTRIES * 4 + lpm) / max(len(tables.lpm), 1)
 
 

@@ -36,10 +36,19 @@ def words(value: int) -> tuple[int, int]:
 
 def candidates(hi: int, lo: int, seed: int, buckets: int) -> tuple[int, int]:
     """The two buckets (relative to the region) the program probes for these words."""
-    f = ((hi * HOST_HASH_C1) & MASK64) ^ lo ^ seed
-    b1 = ((((f * HOST_HASH_C2) & MASK64) >> 32) * buckets) >> 32
-    b2 = ((((f * HOST_HASH_C3) & MASK64) >> 32) * buckets) >> 32
-    return b1, b2
+    return all_candidates([(hi, lo)], seed, buckets)[0]
+
+
+def all_candidates(
+    keys: Sequence[tuple[int, int]], seed: int, buckets: int
+) -> list[tuple[int, int]]:
+    """candidates() of every key, in one comprehension (a placement hashes up to 1M keys)."""
+    c1, c2, c3, m = HOST_HASH_C1, HOST_HASH_C2, HOST_HASH_C3, MASK64
+    folded = [((hi * c1) & m) ^ lo ^ seed for hi, lo in keys]
+    return [
+        (((((f * c2) & m) >> 32) * buckets) >> 32, ((((f * c3) & m) >> 32) * buckets) >> 32)
+        for f in folded
+    ]
 
 
 def region_buckets(count: int) -> int:
@@ -68,12 +77,7 @@ def place(keys: Sequence[tuple[int, int]], buckets: int) -> Region | None:
 
 
 def _place(keys: Sequence[tuple[int, int]], buckets: int, seed: int) -> array.array[int] | None:
-    c1, c2, c3, m = HOST_HASH_C1, HOST_HASH_C2, HOST_HASH_C3, MASK64
-    folded = [((hi * c1) & m) ^ lo ^ seed for hi, lo in keys]  # candidates(), inlined: 1M keys
-    cand = [
-        (((((f * c2) & m) >> 32) * buckets) >> 32, ((((f * c3) & m) >> 32) * buckets) >> 32)
-        for f in folded
-    ]
+    cand = all_candidates(keys, seed, buckets)
     slots = array.array("i", [-1]) * (buckets * HOST_SLOTS)
     fill = [0] * buckets  # slots used per bucket (free slots are always the last ones)
     rng = random.Random(seed)

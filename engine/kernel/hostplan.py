@@ -17,11 +17,18 @@ from engine.kernel.abi import (
     HOST6_BUCKETS_PER_GEN,
     HOST_LEN_MASK,
     HOST_LEN_SHIFT,
+    MAP_HOST4,
+    MAP_HOST6,
     V4_SPACE,
+    V6_SPACE,
 )
 
 HOST_REGION = struct.Struct("<QQIIII")  # struct host_region: masks, base, buckets, seed, pad
-BUCKETS_PER_GEN = {V4_SPACE: HOST4_BUCKETS_PER_GEN, 1 - V4_SPACE: HOST6_BUCKETS_PER_GEN}
+BUCKETS_PER_GEN = {V4_SPACE: HOST4_BUCKETS_PER_GEN, V6_SPACE: HOST6_BUCKETS_PER_GEN}
+# per space: the bucket map, a bucket's size, and how a region's buckets are laid out
+BUCKET_MAP = {V4_SPACE: MAP_HOST4, V6_SPACE: MAP_HOST6}
+BUCKET_BYTES = {V4_SPACE: cuckoo.HOST4_BUCKET_BYTES, V6_SPACE: cuckoo.HOST6_BUCKET_BYTES}
+BUCKET_IMAGE = {V4_SPACE: cuckoo.image4, V6_SPACE: cuckoo.image6}
 
 
 @dataclass
@@ -37,12 +44,9 @@ class HostPlan:
     @property
     def buckets_used(self) -> dict[int, int]:
         used: dict[int, int] = defaultdict(int)
-        for space, parts in self.images.items():
-            bytes_per = (
-                cuckoo.HOST4_BUCKET_BYTES if space == V4_SPACE else cuckoo.HOST6_BUCKET_BYTES
-            )
-            used[space] += sum(len(raw) // bytes_per for _, raw in parts)
-        return dict(used)
+        for (_, space), (_, buckets, _) in self.regions.items():
+            used[space] += buckets
+        return {space: n for space, n in used.items() if n}
 
 
 def region_masks(root: int) -> tuple[int, int]:
@@ -59,7 +63,7 @@ def plan_hosts(hosts: Mapping[tuple[int, int], int], gen: int, cuckoo_maps: bool
     groups: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
     for ifindex, value in hosts:
         groups[(ifindex, space_of(value))].append((ifindex, value))
-    free = {space: per for space, per in BUCKETS_PER_GEN.items()} if cuckoo_maps else {}
+    free = dict(BUCKETS_PER_GEN) if cuckoo_maps else {}
     for (ifindex, space), members in sorted(groups.items()):
         buckets = cuckoo.region_buckets(len(members))
         region = None
@@ -73,7 +77,6 @@ def plan_hosts(hosts: Mapping[tuple[int, int], int], gen: int, cuckoo_maps: bool
         base = gen * BUCKETS_PER_GEN[space] + BUCKETS_PER_GEN[space] - free[space]
         free[space] -= buckets
         list_ids = [hosts[m] for m in members]
-        image = cuckoo.image4 if space == V4_SPACE else cuckoo.image6
-        plan.images[space].append((base, image(region, keys, list_ids)))
+        plan.images[space].append((base, BUCKET_IMAGE[space](region, keys, list_ids)))
         plan.regions[(ifindex, space)] = (base, buckets, region.seed)
     return plan

@@ -16,8 +16,6 @@ from engine.kernel.abi import (
     GEN_BIT,
     LISTS_PER_GEN,
     MAP_FAILSAFE,
-    MAP_HOST4,
-    MAP_HOST6,
     MAP_HOST_REGIONS,
     MAP_HOSTS,
     MAP_LIST_ROOTS,
@@ -32,14 +30,14 @@ from engine.kernel.abi import (
     SEG_KEY_FIXED_BITS,
     SRC_KEY_FIXED_BITS,
     SRC_ROOTS_ENTRIES,
-    V4_SPACE,
     Action,
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
-from engine.kernel.cuckoo import HOST4_BUCKET_BYTES, HOST6_BUCKET_BYTES
 from engine.kernel.failsafe import FailsafePorts, wanted_failsafe
 from engine.kernel.hostplan import (
+    BUCKET_BYTES,
+    BUCKET_MAP,
     BUCKETS_PER_GEN,
     HOST_REGION,
     HostPlan,
@@ -138,7 +136,8 @@ class GenerationTables:
         src, seg = self._maps[MAP_SRC], self._maps[MAP_SEG]
         roots = self.src_roots()
         self.last_write = "full"
-        plan = plan_hosts(fast.hosts, inactive, self._has_cuckoo()) if fast.hosts else None
+        cuckoo = self._has_cuckoo()
+        plan = plan_hosts(fast.hosts, inactive, cuckoo) if fast.hosts else None
         hashed = plan.hashed if plan is not None else {}
         self.last_hosts = plan
         self._empty_generation(inactive, hosts_next=bool(hashed))
@@ -170,7 +169,7 @@ class GenerationTables:
             _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
-            if plan is not None and plan.regions and self._has_cuckoo():
+            if plan is not None and plan.regions and cuckoo:
                 self._write_host_regions(plan, fast, inactive)
             if hosts is not None:
                 hosts.update_batch(host_keys, host_vals)
@@ -188,14 +187,14 @@ class GenerationTables:
         self._settle_failsafe(old_masks, grown, new_masks)
 
     def _has_cuckoo(self) -> bool:
-        return all(m in self._maps for m in (MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS))
+        return all(m in self._maps for m in (*BUCKET_MAP.values(), MAP_HOST_REGIONS))
 
     def _write_host_regions(self, plan: HostPlan, fast: FastImages, gen: int) -> None:
         """The cuckoo buckets of gen's half (a memcpy each through the mapping), then the
         region of every hashed root. Nothing reads either before gen's roots point at them."""
         for space, parts in plan.images.items():
             mapped = self._bucket_map(space)
-            size = HOST4_BUCKET_BYTES if space == V4_SPACE else HOST6_BUCKET_BYTES
+            size = BUCKET_BYTES[space]
             for base, raw in parts:
                 mapped.raw[base * size : base * size + len(raw)] = raw
         ordered = sorted(plan.regions.items())
@@ -226,12 +225,9 @@ class GenerationTables:
 
     def _bucket_map(self, space: int) -> MappedBytes:
         if space not in self._buckets:
-            name, size = (
-                (MAP_HOST4, HOST4_BUCKET_BYTES)
-                if space == V4_SPACE
-                else (MAP_HOST6, HOST6_BUCKET_BYTES)
+            self._buckets[space] = MappedBytes(
+                self._maps[BUCKET_MAP[space]], 2 * BUCKETS_PER_GEN[space], BUCKET_BYTES[space]
             )
-            self._buckets[space] = MappedBytes(self._maps[name], 2 * BUCKETS_PER_GEN[space], size)
         return self._buckets[space]
 
     def _hosts_map(self) -> Map:

@@ -226,11 +226,12 @@ def test_kernel_agrees_on_wide_tables(kernel: Any, data: st.DataObject) -> None:
         assert_agree(kernel, ruleset, tables, frame)
 
 
-def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
-    """Thousands of IPv4 and IPv6 host prefixes under wider ones, hit and missed around them."""
+def host_routes() -> RuleSet:
+    """Thousands of IPv4 and IPv6 host prefixes (a Deny of 9/udp) under wider ones (9/udp and
+    below allowed, the rest denied)."""
     v4 = tuple(f"198.18.{i >> 8}.{i & 255}/32" for i in range(0, 3000, 3))
     v6 = tuple(f"2001:db8:0:{i}::{i}/128" for i in range(0, 600, 3))
-    ruleset = RuleSet(
+    return RuleSet(
         (
             Firewall(
                 "hosts",
@@ -248,8 +249,10 @@ def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
             ),
         )
     )
-    tables = load_rules(kernel, ruleset)
-    assert tables.fast.lpm == ()  # all in the array tries
+
+
+def assert_host_routes_agree(kernel: Any, ruleset: RuleSet, tables: CompiledTables) -> None:
+    """Hits on the hosts, misses beside them (the wider prefixes decide), IPv4 and IPv6."""
     for i in range(0, 3002, 7):
         src = f"198.18.{i >> 8}.{i & 255}"
         for dport in (8, 9, 10):
@@ -257,6 +260,14 @@ def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
     for i in range(0, 602, 5):
         src = f"2001:db8:0:{i}::{i}"
         assert_agree(kernel, ruleset, tables, build_frame(src, "::1", 17, dport=9))
+
+
+def test_kernel_agrees_on_many_host_routes(kernel: Any) -> None:
+    """Thousands of IPv4 and IPv6 host prefixes under wider ones, hit and missed around them."""
+    ruleset = host_routes()
+    tables = load_rules(kernel, ruleset)
+    assert tables.fast.lpm == ()  # all in the array tries
+    assert_host_routes_agree(kernel, ruleset, tables)
 
 
 @pytest.mark.parametrize("cuckoo", [True, False], ids=["cuckoo buckets", "hash fallback"])
@@ -270,26 +281,7 @@ def test_kernel_agrees_on_hosts_beyond_the_arrays(
 
     if not cuckoo:
         monkeypatch.setattr(hostplan, "BUCKETS_PER_GEN", {0: 0, 1: 0})
-    v4 = tuple(f"198.18.{i >> 8}.{i & 255}/32" for i in range(0, 3000, 3))
-    v6 = tuple(f"2001:db8:0:{i}::{i}/128" for i in range(0, 600, 3))
-    ruleset = RuleSet(
-        (
-            Firewall(
-                "hosts",
-                ("lo",),
-                (
-                    IngressBlock(v4 + v6, (Rule(5, Action.DENY, Protocol.UDP, PortRange(9, 9)),)),
-                    IngressBlock(
-                        ("198.18.0.0/15", "2001:db8::/32"),
-                        (
-                            Rule(7, Action.ALLOW, Protocol.UDP, PortRange(1, 9)),
-                            Rule(8, Action.DENY),
-                        ),
-                    ),
-                ),
-            ),
-        )
-    )
+    ruleset = host_routes()
     tables = load_rules(kernel, ruleset, node_budget=2)
     plan = kernel.tables.last_hosts
     assert plan is not None and len(tables.fast.hosts) >= 1000
@@ -297,13 +289,7 @@ def test_kernel_agrees_on_hosts_beyond_the_arrays(
         assert not plan.hashed and all(n for _, n, _ in plan.regions.values())
     else:
         assert plan.hashed == dict(tables.fast.hosts)
-    for i in range(0, 3002, 7):
-        src = f"198.18.{i >> 8}.{i & 255}"
-        for dport in (8, 9, 10):
-            assert_agree(kernel, ruleset, tables, build_frame(src, "10.0.0.1", 17, dport=dport))
-    for i in range(0, 602, 5):
-        src = f"2001:db8:0:{i}::{i}"
-        assert_agree(kernel, ruleset, tables, build_frame(src, "::1", 17, dport=9))
+    assert_host_routes_agree(kernel, ruleset, tables)
 
 
 # A catch-all Deny behind specific rules: any frame the kernel parses differently from the
