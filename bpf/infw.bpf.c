@@ -20,14 +20,17 @@
 
 #define RATE_WINDOW_NS 1000000000ULL
 
-static __always_inline void count(u32 idx, u64 len)
+/* Count a packet (len bytes, 0 for a count of events) on this CPU's node counter idx; returns
+ * the counter's packets after it, 0 if there is none. */
+static __always_inline u64 count(u32 idx, u64 len)
 {
     struct counter *c = node_stats.lookup(&idx);
 
-    if (c) {
-        c->packets++;
-        c->bytes += len;
-    }
+    if (!c)
+        return 0;
+    c->packets++;
+    c->bytes += len;
+    return c->packets;
 }
 
 /* Does this packet carry infw trace metadata? Real packets fail the first test. */
@@ -110,31 +113,47 @@ static __always_inline void emit_drop(u32 ifindex, struct config *cfg,
     count(NC_EVENTS_SENT, 0);
 }
 
-/* 1 in N packets (config flow_sample) on average: a per-CPU countdown, reloaded at each
- * sample with a gap drawn uniformly from 1..2N-1 (mean N) by bpf_get_prandom_u32, scaled by a
- * multiply rather than a division, so the random draw and the hash update are paid once per
- * sample, not per packet. A flow's times come from the coarse clock (a tick's precision; a
- * flow is shown by the second), which costs a fraction of a full clock read. The flows map is
- * shared across CPUs, so its counts add atomically. */
+/* Is the packet that took a counter to seq one of the 1 in n sampled? The counter is the one
+ * its path just counted it on (per CPU, so seq runs 1, 2, 3, ... along that path), mixed by the
+ * murmur3 finaliser: its output over consecutive values is spread evenly, so each packet is
+ * sampled with probability 1/n as by a coin flip, independent of which flow sent it, and a
+ * packet that is not sampled costs a few ALU instructions on a value already in a register
+ * (no map read, no random number). A multiply scales to n, not a division. */
+static __always_inline int sample_due(u64 seq, u32 n)
+{
+    u32 h = (u32)seq;
+
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return seq && (((u64)h * n) >> 32) == 0;
+}
+
+/* Sample the packet into the flows map (config flow_sample: 1 in N, 0 off). A sample calls no
+ * helper but the flows map's: a flow's times come from the coarse clock as read once per tick
+ * (bpf_jiffies64 is an inlined load; a flow is shown by the second). The flows map is shared
+ * across CPUs, so its counts add atomically. */
 static __always_inline void sample_flow(u32 ifindex, struct config *cfg, struct packet *pkt,
-                                        u64 len, u8 reason, u32 rule_id, u8 action)
+                                        u64 len, u64 seq, u8 reason, u32 rule_id, u8 action)
 {
     u32 n = cfg->flow_sample;
-    if (!n)
+    if (!n || !sample_due(seq, n))
         return;
     u32 zero = 0;
-    u32 *left = flow_gap.lookup(&zero);
-    if (!left)
+    struct flow_clock *fc = flow_clock.lookup(&zero);
+    if (!fc)
         return;
-    if (*left > 1) {
-        (*left)--;
-        return;
+    u64 j = bpf_jiffies64();
+    if (j != fc->jiffies) {
+        fc->jiffies = j;
+        fc->now_ns = bpf_ktime_get_coarse_ns();
     }
-    *left = 1 + (u32)(((u64)bpf_get_prandom_u32() * (2 * n - 1)) >> 32);
+    u64 now = fc->now_ns;
     struct flow_key k = {.ifindex = ifindex, .l4proto = pkt->l4proto,
                          .flags = pkt->nonfirst ? FLOW_FLAG_NONFIRST : 0, .value = pkt->value};
     __builtin_memcpy(k.addr, pkt->src, 16);
-    u64 now = bpf_ktime_get_coarse_ns();
     struct flow_val *v = flows.lookup(&k);
     if (v) {
         __sync_fetch_and_add(&v->packets, 1);
@@ -461,8 +480,8 @@ int infw_xdp(struct xdp_md *ctx)
         if (protos && (*protos & failsafe_bit(pkt.l4proto))) {
             if (is_traced(ctx))
                 return traced(ctx, REASON_FAILSAFE, 0, XDP_PASS);
-            count(NC_FAILSAFE, len);
-            sample_flow(ifindex, cfg, &pkt, len, REASON_FAILSAFE, 0, 0);
+            u64 seq = count(NC_FAILSAFE, len);
+            sample_flow(ifindex, cfg, &pkt, len, seq, REASON_FAILSAFE, 0, 0);
             return XDP_PASS;
         }
     }
@@ -476,8 +495,8 @@ int infw_xdp(struct xdp_md *ctx)
         if (is_traced(ctx))
             return traced(ctx, REASON_NO_MATCH, 0, XDP_PASS);
         /* no tables for the interface: passed as no rule matches, but not counted as one */
-        count(list_id == NO_TABLES ? NC_UNCONFIGURED : NC_NO_MATCH, len);
-        sample_flow(ifindex, cfg, &pkt, len, REASON_NO_MATCH, 0, 0);
+        u64 seq = count(list_id == NO_TABLES ? NC_UNCONFIGURED : NC_NO_MATCH, len);
+        sample_flow(ifindex, cfg, &pkt, len, seq, REASON_NO_MATCH, 0, 0);
         return XDP_PASS;
     }
 
@@ -486,10 +505,10 @@ int infw_xdp(struct xdp_md *ctx)
     if ((hit >> 16) != ACTION_ALLOW && is_reply(&nh, data_end, ifindex, &pkt)) {
         if (is_traced(ctx))
             return traced(ctx, REASON_REPLY, rule_id, XDP_PASS);
-        count(NC_REPLY_ALLOWED, len);
+        u64 seq = count(NC_REPLY_ALLOWED, len);
         /* the flow shows the Deny it got past (rule and action) with REASON_REPLY; the rule's
          * own counter stays for what the rule decided */
-        sample_flow(ifindex, cfg, &pkt, len, REASON_REPLY, rule_id, hit >> 16);
+        sample_flow(ifindex, cfg, &pkt, len, seq, REASON_REPLY, rule_id, hit >> 16);
         return XDP_PASS;
     }
     if (is_traced(ctx)) {
@@ -497,11 +516,12 @@ int infw_xdp(struct xdp_md *ctx)
         return traced(ctx, REASON_RULE, rule_id, pass ? XDP_PASS : XDP_DROP);
     }
     struct counter *rc = rule_stats.lookup(&rule_id);
+    u64 seq = 0;
     if (rc) {
-        rc->packets++;
+        seq = ++rc->packets;
         rc->bytes += len;
     }
-    sample_flow(ifindex, cfg, &pkt, len, REASON_RULE, rule_id, hit >> 16);
+    sample_flow(ifindex, cfg, &pkt, len, seq, REASON_RULE, rule_id, hit >> 16);
     if ((hit >> 16) == ACTION_ALLOW) {
         count(NC_ALLOW, len);
         return XDP_PASS;

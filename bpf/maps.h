@@ -245,9 +245,14 @@ BPF_RINGBUF_PINNED(events, EVENTS_RINGBUF_PAGES, PIN_ROOT "/events");
 /* LRU: a flood of new sources evicts the least recently seen flows, never fails an insert */
 BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, flows, FLOWS_ENTRIES,
                  PIN_ROOT "/flows");
-/* per CPU: packets left until the next sample (a countdown, so a packet that is not sampled
- * costs an inlined array read, not a random number) */
-BPF_TABLE_PINNED("percpu_array", u32, u32, flow_gap, 1, PIN_ROOT "/flow_gap");
+/* per CPU: the coarse clock as it read at the current tick, for the samples (bpf_jiffies64 is
+ * an inlined load, the coarse clock a helper call). Scratch, so not pinned: a reload starts a
+ * fresh one and loses nothing a reader sees. */
+struct flow_clock {
+    u64 jiffies; /* the tick now_ns was read at */
+    u64 now_ns;  /* bpf_ktime_get_coarse_ns at that tick */
+};
+BPF_PERCPU_ARRAY(flow_clock, struct flow_clock, 1);
 
 #ifdef INFW_LAYOUT_CHECK
 /* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace

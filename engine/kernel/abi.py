@@ -27,7 +27,6 @@ MAP_NODES = "nodes"
 MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
 MAP_FLOWS = "flows"
-MAP_FLOW_GAP = "flow_gap"
 MAP_REPLIES = "replies"
 MAP_REPLY_CONFIG = "reply_config"
 MAP_HOSTS = "hosts"
@@ -47,7 +46,6 @@ ALL_MAPS = (
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
     MAP_FLOWS,
-    MAP_FLOW_GAP,
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
     MAP_HOSTS,
@@ -60,7 +58,6 @@ ALL_MAPS = (
 OPTIONAL_MAPS = frozenset(
     {
         MAP_FLOWS,
-        MAP_FLOW_GAP,
         MAP_REPLIES,
         MAP_REPLY_CONFIG,
         MAP_HOSTS,
@@ -228,8 +225,8 @@ class Config(ct.Structure):
 
 FLOWS_ENTRIES = 65536  # LRU: the least recently seen flow makes room
 FLOW_FLAG_NONFIRST = 1
-DEFAULT_FLOW_SAMPLE = 32  # 1 in 32 packets (+7 ns a packet, bench datapath); config flowSample
-MAX_FLOW_SAMPLE = 65536  # 2N-1 must fit the gap arithmetic with room to spare
+DEFAULT_FLOW_SAMPLE = 32  # 1 in 32 packets (bench datapath measures its cost); config flowSample
+MAX_FLOW_SAMPLE = 65536  # beyond it a flow of a few packets a second would show no samples
 
 
 class FlowRecKey(ct.Structure):

@@ -23,7 +23,6 @@ from engine.kernel.abi import (
     EGRESS_PIN,
     MAP_CONFIG,
     MAP_EVENTS,
-    MAP_FLOW_GAP,
     MAP_FLOWS,
     MAP_NODE_STATS,
     MAP_REPLIES,
@@ -277,12 +276,8 @@ class Datapath:
     # ----------------------------------------------------------------- flows
 
     def set_flow_sample(self, rate: int) -> None:
-        """Sample 1 in rate packets into the flows map; 0 stops sampling."""
+        """Sample 1 in rate packets into the flows map from the next packet on; 0 stops sampling."""
         self._config.write(flow_sample=min(max(0, int(rate)), MAX_FLOW_SAMPLE))
-        gap = self.maps.get(MAP_FLOW_GAP)
-        if gap is not None:
-            # every CPU's countdown restarts, so the new rate holds from the next packet
-            gap.update(bytes(4), bytes(gap.value_size))
 
     def flow_entries(self) -> tuple[bytes, bytes, int] | None:
         """The flows map packed (FlowRecKey, FlowRecVal back to back); None for an older

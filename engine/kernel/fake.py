@@ -136,7 +136,6 @@ class FakeDatapath:
         )
         self.flows: dict[bytes, FlowRecVal] = {}  # packed FlowRecKey -> value, as the map holds
         self._sampler = random.Random(0)  # seeded: tests see the same samples every run
-        self._gap = 0  # packets left until the next sample, as the program counts them
         self.rules: dict[int, tuple[int, int]] = {}
         self.node: dict[NodeCounter, tuple[int, int]] = {c: (0, 0) for c in NodeCounter}
         self._callback: Callable[[DropEventRecord], None] | None = None
@@ -244,10 +243,8 @@ class FakeDatapath:
         n = int(self.cfg.flow_sample)
         if not n:
             return
-        if self._gap > 1:
-            self._gap -= 1
-            return
-        self._gap = 1 + self._sampler.randrange(2 * n - 1)  # the program's countdown
+        if self._sampler.randrange(n):
+            return  # the program samples each packet with probability 1/n
         parsed = parse_frame(frame)
         if parsed.fields is None or v.reason not in _FLOW_REASONS:
             return

@@ -24,7 +24,6 @@ from engine.kernel.abi import (
     MAP_CONFIG,
     MAP_EVENTS,
     MAP_FAILSAFE,
-    MAP_FLOW_GAP,
     MAP_FLOWS,
     MAP_HOST4,
     MAP_HOST6,
@@ -76,7 +75,7 @@ HOST_TABLE_MAPS = frozenset({MAP_HOSTS, MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS})
 
 # Maps older builds pinned and this one no longer has: a reload leaves them (the old program
 # may still run until the switch), an unload removes them with the rest.
-RETIRED_PINS = ("last_verdict",)
+RETIRED_PINS = ("last_verdict", "flow_gap")
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,6 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
     MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
-    MAP_FLOW_GAP: MapSpec(4, 4, 1),
     MAP_REPLIES: MapSpec(ct.sizeof(ReplyKey), ct.sizeof(ReplyVal), REPLIES_MAX_ENTRIES),
     MAP_REPLY_CONFIG: MapSpec(4, ct.sizeof(ReplyConfig), 1),
     MAP_HOSTS: MapSpec(ct.sizeof(HostKey), 4, HOSTS_MAX_ENTRIES),

@@ -78,6 +78,25 @@ def test_sampled_counts_agree_with_what_was_sent(dp: Any) -> None:
     assert abs(s.packets - sent) <= s.error.margin_pct / 1.96 * 3 / 100 * s.packets
 
 
+def test_interleaved_flows_on_one_counter_are_each_sampled_fairly(dp: Any) -> None:
+    """Four flows taking turns on the same path (so on the same counter, whose value decides
+    the sample): none of them is favoured by where it falls in the turn."""
+    dp.set_flow_sample(8)
+    sources = [f"192.0.2.{40 + i}" for i in range(4)]
+    frames = [bytes(ETH / IP(src=s, dst=DST) / UDP(dport=5002)) for s in sources]
+    rounds = 2000
+    for _ in range(rounds):
+        for frame in frames:
+            send(dp, frame)
+    got = flows(dp)
+    for source in sources:
+        s = got[FlowKey("lo", source, 17, 5002)]
+        assert abs(s.packets - rounds) <= s.error.margin_pct / 1.96 * 3 / 100 * s.packets, (
+            source,
+            s.packets,
+        )
+
+
 def test_sampling_off_and_traced_frames_record_nothing(dp: Any) -> None:
     dp.set_flow_sample(0)
     send(dp, bytes(ETH / IP(src="192.0.2.33", dst=DST) / UDP(dport=5001)), 50)

@@ -62,7 +62,6 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_SRC_ROOTS, ct.c_uint32, ct.c_uint32),
         (layout.MAP_LIST_ROOTS, ct.c_uint32, layout.ListRoots),
         (layout.MAP_FLOWS, layout.FlowRecKey, layout.FlowRecVal),
-        (layout.MAP_FLOW_GAP, ct.c_uint32, ct.c_uint32),
         (layout.MAP_REPLIES, layout.ReplyKey, layout.ReplyVal),
         (layout.MAP_REPLY_CONFIG, ct.c_uint32, layout.ReplyConfig),
         (layout.MAP_HOSTS, layout.HostKey, ct.c_uint32),
