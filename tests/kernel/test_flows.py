@@ -117,3 +117,27 @@ def test_flows_survive_a_reload(dp: Any, pin_root: str) -> None:
         assert int(again.config().flow_sample) == 1, "the rate is kept too"
     finally:
         again.close()
+
+
+def test_an_older_builds_flow_gap_pin_survives_a_reload_and_goes_with_unload() -> None:
+    """Builds before the counter-hash sampling pinned a per-CPU countdown, flow_gap: a reload
+    onto such pins works (the old program may run on until the switch, so the pin stays) and
+    an unload removes it with the rest."""
+    import os
+
+    from engine.kernel.datapath import Datapath
+    from tests.kernel.conftest import PIN_BASE
+
+    root = os.path.join(PIN_BASE, "retired")
+    dp = Datapath.load(root)
+    leftover = os.path.join(root, "flow_gap")
+    try:
+        fd = bpfsys.obj_get(os.path.join(root, "config"))  # any object stands in for the old map
+        bpfsys.obj_pin(fd, leftover)
+        os.close(fd)
+        dp.close()
+        dp = Datapath.load(root)
+        assert os.path.exists(leftover)
+    finally:
+        dp.unload()
+    assert not os.path.exists(leftover) and not os.path.exists(root)
