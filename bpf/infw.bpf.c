@@ -3,8 +3,8 @@
  * A packet costs a parse (parsing.h), one fail-safe array lookup and two lookups whatever the
  * number of rules: (generation, ifindex, source) -> merged rule list, then (list, protocol
  * class, fragment flag, port or ICMP type<<8|code) -> the first matching rule. Both are
- * multibit tries of 256-entry nodes in one array map (engine/core/compiler.py fast_images): a
- * few inlined array reads. What does not fit in the arrays is looked up in the LPM tries
+ * multibit tries of 256-entry nodes in one array element (engine/core/compiler.py fast_images):
+ * a few loads. What does not fit in the arrays is looked up in the LPM tries
  * src_lpm and seg_lpm instead, which a root entry of ROOT_TRIE points the program to.
  * engine/core/classify.py `lookup` is the reference for the decision and engine/core/frame.py
  * `parse_frame` for the parse; the kernel tests hold this file to both.
@@ -209,12 +209,20 @@ static __always_inline u32 class_index(u8 proto)
     }
 }
 
-/* One step down a trie: the entry at byte b of the node an entry points to. */
-static __always_inline u32 node_step(u32 base, u32 entry, u8 b)
+/* One step down a trie: the entry at byte b of the node an entry points to (within the
+ * generation's half at base; the mask only keeps the verifier's bound, as indexes are). */
+static __always_inline u32 node_step(u32 *nodes, u32 base, u32 entry, u8 b)
 {
-    u32 idx = base + (entry & NODE_INDEX_MASK);
-    struct node *n = nodes.lookup(&idx);
-    return n ? n->e[b] : 0;
+    u32 idx = (base + (entry & NODE_INDEX_MASK)) & (NODES_TOTAL - 1);
+    return nodes[idx * NODE_ENTRIES + b];
+}
+
+/* Every node's entries, node after node: trie_nodes' one element, which is NODES_TOTAL nodes
+ * long whatever its declared type says (maps.h). NULL only if the map were empty. */
+static __always_inline u32 *node_image(void)
+{
+    u32 zero = 0;
+    return (u32 *)trie_nodes.lookup(&zero);
 }
 
 /* The tables have nothing for this ifindex: not even a ROOT_EMPTY root. No list id is this. */
@@ -325,19 +333,22 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         u32 *list_id = src_lpm.lookup(&sk);
         return list_id ? (*list_id & ~GEN_BIT) : 0;
     }
+    u32 *ni = node_image();
+    if (!ni)
+        return 0;
     u32 base = gen * NODES_PER_GEN;
     if (space == V4_SPACE) {
 #pragma unroll
         for (int i = 12; i < 16; i++) {
             if (!(entry & NODE_FLAG))
                 break;
-            entry = node_step(base, entry, pkt->src[i]);
+            entry = node_step(ni, base, entry, pkt->src[i]);
         }
     } else {
         for (int i = 0; i < 16; i++) {
             if (!(entry & NODE_FLAG))
                 break;
-            entry = node_step(base, entry, pkt->src[i & 15]);
+            entry = node_step(ni, base, entry, pkt->src[i & 15]);
         }
     }
     return entry & NODE_FLAG ? 0 : entry;
@@ -367,11 +378,14 @@ static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt)
         struct seg_val *seg = seg_lpm.lookup(&gk);
         return seg ? (seg->action << 16 | (seg->rule_id & 0xffff)) : 0;
     }
+    u32 *ni = node_image();
+    if (!ni)
+        return 0;
     u32 base = gen * NODES_PER_GEN;
     if (entry & NODE_FLAG)
-        entry = node_step(base, entry, pkt->value >> 8);
+        entry = node_step(ni, base, entry, pkt->value >> 8);
     if (entry & NODE_FLAG)
-        entry = node_step(base, entry, pkt->value & 0xff);
+        entry = node_step(ni, base, entry, pkt->value & 0xff);
     return entry & NODE_FLAG ? 0 : entry;
 }
 

@@ -206,7 +206,19 @@ BPF_TABLE_PINNED("lpm_trie", struct src_key, u32, src_lpm, SRC_MAX_ENTRIES,
                  PIN_ROOT "/src_lpm", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("lpm_trie", struct seg_key, struct seg_val, seg_lpm, SEG_MAX_ENTRIES,
                  PIN_ROOT "/seg_lpm", BPF_F_NO_PREALLOC);
-BPF_TABLE_PINNED("array", u32, struct node, nodes, NODES_TOTAL, PIN_ROOT "/nodes");
+/* Every trie node of both generations in one element (node i at e[i * NODE_ENTRIES]): the
+ * program looks the element up once per walk and steps by pointer arithmetic, where a lookup
+ * per node would store its index to the stack and load it back on every step of the walk.
+ * Mapped into the writer's memory (BPF_F_MMAPABLE), which writes nodes where they go. The
+ * loader creates the pin with the element's real size, NODES_TOTAL nodes (ensure_node_image:
+ * a 16 MiB value type costs bcc minutes to compile); bcc reuses it, and the verifier bounds
+ * every access by that size. So the value type here is a node, indexed beyond its end. */
+struct node_image {
+    u32 e[NODE_ENTRIES];
+};
+_Static_assert((NODES_TOTAL & (NODES_TOTAL - 1)) == 0, "a mask keeps node indexes in range");
+BPF_TABLE_PINNED("array", u32, struct node_image, trie_nodes, 1, PIN_ROOT "/trie_nodes",
+                 BPF_F_MMAPABLE);
 /* exact prefixes of one length per (ifindex, space) that hold no longer prefix (hosts, most
  * often): a hit is the longest match, so it is looked up before the trie; sized for both
  * generations, allocated per entry */

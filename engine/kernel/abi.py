@@ -23,7 +23,8 @@ MAP_NODE_STATS = "node_stats"
 MAP_CONFIG = "config"
 MAP_RATELIMIT = "ratelimit"
 MAP_EVENTS = "events"
-MAP_NODES = "nodes"
+MAP_NODES = "trie_nodes"  # every node of both generations in one mmapable element
+MAP_LEGACY_NODES = "nodes"  # older builds: one element per node (written by update_batch)
 MAP_SRC_ROOTS = "src_roots"
 MAP_LIST_ROOTS = "list_roots"
 MAP_FLOWS = "flows"
@@ -43,6 +44,7 @@ ALL_MAPS = (
     MAP_RATELIMIT,
     MAP_EVENTS,
     MAP_NODES,
+    MAP_LEGACY_NODES,
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
     MAP_FLOWS,
@@ -57,6 +59,8 @@ ALL_MAPS = (
 # absence is no reason to refuse a reload, and an older build opened as it is lacks them.
 OPTIONAL_MAPS = frozenset(
     {
+        MAP_NODES,
+        MAP_LEGACY_NODES,  # the other way round: only older builds have it
         MAP_FLOWS,
         MAP_REPLIES,
         MAP_REPLY_CONFIG,
@@ -193,6 +197,12 @@ class SegKey(ct.Structure):
 
 class Node(ct.Structure):
     _fields_ = [("e", ct.c_uint32 * NODE_ENTRIES)]
+
+
+class NodeImage(ct.Structure):
+    """trie_nodes' one element: node i of the whole array at byte i * sizeof(Node)."""
+
+    _fields_ = [("e", ct.c_uint32 * (NODE_ENTRIES * NODES_TOTAL))]
 
 
 class ListRoots(ct.Structure):

@@ -29,6 +29,7 @@ PRIVILEGE_HINT = "run as root, or grant the process CAP_BPF and CAP_NET_ADMIN"
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
 SYS_BPF = 321  # x86_64
+BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
@@ -82,6 +83,7 @@ def lib() -> ct.CDLL:
     vp, i32, u32 = ct.c_void_p, ct.c_int, ct.c_uint32
     protos: dict[str, tuple[type | None, list[type]]] = {
         "bpf_obj_get": (i32, [ct.c_char_p]),
+        "bcc_create_map": (i32, [i32, ct.c_char_p, i32, i32, i32, i32]),
         "bpf_obj_pin": (i32, [i32, ct.c_char_p]),
         "bpf_obj_get_info": (i32, [i32, vp, ct.POINTER(u32)]),
         "bpf_prog_get_fd_by_id": (i32, [u32]),
@@ -142,6 +144,19 @@ def possible_cpus() -> int:
 def obj_get(path: str) -> int:
     """Open a pinned map or program; the caller owns the fd."""
     return _check(lib().bpf_obj_get(path.encode()), f"open pinned {path}")
+
+
+def create_pinned_array(path: str, value_size: int, entries: int, flags: int = 0) -> None:
+    """Create an array map (u32 keys) and pin it at path; the pin holds it, no fd is kept."""
+    name = os.path.basename(path)[:15].encode()  # BPF_OBJ_NAME_LEN - 1
+    fd = _check(
+        lib().bcc_create_map(BPF_MAP_TYPE_ARRAY, name, 4, value_size, entries, flags),
+        f"create map {name.decode()} ({value_size} B x {entries})",
+    )
+    try:
+        obj_pin(fd, path)
+    finally:
+        os.close(fd)
 
 
 def obj_pin(fd: int, path: str) -> None:

@@ -25,6 +25,7 @@ from engine.kernel.abi import (
     MAP_EVENTS,
     MAP_FLOWS,
     MAP_NODE_STATS,
+    MAP_NODES,
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
     MAP_RULE_STATS,
@@ -95,6 +96,9 @@ class Datapath:
         program, and move every interface running the previous build onto the new one."""
         pins.check_existing_pins(pin_root)
         fresh = not pins.maps_pinned(pin_root)
+        # pins of a build that kept its trie nodes one per element: this load creates
+        # trie_nodes empty, and the live tables' nodes must be copied into it
+        adopt = not fresh and not pins.pinned(pin_root, MAP_NODES)
         bpf = loader.compile_program(pin_root, source_path)
         fn = loader.load_function(bpf)
         egress = loader.load_function(bpf, links.EGRESS_NAME, "SCHED_CLS")
@@ -108,7 +112,9 @@ class Datapath:
                     events_per_sec=DEFAULT_EVENTS_PER_SEC,
                     flow_sample=DEFAULT_FLOW_SAMPLE,
                 )
-            dp.tables.fill_host_masks()  # before any interface runs the new program
+            if adopt:
+                dp.tables.adopt_legacy_nodes()  # before any interface runs the new program
+            dp.tables.fill_host_masks()  # so is this
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
                 dp._follow_replies()

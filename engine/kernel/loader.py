@@ -14,7 +14,7 @@ from typing import Any
 from engine.checkout import BPF_DIR
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import c_defines
+from engine.kernel.abi import MAP_NODES, NODES_TOTAL, c_defines
 from engine.kernel.pinroot import ensure_pin_root
 
 BPF_SOURCE = BPF_DIR / "infw.bpf.c"
@@ -83,6 +83,7 @@ def compile_program(
             "and links them for the running kernel)",
         )
     ensure_pin_root(pin_root)  # 0700, root's: nobody else may remove or swap the pins
+    ensure_node_image(pin_root)
     with _captured_stderr() as log:
         try:
             return BPF(
@@ -95,6 +96,20 @@ def compile_program(
                 f"bcc could not compile {source_path}: {exc}\n{_tail(log())}",
                 "see the compiler output above",
             ) from exc
+
+
+NODE_IMAGE_BYTES = NODES_TOTAL * 1024  # every trie node of both generations
+
+
+def ensure_node_image(pin_root: str) -> None:
+    """Create and pin trie_nodes (one 16 MiB element) before bcc compiles, so bcc opens the
+    pin: declared with its real value type, the program took bcc minutes and gigabytes to
+    compile. The source declares a one-node value; the verifier bounds the program's accesses
+    by the map's real value size."""
+    path = os.path.join(pin_root, MAP_NODES)
+    if os.path.exists(path):
+        return
+    bpfsys.create_pinned_array(path, NODE_IMAGE_BYTES, 1, bpfsys.BPF_F_MMAPABLE)
 
 
 def _raise_if_unprivileged(exc: Exception, log: str) -> None:

@@ -29,6 +29,7 @@ from engine.kernel.abi import (
     MAP_HOST6,
     MAP_HOST_REGIONS,
     MAP_HOSTS,
+    MAP_LEGACY_NODES,
     MAP_LIST_ROOTS,
     MAP_NODE_STATS,
     MAP_NODES,
@@ -58,6 +59,7 @@ from engine.kernel.abi import (
     HostRegion,
     ListRoots,
     Node,
+    NodeImage,
     RateLimit,
     ReplyConfig,
     ReplyKey,
@@ -95,7 +97,8 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_CONFIG: MapSpec(4, ct.sizeof(Config), 1),
     MAP_RATELIMIT: MapSpec(4, ct.sizeof(RateLimit), 1),
     MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
-    MAP_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
+    MAP_NODES: MapSpec(4, ct.sizeof(NodeImage), 1),
+    MAP_LEGACY_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
     MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
@@ -115,6 +118,10 @@ def prog_pinned(pin_root: str) -> bool:
 def maps_pinned(pin_root: str) -> bool:
     """Whether the maps exist already (a reload reuses them; a first load writes a config)."""
     return os.path.exists(os.path.join(pin_root, MAP_CONFIG))
+
+
+def pinned(pin_root: str, name: str) -> bool:
+    return os.path.exists(os.path.join(pin_root, name))
 
 
 def open_prog(pin_root: str, name: str = PROG_PIN) -> int | None:
@@ -179,6 +186,10 @@ def check_existing_pins(pin_root: str) -> None:
             # pins of this build's host tables: the roots may name cuckoo regions, so a fresh
             # (empty) bucket map or hash in place of a removed pin would miss those hosts
             missing = sorted({*missing, *(HOST_TABLE_MAPS - set(present))})
+        if not {MAP_NODES, MAP_LEGACY_NODES} & set(present):
+            # the roots point at trie nodes: an empty trie_nodes in place of a removed pin
+            # would turn every Deny into no match
+            missing = sorted({*missing, MAP_NODES})
         if missing:
             raise DatapathError(
                 f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",

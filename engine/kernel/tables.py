@@ -18,6 +18,7 @@ from engine.kernel.abi import (
     MAP_FAILSAFE,
     MAP_HOST_REGIONS,
     MAP_HOSTS,
+    MAP_LEGACY_NODES,
     MAP_LIST_ROOTS,
     MAP_NODES,
     MAP_SEG,
@@ -25,6 +26,7 @@ from engine.kernel.abi import (
     MAP_SRC_ROOTS,
     NODE_ENTRIES,
     NODES_PER_GEN,
+    NODES_TOTAL,
     ROOT_HOSTS,
     ROOT_IFINDEXES,
     SEG_KEY_FIXED_BITS,
@@ -57,6 +59,8 @@ _SEG_KEY = struct.Struct("<IIBB2s")
 _HOST_KEY = struct.Struct("<I16s")
 _SEG_VAL = struct.Struct("<II")
 _U32 = struct.Struct("<I")
+NODE_BYTES = NODE_ENTRIES * 4
+
 _ACTIONS = {RuleAction.ALLOW: Action.ALLOW, RuleAction.DENY: Action.DENY}
 
 
@@ -78,12 +82,16 @@ class GenerationTables:
         self._last_switch: tuple[int, int] | None = None
         self.last_write: str = ""  # "delta: N rows" or "full", for benchmarks and tests
         self._buckets: dict[int, MappedBytes] = {}  # host4 / host6 by space, mapped on use
+        self._nodes: MappedBytes | None = None  # trie_nodes, mapped on use
         self.last_hosts: HostPlan | None = None  # where the last full write put the hosts
 
     def close(self) -> None:
         for mapped in self._buckets.values():
             mapped.close()
         self._buckets.clear()
+        if self._nodes is not None:
+            self._nodes.close()
+            self._nodes = None
         if self._failsafe is not None:
             self._failsafe.close()
             self._failsafe = None
@@ -163,9 +171,9 @@ class GenerationTables:
             # nodes and list roots of the inactive half are unreachable until its src roots
             # point at them, and the src roots until the switch
             if fast.rows is not None:
-                _write_rows(self._maps[MAP_NODES], fast.rows, fast.rows.keys(), inactive)
+                self._store_nodes(_row_runs(fast.rows, fast.rows.keys(), inactive))
             else:
-                _write_nodes(self._maps[MAP_NODES], fast.nodes, fast.node_count, inactive)
+                self._store_nodes(_node_run(fast.nodes, fast.node_count, inactive))
             _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
@@ -222,6 +230,40 @@ class GenerationTables:
             if raw is not None and any(HOST_REGION.unpack(raw)[:2]):
                 continue
             regions.update(key, HOST_REGION.pack(*region_masks(root), 0, 0, 0, 0))
+
+    def _store_nodes(self, runs: Mapping[int, bytes]) -> None:
+        """Whole nodes, each run at the index of its first: a memcpy through the mapping of
+        trie_nodes, or one batch update of an older build's per-node map."""
+        image = self._node_image()
+        if image is not None:
+            for first, raw in runs.items():
+                image.raw[first * NODE_BYTES : first * NODE_BYTES + len(raw)] = raw
+            return
+        idx = array.array("I")
+        for first, raw in runs.items():
+            idx.extend(range(first, first + len(raw) // NODE_BYTES))
+        if idx:
+            self._maps[MAP_LEGACY_NODES].update_batch(idx.tobytes(), b"".join(runs.values()))
+
+    def _node_image(self) -> MappedBytes | None:
+        if self._nodes is None and MAP_NODES in self._maps:
+            self._nodes = MappedBytes(self._maps[MAP_NODES], 1, NODES_TOTAL * NODE_BYTES)
+        return self._nodes
+
+    def adopt_legacy_nodes(self) -> None:
+        """Copy the nodes an older build wrote into its per-node map into trie_nodes, which
+        this load has just created empty: the live tables' roots point at them. Runs before
+        the new program sees a packet; later writes go to trie_nodes alone."""
+        legacy = self._maps.get(MAP_LEGACY_NODES)
+        image = self._node_image()
+        if legacy is None or image is None:
+            return
+        keys, values, count = legacy.items()
+        index = array.array("I", keys[: count * 4])
+        for i, node in enumerate(index):
+            image.raw[node * NODE_BYTES : (node + 1) * NODE_BYTES] = values[
+                i * NODE_BYTES : (i + 1) * NODE_BYTES
+            ]
 
     def _bucket_map(self, space: int) -> MappedBytes:
         if space not in self._buckets:
@@ -295,7 +337,7 @@ class GenerationTables:
         self.last_write = f"delta: {len(rows)} rows, {len(lists)} lists, {len(new_roots)} roots"
         try:
             failsafe.write(grown)
-            _write_rows(self._maps[MAP_NODES], new_rows, rows, inactive)
+            self._store_nodes(_row_runs(new_rows, rows, inactive))
             _write_list_roots(self._maps[MAP_LIST_ROOTS], lists, inactive)
             write_words(self.src_roots(), new_roots)
             self._config.write(active_gen=inactive, generation=generation)
@@ -397,11 +439,11 @@ def _root_index(gen: int, ifindex: int, space: int) -> int:
     return (gen * 2 + space) * ROOT_IFINDEXES + ifindex
 
 
-def _write_nodes(m: Map, nodes: bytes, count: int, gen: int) -> None:
+def _node_run(nodes: bytes, count: int, gen: int) -> dict[int, bytes]:
+    """A generation's nodes laid out from its first: one run."""
     if count > NODES_PER_GEN:
         raise DatapathError(f"{count} trie nodes exceed the {NODES_PER_GEN} of a generation")
-    idx = array.array("I", range(gen * NODES_PER_GEN, gen * NODES_PER_GEN + count))
-    m.update_batch(idx.tobytes(), nodes[: count * NODE_ENTRIES * 4])
+    return {gen * NODES_PER_GEN: nodes[: count * NODE_BYTES]} if count else {}
 
 
 def _positional(fast: FastImages) -> bool:
@@ -409,16 +451,14 @@ def _positional(fast: FastImages) -> bool:
     return fast.rows is not None and not fast.lpm and not fast.segments and not fast.hosts
 
 
-def _write_rows(m: Map, rows: Mapping[int, bytes], slots: Iterable[int], gen: int) -> None:
+def _row_runs(rows: Mapping[int, bytes], slots: Iterable[int], gen: int) -> dict[int, bytes]:
+    """The chosen slots' nodes (incremental layout: a node per slot), a run each."""
     chosen = sorted(slots)
-    if not chosen:
-        return
-    if chosen[-1] >= NODES_PER_GEN:
+    if chosen and chosen[-1] >= NODES_PER_GEN:
         raise DatapathError(
             f"trie node slot {chosen[-1]} beyond the {NODES_PER_GEN} of a generation"
         )
-    idx = array.array("I", (gen * NODES_PER_GEN + s for s in chosen))
-    m.update_batch(idx.tobytes(), b"".join(rows[s] for s in chosen))
+    return {gen * NODES_PER_GEN + s: rows[s] for s in chosen}
 
 
 def _write_list_roots(m: Map, list_roots: Mapping[int, tuple[int, ...]], gen: int) -> None:

@@ -865,19 +865,23 @@ def test_compile_error_is_a_datapath_error(tmp_path: Any) -> None:
         Datapath.load(os.path.join(PIN_BASE, "bad"), source_path=path)
 
 
-def test_a_removed_host_table_pin_is_refused_not_recreated_empty(dp: Any, pin_root: str) -> None:
-    """The roots may name cuckoo regions: a load that created an empty bucket map in place of
-    a removed pin would let those hosts through, so it refuses and says what to do."""
+@pytest.mark.parametrize("name", [layout.MAP_HOST4, layout.MAP_NODES])
+def test_a_removed_table_pin_is_refused_not_recreated_empty(
+    dp: Any, pin_root: str, name: str
+) -> None:
+    """The roots may name cuckoo regions and point at trie nodes: a load that created an empty
+    bucket map or node image in place of a removed pin would let those sources through, so it
+    refuses and says what to do."""
     from engine.kernel.datapath import Datapath
 
-    path = os.path.join(pin_root, layout.MAP_HOST4)
+    path = os.path.join(pin_root, name)
     os.unlink(path)
     try:
-        with pytest.raises(DatapathError, match=r"incomplete.*host4") as err:
+        with pytest.raises(DatapathError, match=rf"incomplete.*{name}") as err:
             Datapath.load(pin_root)
         assert "infw detach" in err.value.fix
     finally:
-        bpfsys.obj_pin(dp.maps[layout.MAP_HOST4].fd, path)
+        bpfsys.obj_pin(dp.maps[name].fd, path)
     assert os.path.exists(path)
 
 
