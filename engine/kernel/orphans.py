@@ -15,7 +15,7 @@ from collections.abc import Collection
 
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import ALL_MAPS, PROG_PIN
+from engine.kernel.abi import ALL_MAPS, MAP_LEGACY_NODES, MAP_NODES, PROG_PIN
 from engine.kernel.links import prog_name, scan_attached
 from engine.kernel.loader import PROG_NAME
 from engine.kernel.pinroot import ensure_pin_root
@@ -93,7 +93,9 @@ def adopt(pin_root: str, prog_id: int) -> None:
                 map_fds[name] = fd
             else:
                 os.close(fd)
-        missing = sorted(set(ALL_MAPS) - set(map_fds))
+        # a build has one of the two node maps: the other is not missing
+        other = MAP_LEGACY_NODES if MAP_NODES in map_fds else MAP_NODES
+        missing = sorted(set(ALL_MAPS) - set(map_fds) - {other})
         if missing:
             raise DatapathError(
                 f"program {prog_id} is not a complete infw build (no {', '.join(missing)})",
@@ -101,7 +103,7 @@ def adopt(pin_root: str, prog_id: int) -> None:
             )
         pinned: list[str] = []
         try:
-            for name in ALL_MAPS:
+            for name in map_fds:
                 path = os.path.join(pin_root, name)
                 bpfsys.obj_pin(map_fds[name], path)
                 pinned.append(path)
