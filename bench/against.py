@@ -13,6 +13,7 @@ map element (up to aaa687a) reads a copy of this build's node image, refreshed p
 from __future__ import annotations
 
 import array
+import ctypes as ct
 import os
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ from bench.pins import loaded_datapath
 from bench.testrun import floor_program, pinned_on_cpu, test_run
 from engine.core.compiler import compile_ruleset
 from engine.kernel import bpfsys, loader
-from engine.kernel.abi import MAP_LEGACY_NODES, MAP_NODES, NODES_TOTAL
+from engine.kernel.abi import MAP_LEGACY_NODES, MAP_NODES, NODES_TOTAL, NodeImage
 from engine.kernel.mapped import MappedBytes
 
 ROUNDS = 25
@@ -66,15 +67,15 @@ def main(argv: list[str]) -> int:
         earlier_fd = loader.load_function(bpf).fd
         legacy_path = os.path.join(dp.pin_root, MAP_LEGACY_NODES)
         legacy = bpfsys.Map.open_pinned(legacy_path) if os.path.exists(legacy_path) else None
-        image = MappedBytes(dp.maps[MAP_NODES], 1, NODES_TOTAL * 1024)
+        image = MappedBytes(dp.maps[MAP_NODES], 1, ct.sizeof(NodeImage))
+        every_node = array.array("I", range(NODES_TOTAL)).tobytes()
         programs = {commit: earlier_fd, "this": dp.prog_fd}
         try:
             for gen, key in enumerate(keys, start=1):
                 case = cases[key]
                 dp.write_tables(compile_ruleset(rulesets[key](), datapath.LO), gen)
                 if legacy is not None:
-                    every = array.array("I", range(NODES_TOTAL)).tobytes()
-                    legacy.update_batch(every, bytes(image.raw))
+                    legacy.update_batch(every_node, bytes(image.raw))
                 over: dict[str, list[int]] = {name: [] for name in programs}
                 diffs: list[int] = []
                 for fd in (floor_fd, *programs.values()):

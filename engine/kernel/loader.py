@@ -4,6 +4,7 @@ output for the error message."""
 from __future__ import annotations
 
 import contextlib
+import ctypes as ct
 import os
 import platform
 import tempfile
@@ -14,7 +15,7 @@ from typing import Any
 from engine.checkout import BPF_DIR
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import MAP_NODES, NODES_TOTAL, c_defines
+from engine.kernel.abi import MAP_NODES, NodeImage, c_defines
 from engine.kernel.pinroot import ensure_pin_root
 
 BPF_SOURCE = BPF_DIR / "infw.bpf.c"
@@ -98,9 +99,6 @@ def compile_program(
             ) from exc
 
 
-NODE_IMAGE_BYTES = NODES_TOTAL * 1024  # every trie node of both generations
-
-
 def ensure_node_image(pin_root: str) -> None:
     """Create and pin trie_nodes (one 16 MiB element) before bcc compiles, so bcc opens the
     pin: declared with its real value type, the program took bcc minutes and gigabytes to
@@ -109,7 +107,7 @@ def ensure_node_image(pin_root: str) -> None:
     path = os.path.join(pin_root, MAP_NODES)
     if os.path.exists(path):
         return
-    bpfsys.create_pinned_array(path, NODE_IMAGE_BYTES, 1, bpfsys.BPF_F_MMAPABLE)
+    bpfsys.create_pinned_array(path, ct.sizeof(NodeImage), 1, bpfsys.BPF_F_MMAPABLE)
 
 
 def _raise_if_unprivileged(exc: Exception, log: str) -> None:

@@ -117,7 +117,7 @@ def prog_pinned(pin_root: str) -> bool:
 
 def maps_pinned(pin_root: str) -> bool:
     """Whether the maps exist already (a reload reuses them; a first load writes a config)."""
-    return os.path.exists(os.path.join(pin_root, MAP_CONFIG))
+    return pinned(pin_root, MAP_CONFIG)
 
 
 def pinned(pin_root: str, name: str) -> bool:

@@ -4,6 +4,7 @@ the inactive one is emptied and filled, then config.active_gen flips in one writ
 from __future__ import annotations
 
 import array
+import ctypes as ct
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,15 +25,15 @@ from engine.kernel.abi import (
     MAP_SEG,
     MAP_SRC,
     MAP_SRC_ROOTS,
-    NODE_ENTRIES,
     NODES_PER_GEN,
-    NODES_TOTAL,
     ROOT_HOSTS,
     ROOT_IFINDEXES,
     SEG_KEY_FIXED_BITS,
     SRC_KEY_FIXED_BITS,
     SRC_ROOTS_ENTRIES,
     Action,
+    Node,
+    NodeImage,
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.configmap import ConfigMap
@@ -59,7 +60,7 @@ _SEG_KEY = struct.Struct("<IIBB2s")
 _HOST_KEY = struct.Struct("<I16s")
 _SEG_VAL = struct.Struct("<II")
 _U32 = struct.Struct("<I")
-NODE_BYTES = NODE_ENTRIES * 4
+NODE_BYTES = ct.sizeof(Node)
 
 _ACTIONS = {RuleAction.ALLOW: Action.ALLOW, RuleAction.DENY: Action.DENY}
 
@@ -247,7 +248,7 @@ class GenerationTables:
 
     def _node_image(self) -> MappedBytes | None:
         if self._nodes is None and MAP_NODES in self._maps:
-            self._nodes = MappedBytes(self._maps[MAP_NODES], 1, NODES_TOTAL * NODE_BYTES)
+            self._nodes = MappedBytes(self._maps[MAP_NODES], 1, ct.sizeof(NodeImage))
         return self._nodes
 
     def adopt_legacy_nodes(self) -> None:
