@@ -7,7 +7,8 @@ Both programs run on the same pinned maps, in interleaved rounds after the XDP_P
 each row prints both costs over the floor and the median of the per-round differences with
 their interquartile range. A loaded box shifts absolute figures far more than these paired
 differences, which is what this is for. An earlier program that keeps its trie nodes one per
-map element (up to aaa687a) reads a copy of this build's node image, refreshed per case.
+map element (up to aaa687a), or its roots one per element of three maps (up to 3e92919),
+reads a copy of this build's node image and root image, refreshed per case.
 """
 
 from __future__ import annotations
@@ -26,8 +27,21 @@ from bench.pins import loaded_datapath
 from bench.testrun import floor_program, pinned_on_cpu, test_run
 from engine.core.compiler import compile_ruleset
 from engine.kernel import bpfsys, loader
-from engine.kernel.abi import MAP_LEGACY_NODES, MAP_NODES, NODES_TOTAL, NodeImage
-from engine.kernel.mapped import MappedBytes
+from engine.kernel.abi import (
+    LIST_ROOTS_ENTRIES,
+    MAP_HOST_REGIONS,
+    MAP_LEGACY_NODES,
+    MAP_LIST_ROOTS,
+    MAP_NODES,
+    MAP_ROOTS,
+    MAP_SRC_ROOTS,
+    NODES_TOTAL,
+    SRC_ROOTS_ENTRIES,
+    NodeImage,
+    RootImage,
+)
+from engine.kernel.mapped import MappedArray, MappedBytes
+from engine.kernel.roots import LIST_BYTES, LISTS_OFF, REGION_BYTES, REGIONS_OFF, SRC_BYTES
 
 ROUNDS = 25
 REPEAT = 200_000
@@ -44,6 +58,34 @@ def earlier_source(commit: str, into: Path) -> Path:
         )
         (into / name).write_bytes(shown.stdout)
     return into / SOURCES[0]
+
+
+def _open_pin(pin_root: str, name: str) -> bpfsys.Map | None:
+    path = os.path.join(pin_root, name)
+    return bpfsys.Map.open_pinned(path) if os.path.exists(path) else None
+
+
+def _copy_roots(roots: memoryview, pin_root: str) -> None:
+    """This build's root image into an earlier program's per-root maps, where it has them."""
+    src = _open_pin(pin_root, MAP_SRC_ROOTS)
+    if src is None:
+        return
+    words = MappedArray(src, SRC_ROOTS_ENTRIES)
+    try:
+        with words.words.cast("B") as raw:
+            raw[:SRC_BYTES] = roots[:SRC_BYTES]
+    finally:
+        words.close()
+        src.close()
+    for name, offset, size, count in (
+        (MAP_LIST_ROOTS, LISTS_OFF, LIST_BYTES, LIST_ROOTS_ENTRIES),
+        (MAP_HOST_REGIONS, REGIONS_OFF, REGION_BYTES, SRC_ROOTS_ENTRIES),
+    ):
+        legacy = _open_pin(pin_root, name)
+        if legacy is not None:
+            keys = array.array("I", range(count)).tobytes()
+            legacy.update_batch(keys, bytes(roots[offset : offset + count * size]))
+            legacy.close()
 
 
 def main(argv: list[str]) -> int:
@@ -65,9 +107,9 @@ def main(argv: list[str]) -> int:
     ):
         bpf = loader.compile_program(dp.pin_root, earlier_source(commit, Path(tmp)))
         earlier_fd = loader.load_function(bpf).fd
-        legacy_path = os.path.join(dp.pin_root, MAP_LEGACY_NODES)
-        legacy = bpfsys.Map.open_pinned(legacy_path) if os.path.exists(legacy_path) else None
+        legacy = _open_pin(dp.pin_root, MAP_LEGACY_NODES)
         image = MappedBytes(dp.maps[MAP_NODES], 1, ct.sizeof(NodeImage))
+        roots = MappedBytes(dp.maps[MAP_ROOTS], 1, ct.sizeof(RootImage))
         every_node = array.array("I", range(NODES_TOTAL)).tobytes()
         programs = {commit: earlier_fd, "this": dp.prog_fd}
         try:
@@ -76,6 +118,7 @@ def main(argv: list[str]) -> int:
                 dp.write_tables(compile_ruleset(rulesets[key](), datapath.LO), gen)
                 if legacy is not None:
                     legacy.update_batch(every_node, bytes(image.raw))
+                _copy_roots(roots.raw, dp.pin_root)
                 over: dict[str, list[int]] = {name: [] for name in programs}
                 diffs: list[int] = []
                 for fd in (floor_fd, *programs.values()):
@@ -98,6 +141,7 @@ def main(argv: list[str]) -> int:
                 )
         finally:
             image.close()
+            roots.close()
             if legacy is not None:
                 legacy.close()
     return 0

@@ -217,12 +217,23 @@ static __always_inline u32 node_step(u32 *nodes, u32 base, u32 entry, u8 b)
     return nodes[idx * NODE_ENTRIES + b];
 }
 
-/* Every node's entries, node after node: trie_nodes' one element, which is NODES_TOTAL nodes
- * long whatever its declared type says (maps.h). NULL only if the map were empty. */
-static __always_inline u32 *node_image(void)
+/* A source root entry, and the host region beside it, at root index ri of table_roots (maps.h);
+ * the masks only keep the verifier's bound, as indexes are in range. */
+static __always_inline u32 src_root(u8 *roots, u32 ri)
 {
-    u32 zero = 0;
-    return (u32 *)trie_nodes.lookup(&zero);
+    return *(u32 *)(roots + (u64)(ri & (SRC_ROOTS_ENTRIES - 1)) * 8);
+}
+
+static __always_inline struct host_region *host_region(u8 *roots, u32 ri)
+{
+    u64 at = (u64)(ri & (SRC_ROOTS_ENTRIES - 1)) * sizeof(struct host_region);
+    return (struct host_region *)(roots + ROOTS_REGIONS_OFF + at);
+}
+
+static __always_inline struct list_roots *list_row(u8 *roots, u32 li)
+{
+    u64 at = (u64)(li & (LIST_ROOTS_ENTRIES - 1)) * sizeof(struct list_roots);
+    return (struct list_roots *)(roots + ROOTS_LISTS_OFF + at);
 }
 
 /* The tables have nothing for this ifindex: not even a ROOT_EMPTY root. No list id is this. */
@@ -267,14 +278,13 @@ static __always_inline u32 probe6(u32 idx, u64 hi, u64 lo)
  * the masks, so the program builds none), looked up in the root's cuckoo region (two buckets),
  * or in the hosts hash when the region has none. A hit is the longest match (the compiler
  * takes only prefixes that hold no longer one), so it decides alone; 0 is a miss. */
-static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, struct packet *pkt)
+static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, struct packet *pkt,
+                                     u8 *roots)
 {
     u64 hi, lo;
     __builtin_memcpy(&hi, pkt->src, 8);
     __builtin_memcpy(&lo, pkt->src + 8, 8);
-    struct host_region *r = host_regions.lookup(&ri);
-    if (!r)
-        return 0;
+    struct host_region *r = host_region(roots, ri);
     hi &= r->mask_hi;
     lo &= r->mask_lo;
     if (r->buckets) {
@@ -296,8 +306,10 @@ static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, st
 }
 
 /* (generation, ifindex, source) -> rule-list id, 0 on a miss, NO_TABLES when the tables do not
- * cover the interface at all (ifindexes beyond the root array are never told apart). */
-static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
+ * cover the interface at all (ifindexes beyond the root array are never told apart). roots and
+ * ni: table_roots' and trie_nodes' elements. */
+static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt, u8 *roots,
+                                       u32 *ni)
 {
     u32 space = V6_SPACE;
     if (pkt->family == 4) {
@@ -313,14 +325,13 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
     u32 entry = ROOT_TRIE;
     if (ifindex < ROOT_IFINDEXES) {
         u32 ri = (gen * 2 + space) * ROOT_IFINDEXES + ifindex;
-        u32 *root = src_roots.lookup(&ri);
-        entry = root ? *root : 0;
+        entry = src_root(roots, ri);
         if (!entry)
             return NO_TABLES;
         if (entry & ROOT_HOSTS) {
             /* a hit is a leaf (a list id): the walk below stops at once and returns it; one
              * way out for both, so the verifier does not follow the rest twice */
-            u32 hit = host_list(gen, ifindex, ri, space, pkt);
+            u32 hit = host_list(gen, ifindex, ri, space, pkt, roots);
             entry = hit ? hit : entry & ~(ROOT_HOSTS | HOST_LEN_MASK);
         }
         if (entry == ROOT_EMPTY)
@@ -333,9 +344,6 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
         u32 *list_id = src_lpm.lookup(&sk);
         return list_id ? (*list_id & ~GEN_BIT) : 0;
     }
-    u32 *ni = node_image();
-    if (!ni)
-        return 0;
     u32 base = gen * NODES_PER_GEN;
     if (space == V4_SPACE) {
 #pragma unroll
@@ -355,15 +363,13 @@ static __always_inline u32 source_list(u32 gen, u32 ifindex, struct packet *pkt)
 }
 
 /* (list, class, fragment flag, value) -> action << 16 | rule id, 0 when no rule matches. */
-static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt)
+static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt, u8 *roots,
+                                      u32 *ni)
 {
     u8 cls = proto_class(pkt->l4proto);
     u32 entry = ROOT_TRIE;
     if (list_id < LISTS_PER_GEN) {
-        u32 li = gen * LISTS_PER_GEN + list_id;
-        struct list_roots *lr = list_roots.lookup(&li);
-        if (!lr)
-            return 0;
+        struct list_roots *lr = list_row(roots, gen * LISTS_PER_GEN + list_id);
         u32 slot = class_index(cls) * 2 + (pkt->nonfirst ? 1 : 0);
         asm volatile("" : "+r"(slot)); /* keep the bound check for the verifier */
         if (slot >= SEG_ROOTS)
@@ -378,9 +384,6 @@ static __always_inline u32 first_rule(u32 gen, u32 list_id, struct packet *pkt)
         struct seg_val *seg = seg_lpm.lookup(&gk);
         return seg ? (seg->action << 16 | (seg->rule_id & 0xffff)) : 0;
     }
-    u32 *ni = node_image();
-    if (!ni)
-        return 0;
     u32 base = gen * NODES_PER_GEN;
     if (entry & NODE_FLAG)
         entry = node_step(ni, base, entry, pkt->value >> 8);
@@ -500,11 +503,17 @@ int infw_xdp(struct xdp_md *ctx)
         }
     }
 
+    /* the roots and the trie nodes, each one element whatever their size (maps.h); a
+     * single-element array always has it */
+    u8 *roots = table_roots.lookup(&zero);
+    u32 *ni = (u32 *)trie_nodes.lookup(&zero);
+    if (!roots || !ni)
+        return XDP_PASS;
     /* 2. source -> merged rule list of the active generation (read once: the switch point) */
     u32 gen = *(volatile u32 *)&cfg->active_gen & 1;
-    u32 list_id = source_list(gen, ifindex, &pkt);
+    u32 list_id = source_list(gen, ifindex, &pkt, roots, ni);
     /* 3. first matching rule of that list for this protocol class and value */
-    u32 hit = list_id && list_id != NO_TABLES ? first_rule(gen, list_id, &pkt) : 0;
+    u32 hit = list_id && list_id != NO_TABLES ? first_rule(gen, list_id, &pkt, roots, ni) : 0;
     if (!hit) {
         if (is_traced(ctx))
             return traced(ctx, REASON_NO_MATCH, 0, XDP_PASS);

@@ -30,7 +30,7 @@
     !defined(ROOT_HOSTS) || !defined(HOST_LEN_SHIFT) || !defined(HOST_LEN_MASK) || \
     !defined(HOSTS_MAX_ENTRIES) || !defined(HOST_SLOTS) || !defined(HOST4_BUCKETS_PER_GEN) || \
     !defined(HOST6_BUCKETS_PER_GEN) || !defined(HOST_HASH_C1) || !defined(HOST_HASH_C2) || \
-    !defined(HOST_HASH_C3)
+    !defined(HOST_HASH_C3) || !defined(ROOTS_LISTS_OFF) || !defined(ROOTS_REGIONS_OFF)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -225,20 +225,27 @@ BPF_TABLE_PINNED("array", u32, struct node_image, trie_nodes, 1, PIN_ROOT "/trie
 BPF_TABLE_PINNED("hash", struct host_key, u32, hosts, HOSTS_MAX_ENTRIES, PIN_ROOT "/hosts",
                  BPF_F_NO_PREALLOC);
 /* the same exact prefixes in cuckoo tables the program probes itself (two buckets, inlined
- * array reads), per (generation, space, ifindex) region; mmapable, so a write is a memcpy */
-BPF_TABLE_PINNED("array", u32, struct host_region, host_regions, SRC_ROOTS_ENTRIES,
-                 PIN_ROOT "/host_regions");
+ * array reads), per (generation, space, ifindex) region of table_roots; mmapable, so a write
+ * is a memcpy */
 BPF_TABLE_PINNED("array", u32, struct host4_bucket, host4, 2 * HOST4_BUCKETS_PER_GEN,
                  PIN_ROOT "/host4", BPF_F_MMAPABLE);
 BPF_TABLE_PINNED("array", u32, struct host6_bucket, host6, 2 * HOST6_BUCKETS_PER_GEN,
                  PIN_ROOT "/host6", BPF_F_MMAPABLE);
-/* [generation][space][ifindex] -> root entry of that source trie; userspace reads and writes
- * it through mmap (a batch lookup of every entry would cost ~70 ms per edit) */
-BPF_TABLE_PINNED("array", u32, u32, src_roots, SRC_ROOTS_ENTRIES, PIN_ROOT "/src_roots",
+/* Every root of both generations in one element (engine/kernel/abi.py RootImage), for the
+ * reason trie_nodes is one: found by pointer arithmetic from one lookup per packet, not by a
+ * lookup whose key goes through the stack. From its start:
+ *   [generation][space][ifindex] -> root entry of that source trie, a u32 per 8 bytes;
+ *   at ROOTS_LISTS_OFF, [generation][list id] -> struct list_roots, that list's rule tries;
+ *   at ROOTS_REGIONS_OFF, [generation][space][ifindex] -> struct host_region.
+ * Written through mmap by the writer. The loader creates the pin with its real size (as it
+ * does trie_nodes), so the value type here is a placeholder indexed beyond its end. */
+struct root_image {
+    u64 src[1];
+};
+_Static_assert((SRC_ROOTS_ENTRIES & (SRC_ROOTS_ENTRIES - 1)) == 0, "masks keep roots in range");
+_Static_assert((LIST_ROOTS_ENTRIES & (LIST_ROOTS_ENTRIES - 1)) == 0, "masks keep rows in range");
+BPF_TABLE_PINNED("array", u32, struct root_image, table_roots, 1, PIN_ROOT "/table_roots",
                  BPF_F_MMAPABLE);
-/* [generation][list id] -> root entries of that list's rule tries */
-BPF_TABLE_PINNED("array", u32, struct list_roots, list_roots, LIST_ROOTS_ENTRIES,
-                 PIN_ROOT "/list_roots");
 /* destination port -> bitmask of fail-safe protocols: an array, so the lookup is inlined;
  * mmapable, so userspace finds the few ports set without a syscall per entry (~19 ms) */
 BPF_TABLE_PINNED("array", u32, u32, failsafe, FAILSAFE_MAX_ENTRIES, PIN_ROOT "/failsafe",
@@ -267,10 +274,14 @@ struct flow_clock {
 BPF_PERCPU_ARRAY(flow_clock, struct flow_clock, 1);
 
 #ifdef INFW_LAYOUT_CHECK
-/* Only for tests/kernel/test_layout.py: tables typed with the event record and the trace
- * metadata, so bcc generates ctypes structs to compare with engine/kernel/abi.py's. */
+/* Only for tests/kernel/test_layout.py: tables typed with the event record, the trace
+ * metadata and table_roots' parts, so bcc generates ctypes structs to compare with
+ * engine/kernel/abi.py's. */
 BPF_ARRAY(layout_drop_event, struct drop_event, 1);
 BPF_ARRAY(layout_trace_meta, struct trace_meta, 1);
+/* the rows and regions of table_roots, which the program declares as a placeholder */
+BPF_ARRAY(layout_list_roots, struct list_roots, 1);
+BPF_ARRAY(layout_host_region, struct host_region, 1);
 #endif
 
 #endif /* INFW_MAPS_H */

@@ -25,15 +25,26 @@ MAP_RATELIMIT = "ratelimit"
 MAP_EVENTS = "events"
 MAP_NODES = "trie_nodes"  # every node of both generations in one mmapable element
 MAP_LEGACY_NODES = "nodes"  # older builds: one element per node (written by update_batch)
-MAP_SRC_ROOTS = "src_roots"
-MAP_LIST_ROOTS = "list_roots"
+# every root of both generations (source roots, list root rows, host regions) in one
+# mmapable element; older builds kept each in its own array map, one element per root
+MAP_ROOTS = "table_roots"
+MAP_SRC_ROOTS = "src_roots"  # older builds
+MAP_LIST_ROOTS = "list_roots"  # older builds
 MAP_FLOWS = "flows"
 MAP_REPLIES = "replies"
 MAP_REPLY_CONFIG = "reply_config"
 MAP_HOSTS = "hosts"
 MAP_HOST4 = "host4"
 MAP_HOST6 = "host6"
-MAP_HOST_REGIONS = "host_regions"
+MAP_HOST_REGIONS = "host_regions"  # older builds
+# maps an older build has in place of this build's single-element images, and the image each
+# is copied into at a reload
+LEGACY_IMAGE_MAPS = {
+    MAP_LEGACY_NODES: MAP_NODES,
+    MAP_SRC_ROOTS: MAP_ROOTS,
+    MAP_LIST_ROOTS: MAP_ROOTS,
+    MAP_HOST_REGIONS: MAP_ROOTS,
+}
 ALL_MAPS = (
     MAP_SRC,
     MAP_SEG,
@@ -45,6 +56,7 @@ ALL_MAPS = (
     MAP_EVENTS,
     MAP_NODES,
     MAP_LEGACY_NODES,
+    MAP_ROOTS,
     MAP_SRC_ROOTS,
     MAP_LIST_ROOTS,
     MAP_FLOWS,
@@ -61,6 +73,9 @@ OPTIONAL_MAPS = frozenset(
     {
         MAP_NODES,
         MAP_LEGACY_NODES,  # the other way round: only older builds have it
+        MAP_ROOTS,
+        MAP_SRC_ROOTS,  # so do these
+        MAP_LIST_ROOTS,
         MAP_FLOWS,
         MAP_REPLIES,
         MAP_REPLY_CONFIG,
@@ -207,6 +222,18 @@ class NodeImage(ct.Structure):
 
 class ListRoots(ct.Structure):
     _fields_ = [("root", ct.c_uint32 * SEG_ROOTS)]
+
+
+class RootImage(ct.Structure):
+    """table_roots' one element. A source root is a u32 in the low half of a u64 word, as in
+    the older per-root array (whose elements are 8-byte aligned), so one mapped word view
+    serves both."""
+
+    _fields_ = [
+        ("src", ct.c_uint64 * SRC_ROOTS_ENTRIES),  # [generation][space][ifindex]
+        ("lists", ListRoots * LIST_ROOTS_ENTRIES),  # [generation][list id]
+        ("regions", HostRegion * SRC_ROOTS_ENTRIES),  # as src
+    ]
 
 
 class SegVal(ct.Structure):
@@ -428,6 +455,8 @@ def c_defines() -> dict[str, int]:
         "LISTS_PER_GEN": LISTS_PER_GEN,
         "SEG_ROOTS": SEG_ROOTS,
         "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
+        "ROOTS_LISTS_OFF": RootImage.lists.offset,
+        "ROOTS_REGIONS_OFF": RootImage.regions.offset,
         "NODE_FLAG": NODE_FLAG,
         "ROOT_TRIE": ROOT_TRIE,
         "ROOT_EMPTY": ROOT_EMPTY,

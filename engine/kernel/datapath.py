@@ -28,6 +28,7 @@ from engine.kernel.abi import (
     MAP_NODES,
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
+    MAP_ROOTS,
     MAP_RULE_STATS,
     MAX_FLOW_SAMPLE,
     Config,
@@ -96,9 +97,10 @@ class Datapath:
         program, and move every interface running the previous build onto the new one."""
         pins.check_existing_pins(pin_root)
         fresh = not pins.maps_pinned(pin_root)
-        # pins of a build that kept its trie nodes one per element: this load creates
-        # trie_nodes empty, and the live tables' nodes must be copied into it
+        # pins of a build that kept its trie nodes or its roots one per element: this load
+        # creates trie_nodes or table_roots empty, and the live tables must be copied into it
         adopt = not fresh and not pins.pinned(pin_root, MAP_NODES)
+        adopt_roots = not fresh and not pins.pinned(pin_root, MAP_ROOTS)
         bpf = loader.compile_program(pin_root, source_path)
         fn = loader.load_function(bpf)
         egress = loader.load_function(bpf, links.EGRESS_NAME, "SCHED_CLS")
@@ -112,12 +114,18 @@ class Datapath:
                     events_per_sec=DEFAULT_EVENTS_PER_SEC,
                     flow_sample=DEFAULT_FLOW_SAMPLE,
                 )
+            # before any interface runs the new program
             if adopt:
-                dp.tables.adopt_legacy_nodes()  # before any interface runs the new program
-            dp.tables.fill_host_masks()  # so is this
+                dp.tables.adopt_legacy_nodes()
+            if adopt_roots:
+                dp.tables.roots.adopt_legacy()
+            dp.tables.fill_host_masks()
             if old_fd is not None:
                 links.take_over(dp.prog_fd, dp.prog_id, old_fd)
                 dp._follow_replies()
+            # no interface runs the older program now: its copied maps go, so a later load
+            # can never copy them again over what this build has written since
+            pins.retire_legacy_images(pin_root)
         finally:
             if old_fd is not None:
                 os.close(old_fd)

@@ -15,7 +15,7 @@ from typing import Any
 from engine.checkout import BPF_DIR
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import MAP_NODES, NodeImage, c_defines
+from engine.kernel.abi import MAP_NODES, MAP_ROOTS, NodeImage, RootImage, c_defines
 from engine.kernel.pinroot import ensure_pin_root
 
 BPF_SOURCE = BPF_DIR / "infw.bpf.c"
@@ -84,7 +84,8 @@ def compile_program(
             "and links them for the running kernel)",
         )
     ensure_pin_root(pin_root)  # 0700, root's: nobody else may remove or swap the pins
-    ensure_node_image(pin_root)
+    for name, size in IMAGES.items():
+        ensure_image(pin_root, name, size)
     with _captured_stderr() as log:
         try:
             return BPF(
@@ -99,15 +100,19 @@ def compile_program(
             ) from exc
 
 
-def ensure_node_image(pin_root: str) -> None:
-    """Create and pin trie_nodes (one 16 MiB element) before bcc compiles, so bcc opens the
-    pin: declared with its real value type, the program took bcc minutes and gigabytes to
-    compile. The source declares a one-node value; the verifier bounds the program's accesses
+# The single-element maps the program walks by pointer arithmetic, and their element sizes.
+IMAGES = {MAP_NODES: ct.sizeof(NodeImage), MAP_ROOTS: ct.sizeof(RootImage)}
+
+
+def ensure_image(pin_root: str, name: str, size: int) -> None:
+    """Create and pin one of the IMAGES (16 MiB each) before bcc compiles, so bcc opens the
+    pin: declared with its real value type, trie_nodes took bcc minutes and gigabytes to
+    compile. The source declares a small value; the verifier bounds the program's accesses
     by the map's real value size."""
-    path = os.path.join(pin_root, MAP_NODES)
+    path = os.path.join(pin_root, name)
     if os.path.exists(path):
         return
-    bpfsys.create_pinned_array(path, ct.sizeof(NodeImage), 1, bpfsys.BPF_F_MMAPABLE)
+    bpfsys.create_pinned_array(path, size, 1, bpfsys.BPF_F_MMAPABLE)
 
 
 def _raise_if_unprivileged(exc: Exception, log: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Collection
 
 from engine.errors import DatapathError, PrivilegeError
 from engine.kernel import bpfsys
-from engine.kernel.abi import ALL_MAPS, MAP_LEGACY_NODES, MAP_NODES, PROG_PIN
+from engine.kernel.abi import ALL_MAPS, LEGACY_IMAGE_MAPS, PROG_PIN
 from engine.kernel.links import prog_name, scan_attached
 from engine.kernel.loader import PROG_NAME
 from engine.kernel.pinroot import ensure_pin_root
@@ -93,9 +93,11 @@ def adopt(pin_root: str, prog_id: int) -> None:
                 map_fds[name] = fd
             else:
                 os.close(fd)
-        # a build has one of the two node maps: the other is not missing
-        other = MAP_LEGACY_NODES if MAP_NODES in map_fds else MAP_NODES
-        missing = sorted(set(ALL_MAPS) - set(map_fds) - {other})
+        # a build has each image (trie_nodes, table_roots) or the maps it replaced: the
+        # other kind is not missing
+        absent = {n for n, into in LEGACY_IMAGE_MAPS.items() if into in map_fds}
+        absent |= {into for n, into in LEGACY_IMAGE_MAPS.items() if n in map_fds}
+        missing = sorted(set(ALL_MAPS) - set(map_fds) - absent)
         if missing:
             raise DatapathError(
                 f"program {prog_id} is not a complete infw build (no {', '.join(missing)})",

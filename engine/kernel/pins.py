@@ -20,6 +20,7 @@ from engine.kernel.abi import (
     HOST4_BUCKETS_PER_GEN,
     HOST6_BUCKETS_PER_GEN,
     HOSTS_MAX_ENTRIES,
+    LEGACY_IMAGE_MAPS,
     LIST_ROOTS_ENTRIES,
     MAP_CONFIG,
     MAP_EVENTS,
@@ -36,6 +37,7 @@ from engine.kernel.abi import (
     MAP_RATELIMIT,
     MAP_REPLIES,
     MAP_REPLY_CONFIG,
+    MAP_ROOTS,
     MAP_RULE_STATS,
     MAP_SEG,
     MAP_SRC,
@@ -64,6 +66,7 @@ from engine.kernel.abi import (
     ReplyConfig,
     ReplyKey,
     ReplyVal,
+    RootImage,
     SegKey,
     SegVal,
     SrcKey,
@@ -72,8 +75,9 @@ from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.bpfsys import Map
 
 # The exact-prefix tables: an older build has the hash alone (this build adds the rest at a
-# reload); once any of the others is pinned, all of them must be.
-HOST_TABLE_MAPS = frozenset({MAP_HOSTS, MAP_HOST4, MAP_HOST6, MAP_HOST_REGIONS})
+# reload); once any of the others is pinned, all of them must be (the regions are in
+# table_roots, or an older build's host_regions).
+HOST_TABLE_MAPS = frozenset({MAP_HOSTS, MAP_HOST4, MAP_HOST6})
 
 # Maps older builds pinned and this one no longer has: a reload leaves them (the old program
 # may still run until the switch), an unload removes them with the rest.
@@ -99,6 +103,7 @@ MAP_SPECS: dict[str, MapSpec] = {
     MAP_EVENTS: MapSpec(0, 0, EVENTS_RINGBUF_PAGES * 4096),
     MAP_NODES: MapSpec(4, ct.sizeof(NodeImage), 1),
     MAP_LEGACY_NODES: MapSpec(4, ct.sizeof(Node), NODES_TOTAL),
+    MAP_ROOTS: MapSpec(4, ct.sizeof(RootImage), 1),
     MAP_SRC_ROOTS: MapSpec(4, 4, SRC_ROOTS_ENTRIES),
     MAP_LIST_ROOTS: MapSpec(4, ct.sizeof(ListRoots), LIST_ROOTS_ENTRIES),
     MAP_FLOWS: MapSpec(ct.sizeof(FlowRecKey), ct.sizeof(FlowRecVal), FLOWS_ENTRIES),
@@ -186,10 +191,16 @@ def check_existing_pins(pin_root: str) -> None:
             # pins of this build's host tables: the roots may name cuckoo regions, so a fresh
             # (empty) bucket map or hash in place of a removed pin would miss those hosts
             missing = sorted({*missing, *(HOST_TABLE_MAPS - set(present))})
-        if not {MAP_NODES, MAP_LEGACY_NODES} & set(present):
-            # the roots point at trie nodes: an empty trie_nodes in place of a removed pin
-            # would turn every Deny into no match
-            missing = sorted({*missing, MAP_NODES})
+        for image in (MAP_NODES, MAP_ROOTS):
+            if not {image, *_legacy_of(image)} & set(present):
+                # an empty trie_nodes in place of a removed pin would turn every Deny into no
+                # match, an empty table_roots every interface into an unconfigured one
+                missing = sorted({*missing, image})
+        if (HOST_TABLE_MAPS - {MAP_HOSTS}) & set(present) and not {
+            MAP_ROOTS,
+            MAP_HOST_REGIONS,
+        } & set(present):
+            missing = sorted({*missing, MAP_ROOTS})
         if missing:
             raise DatapathError(
                 f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",
@@ -199,6 +210,19 @@ def check_existing_pins(pin_root: str) -> None:
     finally:
         for m in maps.values():
             m.close()
+
+
+def _legacy_of(image: str) -> set[str]:
+    return {name for name, into in LEGACY_IMAGE_MAPS.items() if into == image}
+
+
+def retire_legacy_images(pin_root: str) -> None:
+    """Unpin an older build's maps whose contents a reload has copied into this build's
+    images, once no interface runs that build's program."""
+    for name, image in LEGACY_IMAGE_MAPS.items():
+        if pinned(pin_root, image):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(pin_root, name))
 
 
 def remove_pins(pin_root: str) -> None:

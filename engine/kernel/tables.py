@@ -15,16 +15,12 @@ from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError
 from engine.kernel.abi import (
     GEN_BIT,
-    LISTS_PER_GEN,
     MAP_FAILSAFE,
-    MAP_HOST_REGIONS,
     MAP_HOSTS,
     MAP_LEGACY_NODES,
-    MAP_LIST_ROOTS,
     MAP_NODES,
     MAP_SEG,
     MAP_SRC,
-    MAP_SRC_ROOTS,
     NODES_PER_GEN,
     ROOT_HOSTS,
     ROOT_IFINDEXES,
@@ -47,7 +43,8 @@ from engine.kernel.hostplan import (
     plan_hosts,
     region_masks,
 )
-from engine.kernel.mapped import MappedArray, MappedBytes, nonzero_words, write_words
+from engine.kernel.mapped import MappedBytes, nonzero_words, write_words
+from engine.kernel.roots import Roots
 
 # After the generation switch, packets already past their config read finish their lookups
 # within microseconds; wait this long before deleting or overwriting the old generation under
@@ -72,7 +69,7 @@ class GenerationTables:
     def __init__(self, maps: Mapping[str, Map], config: ConfigMap) -> None:
         self._maps = maps
         self._config = config
-        self._roots: MappedArray | None = None
+        self.roots = Roots(maps)
         self._failsafe: FailsafePorts | None = None
         # monotonic time of this handle's last generation switch (None: not known here)
         self._switched_at: float | None = None
@@ -96,16 +93,11 @@ class GenerationTables:
         if self._failsafe is not None:
             self._failsafe.close()
             self._failsafe = None
-        if self._roots is not None:
-            self._roots.close()
-            self._roots = None
+        self.roots.close()
 
     def src_roots(self) -> memoryview:
-        """src_roots mapped into this process (BPF_F_MMAPABLE), one word per entry: an array
-        map keeps its elements 8-byte aligned, so each u32 sits in the low half of a u64."""
-        if self._roots is None:
-            self._roots = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
-        return self._roots.words
+        """The source roots mapped into this process, one u64 word per root index."""
+        return self.roots.words()
 
     def failsafe_ports(self) -> FailsafePorts:
         if self._failsafe is None:
@@ -175,7 +167,7 @@ class GenerationTables:
                 self._store_nodes(_row_runs(fast.rows, fast.rows.keys(), inactive))
             else:
                 self._store_nodes(_node_run(fast.nodes, fast.node_count, inactive))
-            _write_list_roots(self._maps[MAP_LIST_ROOTS], fast.list_roots, inactive)
+            self.roots.write_lists(fast.list_roots, inactive)
             seg.update_batch(seg_keys, seg_vals)
             src.update_batch(src_keys, src_vals)
             if plan is not None and plan.regions and cuckoo:
@@ -196,7 +188,7 @@ class GenerationTables:
         self._settle_failsafe(old_masks, grown, new_masks)
 
     def _has_cuckoo(self) -> bool:
-        return all(m in self._maps for m in (*BUCKET_MAP.values(), MAP_HOST_REGIONS))
+        return self.roots.has_regions() and all(m in self._maps for m in BUCKET_MAP.values())
 
     def _write_host_regions(self, plan: HostPlan, fast: FastImages, gen: int) -> None:
         """The cuckoo buckets of gen's half (a memcpy each through the mapping), then the
@@ -206,31 +198,30 @@ class GenerationTables:
             size = BUCKET_BYTES[space]
             for base, raw in parts:
                 mapped.raw[base * size : base * size + len(raw)] = raw
-        ordered = sorted(plan.regions.items())
-        keys = array.array("I", (_root_index(gen, i, space) for (i, space), _ in ordered))
-        values = b"".join(
-            HOST_REGION.pack(*region_masks(fast.src_roots[key]), base, n, seed, 0)
-            for key, (base, n, seed) in ordered
+        self.roots.write_regions(
+            {
+                _root_index(gen, *key): HOST_REGION.pack(
+                    *region_masks(fast.src_roots[key]), base, n, seed, 0
+                )
+                for key, (base, n, seed) in plan.regions.items()
+            }
         )
-        self._maps[MAP_HOST_REGIONS].update_batch(keys.tobytes(), values)
 
     def fill_host_masks(self) -> None:
         """Tables an older build wrote have hashed roots whose region holds no masks: give each
         its masks (and the hash), so this build's program keeps the root's prefix length. Runs
         before the new program sees a packet."""
-        regions = self._maps.get(MAP_HOST_REGIONS)
-        if regions is None:
+        if not self.roots.has_regions():
             return
         roots = self.src_roots()
         for index in nonzero_words(roots, SRC_ROOTS_ENTRIES):
             root = roots[index]
             if not root & ROOT_HOSTS:
                 continue
-            key = _U32.pack(index)
-            raw = regions.lookup(key)
+            raw = self.roots.region(index)
             if raw is not None and any(HOST_REGION.unpack(raw)[:2]):
                 continue
-            regions.update(key, HOST_REGION.pack(*region_masks(root), 0, 0, 0, 0))
+            self.roots.write_regions({index: HOST_REGION.pack(*region_masks(root), 0, 0, 0, 0)})
 
     def _store_nodes(self, runs: Mapping[int, bytes]) -> None:
         """Whole nodes, each run at the index of its first: a memcpy through the mapping of
@@ -339,7 +330,7 @@ class GenerationTables:
         try:
             failsafe.write(grown)
             self._store_nodes(_row_runs(new_rows, rows, inactive))
-            _write_list_roots(self._maps[MAP_LIST_ROOTS], lists, inactive)
+            self.roots.write_lists(lists, inactive)
             write_words(self.src_roots(), new_roots)
             self._config.write(active_gen=inactive, generation=generation)
         except BaseException:
@@ -460,15 +451,6 @@ def _row_runs(rows: Mapping[int, bytes], slots: Iterable[int], gen: int) -> dict
             f"trie node slot {chosen[-1]} beyond the {NODES_PER_GEN} of a generation"
         )
     return {gen * NODES_PER_GEN + s: rows[s] for s in chosen}
-
-
-def _write_list_roots(m: Map, list_roots: Mapping[int, tuple[int, ...]], gen: int) -> None:
-    if not list_roots:
-        return
-    ids = sorted(list_roots)
-    idx = array.array("I", (gen * LISTS_PER_GEN + i for i in ids))
-    vals = array.array("I", (e for i in ids for e in list_roots[i]))
-    m.update_batch(idx.tobytes(), vals.tobytes())
 
 
 def _src_image(lpm: Sequence[LpmEntry], gen: int) -> tuple[bytes, bytes]:

@@ -865,13 +865,13 @@ def test_compile_error_is_a_datapath_error(tmp_path: Any) -> None:
         Datapath.load(os.path.join(PIN_BASE, "bad"), source_path=path)
 
 
-@pytest.mark.parametrize("name", [layout.MAP_HOST4, layout.MAP_NODES])
+@pytest.mark.parametrize("name", [layout.MAP_HOST4, layout.MAP_NODES, layout.MAP_ROOTS])
 def test_a_removed_table_pin_is_refused_not_recreated_empty(
     dp: Any, pin_root: str, name: str
 ) -> None:
     """The roots may name cuckoo regions and point at trie nodes: a load that created an empty
-    bucket map or node image in place of a removed pin would let those sources through, so it
-    refuses and says what to do."""
+    bucket map, node image or root image in place of a removed pin would let those sources
+    through, so it refuses and says what to do."""
     from engine.kernel.datapath import Datapath
 
     path = os.path.join(pin_root, name)

@@ -441,11 +441,12 @@ def test_truncated_frames(kernel: Any, catch_all: CompiledTables, name: str) -> 
 def test_reload_fills_masks_of_tables_an_older_build_wrote(
     kernel: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An older build wrote hosts to the hash and no host_regions: a load of this build gives
+    """An older build wrote hosts to the hash and no host regions: a load of this build gives
     every hashed root its masks before the program sees a packet, so the hosts still match."""
     from engine.kernel import hostplan
-    from engine.kernel.abi import MAP_HOST_REGIONS
+    from engine.kernel.abi import SRC_ROOTS_ENTRIES
     from engine.kernel.datapath import Datapath
+    from engine.kernel.hostplan import HOST_REGION
 
     monkeypatch.setattr(hostplan, "BUCKETS_PER_GEN", {0: 0, 1: 0})
     hosts = tuple(f"198.18.0.{i}/32" for i in range(1, 200))
@@ -460,11 +461,10 @@ def test_reload_fills_masks_of_tables_an_older_build_wrote(
     )
     tables = load_rules(kernel, ruleset, node_budget=1)
     assert kernel.tables.last_hosts.hashed
-    regions = kernel.maps[MAP_HOST_REGIONS]
-    keys, _, count = regions.items()
-    blank = bytes(regions.value_size)
-    for i in range(count):  # what an older build left: no region at all
-        regions.update(keys[i * 4 : i * 4 + 4], blank)
+    roots = kernel.tables.roots
+    blank = bytes(HOST_REGION.size)
+    # what an older build left: no region at all
+    roots.write_regions(dict.fromkeys(range(SRC_ROOTS_ENTRIES), blank))
     frame = build_frame("198.18.0.7", "10.0.0.1", 17, dport=9)
     new = Datapath.load(kernel.pin_root)
     try:

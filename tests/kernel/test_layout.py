@@ -63,17 +63,17 @@ def assert_same(c_type: Any, py_type: Any) -> None:
             ct.c_uint32,
             layout.Node,
         ),  # declared as one node; pins.MAP_SPECS has its size
-        (layout.MAP_SRC_ROOTS, ct.c_uint32, ct.c_uint32),
-        (layout.MAP_LIST_ROOTS, ct.c_uint32, layout.ListRoots),
+        (layout.MAP_ROOTS, ct.c_uint32, ct.c_uint64),  # declared as one root word
         (layout.MAP_FLOWS, layout.FlowRecKey, layout.FlowRecVal),
         (layout.MAP_REPLIES, layout.ReplyKey, layout.ReplyVal),
         (layout.MAP_REPLY_CONFIG, ct.c_uint32, layout.ReplyConfig),
         (layout.MAP_HOSTS, layout.HostKey, ct.c_uint32),
-        (layout.MAP_HOST_REGIONS, ct.c_uint32, layout.HostRegion),
         (layout.MAP_HOST4, ct.c_uint32, layout.Host4Bucket),
         (layout.MAP_HOST6, ct.c_uint32, layout.Host6Bucket),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
         ("layout_trace_meta", ct.c_uint32, layout.TraceMeta),
+        ("layout_list_roots", ct.c_uint32, layout.ListRoots),
+        ("layout_host_region", ct.c_uint32, layout.HostRegion),
     ],
 )
 def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> None:
@@ -88,8 +88,8 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
 
     root = os.path.join(PIN_BASE, "layout")
     for name, spec in MAP_SPECS.items():
-        if name == layout.MAP_LEGACY_NODES:
-            continue  # only older builds pin it (tests/kernel/test_upgrade_nodes.py)
+        if name in layout.LEGACY_IMAGE_MAPS:
+            continue  # only older builds pin these (tests/kernel/test_upgrade_nodes.py)
         m = Map.open_pinned(os.path.join(root, name))
         try:
             assert (m.info.key_size, m.info.value_size, m.info.max_entries) == (
@@ -101,7 +101,7 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
             m.close()
 
 
-@pytest.mark.parametrize("name", [layout.MAP_SRC_ROOTS, layout.MAP_FAILSAFE, layout.MAP_NODES])
+@pytest.mark.parametrize("name", [layout.MAP_ROOTS, layout.MAP_FAILSAFE, layout.MAP_NODES])
 def test_mapped_arrays_are_mmapable(bpf: Any, name: str) -> None:
     from engine.kernel.bpfsys import Map
 

@@ -1,0 +1,138 @@
+"""Where the tables' roots live: table_roots' one mapped element (this build's program), or the
+per-root array maps of an older build's pins (src_roots, list_roots, host_regions), which this
+build still writes while that program runs. A reload copies the older maps into table_roots
+(adopt_legacy) before any packet reaches the new program."""
+
+from __future__ import annotations
+
+import array
+import ctypes as ct
+from collections.abc import Mapping
+
+from engine.kernel.abi import (
+    LISTS_PER_GEN,
+    MAP_HOST_REGIONS,
+    MAP_LIST_ROOTS,
+    MAP_ROOTS,
+    MAP_SRC_ROOTS,
+    SRC_ROOTS_ENTRIES,
+    HostRegion,
+    ListRoots,
+    RootImage,
+)
+from engine.kernel.bpfsys import Map
+from engine.kernel.mapped import MappedArray, MappedBytes
+
+SRC_BYTES = SRC_ROOTS_ENTRIES * 8  # a u32 root in the low half of each u64 word
+LIST_BYTES = ct.sizeof(ListRoots)
+REGION_BYTES = ct.sizeof(HostRegion)
+LISTS_OFF = RootImage.lists.offset
+REGIONS_OFF = RootImage.regions.offset
+
+
+class Roots:
+    """The roots of one firewall's maps, mapped on first use until close()."""
+
+    def __init__(self, maps: Mapping[str, Map]) -> None:
+        self._maps = maps
+        self._image: MappedBytes | None = None
+        self._words: memoryview | None = None
+        self._legacy_words: MappedArray | None = None
+
+    def close(self) -> None:
+        if self._words is not None and self._image is not None:
+            self._words.release()  # a view of the image's mapping: released before it
+        self._words = None
+        for mapped in (self._image, self._legacy_words):
+            if mapped is not None:
+                mapped.close()
+        self._image = self._legacy_words = None
+
+    def _mapped_image(self) -> MappedBytes | None:
+        if self._image is None and MAP_ROOTS in self._maps:
+            self._image = MappedBytes(self._maps[MAP_ROOTS], 1, ct.sizeof(RootImage))
+        return self._image
+
+    def words(self) -> memoryview:
+        """The source roots, one u64 word per root index (its u32 in the low half)."""
+        if self._words is None:
+            image = self._mapped_image()
+            if image is not None:
+                self._words = image.raw[:SRC_BYTES].cast("Q")
+            else:
+                self._legacy_words = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
+                self._words = self._legacy_words.words
+        return self._words
+
+    def write_lists(self, rows: Mapping[int, tuple[int, ...]], gen: int) -> None:
+        """The root rows of the given list ids in gen's half."""
+        if not rows:
+            return
+        ids = sorted(rows)
+        image = self._mapped_image()
+        if image is None:
+            idx = array.array("I", (gen * LISTS_PER_GEN + i for i in ids))
+            vals = array.array("I", (e for i in ids for e in rows[i]))
+            self._maps[MAP_LIST_ROOTS].update_batch(idx.tobytes(), vals.tobytes())
+            return
+        for i in ids:
+            at = LISTS_OFF + (gen * LISTS_PER_GEN + i) * LIST_BYTES
+            image.raw[at : at + LIST_BYTES] = array.array("I", rows[i]).tobytes()
+
+    def has_regions(self) -> bool:
+        return MAP_ROOTS in self._maps or MAP_HOST_REGIONS in self._maps
+
+    def region(self, index: int) -> bytes | None:
+        """The packed host region at root index (engine.kernel.hostplan HOST_REGION)."""
+        image = self._mapped_image()
+        if image is None:
+            return self._maps[MAP_HOST_REGIONS].lookup(index.to_bytes(4, "little"))
+        at = REGIONS_OFF + index * REGION_BYTES
+        return image.raw[at : at + REGION_BYTES].tobytes()
+
+    def write_regions(self, regions: Mapping[int, bytes]) -> None:
+        """Packed host regions by root index."""
+        if not regions:
+            return
+        image = self._mapped_image()
+        if image is None:
+            ordered = sorted(regions)
+            keys = array.array("I", ordered).tobytes()
+            self._maps[MAP_HOST_REGIONS].update_batch(keys, b"".join(regions[i] for i in ordered))
+            return
+        for index, raw in regions.items():
+            at = REGIONS_OFF + index * REGION_BYTES
+            image.raw[at : at + REGION_BYTES] = raw
+
+    def adopt_legacy(self) -> None:
+        """Copy what an older build wrote into its per-root maps into table_roots, which this
+        load has just created empty: the rows and regions first, the source roots (which make
+        them reachable) last. Later writes go to table_roots alone."""
+        image = self._mapped_image()
+        if image is None:
+            return
+        for name, offset, size in (
+            (MAP_LIST_ROOTS, LISTS_OFF, LIST_BYTES),
+            (MAP_HOST_REGIONS, REGIONS_OFF, REGION_BYTES),
+        ):
+            legacy = self._maps.get(name)
+            if legacy is not None:
+                _copy_array(legacy, image.raw[offset:], size)
+        if MAP_SRC_ROOTS in self._maps:
+            words = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
+            try:
+                with words.words.cast("B") as raw:
+                    image.raw[:SRC_BYTES] = raw[:SRC_BYTES]
+            finally:
+                words.close()
+
+
+def _copy_array(legacy: Map, into: memoryview, size: int) -> None:
+    """An array map's values into consecutive slots of size bytes, by their keys."""
+    keys, values, count = legacy.items()
+    index = array.array("I", keys[: count * 4])
+    if list(index) == list(range(count)):  # an array's batch read: every index, in order
+        into[: count * size] = values[: count * size]
+        return
+    for i, at in enumerate(index):
+        into[at * size : (at + 1) * size] = values[i * size : (i + 1) * size]
