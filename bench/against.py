@@ -28,7 +28,9 @@ from bench.testrun import floor_program, pinned_on_cpu, test_run
 from engine.core.compiler import compile_ruleset
 from engine.kernel import bpfsys, loader
 from engine.kernel.abi import (
+    FAILSAFE_MAX_ENTRIES,
     LIST_ROOTS_ENTRIES,
+    MAP_FAILSAFE,
     MAP_HOST_REGIONS,
     MAP_LEGACY_NODES,
     MAP_LIST_ROOTS,
@@ -41,7 +43,7 @@ from engine.kernel.abi import (
     RootImage,
 )
 from engine.kernel.mapped import MappedArray, MappedBytes
-from engine.kernel.roots import LIST_BYTES, LISTS_OFF, REGION_BYTES, REGIONS_OFF, SRC_BYTES
+from engine.kernel.roots import FAILSAFE_OFF, LIST_BYTES, LISTS_OFF, REGION_BYTES, REGIONS_OFF
 
 ROUNDS = 25
 REPEAT = 200_000
@@ -65,18 +67,25 @@ def _open_pin(pin_root: str, name: str) -> bpfsys.Map | None:
     return bpfsys.Map.open_pinned(path) if os.path.exists(path) else None
 
 
-def _copy_roots(roots: memoryview, pin_root: str) -> None:
-    """This build's root image into an earlier program's per-root maps, where it has them."""
-    src = _open_pin(pin_root, MAP_SRC_ROOTS)
-    if src is None:
+def _copy_words(roots: memoryview, pin_root: str, name: str, offset: int, count: int) -> None:
+    m = _open_pin(pin_root, name)
+    if m is None:
         return
-    words = MappedArray(src, SRC_ROOTS_ENTRIES)
+    words = MappedArray(m, count)
     try:
         with words.words.cast("B") as raw:
-            raw[:SRC_BYTES] = roots[:SRC_BYTES]
+            raw[: count * 8] = roots[offset : offset + count * 8]
     finally:
         words.close()
-        src.close()
+        m.close()
+
+
+def _copy_roots(roots: memoryview, pin_root: str) -> None:
+    """This build's root image into an earlier program's per-entry maps, where it has them."""
+    if not os.path.exists(os.path.join(pin_root, MAP_SRC_ROOTS)):
+        return
+    _copy_words(roots, pin_root, MAP_SRC_ROOTS, 0, SRC_ROOTS_ENTRIES)
+    _copy_words(roots, pin_root, MAP_FAILSAFE, FAILSAFE_OFF, FAILSAFE_MAX_ENTRIES)
     for name, offset, size, count in (
         (MAP_LIST_ROOTS, LISTS_OFF, LIST_BYTES, LIST_ROOTS_ENTRIES),
         (MAP_HOST_REGIONS, REGIONS_OFF, REGION_BYTES, SRC_ROOTS_ENTRIES),

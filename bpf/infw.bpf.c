@@ -490,11 +490,17 @@ int infw_xdp(struct xdp_md *ctx)
         return XDP_PASS;
     }
 
+    /* the roots and the trie nodes, each one element whatever their size (maps.h); a
+     * single-element array always has it */
+    u8 *roots = table_roots.lookup(&zero);
+    u32 *ni = (u32 *)trie_nodes.lookup(&zero);
+    if (!roots || !ni)
+        return XDP_PASS;
+
     /* 1. fail-safe: (protocol, destination port), any source, before any rule */
     if (pkt.has_ports) {
-        u32 port = pkt.dport;
-        u32 *protos = failsafe.lookup(&port);
-        if (protos && (*protos & failsafe_bit(pkt.l4proto))) {
+        u64 at = ROOTS_FAILSAFE_OFF + (u64)(pkt.dport & (FAILSAFE_MAX_ENTRIES - 1)) * 8;
+        if (*(u32 *)(roots + at) & failsafe_bit(pkt.l4proto)) {
             if (is_traced(ctx))
                 return traced(ctx, REASON_FAILSAFE, 0, XDP_PASS);
             u64 seq = count(NC_FAILSAFE, len);
@@ -503,12 +509,6 @@ int infw_xdp(struct xdp_md *ctx)
         }
     }
 
-    /* the roots and the trie nodes, each one element whatever their size (maps.h); a
-     * single-element array always has it */
-    u8 *roots = table_roots.lookup(&zero);
-    u32 *ni = (u32 *)trie_nodes.lookup(&zero);
-    if (!roots || !ni)
-        return XDP_PASS;
     /* 2. source -> merged rule list of the active generation (read once: the switch point) */
     u32 gen = *(volatile u32 *)&cfg->active_gen & 1;
     u32 list_id = source_list(gen, ifindex, &pkt, roots, ni);

@@ -30,7 +30,8 @@
     !defined(ROOT_HOSTS) || !defined(HOST_LEN_SHIFT) || !defined(HOST_LEN_MASK) || \
     !defined(HOSTS_MAX_ENTRIES) || !defined(HOST_SLOTS) || !defined(HOST4_BUCKETS_PER_GEN) || \
     !defined(HOST6_BUCKETS_PER_GEN) || !defined(HOST_HASH_C1) || !defined(HOST_HASH_C2) || \
-    !defined(HOST_HASH_C3) || !defined(ROOTS_LISTS_OFF) || !defined(ROOTS_REGIONS_OFF)
+    !defined(HOST_HASH_C3) || !defined(ROOTS_LISTS_OFF) || !defined(ROOTS_REGIONS_OFF) || \
+    !defined(ROOTS_FAILSAFE_OFF)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -236,7 +237,9 @@ BPF_TABLE_PINNED("array", u32, struct host6_bucket, host6, 2 * HOST6_BUCKETS_PER
  * lookup whose key goes through the stack. From its start:
  *   [generation][space][ifindex] -> root entry of that source trie, a u32 per 8 bytes;
  *   at ROOTS_LISTS_OFF, [generation][list id] -> struct list_roots, that list's rule tries;
- *   at ROOTS_REGIONS_OFF, [generation][space][ifindex] -> struct host_region.
+ *   at ROOTS_REGIONS_OFF, [generation][space][ifindex] -> struct host_region;
+ *   at ROOTS_FAILSAFE_OFF, destination port -> bitmask of the fail-safe protocols on it
+ *   (FAILSAFE_*), a u32 per 8 bytes; not per generation (engine/kernel/tables.py).
  * Written through mmap by the writer. The loader creates the pin with its real size (as it
  * does trie_nodes), so the value type here is a placeholder indexed beyond its end. */
 struct root_image {
@@ -244,11 +247,8 @@ struct root_image {
 };
 _Static_assert((SRC_ROOTS_ENTRIES & (SRC_ROOTS_ENTRIES - 1)) == 0, "masks keep roots in range");
 _Static_assert((LIST_ROOTS_ENTRIES & (LIST_ROOTS_ENTRIES - 1)) == 0, "masks keep rows in range");
+_Static_assert((FAILSAFE_MAX_ENTRIES & (FAILSAFE_MAX_ENTRIES - 1)) == 0, "a mask keeps ports");
 BPF_TABLE_PINNED("array", u32, struct root_image, table_roots, 1, PIN_ROOT "/table_roots",
-                 BPF_F_MMAPABLE);
-/* destination port -> bitmask of fail-safe protocols: an array, so the lookup is inlined;
- * mmapable, so userspace finds the few ports set without a syscall per entry (~19 ms) */
-BPF_TABLE_PINNED("array", u32, u32, failsafe, FAILSAFE_MAX_ENTRIES, PIN_ROOT "/failsafe",
                  BPF_F_MMAPABLE);
 BPF_TABLE_PINNED("percpu_array", u32, struct counter, rule_stats, RULE_STATS_ENTRIES,
                  PIN_ROOT "/rule_stats");

@@ -17,7 +17,7 @@ PROG_PIN = "prog"
 EGRESS_PIN = "egress"  # the tc egress program that records the node's own flows
 MAP_SRC = "src_lpm"
 MAP_SEG = "seg_lpm"
-MAP_FAILSAFE = "failsafe"
+MAP_FAILSAFE = "failsafe"  # older builds: table_roots holds the fail-safe ports
 MAP_RULE_STATS = "rule_stats"
 MAP_NODE_STATS = "node_stats"
 MAP_CONFIG = "config"
@@ -44,6 +44,7 @@ LEGACY_IMAGE_MAPS = {
     MAP_SRC_ROOTS: MAP_ROOTS,
     MAP_LIST_ROOTS: MAP_ROOTS,
     MAP_HOST_REGIONS: MAP_ROOTS,
+    MAP_FAILSAFE: MAP_ROOTS,
 }
 ALL_MAPS = (
     MAP_SRC,
@@ -76,6 +77,7 @@ OPTIONAL_MAPS = frozenset(
         MAP_ROOTS,
         MAP_SRC_ROOTS,  # so do these
         MAP_LIST_ROOTS,
+        MAP_FAILSAFE,
         MAP_FLOWS,
         MAP_REPLIES,
         MAP_REPLY_CONFIG,
@@ -225,14 +227,16 @@ class ListRoots(ct.Structure):
 
 
 class RootImage(ct.Structure):
-    """table_roots' one element. A source root is a u32 in the low half of a u64 word, as in
-    the older per-root array (whose elements are 8-byte aligned), so one mapped word view
-    serves both."""
+    """table_roots' one element: every root, and the fail-safe ports. A source root and a
+    port's protocol mask are each a u32 in the low half of a u64 word, as in the older
+    per-entry arrays (whose elements are 8-byte aligned), so one mapped word view serves
+    both."""
 
     _fields_ = [
         ("src", ct.c_uint64 * SRC_ROOTS_ENTRIES),  # [generation][space][ifindex]
         ("lists", ListRoots * LIST_ROOTS_ENTRIES),  # [generation][list id]
         ("regions", HostRegion * SRC_ROOTS_ENTRIES),  # as src
+        ("failsafe", ct.c_uint64 * FAILSAFE_MAX_ENTRIES),  # destination port -> protocol bits
     ]
 
 
@@ -457,6 +461,7 @@ def c_defines() -> dict[str, int]:
         "LIST_ROOTS_ENTRIES": LIST_ROOTS_ENTRIES,
         "ROOTS_LISTS_OFF": RootImage.lists.offset,
         "ROOTS_REGIONS_OFF": RootImage.regions.offset,
+        "ROOTS_FAILSAFE_OFF": RootImage.failsafe.offset,
         "NODE_FLAG": NODE_FLAG,
         "ROOT_TRIE": ROOT_TRIE,
         "ROOT_EMPTY": ROOT_EMPTY,

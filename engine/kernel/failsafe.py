@@ -41,34 +41,41 @@ def _write_masks(failsafe: Map, masks: Mapping[int, int]) -> None:
 
 
 class FailsafePorts:
-    """The fail-safe array (port -> protocol bitmask), mapped into this process when the map
-    allows it (BPF_F_MMAPABLE: reading all 65,536 entries by syscall costs ~19 ms per write),
-    else read and written by syscalls (a map pinned by an older build, reused as it is)."""
+    """The fail-safe ports (port -> protocol bitmask) as words mapped into this process: this
+    build's region of table_roots (engine.kernel.roots), or an older build's own array map
+    when it allows mapping (BPF_F_MMAPABLE: reading all 65,536 entries by syscall costs ~19 ms
+    per write); else read and written by syscalls (a map pinned by a still older build)."""
 
-    def __init__(self, m: Map) -> None:
+    def __init__(self, m: Map | None, words: memoryview | None = None) -> None:
         self._map = m
         self._mapped: MappedArray | None = None
-        if m.info.flags & bpfsys.BPF_F_MMAPABLE:
+        self._words = words
+        if words is None and m is not None and m.info.flags & bpfsys.BPF_F_MMAPABLE:
             self._mapped = MappedArray(m, FAILSAFE_MAX_ENTRIES)
+            self._words = self._mapped.words
 
     @property
     def is_mapped(self) -> bool:
-        return self._mapped is not None
+        return self._words is not None
 
     def masks(self) -> dict[int, int]:
         """port -> protocol bitmask of the ports that have any."""
-        if self._mapped is None:
+        words = self._words
+        if words is None:
+            assert self._map is not None
             return failsafe_masks(self._map)
-        words = self._mapped.words
         return {p: int(words[p]) for p in nonzero_words(words, FAILSAFE_MAX_ENTRIES)}
 
     def write(self, masks: Mapping[int, int]) -> None:
-        if self._mapped is None:
+        if self._words is None:
+            assert self._map is not None
             _write_masks(self._map, masks)
         else:
-            write_words(self._mapped.words, masks)
+            write_words(self._words, masks)
 
     def close(self) -> None:
+        """Unmaps what this opened (words handed in stay their owner's)."""
         if self._mapped is not None:
             self._mapped.close()
             self._mapped = None
+        self._words = None

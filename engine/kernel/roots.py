@@ -1,6 +1,6 @@
-"""Where the tables' roots live: table_roots' one mapped element (this build's program), or the
-per-root array maps of an older build's pins (src_roots, list_roots, host_regions), which this
-build still writes while that program runs. A reload copies the older maps into table_roots
+"""Where the tables' roots and the fail-safe ports live: table_roots' one mapped element (this
+build's program), or the per-entry array maps of an older build's pins (src_roots, list_roots,
+host_regions, failsafe), which this build still writes while that program runs. A reload copies the older maps into table_roots
 (adopt_legacy) before any packet reaches the new program."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import ctypes as ct
 from collections.abc import Mapping
 
 from engine.kernel.abi import (
+    FAILSAFE_MAX_ENTRIES,
     LISTS_PER_GEN,
+    MAP_FAILSAFE,
     MAP_HOST_REGIONS,
     MAP_LIST_ROOTS,
     MAP_ROOTS,
@@ -21,6 +23,7 @@ from engine.kernel.abi import (
     RootImage,
 )
 from engine.kernel.bpfsys import Map
+from engine.kernel.failsafe import FailsafePorts
 from engine.kernel.mapped import MappedArray, MappedBytes
 
 SRC_BYTES = SRC_ROOTS_ENTRIES * 8  # a u32 root in the low half of each u64 word
@@ -28,6 +31,7 @@ LIST_BYTES = ct.sizeof(ListRoots)
 REGION_BYTES = ct.sizeof(HostRegion)
 LISTS_OFF = RootImage.lists.offset
 REGIONS_OFF = RootImage.regions.offset
+FAILSAFE_OFF = RootImage.failsafe.offset
 
 
 class Roots:
@@ -38,8 +42,16 @@ class Roots:
         self._image: MappedBytes | None = None
         self._words: memoryview | None = None
         self._legacy_words: MappedArray | None = None
+        self._failsafe: FailsafePorts | None = None
+        self._failsafe_words: memoryview | None = None
 
     def close(self) -> None:
+        if self._failsafe is not None:
+            self._failsafe.close()
+            self._failsafe = None
+        if self._failsafe_words is not None:
+            self._failsafe_words.release()  # a view of the image's mapping, as words is
+            self._failsafe_words = None
         if self._words is not None and self._image is not None:
             self._words.release()  # a view of the image's mapping: released before it
         self._words = None
@@ -63,6 +75,18 @@ class Roots:
                 self._legacy_words = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
                 self._words = self._legacy_words.words
         return self._words
+
+    def failsafe(self) -> FailsafePorts:
+        """The fail-safe ports: a region of the image, or an older build's failsafe map."""
+        if self._failsafe is None:
+            image = self._mapped_image()
+            if image is None:
+                self._failsafe = FailsafePorts(self._maps[MAP_FAILSAFE])
+            else:
+                end = FAILSAFE_OFF + FAILSAFE_MAX_ENTRIES * 8
+                self._failsafe_words = image.raw[FAILSAFE_OFF:end].cast("Q")
+                self._failsafe = FailsafePorts(None, self._failsafe_words)
+        return self._failsafe
 
     def write_lists(self, rows: Mapping[int, tuple[int, ...]], gen: int) -> None:
         """The root rows of the given list ids in gen's half."""
@@ -105,9 +129,9 @@ class Roots:
             image.raw[at : at + REGION_BYTES] = raw
 
     def adopt_legacy(self) -> None:
-        """Copy what an older build wrote into its per-root maps into table_roots, which this
-        load has just created empty: the rows and regions first, the source roots (which make
-        them reachable) last. Later writes go to table_roots alone."""
+        """Copy what an older build wrote into its per-entry maps into table_roots, which this
+        load has just created empty: the rows, regions and fail-safe ports first, the source
+        roots (which make the rest reachable) last. Later writes go to table_roots alone."""
         image = self._mapped_image()
         if image is None:
             return
@@ -118,6 +142,12 @@ class Roots:
             legacy = self._maps.get(name)
             if legacy is not None:
                 _copy_array(legacy, image.raw[offset:], size)
+        if MAP_FAILSAFE in self._maps:
+            legacy_ports = FailsafePorts(self._maps[MAP_FAILSAFE])
+            try:
+                self.failsafe().write(legacy_ports.masks())
+            finally:
+                legacy_ports.close()
         if MAP_SRC_ROOTS in self._maps:
             words = MappedArray(self._maps[MAP_SRC_ROOTS], SRC_ROOTS_ENTRIES)
             try:

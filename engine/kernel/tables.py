@@ -15,7 +15,6 @@ from engine.core.model import Action as RuleAction
 from engine.errors import DatapathError
 from engine.kernel.abi import (
     GEN_BIT,
-    MAP_FAILSAFE,
     MAP_HOSTS,
     MAP_LEGACY_NODES,
     MAP_NODES,
@@ -70,7 +69,6 @@ class GenerationTables:
         self._maps = maps
         self._config = config
         self.roots = Roots(maps)
-        self._failsafe: FailsafePorts | None = None
         # monotonic time of this handle's last generation switch (None: not known here)
         self._switched_at: float | None = None
         # what this handle last wrote into each generation's half, when that half holds only
@@ -90,9 +88,6 @@ class GenerationTables:
         if self._nodes is not None:
             self._nodes.close()
             self._nodes = None
-        if self._failsafe is not None:
-            self._failsafe.close()
-            self._failsafe = None
         self.roots.close()
 
     def src_roots(self) -> memoryview:
@@ -100,9 +95,7 @@ class GenerationTables:
         return self.roots.words()
 
     def failsafe_ports(self) -> FailsafePorts:
-        if self._failsafe is None:
-            self._failsafe = FailsafePorts(self._maps[MAP_FAILSAFE])
-        return self._failsafe
+        return self.roots.failsafe()
 
     def write(self, tables: CompiledTables, generation: int) -> None:
         """Make tables live atomically for packets: empty the inactive generation (what the

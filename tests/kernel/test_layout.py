@@ -53,7 +53,6 @@ def assert_same(c_type: Any, py_type: Any) -> None:
     [
         (layout.MAP_SRC, layout.SrcKey, ct.c_uint32),
         (layout.MAP_SEG, layout.SegKey, layout.SegVal),
-        (layout.MAP_FAILSAFE, ct.c_uint32, ct.c_uint32),
         (layout.MAP_RULE_STATS, ct.c_uint32, layout.Counter),
         (layout.MAP_NODE_STATS, ct.c_uint32, layout.Counter),
         (layout.MAP_CONFIG, ct.c_uint32, layout.Config),
@@ -101,7 +100,7 @@ def test_map_sizes_match_layout(bpf: Any) -> None:
             m.close()
 
 
-@pytest.mark.parametrize("name", [layout.MAP_ROOTS, layout.MAP_FAILSAFE, layout.MAP_NODES])
+@pytest.mark.parametrize("name", [layout.MAP_ROOTS, layout.MAP_NODES])
 def test_mapped_arrays_are_mmapable(bpf: Any, name: str) -> None:
     from engine.kernel.bpfsys import Map
 
