@@ -42,8 +42,17 @@ from engine.kernel.abi import (
     NodeImage,
     RootImage,
 )
+from engine.kernel.hostplan import BUCKET_BYTES, BUCKET_MAP, BUCKETS_PER_GEN
 from engine.kernel.mapped import MappedArray, MappedBytes
-from engine.kernel.roots import FAILSAFE_OFF, LIST_BYTES, LISTS_OFF, REGION_BYTES, REGIONS_OFF
+from engine.kernel.roots import (
+    BUCKETS_OFF,
+    BUCKETS_SIZE,
+    FAILSAFE_OFF,
+    LIST_BYTES,
+    LISTS_OFF,
+    REGION_BYTES,
+    REGIONS_OFF,
+)
 
 ROUNDS = 25
 REPEAT = 200_000
@@ -86,6 +95,14 @@ def _copy_roots(roots: memoryview, pin_root: str) -> None:
         return
     _copy_words(roots, pin_root, MAP_SRC_ROOTS, 0, SRC_ROOTS_ENTRIES)
     _copy_words(roots, pin_root, MAP_FAILSAFE, FAILSAFE_OFF, FAILSAFE_MAX_ENTRIES)
+    for space, name in BUCKET_MAP.items():
+        m = _open_pin(pin_root, name)
+        if m is not None:
+            buckets = MappedBytes(m, 2 * BUCKETS_PER_GEN[space], BUCKET_BYTES[space])
+            at, size = BUCKETS_OFF[space], BUCKETS_SIZE[space]
+            buckets.raw[:size] = roots[at : at + size]
+            buckets.close()
+            m.close()
     for name, offset, size, count in (
         (MAP_LIST_ROOTS, LISTS_OFF, LIST_BYTES, LIST_ROOTS_ENTRIES),
         (MAP_HOST_REGIONS, REGIONS_OFF, REGION_BYTES, SRC_ROOTS_ENTRIES),

@@ -248,26 +248,28 @@ static __always_inline u32 bucket_of(u64 f, u64 c, u32 buckets)
 
 /* The list id of the IPv4 host in bucket idx, 0 if none there. At most one slot holds the
  * address, and a free slot's list id is 0, so OR-ing the matches needs no branch per slot. */
-static __always_inline u32 probe4(u32 idx, u32 addr)
+static __always_inline u32 probe4(u8 *roots, u32 idx, u32 addr)
 {
-    struct host4_bucket *b = host4.lookup(&idx);
     u32 hit = 0;
 
-    if (!b)
+    if (idx >= 2 * HOST4_BUCKETS_PER_GEN)
         return 0;
+    struct host4_bucket *b = (struct host4_bucket *)(roots + ROOTS_HOST4_OFF +
+                                                      (u64)idx * sizeof(struct host4_bucket));
 #pragma unroll
     for (int i = 0; i < HOST_SLOTS; i++)
         hit |= b->addr[i] == addr ? b->list_id[i] : 0;
     return hit;
 }
 
-static __always_inline u32 probe6(u32 idx, u64 hi, u64 lo)
+static __always_inline u32 probe6(u8 *roots, u32 idx, u64 hi, u64 lo)
 {
-    struct host6_bucket *b = host6.lookup(&idx);
     u32 hit = 0;
 
-    if (!b)
+    if (idx >= 2 * HOST6_BUCKETS_PER_GEN)
         return 0;
+    struct host6_bucket *b = (struct host6_bucket *)(roots + ROOTS_HOST6_OFF +
+                                                      (u64)idx * sizeof(struct host6_bucket));
 #pragma unroll
     for (int i = 0; i < HOST_SLOTS; i++)
         hit |= (b->hi[i] == hi && b->lo[i] == lo) ? b->list_id[i] : 0;
@@ -292,11 +294,11 @@ static __always_inline u32 host_list(u32 gen, u32 ifindex, u32 ri, u32 space, st
         u32 b1 = r->base + bucket_of(f, HOST_HASH_C2, r->buckets);
         u32 b2 = r->base + bucket_of(f, HOST_HASH_C3, r->buckets);
         if (space == V4_SPACE) {
-            u32 hit = probe4(b1, (u32)(lo >> 32));
-            return hit ? hit : probe4(b2, (u32)(lo >> 32));
+            u32 hit = probe4(roots, b1, (u32)(lo >> 32));
+            return hit ? hit : probe4(roots, b2, (u32)(lo >> 32));
         }
-        u32 hit = probe6(b1, hi, lo);
-        return hit ? hit : probe6(b2, hi, lo);
+        u32 hit = probe6(roots, b1, hi, lo);
+        return hit ? hit : probe6(roots, b2, hi, lo);
     }
     struct host_key hk = {.tag = ifindex << 1 | gen};
     __builtin_memcpy(hk.addr, &hi, 8);

@@ -31,7 +31,7 @@
     !defined(HOSTS_MAX_ENTRIES) || !defined(HOST_SLOTS) || !defined(HOST4_BUCKETS_PER_GEN) || \
     !defined(HOST6_BUCKETS_PER_GEN) || !defined(HOST_HASH_C1) || !defined(HOST_HASH_C2) || \
     !defined(HOST_HASH_C3) || !defined(ROOTS_LISTS_OFF) || !defined(ROOTS_REGIONS_OFF) || \
-    !defined(ROOTS_FAILSAFE_OFF)
+    !defined(ROOTS_FAILSAFE_OFF) || !defined(ROOTS_HOST4_OFF) || !defined(ROOTS_HOST6_OFF)
 #error "infw's kernel constants are missing: compile through engine/kernel/loader.py, which passes engine/kernel/abi.py c_defines() as -D"
 #endif
 
@@ -225,13 +225,6 @@ BPF_TABLE_PINNED("array", u32, struct node_image, trie_nodes, 1, PIN_ROOT "/trie
  * generations, allocated per entry */
 BPF_TABLE_PINNED("hash", struct host_key, u32, hosts, HOSTS_MAX_ENTRIES, PIN_ROOT "/hosts",
                  BPF_F_NO_PREALLOC);
-/* the same exact prefixes in cuckoo tables the program probes itself (two buckets, inlined
- * array reads), per (generation, space, ifindex) region of table_roots; mmapable, so a write
- * is a memcpy */
-BPF_TABLE_PINNED("array", u32, struct host4_bucket, host4, 2 * HOST4_BUCKETS_PER_GEN,
-                 PIN_ROOT "/host4", BPF_F_MMAPABLE);
-BPF_TABLE_PINNED("array", u32, struct host6_bucket, host6, 2 * HOST6_BUCKETS_PER_GEN,
-                 PIN_ROOT "/host6", BPF_F_MMAPABLE);
 /* Every root of both generations in one element (engine/kernel/abi.py RootImage), for the
  * reason trie_nodes is one: found by pointer arithmetic from one lookup per packet, not by a
  * lookup whose key goes through the stack. From its start:
@@ -239,7 +232,11 @@ BPF_TABLE_PINNED("array", u32, struct host6_bucket, host6, 2 * HOST6_BUCKETS_PER
  *   at ROOTS_LISTS_OFF, [generation][list id] -> struct list_roots, that list's rule tries;
  *   at ROOTS_REGIONS_OFF, [generation][space][ifindex] -> struct host_region;
  *   at ROOTS_FAILSAFE_OFF, destination port -> bitmask of the fail-safe protocols on it
- *   (FAILSAFE_*), a u32 per 8 bytes; not per generation (engine/kernel/tables.py).
+ *   (FAILSAFE_*), a u32 per 8 bytes; not per generation (engine/kernel/tables.py);
+ *   at ROOTS_HOST4_OFF and ROOTS_HOST6_OFF, the cuckoo buckets of the exact prefixes (the
+ *   same prefixes the hosts hash can hold, in tables the program probes itself: two buckets
+ *   a lookup), struct host4_bucket and host6_bucket by the absolute index a region's base
+ *   starts.
  * Written through mmap by the writer. The loader creates the pin with its real size (as it
  * does trie_nodes), so the value type here is a placeholder indexed beyond its end. */
 struct root_image {
@@ -282,6 +279,8 @@ BPF_ARRAY(layout_trace_meta, struct trace_meta, 1);
 /* the rows and regions of table_roots, which the program declares as a placeholder */
 BPF_ARRAY(layout_list_roots, struct list_roots, 1);
 BPF_ARRAY(layout_host_region, struct host_region, 1);
+BPF_ARRAY(layout_host4_bucket, struct host4_bucket, 1);
+BPF_ARRAY(layout_host6_bucket, struct host6_bucket, 1);
 #endif
 
 #endif /* INFW_MAPS_H */

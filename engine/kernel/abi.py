@@ -34,8 +34,8 @@ MAP_FLOWS = "flows"
 MAP_REPLIES = "replies"
 MAP_REPLY_CONFIG = "reply_config"
 MAP_HOSTS = "hosts"
-MAP_HOST4 = "host4"
-MAP_HOST6 = "host6"
+MAP_HOST4 = "host4"  # older builds
+MAP_HOST6 = "host6"  # older builds
 MAP_HOST_REGIONS = "host_regions"  # older builds
 # maps an older build has in place of this build's single-element images, and the image each
 # is copied into at a reload
@@ -45,6 +45,8 @@ LEGACY_IMAGE_MAPS = {
     MAP_LIST_ROOTS: MAP_ROOTS,
     MAP_HOST_REGIONS: MAP_ROOTS,
     MAP_FAILSAFE: MAP_ROOTS,
+    MAP_HOST4: MAP_ROOTS,
+    MAP_HOST6: MAP_ROOTS,
 }
 ALL_MAPS = (
     MAP_SRC,
@@ -227,16 +229,19 @@ class ListRoots(ct.Structure):
 
 
 class RootImage(ct.Structure):
-    """table_roots' one element: every root, and the fail-safe ports. A source root and a
+    """table_roots' one element: every root, what the program finds from a root without a trie
+    (host regions and their cuckoo buckets), and the fail-safe ports. A source root and a
     port's protocol mask are each a u32 in the low half of a u64 word, as in the older
     per-entry arrays (whose elements are 8-byte aligned), so one mapped word view serves
-    both."""
+    both; the buckets lie as they did in host4 and host6."""
 
     _fields_ = [
         ("src", ct.c_uint64 * SRC_ROOTS_ENTRIES),  # [generation][space][ifindex]
         ("lists", ListRoots * LIST_ROOTS_ENTRIES),  # [generation][list id]
         ("regions", HostRegion * SRC_ROOTS_ENTRIES),  # as src
         ("failsafe", ct.c_uint64 * FAILSAFE_MAX_ENTRIES),  # destination port -> protocol bits
+        ("host4", Host4Bucket * (2 * HOST4_BUCKETS_PER_GEN)),  # absolute bucket index
+        ("host6", Host6Bucket * (2 * HOST6_BUCKETS_PER_GEN)),
     ]
 
 
@@ -462,6 +467,8 @@ def c_defines() -> dict[str, int]:
         "ROOTS_LISTS_OFF": RootImage.lists.offset,
         "ROOTS_REGIONS_OFF": RootImage.regions.offset,
         "ROOTS_FAILSAFE_OFF": RootImage.failsafe.offset,
+        "ROOTS_HOST4_OFF": RootImage.host4.offset,
+        "ROOTS_HOST6_OFF": RootImage.host6.offset,
         "NODE_FLAG": NODE_FLAG,
         "ROOT_TRIE": ROOT_TRIE,
         "ROOT_EMPTY": ROOT_EMPTY,

@@ -74,10 +74,14 @@ from engine.kernel.abi import (
 from engine.kernel.abi import DEFAULT_PIN_ROOT as DEFAULT_PIN_ROOT
 from engine.kernel.bpfsys import Map
 
-# The exact-prefix tables: an older build has the hash alone (this build adds the rest at a
-# reload); once any of the others is pinned, all of them must be (the regions are in
-# table_roots, or an older build's host_regions).
+# The exact-prefix tables of an older build: the hash alone, or with cuckoo buckets, and then
+# all of them (this build has the hash and keeps the rest in table_roots).
 HOST_TABLE_MAPS = frozenset({MAP_HOSTS, MAP_HOST4, MAP_HOST6})
+# per image, the maps every older build has in its place (host tables aside)
+LEGACY_REQUIRED = {
+    MAP_NODES: frozenset({MAP_LEGACY_NODES}),
+    MAP_ROOTS: frozenset({MAP_SRC_ROOTS, MAP_LIST_ROOTS, MAP_FAILSAFE}),
+}
 
 # Maps older builds pinned and this one no longer has: a reload leaves them (the old program
 # may still run until the switch), an unload removes them with the rest.
@@ -186,21 +190,22 @@ def check_existing_pins(pin_root: str) -> None:
         return
     maps = {n: Map.open_pinned(os.path.join(pin_root, n)) for n in present}
     try:
-        missing = sorted(set(ALL_MAPS) - set(present) - OPTIONAL_MAPS)
-        if HOST_TABLE_MAPS & set(present) - {MAP_HOSTS}:
-            # pins of this build's host tables: the roots may name cuckoo regions, so a fresh
-            # (empty) bucket map or hash in place of a removed pin would miss those hosts
-            missing = sorted({*missing, *(HOST_TABLE_MAPS - set(present))})
-        for image in (MAP_NODES, MAP_ROOTS):
-            if not {image, *_legacy_of(image)} & set(present):
+        have = set(present)
+        lacking = set(ALL_MAPS) - have - OPTIONAL_MAPS
+        for image, required in LEGACY_REQUIRED.items():
+            if image not in have:
                 # an empty trie_nodes in place of a removed pin would turn every Deny into no
-                # match, an empty table_roots every interface into an unconfigured one
-                missing = sorted({*missing, image})
-        if (HOST_TABLE_MAPS - {MAP_HOSTS}) & set(present) and not {
-            MAP_ROOTS,
-            MAP_HOST_REGIONS,
-        } & set(present):
-            missing = sorted({*missing, MAP_ROOTS})
+                # match, an empty table_roots every interface into an unconfigured one; an
+                # older build's pins must hold all that a reload copies into the image
+                lacking |= required - have if _legacy_of(image) & have else {image}
+        if MAP_ROOTS in have:
+            # the roots may name the hash: an empty one in place of a removed pin would miss
+            # those hosts
+            lacking |= {MAP_HOSTS} - have
+        elif HOST_TABLE_MAPS & have - {MAP_HOSTS}:
+            # an older build's host tables: its roots may name cuckoo regions too
+            lacking |= (HOST_TABLE_MAPS | {MAP_HOST_REGIONS}) - have
+        missing = sorted(lacking)
         if missing:
             raise DatapathError(
                 f"pins under {pin_root} are incomplete (missing {', '.join(missing)})",

@@ -24,6 +24,7 @@ from engine.kernel.abi import (
 )
 from engine.kernel.bpfsys import Map
 from engine.kernel.failsafe import FailsafePorts
+from engine.kernel.hostplan import BUCKET_BYTES, BUCKET_MAP, BUCKETS_PER_GEN
 from engine.kernel.mapped import MappedArray, MappedBytes
 
 SRC_BYTES = SRC_ROOTS_ENTRIES * 8  # a u32 root in the low half of each u64 word
@@ -32,6 +33,9 @@ REGION_BYTES = ct.sizeof(HostRegion)
 LISTS_OFF = RootImage.lists.offset
 REGIONS_OFF = RootImage.regions.offset
 FAILSAFE_OFF = RootImage.failsafe.offset
+# by space: where its cuckoo buckets start in the image, and their bytes (both generations)
+BUCKETS_OFF = {space: getattr(RootImage, BUCKET_MAP[space]).offset for space in BUCKET_MAP}
+BUCKETS_SIZE = {space: 2 * BUCKETS_PER_GEN[space] * BUCKET_BYTES[space] for space in BUCKET_MAP}
 
 
 class Roots:
@@ -44,8 +48,12 @@ class Roots:
         self._legacy_words: MappedArray | None = None
         self._failsafe: FailsafePorts | None = None
         self._failsafe_words: memoryview | None = None
+        self._legacy_buckets: dict[int, MappedBytes] = {}  # an older build's host4 / host6
 
     def close(self) -> None:
+        for buckets in self._legacy_buckets.values():
+            buckets.close()
+        self._legacy_buckets.clear()
         if self._failsafe is not None:
             self._failsafe.close()
             self._failsafe = None
@@ -55,9 +63,10 @@ class Roots:
         if self._words is not None and self._image is not None:
             self._words.release()  # a view of the image's mapping: released before it
         self._words = None
-        for mapped in (self._image, self._legacy_words):
-            if mapped is not None:
-                mapped.close()
+        if self._image is not None:
+            self._image.close()
+        if self._legacy_words is not None:
+            self._legacy_words.close()
         self._image = self._legacy_words = None
 
     def _mapped_image(self) -> MappedBytes | None:
@@ -87,6 +96,25 @@ class Roots:
                 self._failsafe_words = image.raw[FAILSAFE_OFF:end].cast("Q")
                 self._failsafe = FailsafePorts(None, self._failsafe_words)
         return self._failsafe
+
+    def has_buckets(self) -> bool:
+        """Whether the loaded program probes cuckoo buckets (an old build has the hash alone)."""
+        if MAP_ROOTS in self._maps:
+            return True
+        return MAP_HOST_REGIONS in self._maps and all(m in self._maps for m in BUCKET_MAP.values())
+
+    def buckets(self, space: int) -> memoryview:
+        """The cuckoo buckets of a space (both generations), as bytes: a bucket at its absolute
+        index times its size. A slice of the image (the caller keeps no view past close()), or
+        an older build's host4 / host6 mapped."""
+        image = self._mapped_image()
+        if image is not None:
+            return image.raw[BUCKETS_OFF[space] : BUCKETS_OFF[space] + BUCKETS_SIZE[space]]
+        if space not in self._legacy_buckets:
+            self._legacy_buckets[space] = MappedBytes(
+                self._maps[BUCKET_MAP[space]], 2 * BUCKETS_PER_GEN[space], BUCKET_BYTES[space]
+            )
+        return self._legacy_buckets[space].raw
 
     def write_lists(self, rows: Mapping[int, tuple[int, ...]], gen: int) -> None:
         """The root rows of the given list ids in gen's half."""
@@ -130,8 +158,8 @@ class Roots:
 
     def adopt_legacy(self) -> None:
         """Copy what an older build wrote into its per-entry maps into table_roots, which this
-        load has just created empty: the rows, regions and fail-safe ports first, the source
-        roots (which make the rest reachable) last. Later writes go to table_roots alone."""
+        load has just created empty: the rows, regions, buckets and fail-safe ports first, the
+        source roots (which make the rest reachable) last. Later writes go to table_roots alone."""
         image = self._mapped_image()
         if image is None:
             return
@@ -142,6 +170,16 @@ class Roots:
             legacy = self._maps.get(name)
             if legacy is not None:
                 _copy_array(legacy, image.raw[offset:], size)
+        for space, name in BUCKET_MAP.items():
+            if name in self._maps:
+                older = MappedBytes(
+                    self._maps[name], 2 * BUCKETS_PER_GEN[space], BUCKET_BYTES[space]
+                )
+                try:
+                    at = BUCKETS_OFF[space]
+                    image.raw[at : at + BUCKETS_SIZE[space]] = older.raw[: BUCKETS_SIZE[space]]
+                finally:
+                    older.close()
         if MAP_FAILSAFE in self._maps:
             legacy_ports = FailsafePorts(self._maps[MAP_FAILSAFE])
             try:

@@ -35,8 +35,6 @@ from engine.kernel.configmap import ConfigMap
 from engine.kernel.failsafe import FailsafePorts, wanted_failsafe
 from engine.kernel.hostplan import (
     BUCKET_BYTES,
-    BUCKET_MAP,
-    BUCKETS_PER_GEN,
     HOST_REGION,
     HostPlan,
     plan_hosts,
@@ -77,14 +75,10 @@ class GenerationTables:
         self._written: dict[int, FastImages] = {}
         self._last_switch: tuple[int, int] | None = None
         self.last_write: str = ""  # "delta: N rows" or "full", for benchmarks and tests
-        self._buckets: dict[int, MappedBytes] = {}  # host4 / host6 by space, mapped on use
         self._nodes: MappedBytes | None = None  # trie_nodes, mapped on use
         self.last_hosts: HostPlan | None = None  # where the last full write put the hosts
 
     def close(self) -> None:
-        for mapped in self._buckets.values():
-            mapped.close()
-        self._buckets.clear()
         if self._nodes is not None:
             self._nodes.close()
             self._nodes = None
@@ -181,16 +175,16 @@ class GenerationTables:
         self._settle_failsafe(old_masks, grown, new_masks)
 
     def _has_cuckoo(self) -> bool:
-        return self.roots.has_regions() and all(m in self._maps for m in BUCKET_MAP.values())
+        return self.roots.has_buckets()
 
     def _write_host_regions(self, plan: HostPlan, fast: FastImages, gen: int) -> None:
         """The cuckoo buckets of gen's half (a memcpy each through the mapping), then the
         region of every hashed root. Nothing reads either before gen's roots point at them."""
         for space, parts in plan.images.items():
-            mapped = self._bucket_map(space)
+            buckets = self.roots.buckets(space)
             size = BUCKET_BYTES[space]
             for base, raw in parts:
-                mapped.raw[base * size : base * size + len(raw)] = raw
+                buckets[base * size : base * size + len(raw)] = raw
         self.roots.write_regions(
             {
                 _root_index(gen, *key): HOST_REGION.pack(
@@ -249,13 +243,6 @@ class GenerationTables:
             image.raw[node * NODE_BYTES : (node + 1) * NODE_BYTES] = values[
                 i * NODE_BYTES : (i + 1) * NODE_BYTES
             ]
-
-    def _bucket_map(self, space: int) -> MappedBytes:
-        if space not in self._buckets:
-            self._buckets[space] = MappedBytes(
-                self._maps[BUCKET_MAP[space]], 2 * BUCKETS_PER_GEN[space], BUCKET_BYTES[space]
-            )
-        return self._buckets[space]
 
     def _hosts_map(self) -> Map:
         hosts = self._maps.get(MAP_HOSTS)

@@ -871,7 +871,7 @@ def test_compile_error_is_a_datapath_error(tmp_path: Any) -> None:
         Datapath.load(os.path.join(PIN_BASE, "bad"), source_path=path)
 
 
-@pytest.mark.parametrize("name", [layout.MAP_HOST4, layout.MAP_NODES, layout.MAP_ROOTS])
+@pytest.mark.parametrize("name", [layout.MAP_HOSTS, layout.MAP_NODES, layout.MAP_ROOTS])
 def test_a_removed_table_pin_is_refused_not_recreated_empty(
     dp: Any, pin_root: str, name: str
 ) -> None:

@@ -67,12 +67,12 @@ def assert_same(c_type: Any, py_type: Any) -> None:
         (layout.MAP_REPLIES, layout.ReplyKey, layout.ReplyVal),
         (layout.MAP_REPLY_CONFIG, ct.c_uint32, layout.ReplyConfig),
         (layout.MAP_HOSTS, layout.HostKey, ct.c_uint32),
-        (layout.MAP_HOST4, ct.c_uint32, layout.Host4Bucket),
-        (layout.MAP_HOST6, ct.c_uint32, layout.Host6Bucket),
         ("layout_drop_event", ct.c_uint32, layout.DropEventRecord),
         ("layout_trace_meta", ct.c_uint32, layout.TraceMeta),
         ("layout_list_roots", ct.c_uint32, layout.ListRoots),
         ("layout_host_region", ct.c_uint32, layout.HostRegion),
+        ("layout_host4_bucket", ct.c_uint32, layout.Host4Bucket),
+        ("layout_host6_bucket", ct.c_uint32, layout.Host6Bucket),
     ],
 )
 def test_map_types_match_layout(bpf: Any, table: str, key: Any, leaf: Any) -> None:
