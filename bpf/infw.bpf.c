@@ -1,10 +1,11 @@
 /* infw: XDP ingress firewall, compiled by bcc at load time (engine/kernel/loader.py).
  *
- * A packet costs a parse (parsing.h), one fail-safe array lookup and two lookups whatever the
- * number of rules: (generation, ifindex, source) -> merged rule list, then (list, protocol
- * class, fragment flag, port or ICMP type<<8|code) -> the first matching rule. Both are
- * multibit tries of 256-entry nodes in one array element (engine/core/compiler.py fast_images):
- * a few loads. What does not fit in the arrays is looked up in the LPM tries
+ * A packet costs a parse (parsing.h), a fail-safe check and two lookups whatever the number
+ * of rules: (generation, ifindex, source) -> merged rule list, then (list, protocol class,
+ * fragment flag, port or ICMP type<<8|code) -> the first matching rule. Both are multibit
+ * tries of 256-entry nodes (engine/core/compiler.py fast_images) whose roots, like the
+ * fail-safe ports and the exact-prefix buckets, sit in one map element (table_roots) and whose
+ * nodes in another (trie_nodes): one map lookup each per packet, then a few loads. What does not fit in the arrays is looked up in the LPM tries
  * src_lpm and seg_lpm instead, which a root entry of ROOT_TRIE points the program to.
  * engine/core/classify.py `lookup` is the reference for the decision and engine/core/frame.py
  * `parse_frame` for the parse; the kernel tests hold this file to both.
