@@ -74,8 +74,16 @@ LARGE: dict[str, tuple[str, Callable[[int], str], bool]] = {
 }
 CAPACITY = BulkShape(blocks=1000, cidrs_per_block=1000)  # 1,000,000 scattered IPv4 /32s
 CAPACITY_CASE = "1,000,000 scattered IPv4 /32s x 10 rules"
+# the capacity goal's shape: 1,000 rules on every one of 1,000,000 prefixes (50 blocks, so 50
+# merged lists of 1,000 rules; rule ids are 16-bit, so 1,000 blocks of 1,000 would be refused)
+DEEP = BulkShape(blocks=50, cidrs_per_block=20_000, rules_per_block=1000)
+DEEP_CASE = "1,000,000 scattered IPv4 /32s x 1,000 rules each, hit at the last"
+CAPACITY_CASES = (CAPACITY_CASE, DEEP_CASE)
 SAMPLING_OFF = ", flow sampling off"
-HASH_ONLY = "hosts in the kernel hash map (no cuckoo buckets)"  # what the buckets replace  # the same case with config flow_sample 0
+HASH_ONLY = "hosts in the kernel hash map (no cuckoo buckets)"  # what the buckets replace
+# where the shipped program takes these lookups, for the comparison rows' target column
+LPM_ONLY_USE = "comparison: only for what the arrays cannot hold, warned on apply"
+HASH_ONLY_USE = "comparison: used only for hosts the buckets cannot place"
 
 
 def udp6_ext() -> bytes:
@@ -93,6 +101,9 @@ class Case:
     rules: int = 0  # for the plot
     cidrs: int = 0
     plotted: str = ""  # "rules" or "cidrs" series, or ""
+    # set on a row that measures a lookup infw does not use for this table (what it replaced):
+    # printed as the row's target, with no goal to meet
+    comparison: str = ""
 
 
 def _rulesets() -> dict[str, Callable[[], RuleSet]]:
@@ -111,6 +122,7 @@ def _rulesets() -> dict[str, Callable[[], RuleSet]]:
         sets[f"{key} lpm"] = sets[key]
         sets[f"{key} hash"] = sets[key]
     sets["1M v4 scattered"] = partial(bulk_ruleset, CAPACITY, cidr=scattered_v4)
+    sets["1M x 1000 rules"] = partial(bulk_ruleset, DEEP, cidr=scattered_v4)
     return sets
 
 
@@ -146,11 +158,31 @@ def _cases() -> list[Case]:
         frame = udp4(src) if v4 else udp6(src)
         cases.append(Case(name, key, frame, XDP_DROP, 10, bulk.cidrs))
         cases.append(
-            Case(f"{name}, kernel LPM tries only", f"{key} lpm", frame, XDP_DROP, 10, bulk.cidrs)
+            Case(
+                f"{name}, kernel LPM tries only",
+                f"{key} lpm",
+                frame,
+                XDP_DROP,
+                10,
+                bulk.cidrs,
+                comparison=LPM_ONLY_USE,
+            )
         )
-        cases.append(Case(f"{name}, {HASH_ONLY}", f"{key} hash", frame, XDP_DROP, 10, bulk.cidrs))
+        cases.append(
+            Case(
+                f"{name}, {HASH_ONLY}",
+                f"{key} hash",
+                frame,
+                XDP_DROP,
+                10,
+                bulk.cidrs,
+                comparison=HASH_ONLY_USE,
+            )
+        )
     probe = _host(scattered_v4((CAPACITY.blocks - 1) * CAPACITY.cidrs_per_block))
     cases.append(Case(CAPACITY_CASE, "1M v4 scattered", udp4(probe), XDP_DROP, 10, CAPACITY.cidrs))
+    probe = _host(scattered_v4((DEEP.blocks - 1) * DEEP.cidrs_per_block))
+    cases.append(Case(DEEP_CASE, "1M x 1000 rules", udp4(probe), XDP_DROP, 1000, DEEP.cidrs))
     cases += [
         Case("IPv6 + 2 extension headers (78 B), deny", "1 deny v6", udp6_ext(), XDP_DROP),
         Case("VLAN 802.1Q, deny", "1 deny", udp4(vlan=(100,)), XDP_DROP),
@@ -300,7 +332,7 @@ def _note(m: Measured) -> str:
         parts.append(f"off: {off:+.0f} ns")
     if m.case.cidrs >= 100_000:
         parts.append(f"{m.bytes_per_prefix:.0f} B of map memory per prefix")
-    if m.case.name == CAPACITY_CASE:
+    if m.case.name in CAPACITY_CASES:
         parts.append(f"compile {m.compile_s:.1f} s, write {m.write_s:.1f} s")
     return "; ".join(parts)
 
@@ -321,8 +353,8 @@ def run_group(plot_path: str | None = None) -> list[Figure]:
                 reference=m.floor.median_ns,
                 reference_name="XDP_PASS floor",
                 compare="difference",
-                target=TARGET,
-                met=m.over_ns <= TARGET_NS,
+                target=f"({m.case.comparison})" if m.case.comparison else TARGET,
+                met=None if m.case.comparison else m.over_ns <= TARGET_NS,
                 note=_note(m),
                 extra={
                     "bytes_per_prefix": m.bytes_per_prefix,

@@ -123,14 +123,28 @@ def leftovers() -> list[str]:
     return leftover_namespaces() + leftover_pin_roots()
 
 
-def render(info: dict[str, Any], figures: list[Figure], durations: dict[str, float]) -> str:
-    lines = [
-        "# infw benchmark results",
-        "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, "
-        f"Python {info['python']}; load average at start {info['loadavg_at_start']}; {info['time']}.",
-        "",
-        "Every figure is measured in this one run against the floor or peer beside it.",
+def _machine_line(info: dict[str, Any]) -> str:
+    return (
+        f"{info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, "
+        f"Python {info['python']}; load average at start {info['loadavg_at_start']}; {info['time']}"
+    )
+
+
+def render(
+    info: dict[str, Any],
+    figures: list[Figure],
+    durations: dict[str, float],
+    runs: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    lines = ["# infw benchmark results", "", f"Machine: {_machine_line(info)}.", ""]
+    # a partial run merges into older results: say when and where each group was measured
+    older = {g: r for g, r in (runs or {}).items() if r != info}
+    if older:
+        lines += ["Groups measured in earlier runs:", ""]
+        lines += [f"- {g}: {_machine_line(r)}" for g, r in older.items()]
+        lines.append("")
+    lines += [
+        "Every figure is measured in one run of its group against the floor or peer beside it.",
         "",
         TABLE_HEAD,
     ]
@@ -179,27 +193,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] WARNING: left behind: {', '.join(left)}", file=sys.stderr)
     # A partial run (some groups) merges into the existing results instead of dropping the rest.
     previous: list[dict[str, Any]] = []
+    runs: dict[str, dict[str, Any]] = {}
     if set(names) != set(GROUPS) and RESULTS_JSON.exists():
         try:
-            previous = [
-                f
-                for f in json.loads(RESULTS_JSON.read_text())["figures"]
-                if f["group"] not in names
-            ]
+            old = json.loads(RESULTS_JSON.read_text())
+            previous = [f for f in old["figures"] if f["group"] not in names]
+            kept = {f["group"] for f in previous}
+            # results written before runs were recorded per group carry one machine line
+            runs = {g: old.get("runs", {}).get(g, old["machine"]) for g in kept}
         except (ValueError, KeyError):
-            previous = []
+            previous, runs = [], {}
+    runs.update(dict.fromkeys(names, info))
+    order = {g: i for i, g in enumerate(GROUPS)}
+    runs = dict(sorted(runs.items(), key=lambda item: order.get(item[0], 99)))
     payload = {
         "machine": info,
+        "runs": runs,
         "group_seconds": durations,
         "figures": previous + [f.to_json() for f in figures],
     }
     RESULTS_JSON.write_text(json.dumps(payload, indent=2) + "\n")
     merged = [_from_json(f) for f in previous] + figures
-    order = {g: i for i, g in enumerate(GROUPS)}
     merged.sort(key=lambda f: order.get(f.group, 99))
-    RESULTS_MD.write_text(render(info, merged, durations))
+    text = render(info, merged, durations, runs)
+    RESULTS_MD.write_text(text)
     print()
-    print(render(info, merged, durations))
+    print(text)
     return 0
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.base import Change, EngineBase, Progress, no_progress
-from engine.core.compiler import CompiledTables, RuleKey, match_interfaces
+from engine.core.compiler import CompiledTables, RuleKey, match_interfaces, slow_path_note
 from engine.core.gcpause import gc_paused
 from engine.core.guard import raise_if_refused
 from engine.core.model import RuleSet
@@ -98,6 +98,9 @@ class EditTransaction(EngineBase):
         raise_if_refused(refusals, force)
         warnings = [f"forced past: {r.message}" for r in refusals]
         warnings += split.notes()
+        slow = slow_path_note(tables)
+        if slow:
+            warnings.append(slow)
         warnings += [
             f"the operator refuses {n}"
             for n in operator_failsafe_refusals(ruleset, self.config.failsafe)
