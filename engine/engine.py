@@ -70,8 +70,9 @@ class Engine(FlowViews, CommitConfirm, Lifecycle, Switches, Tracing):
 
     def preview_file(self, path: str, stdin: TextIO | None = None, **kwargs: Any) -> ImpactPreview:
         """`infw diff FILE` and `apply --dry-run`: the file checked as apply would, previewed."""
-        ruleset, _ = self.validate_file(path, stdin)
-        return self.preview(ruleset, **kwargs)
+        # the warnings apply would give (parity notes, the slow path), as the rule edits' do
+        ruleset, warnings = self.validate_file(path, stdin)
+        return replace(self.preview(ruleset, **kwargs), warnings=tuple(warnings))
 
     def serve_metrics(self, listen: str | None = None, *, allow_public: bool = False) -> Any:
         """The Prometheus exporter on listen (default: the config's metrics_listen), in a

@@ -68,3 +68,29 @@ def test_an_interface_beyond_the_root_arrays_is_warned_on_apply_and_dry_run(
 def test_a_small_ifindex_gets_no_slow_path_warning(tmp_path: Path) -> None:
     e = make(tmp_path, 7)
     assert slow(e.add_rule(RULE.format(iface="big0"), confirm_timeout=0).warnings) == []
+
+
+FILE = """
+apiVersion: ingressnodefirewall.openshift.io/v1alpha1
+kind: IngressNodeFirewall
+metadata: {name: web}
+spec:
+  interfaces: [big0]
+  ingress:
+  - sourceCIDRs: [192.0.2.0/24]
+    rules: [{order: 10, action: Deny, protocolConfig: {protocol: TCP, tcp: {ports: 8080}}}]
+"""
+
+
+def test_diff_of_a_file_carries_the_warnings_apply_gives(tmp_path: Path) -> None:
+    # `infw diff FILE` and `apply --dry-run FILE` show what apply would warn of, not only the
+    # flows: the same slow-path warning, and nothing applied
+    e = make(tmp_path, abi.ROOT_IFINDEXES + 5)
+    path = tmp_path / "web.yaml"
+    path.write_text(FILE)
+    generation = e.state().generation
+    preview = e.preview_file(str(path))
+    assert len(slow(preview.warnings)) == 1
+    assert e.state().generation == generation
+    applied = e.apply_file(str(path), confirm_timeout=0)
+    assert slow(applied.warnings) == slow(preview.warnings)
