@@ -40,8 +40,7 @@ if TYPE_CHECKING:  # the same names as _HOMES, for type checkers (a unit test co
     from engine.lab.world import LabInfo, lab_down, lab_status, lab_up
     from engine.observe.event_source import EventSource
     from engine.observe.flows import FlowsView, PendingDrops
-    from engine.observe.metrics import is_loopback
-    from engine.state.config import NodeConfig, split_listen
+    from engine.state.config import NodeConfig, is_loopback, split_listen
     from engine.views import (
         ApplyResult,
         DropEvent,
@@ -88,8 +87,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "engine.lab.world": ("LabInfo", "lab_down", "lab_status", "lab_up"),
     "engine.observe.event_source": ("EventSource",),
     "engine.observe.flows": ("FlowsView", "PendingDrops"),
-    "engine.observe.metrics": ("is_loopback",),
-    "engine.state.config": ("NodeConfig", "split_listen"),
+    "engine.state.config": ("NodeConfig", "is_loopback", "split_listen"),
     "engine.views": (
         "ApplyResult",
         "DropEvent",

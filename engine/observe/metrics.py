@@ -8,7 +8,6 @@ rename `..._bytes` to `..._bytes_total`); infw's own series are proper counters.
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import threading
 import time
@@ -22,21 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from engine.core.textsafe import printable
 from engine.errors import InfwError
 from engine.observe import metrics_http
-from engine.state.config import split_listen
+from engine.state.config import is_loopback, split_listen
 
 NODE_PREFIX = "ingressnodefirewall_node_packet"
 UP_HELP = "1 when the last scrape could read the firewall's counters, 0 when it could not"
 RULE_LABELS = ("rule_id", "firewall", "order", "interface", "action")
-
-
-def is_loopback(listen: str) -> bool:
-    host, _ = split_listen(listen)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a hostname or "" (every address): not provably loopback
 
 
 class EngineCollector:

@@ -6,6 +6,7 @@ path and the value, exactly like a bad rule.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,19 @@ def split_listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"port {port!r} is not a number 1-65535")
     return host, int(port)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a listen address provably serves this host only (the metrics endpoint's default
+    refuses anything else). Here, not beside the exporter, so a CLI that only checks an address
+    does not import prometheus_client."""
+    host, _ = split_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a hostname or "" (every address): not provably loopback
 
 
 def _failsafe(e: _Errors, raw: object) -> tuple[FailSafe, ...] | None:

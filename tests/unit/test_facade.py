@@ -241,3 +241,14 @@ def test_too_late_is_told_by_the_generations_kind_not_its_wording(tmp_path: Path
     assert e.history(1)[0].summary == "put back"
     with pytest.raises(ConfirmExpired):
         e.confirm()
+
+
+def test_the_cli_loads_without_the_kernel_or_exporter_libraries() -> None:
+    # every `infw` command pays its imports: bcc, pyroute2 and prometheus_client load only in
+    # the commands that use them (the metrics address check lives in engine.state.config)
+    probe = (
+        "import sys, console.cli; "
+        "print(sorted(m for m in ('bcc', 'pyroute2', 'prometheus_client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
