@@ -14,6 +14,7 @@ from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Static
 from textual.widgets._footer import FooterKey
+from textual.widgets.data_table import ColumnKey
 
 from console.tui.app import InfwApp
 from console.tui.screens.rule_form import RuleForm, free_order
@@ -150,6 +151,25 @@ async def test_icmp_type_and_code_fit_the_ports_column_at_120() -> None:
         assert all(len(text) <= MATCH_WIDTH for text in cells.values())
         await press(pilot, "slash", *"255/255", "enter")
         assert [r.match for r in table.rows_by_key.values()] == ["type 255 code 255"]
+
+
+@aio
+async def test_the_widest_port_range_shows_whole_at_120() -> None:
+    """'65535-65535' is the widest port match there is: the column holds all of it."""
+    app, _node = make_app(
+        rules=(*LAB_LINES, "deny tcp 10000-20000 from 203.0.113.0/24 on infw-n1 order 90")
+    )
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        table = app.query_one(RulesTable)
+        cells = [
+            str(table.get_cell(k, "match"))
+            for k, r in table.rows_by_key.items()
+            if r.match == "10000-20000"
+        ]
+        assert cells == ["10000-20000"]
+        # the column is laid out at a fixed width: DataTable cuts a longer cell when it draws
+        assert table.columns[ColumnKey("match")].width >= len("65535-65535")
 
 
 def test_free_order_goes_ahead_of_the_existing_rules() -> None:

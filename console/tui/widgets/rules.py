@@ -41,7 +41,7 @@ COLUMNS: tuple[RuleColumn, ...] = (
     RuleColumn("interfaces", "ifaces", 12, 2),
     RuleColumn("cidrs", "source CIDRs", 0, 0),
     RuleColumn("proto", "proto", 6, 0),
-    RuleColumn("match", "ports/ICMP", 10, 0),
+    RuleColumn("match", "ports/ICMP", 11, 0),  # "65535-65535" whole
     RuleColumn("action", "action", 6, 0),
     RuleColumn("packets", "packets", 8, 0, live=True, descending=True),
     RuleColumn("bytes", "bytes", 10, 1, live=True, descending=True),
