@@ -12,8 +12,9 @@ from engine.core.model import Action, PortRange, Protocol, Rule
 from engine.engine import Engine
 from engine.kernel import abi
 from engine.kernel.fake import FakeKernel
-from engine.state.config import NodeConfig
 from tests.unit.strategies import NODE_INTERFACES
+from tests.unit.test_apply_attaches import RULES
+from tests.unit.test_apply_attaches import make as make_engine
 from tests.unit.test_compiler import single_block
 
 RULE = "deny tcp 8080 from 192.0.2.0/24 on {iface} order 10"
@@ -37,13 +38,7 @@ def test_a_budget_the_tables_overflow_names_what_goes_to_the_tries() -> None:
 
 
 def make(tmp_path: Path, ifindex: int) -> Engine:
-    return Engine(
-        str(tmp_path / "pins"),
-        str(tmp_path / "state"),
-        config=NodeConfig(),
-        session=None,
-        kernel=FakeKernel({"lo": 1, "big0": ifindex}),
-    )
+    return make_engine(tmp_path, FakeKernel({"lo": 1, "big0": ifindex}))
 
 
 def slow(warnings: tuple[str, ...] | list[str]) -> list[str]:
@@ -70,16 +65,7 @@ def test_a_small_ifindex_gets_no_slow_path_warning(tmp_path: Path) -> None:
     assert slow(e.add_rule(RULE.format(iface="big0"), confirm_timeout=0).warnings) == []
 
 
-FILE = """
-apiVersion: ingressnodefirewall.openshift.io/v1alpha1
-kind: IngressNodeFirewall
-metadata: {name: web}
-spec:
-  interfaces: [big0]
-  ingress:
-  - sourceCIDRs: [192.0.2.0/24]
-    rules: [{order: 10, action: Deny, protocolConfig: {protocol: TCP, tcp: {ports: 8080}}}]
-"""
+FILE = RULES.replace("IFACES", "big0")  # one Deny of 8080/tcp from 192.0.2.0/24
 
 
 def test_diff_of_a_file_carries_the_warnings_apply_gives(tmp_path: Path) -> None:
