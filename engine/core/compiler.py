@@ -687,7 +687,7 @@ def fast_images(tables: CompiledTables, budget: int = NODES_PER_GEN) -> FastImag
 
 def slow_path_note(tables: CompiledTables) -> str | None:
     """What of these tables the kernel LPM tries serve instead of the arrays, in words: those
-    packets cost several times more (bench/: about +160..+210 ns against +25..+40 at 100,000
+    packets cost several times more (bench/: about +180..+220 ns against +25..+40 at 100,000
     prefixes), so an operator should know before applying."""
     fast = tables.fast
     prefixes = len(fast.lpm)
@@ -700,9 +700,11 @@ def slow_path_note(tables: CompiledTables) -> str | None:
     if lists:
         parts.append(f"{lists:,} rule list" + ("s" if lists != 1 else ""))
     return (
-        f"slow path: the fast arrays ({NODES_PER_GEN:,} trie nodes a generation) cannot hold "
-        f"{' and '.join(parts)}; the kernel LPM tries serve them, several times slower a "
-        "packet; merge CIDRs into wider prefixes or put rules in fewer lists"
+        f"slow path: the fast arrays cannot hold {' and '.join(parts)} (they take "
+        f"{NODES_PER_GEN:,} trie nodes and {LISTS_PER_GEN:,} rule lists a generation, "
+        f"interfaces up to ifindex {ROOT_IFINDEXES - 1:,}); the kernel LPM tries serve them, "
+        "several times slower a packet; merge CIDRs into wider prefixes or put rules in fewer "
+        "lists"
     )
 
 

@@ -33,7 +33,7 @@ def test_a_budget_the_tables_overflow_names_what_goes_to_the_tries() -> None:
     tables = dataclasses.replace(compile_ruleset(rs, NODE_INTERFACES), node_budget=1)
     note = slow_path_note(tables)
     assert note is not None
-    assert "cannot hold 1 source prefix and 1 rule list;" in note
+    assert "cannot hold 1 source prefix and 1 rule list (" in note
     assert "kernel LPM tries" in note and "merge CIDRs" in note
 
 
@@ -54,9 +54,10 @@ def test_an_interface_beyond_the_root_arrays_is_warned_on_apply_and_dry_run(
     assert slow(e.preview_add(RULE.format(iface="big0")).warnings)
     added = e.add_rule(RULE.format(iface="big0"), confirm_timeout=0)
     assert slow(added.warnings) == [
-        "slow path: the fast arrays (8,192 trie nodes a generation) cannot hold 1 source "
-        "prefix; the kernel LPM tries serve them, several times slower a packet; merge CIDRs "
-        "into wider prefixes or put rules in fewer lists"
+        "slow path: the fast arrays cannot hold 1 source prefix (they take 8,192 trie nodes "
+        "and 65,536 rule lists a generation, interfaces up to ifindex 65,535); the kernel LPM "
+        "tries serve them, several times slower a packet; merge CIDRs into wider prefixes or "
+        "put rules in fewer lists"
     ]
 
 
