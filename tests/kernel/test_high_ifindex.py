@@ -18,14 +18,10 @@ from engine.core.classify import lookup
 from engine.core.compiler import CompiledTables, slow_path_note
 from engine.core.frame import parse_frame
 from engine.kernel import abi as layout
-from tests.kernel.conftest import RULES_YAML, compile_rules, in_netns
+from tests.kernel.conftest import RULES_YAML, _ip, compile_rules, in_netns
 
 BIG = layout.ROOT_IFINDEXES + 4464  # 70,000
 XDP_DROP, XDP_PASS = 1, 2
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
